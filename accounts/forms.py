@@ -1,0 +1,53 @@
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from chatsite.errors import ServiceError
+
+from . import services
+
+
+def client_ip(request):
+    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, checked by the same service as the WebSocket login
+    so both share the lockout count."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is None or not password:
+            return self.cleaned_data
+        try:
+            self.user_cache = services.user_authenticate(
+                username=username, password=password, ip=client_ip(self.request)
+            )
+        except ServiceError as e:
+            if e.code == "locked":
+                self.retry_after = e.extra["retry_after"]
+                raise ValidationError(e.message, code="locked") from None
+            raise self.get_invalid_login_error() from None
+        self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+class SignupForm(forms.Form):
+    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
+    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password1") and data.get("password1") != data.get("password2"):
+            self.add_error("password2", "The two passwords differ.")
+            return data
+        if self.errors:
+            return data
+        try:
+            self.user = services.user_signup(username=data["username"], password=data["password1"])
+        except ServiceError as e:
+            field = "username" if e.code == "username_taken" or e.message.startswith("Username") else "password1"
+            self.add_error(field, e.message)
+        return data

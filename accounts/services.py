@@ -1,0 +1,119 @@
+"""Account writes: signup, credential checks with lockout, unlock.
+
+The HTTP forms and the WebSocket consumer both call these, so both share one
+set of rules and one failure count per (username, client IP).
+"""
+
+import math
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from chatsite.errors import ServiceError
+
+from .models import LoginAttempt
+
+User = get_user_model()
+
+
+def _validation_text(error):
+    return " ".join(error.messages)
+
+
+def user_signup(*, username, password):
+    """Create an account (not logged in). Raises ServiceError invalid/username_taken."""
+    field = User._meta.get_field("username")
+    try:
+        username = field.clean(username, None)
+    except ValidationError as e:
+        raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
+    try:
+        validate_password(password, User(username=username))
+    except ValidationError as e:
+        raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
+    if User.objects.filter(username__iexact=username).exists():
+        raise ServiceError("username_taken", f"The username {username!r} is taken.")
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=username, password=password)
+    except IntegrityError:
+        raise ServiceError("username_taken", f"The username {username!r} is taken.") from None
+
+
+def _serialize_pair(username, ip):
+    """Make concurrent attempts for one (username, IP) take turns.
+
+    SQLite already runs one write transaction at a time (IMMEDIATE); on
+    PostgreSQL an advisory lock held to the end of the transaction does it.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"login:{ip}:{username}"])
+
+
+def _lock_state(username, ip, now):
+    """(seconds left on a lock or 0, failures in the current streak)."""
+    attempts = LoginAttempt.objects.filter(username=username, ip=ip)
+    last_success = attempts.filter(result=LoginAttempt.Result.SUCCESS).aggregate(m=Max("id"))["m"] or 0
+    last_lock = (
+        attempts.filter(id__gt=last_success, locked_until__isnull=False).order_by("-id").only("id", "locked_until").first()
+    )
+    if last_lock and last_lock.locked_until > now:
+        return (last_lock.locked_until - now).total_seconds(), 0
+    since = last_lock.id if last_lock else last_success
+    return 0, attempts.filter(id__gt=since, result=LoginAttempt.Result.FAILURE).count()
+
+
+def login_lock_remaining(*, username, ip):
+    """Seconds (rounded up) until this pair may try again; 0 when not locked."""
+    remaining, _ = _lock_state(username, ip, timezone.now())
+    return math.ceil(remaining)
+
+
+def user_authenticate(*, username, password, ip):
+    """Check credentials under the lockout rules; return the user.
+
+    The attempt is recorded as a failure *before* the password is checked,
+    in a short serialized transaction, so a burst of parallel attempts can
+    never get more than LOGIN_FAILURE_LIMIT passwords checked; a right
+    password then turns it into a success. The slow hash runs outside any
+    lock.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        _serialize_pair(username, ip)
+        remaining, failures = _lock_state(username, ip, now)
+        if remaining:
+            LoginAttempt.objects.create(username=username, ip=ip, result=LoginAttempt.Result.LOCKED)
+            retry_after = max(1, math.ceil(remaining))
+            raise ServiceError(
+                "locked",
+                f"Too many failed logins. Try again in {retry_after} seconds.",
+                retry_after=retry_after,
+            )
+        locked_until = None
+        if failures + 1 >= settings.LOGIN_FAILURE_LIMIT:
+            locked_until = now + timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
+        attempt = LoginAttempt.objects.create(
+            username=username, ip=ip, result=LoginAttempt.Result.FAILURE, locked_until=locked_until
+        )
+    user = authenticate(None, username=username, password=password)
+    if user is None:
+        raise ServiceError("invalid_credentials", "Wrong username or password.")
+    LoginAttempt.objects.filter(pk=attempt.pk).update(result=LoginAttempt.Result.SUCCESS, locked_until=None)
+    return user
+
+
+def login_unlock(*, username, ip=None):
+    """Forget failed and refused attempts, which lifts any lockout."""
+    attempts = LoginAttempt.objects.filter(username=username).exclude(result=LoginAttempt.Result.SUCCESS)
+    if ip is not None:
+        attempts = attempts.filter(ip=ip)
+    deleted, _ = attempts.delete()
+    return deleted

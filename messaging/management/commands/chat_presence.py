@@ -1,0 +1,34 @@
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from messaging import services
+from messaging.models import Presence
+
+
+class Command(BaseCommand):
+    help = "List who is online; with --prune, drop presence the heartbeat missed."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--prune",
+            action="store_true",
+            help="remove rows of dead processes on this host and rows whose heartbeat is too old",
+        )
+
+    def handle(self, *args, prune=False, **options):
+        if prune:
+            cleared = services.presence_clear_dead_processes() + services.presence_expire()
+            self.stdout.write(f"Pruned {len(cleared)} stale connection(s){': ' + ', '.join(cleared) if cleared else ''}.")
+        now = timezone.now()
+        cutoff = services.online_cutoff(now)
+        rows = list(Presence.objects.select_related("user").order_by("user__username"))
+        if not rows:
+            self.stdout.write("Nobody is online.")
+            return
+        for row in rows:
+            age = (now - row.heartbeat_at).total_seconds()
+            state = "online" if row.heartbeat_at >= cutoff else "STALE"
+            self.stdout.write(
+                f"{row.user.username:<20} {state:<7} since {row.connected_at:%Y-%m-%d %H:%M:%S} "
+                f"on {row.host}:{row.pid}, heartbeat {age:.0f}s ago"
+            )

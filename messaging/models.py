@@ -1,0 +1,124 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Message(models.Model):
+    """What a user said, once. Who it reaches is in Delivery."""
+
+    class Kind(models.TextChoices):
+        PRIVATE = "private"
+        BROADCAST = "broadcast"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sent_messages")
+    # Null for a broadcast.
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    body = models.TextField()
+    sent_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["sender", "sent_at"], name="messaging_msg_sender_time"),
+            models.Index(fields=["sender", "recipient", "id"], name="messaging_msg_pair"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="private", recipient__isnull=False) | Q(kind="broadcast", recipient__isnull=True),
+                name="messaging_msg_kind_recipient",
+            ),
+        ]
+
+    def __str__(self):
+        to = self.recipient or "everyone"
+        return f"#{self.pk} {self.sender} → {to}"
+
+
+class Delivery(models.Model):
+    """A message in one recipient's mailbox; pending until the client acks it.
+
+    Blocking drops pending rows, so a row is also what lets the recipient see
+    the message in history.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries")
+    # Last time it was pushed to a live connection (null: never, it waited).
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    acked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "message"], name="messaging_delivery_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["recipient", "message"],
+                condition=Q(acked_at__isnull=True),
+                name="messaging_delivery_pending",
+            ),
+        ]
+
+    @property
+    def pending(self):
+        return self.acked_at is None
+
+
+class Block(models.Model):
+    """`blocker` receives nothing more from `blocked`."""
+
+    blocker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks")
+    blocked = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocked_by")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="messaging_block_unique"),
+            models.CheckConstraint(condition=~Q(blocker=models.F("blocked")), name="messaging_block_not_self"),
+        ]
+
+    def __str__(self):
+        return f"{self.blocker} blocks {self.blocked}"
+
+
+class Presence(models.Model):
+    """The one live connection of an online user, shared by every process.
+
+    The primary key on the user is what makes "one connection per user" hold
+    across processes: of two concurrent inserts, exactly one succeeds.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    channel_name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    connected_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name_plural = "presence"
+
+    def __str__(self):
+        return f"{self.user} on {self.host}:{self.pid}"
+
+
+class ReadMark(models.Model):
+    """How far `user` has read one conversation (peer null: broadcasts)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_marks")
+    peer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+")
+    up_to = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "peer"], condition=Q(peer__isnull=False), name="messaging_readmark_peer"
+            ),
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(peer__isnull=True), name="messaging_readmark_broadcast"
+            ),
+        ]

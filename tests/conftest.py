@@ -1,0 +1,41 @@
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def need(condition, what):
+    """Skip a test whose service is missing here; in CI a missing service fails."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(autouse=True)
+def fast_settings(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.CHAT_PUMP_SECONDS = 60  # tests that want the tick set it lower
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A new in-memory layer and pump per test: their queues and task belong
+    to one event loop."""
+    from channels.layers import channel_layers
+
+    from messaging.pump import pump
+
+    channel_layers.backends = {}
+    pump.local.clear()
+    pump.task = None
+    pump.cleared_dead = True
+    yield
+    pump.local.clear()
+
+
+def chromium_path():
+    return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)

@@ -1,0 +1,149 @@
+"""Real chat servers (daphne subprocesses) for end-to-end tests.
+
+They use the test database that pytest-django set up, so a test can look at
+the same rows the servers write.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_database_url():
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER'] or ''}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Server:
+    """One daphne process serving chatsite.asgi on a free port."""
+
+    def __init__(self, port=None, **env):
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "PASSWORD_MIN_LENGTH": "8",
+            "LOG_LEVEL": "WARNING",
+            "CHAT_PUMP_SECONDS": "0.5",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/ws/chat/"
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.log = open(ROOT / "var" / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+
+class Peer:
+    """A protocol client over a real socket (the `websockets` library)."""
+
+    def __init__(self, url, **connect_kwargs):
+        self.url = url
+        self.connect_kwargs = connect_kwargs
+        self.events = []
+
+    async def __aenter__(self):
+        import websockets
+
+        self.ws = await websockets.connect(self.url, max_size=None, **self.connect_kwargs)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.ws.close()
+
+    async def receive(self, timeout=5):
+        import asyncio
+        import json
+
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def request(self, type, timeout=5, **fields):
+        import json
+
+        await self.ws.send(json.dumps({"type": type, "ref": "r", **fields}))
+        while True:
+            frame = await self.receive(timeout)
+            if frame["type"] in ("ok", "error") and frame.get("ref") == "r":
+                return frame
+            self.events.append(frame)
+
+    async def ok(self, type, **fields):
+        reply = await self.request(type, **fields)
+        assert reply["type"] == "ok", reply
+        return reply
+
+    async def event(self, type, timeout=5, **match):
+        import asyncio
+
+        def matches(f):
+            return f["type"] == type and all(f.get(k) == v for k, v in match.items())
+
+        for i, frame in enumerate(self.events):
+            if matches(frame):
+                return self.events.pop(i)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            frame = await self.receive(max(0.01, deadline - asyncio.get_running_loop().time()))
+            if matches(frame):
+                return frame
+            self.events.append(frame)
+
+
+async def signup(url, *usernames, password=None):
+    """Create accounts through the server itself (its own password hasher)."""
+    from .helpers import PASSWORD
+
+    async with Peer(url) as peer:
+        for name in usernames:
+            await peer.ok("signup", username=name, password=password or PASSWORD)

@@ -1,0 +1,169 @@
+"""Account services against the database, the HTTP pages with Django's client."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import LoginAttempt
+from chatsite.errors import ServiceError
+
+from .helpers import PASSWORD, make_user
+
+
+def run_parallel(func, n):
+    """Run func n times at once in threads (each with its own DB connection)."""
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def worker(i):
+        try:
+            barrier.wait()
+            results[i] = func()
+        except ServiceError as e:
+            results[i] = e.code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def authenticate(username="alice", password=PASSWORD, ip="127.0.0.1"):
+    return services.user_authenticate(username=username, password=password, ip=ip)
+
+
+def codes_of(username="alice", password="wrong", ip="127.0.0.1", times=1):
+    out = []
+    for _ in range(times):
+        try:
+            authenticate(username, password, ip)
+            out.append("ok")
+        except ServiceError as e:
+            out.append(e.code)
+    return out
+
+
+@pytest.mark.django_db
+class TestSignup:
+    def test_creates_a_user_with_a_hashed_password(self):
+        user = services.user_signup(username="zoë", password=PASSWORD)
+        assert user.username == "zoë" and user.check_password(PASSWORD)
+        assert PASSWORD not in user.password
+
+    @pytest.mark.parametrize("username", ["", "has space", "x" * 151, "semi;colon"])
+    def test_rejects_bad_usernames(self, username):
+        with pytest.raises(ServiceError) as e:
+            services.user_signup(username=username, password=PASSWORD)
+        assert e.value.code == "invalid"
+
+    @pytest.mark.parametrize("password", ["short", "password123", "1234567890", "alice-the-user"])
+    def test_rejects_weak_passwords(self, password):
+        with pytest.raises(ServiceError) as e:
+            services.user_signup(username="alice-the-user", password=password)
+        assert e.value.code == "invalid"
+
+    def test_names_are_unique_ignoring_case(self):
+        services.user_signup(username="alice", password=PASSWORD)
+        for name in ("alice", "ALICE"):
+            with pytest.raises(ServiceError) as e:
+                services.user_signup(username=name, password=PASSWORD)
+            assert e.value.code == "username_taken"
+
+
+@pytest.mark.django_db
+class TestLockout:
+    def test_unknown_user_and_wrong_password_look_alike(self):
+        make_user("alice")
+        assert codes_of("alice") == codes_of("nobody") == ["invalid_credentials"]
+
+    def test_three_failures_lock_the_pair_for_the_lockout(self, settings):
+        make_user("alice")
+        assert codes_of(times=3) == ["invalid_credentials"] * 3
+        assert codes_of(password=PASSWORD) == ["locked"]  # right password, not checked
+        assert codes_of(ip="10.0.0.2", password=PASSWORD) == ["ok"]
+        assert services.login_lock_remaining(username="alice", ip="127.0.0.1") == settings.LOGIN_LOCKOUT_SECONDS
+
+    def test_the_lock_ends_after_the_lockout(self, settings):
+        make_user("alice")
+        codes_of(times=3)
+        LoginAttempt.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+        assert codes_of(password=PASSWORD) == ["ok"]
+
+    def test_a_success_resets_the_count(self):
+        make_user("alice")
+        codes_of(times=2)
+        assert codes_of(password=PASSWORD) == ["ok"]
+        assert codes_of(times=2) == ["invalid_credentials"] * 2
+        assert codes_of(password=PASSWORD) == ["ok"]
+
+    def test_limit_and_duration_come_from_settings(self, settings):
+        settings.LOGIN_FAILURE_LIMIT = 5
+        settings.LOGIN_LOCKOUT_SECONDS = 7
+        make_user("alice")
+        assert codes_of(times=6) == ["invalid_credentials"] * 5 + ["locked"]
+        assert services.login_lock_remaining(username="alice", ip="127.0.0.1") == 7
+
+    def test_unlock_clears_the_lock(self):
+        make_user("alice")
+        codes_of(times=4)
+        services.login_unlock(username="alice")
+        assert codes_of(password=PASSWORD) == ["ok"]
+
+    def test_inactive_users_cannot_log_in(self):
+        make_user("alice", is_active=False)
+        assert codes_of(password=PASSWORD) == ["invalid_credentials"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_wrong_attempts_get_no_more_than_the_limit_checked():
+    make_user("alice")
+    results = run_parallel(lambda: authenticate(password="wrong"), 10)
+    assert sorted(results).count("invalid_credentials") == 3
+    assert sorted(results).count("locked") == 7
+    assert LoginAttempt.objects.filter(result="failure").count() == 3
+
+
+# --- HTTP pages -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+class TestPages:
+    def test_signup_page_creates_and_logs_in(self, client):
+        response = client.post(
+            "/accounts/signup/", {"username": "erin", "password1": PASSWORD, "password2": PASSWORD}, follow=True
+        )
+        assert response.wsgi_request.user.username == "erin"
+        assert b"erin" in response.content
+
+    def test_signup_page_shows_errors(self, client):
+        make_user("erin")
+        response = client.post("/accounts/signup/", {"username": "erin", "password1": "x", "password2": "y"})
+        assert b"The two passwords differ" in response.content
+        response = client.post("/accounts/signup/", {"username": "erin", "password1": PASSWORD, "password2": PASSWORD})
+        assert b"is taken" in response.content
+
+    def test_login_and_logout(self, client):
+        make_user("alice")
+        response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
+        assert response.status_code == 302
+        assert client.get("/").wsgi_request.user.username == "alice"
+        client.post("/accounts/logout/")
+        assert not client.get("/").wsgi_request.user.is_authenticated
+
+    def test_login_lockout_says_how_long_and_shares_the_socket_count(self, client):
+        make_user("alice")
+        codes_of(times=2)  # as the WebSocket would, from the same IP
+        response = client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+        assert b"Please enter a correct username and password" in response.content
+        response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
+        assert b"Try again in 60 seconds" in response.content
+        assert not client.get("/").wsgi_request.user.is_authenticated
+        assert codes_of(password=PASSWORD) == ["locked"]

@@ -1,0 +1,78 @@
+"""Two server processes sharing PostgreSQL and the Redis channel layer.
+
+Run by `make test` with DATABASE_URL and REDIS_URL set (its scale-out half).
+"""
+
+import asyncio
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from .conftest import need
+from .helpers import PASSWORD
+from .servers import Peer, Server, signup
+
+pytestmark = [pytest.mark.scaleout, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def two_servers():
+    need(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    need(bool(settings.REDIS_URL), "Redis (REDIS_URL)")
+    servers = [Server().start(), Server().start()]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+async def test_users_on_two_processes_chat_and_agree_on_who_is_online(two_servers):
+    one, two = two_servers
+    await signup(one.url, "alice", "bob", "carol")
+    async with Peer(one.url) as a, Peer(two.url) as b:
+        await a.ok("login", username="alice", password=PASSWORD)
+        await b.ok("login", username="bob", password=PASSWORD)
+        assert await a.event("presence", username="bob", online=True)
+        assert (await a.ok("online"))["users"] == (await b.ok("online"))["users"] == ["alice", "bob"]
+        sent = await a.ok("send", to="bob", body="across processes")
+        assert sent["delivered"] == "live"
+        assert (await b.event("message"))["id"] == sent["id"]
+        reply = await b.ok("broadcast", body="to all")
+        assert (reply["live"], reply["stored"]) == (1, 1)
+        assert (await a.event("message"))["body"] == "to all"
+
+
+async def test_one_connection_per_user_across_processes(two_servers):
+    one, two = two_servers
+    await signup(one.url, "alice")
+    async with Peer(one.url) as first, Peer(two.url) as second:
+        await first.ok("login", username="alice", password=PASSWORD)
+        reply = await second.request("login", username="alice", password=PASSWORD)
+        assert reply["code"] == "already_online"
+        await second.ok("login", username="alice", password=PASSWORD, takeover=True)
+        assert await first.event("session_replaced")
+        await asyncio.wait_for(first.ws.wait_closed(), 5)
+        assert (await second.ok("online"))["users"] == ["alice"]
+
+
+async def test_simultaneous_logins_on_two_processes_one_wins(two_servers):
+    one, two = two_servers
+    await signup(one.url, "alice")
+    for _ in range(3):
+        async with Peer(one.url) as p1, Peer(two.url) as p2:
+            replies = await asyncio.gather(
+                p1.request("login", username="alice", password=PASSWORD),
+                p2.request("login", username="alice", password=PASSWORD),
+            )
+            assert sorted(r["type"] for r in replies) == ["error", "ok"], replies
+            assert [r["code"] for r in replies if r["type"] == "error"] == ["already_online"]
+        await asyncio.sleep(0.3)  # let both disconnects release presence
+
+
+async def test_lockout_is_shared_by_the_processes(two_servers):
+    one, two = two_servers
+    await signup(one.url, "alice")
+    async with Peer(one.url) as p1, Peer(two.url) as p2:
+        for peer in (p1, p2, p1):
+            assert (await peer.request("login", username="alice", password="wrong"))["code"] == "invalid_credentials"
+        assert (await p2.request("login", username="alice", password=PASSWORD))["code"] == "locked"

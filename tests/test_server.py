@@ -1,0 +1,67 @@
+"""The real server (daphne subprocess) on the embedded default, end to end."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from messaging.models import Presence
+
+from .helpers import PASSWORD
+from .servers import Peer, Server, signup
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def server():
+    srv = Server().start()
+    yield srv
+    srv.stop()
+
+
+async def test_chat_over_a_real_socket(server):
+    await signup(server.url, "alice", "bob")
+    async with Peer(server.url) as a, Peer(server.url) as b:
+        await a.ok("login", username="alice", password=PASSWORD)
+        await b.ok("login", username="bob", password=PASSWORD)
+        sent = await a.ok("send", to="bob", body="über socket ✓")
+        assert sent["delivered"] == "live"
+        event = await b.event("message")
+        assert event["body"] == "über socket ✓" and event["id"] == sent["id"]
+        await b.ok("ack", ids=[event["id"]])
+        # Oversized frame: too_large, and the socket is still usable.
+        await a.ws.send(json.dumps({"type": "broadcast", "body": "x" * 70000}))
+        assert (await a.receive())["code"] == "too_large"
+        assert (await a.ok("online"))["users"] == ["alice", "bob"]
+        await a.ok("logout")
+        with pytest.raises(websockets.ConnectionClosedOK):
+            await a.ws.recv()
+
+
+async def test_a_frame_over_a_mebibyte_closes_that_socket_only(server):
+    await signup(server.url, "alice")
+    async with Peer(server.url) as a, Peer(server.url) as b:
+        await b.ok("login", username="alice", password=PASSWORD)
+        await a.ws.send("x" * (2 * 1024 * 1024))
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await a.ws.recv()
+        # Autobahn fails the connection (1009, or a dropped socket mid-send).
+        assert e.value.rcvd is None or e.value.rcvd.code == 1009
+        assert (await b.ok("online"))["users"] == ["alice"]
+
+
+async def test_restart_after_a_crash_clears_presence_and_keeps_messages(server):
+    await signup(server.url, "alice", "bob")
+    async with Peer(server.url) as a:
+        await a.ok("login", username="alice", password=PASSWORD)
+        sent = await a.ok("send", to="bob", body="survives the crash")
+        server.kill()
+    assert await asyncio.to_thread(Presence.objects.filter(user__username="alice").exists)
+    server.start()
+    async with Peer(server.url) as a, Peer(server.url) as b:
+        await a.ok("login", username="alice", password=PASSWORD)  # not already_online
+        reply = await b.ok("login", username="bob", password=PASSWORD)
+        assert reply["pending"] == 1
+        assert (await b.event("message"))["id"] == sent["id"]
