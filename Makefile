@@ -8,6 +8,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 2000
+# Extra daphne flags, e.g. DAPHNE_ARGS=--proxy-headers behind a reverse proxy.
+DAPHNE_ARGS ?=
 
 # The scale-out half of the suite runs against these (started before the
 # session on dev and CI machines; see README).
@@ -27,7 +29,7 @@ $(BIN)/.installed: requirements.txt
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py chat_presence --prune
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 chatsite.asgi:application
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 $(DAPHNE_ARGS) chatsite.asgi:application
 
 # Debian's Chromium for the browser tests (no browser download works here).
 browser:
@@ -48,7 +50,8 @@ test-sqlite: install
 # server processes sharing them.
 test-scaleout: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
-	  $(BIN)/pytest -m "not browser" tests/test_accounts.py tests/test_messaging_services.py tests/test_consumer.py tests/test_scaleout.py
+	  $(BIN)/pytest -m "not browser" tests/test_accounts.py tests/test_messaging_services.py tests/test_consumer.py \
+	  tests/test_admin.py tests/test_commands.py tests/test_scaleout.py
 
 clean:
 	rm -rf $(VENV) var/test-db.sqlite3*

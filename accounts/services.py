@@ -117,3 +117,60 @@ def login_unlock(*, username, ip=None):
         attempts = attempts.filter(ip=ip)
     deleted, _ = attempts.delete()
     return deleted
+
+
+def _clean_username(username):
+    try:
+        return User._meta.get_field("username").clean(username, None)
+    except ValidationError as e:
+        raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
+
+
+def user_import(*, username, password, date_joined=None):
+    """Create a user brought over from elsewhere; (user, created).
+
+    The password is hashed as any other, but not held to today's password
+    rules: the person already has it. An existing name is left untouched.
+    """
+    username = _clean_username(username)
+    existing = User.objects.filter(username__iexact=username).first()
+    if existing is not None:
+        return existing, False
+    user = User(username=username)
+    user.set_password(password)
+    if date_joined is not None:
+        user.date_joined = date_joined
+    user.save()
+    return user, True
+
+
+def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
+    """Create many users sharing one password (seeding); return how many were new.
+
+    The password is hashed once: hashing it per user would take minutes for
+    ten thousand users. Existing names are skipped. `progress(n)` is called
+    after each batch of n names.
+    """
+    from django.contrib.auth.hashers import make_password
+
+    encoded = make_password(password)
+    usernames = [_clean_username(name) for name in usernames]
+    created = 0
+    for i in range(0, len(usernames), batch_size):
+        batch = usernames[i : i + batch_size]
+        taken = {n.lower() for n in User.objects.filter(username__in=batch).values_list("username", flat=True)}
+        new = [User(username=n, password=encoded) for n in batch if n.lower() not in taken]
+        with transaction.atomic():
+            User.objects.bulk_create(new, ignore_conflicts=True)
+        created += len(new)
+        if progress:
+            progress(len(batch))
+    return created
+
+
+def user_deactivate(*, user):
+    """Deactivate an account: it can no longer log in, and its live connection ends."""
+    from messaging.services import presence_disconnect
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    presence_disconnect(user=user, reason="Your account was deactivated.")

@@ -201,8 +201,11 @@ def _check_rate(sender, now):
         )
 
 
-def message_send(*, sender, to_username, body):
-    """Store a private message; return (message, True if the recipient is online)."""
+def message_send(*, sender, to_username, body, rate_limit=True):
+    """Store a private message; return (message, True if the recipient is online).
+
+    `rate_limit=False` is for operators' tools (seeding), never for users.
+    """
     if to_username == sender.username:
         raise ServiceError("invalid", "You cannot send a message to yourself.")
     body = _clean_body(body)
@@ -211,7 +214,8 @@ def message_send(*, sender, to_username, body):
         if Block.objects.filter(blocker=recipient, blocked=sender).exists():
             raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
         now = timezone.now()
-        _check_rate(sender, now)
+        if rate_limit:
+            _check_rate(sender, now)
         message = Message.objects.create(
             kind=Message.Kind.PRIVATE, sender=sender, recipient=recipient, body=body, sent_at=now
         )
@@ -293,6 +297,26 @@ def delivery_redeliver(*, channel_names, limit=1000):
     return sum(len(v) for v in by_user.values())
 
 
+def message_import(*, sender, recipients, body, sent_at, kind=Message.Kind.PRIVATE):
+    """Bring over a message accepted elsewhere, pending for `recipients`.
+
+    Idempotent: the same (kind, sender, body, sent_at) is one message, and a
+    recipient gets one delivery of it. Returns (message, created, new deliveries).
+    Nothing is pushed: imports run while the chat is being set up.
+    """
+    recipient = recipients[0] if kind == Message.Kind.PRIVATE else None
+    with transaction.atomic():
+        fields = {"kind": kind, "sender": sender, "recipient": recipient, "body": body, "sent_at": sent_at}
+        message = Message.objects.filter(**fields).order_by("id").first()
+        created = message is None
+        if created:
+            message = Message.objects.create(**fields)
+        have = set(Delivery.objects.filter(message=message).values_list("recipient_id", flat=True))
+        new = [Delivery(message=message, recipient=r) for r in recipients if r.pk not in have]
+        Delivery.objects.bulk_create(new)
+    return message, created, len(new)
+
+
 # --- Blocks -------------------------------------------------------------------
 
 
@@ -305,11 +329,11 @@ def block_create(*, blocker, username):
         blocked = user_by_name(username)
         try:
             with transaction.atomic():
-                Block.objects.create(blocker=blocker, blocked=blocked)
+                block = Block.objects.create(blocker=blocker, blocked=blocked)
         except IntegrityError:
             raise ServiceError("already_blocked", f"You already block {blocked.username}.") from None
         Delivery.objects.filter(recipient=blocker, message__sender=blocked, acked_at__isnull=True).delete()
-    return blocked
+    return block
 
 
 def block_delete(*, blocker, username):

@@ -1,0 +1,65 @@
+"""Seed users (and optionally conversations) for demos and load tests."""
+
+import random
+import sys
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from accounts import services as accounts
+from chatsite.errors import ServiceError
+from messaging import services as messaging
+from messaging.models import Message
+
+LINES = [
+    "hi!", "how are you?", "see you at the standup", "lunch?", "pushed the fix",
+    "can you review my PR?", "on my way", "thanks!", "sounds good", "brb",
+]
+
+
+class Command(BaseCommand):
+    help = "Create N users PREFIX1..PREFIXN sharing one password; idempotent."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--users", type=int, default=100, help="how many users (default %(default)s)")
+        parser.add_argument("--prefix", default="user", help="name prefix (default %(default)s)")
+        parser.add_argument("--password", default="chat-password", help="their password (default %(default)s)")
+        parser.add_argument(
+            "--messages", type=int, default=0,
+            help="also send this many random private messages among them, if they have none yet",
+        )
+        parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable conversations")
+
+    def handle(self, *args, users, prefix, password, messages, seed, **options):
+        if users < 1:
+            raise CommandError("--users must be at least 1")
+        names = [f"{prefix}{i}" for i in range(1, users + 1)]
+        progress = options.get("verbosity", 1) > 0 and sys.stdout.isatty()
+        try:
+            with tqdm(total=len(names), unit="user", disable=not progress) as bar:
+                created = accounts.user_bulk_create(usernames=names, password=password, progress=bar.update)
+        except ServiceError as e:
+            raise CommandError(f"Prefix {prefix!r} makes bad names: {e.message}") from None
+        self.stdout.write(f"{created} user(s) created, {len(names) - created} already there.")
+        if messages:
+            self.seed_messages(names, messages, seed, progress)
+
+    def seed_messages(self, names, count, seed, progress):
+        User = get_user_model()
+        people = list(User.objects.filter(username__in=names, is_active=True))
+        if len(people) < 2:
+            raise CommandError("Need at least two users for conversations")
+        if Message.objects.filter(sender__in=people).exists():
+            self.stdout.write("They have messages already; none added.")
+            return
+        rng = random.Random(seed)
+        for _ in tqdm(range(count), unit="msg", disable=not progress):
+            sender, recipient = rng.sample(people, 2)
+            try:
+                messaging.message_send(
+                    sender=sender, to_username=recipient.username, body=rng.choice(LINES), rate_limit=False
+                )
+            except ServiceError:
+                pass  # e.g. the recipient blocks the sender: like a user, move on
+        self.stdout.write(f"{count} message(s) sent.")

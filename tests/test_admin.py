@@ -1,0 +1,134 @@
+"""The Django admin: pages render for staff only, actions call the services."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import LoginAttempt
+from messaging import services
+from messaging.models import Block, Delivery, Presence
+
+from .helpers import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client):
+    admin = make_user("root", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def people():
+    alice, bob = make_user("alice"), make_user("bob")
+    services.message_send(sender=alice, to_username="bob", body="<b>hello</b>")
+    services.message_broadcast(sender=bob, body="to everyone")
+    services.block_create(blocker=bob, username="alice")
+    return alice, bob
+
+
+def lock(username, ip="10.0.0.1"):
+    LoginAttempt.objects.create(username=username, ip=ip, result="failure", locked_until=timezone.now() + timedelta(seconds=60))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/accounts/user/",
+        "/admin/accounts/user/?online=yes",
+        "/admin/accounts/user/?locked=yes",
+        "/admin/accounts/user/?q=ali",
+        "/admin/accounts/loginattempt/",
+        "/admin/accounts/loginattempt/?active_lock=yes",
+        "/admin/messaging/message/",
+        "/admin/messaging/message/?q=hello",
+        "/admin/messaging/block/",
+        "/admin/messaging/block/add/",
+    ],
+)
+def test_pages_render_for_staff(staff, people, url):
+    assert staff.get(url).status_code == 200
+
+
+def test_non_staff_are_sent_to_the_login(client, people):
+    client.force_login(people[0])
+    response = client.get("/admin/accounts/user/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_user_list_shows_online_and_locked(staff, people):
+    alice, bob = people
+    services.presence_claim(user=alice, channel_name="c-alice")
+    lock("bob")
+    page = staff.get("/admin/accounts/user/?online=yes").content.decode()
+    assert ">alice<" in page and ">bob<" not in page
+    page = staff.get("/admin/accounts/user/?locked=yes").content.decode()
+    assert ">bob<" in page and ">alice<" not in page
+
+
+def test_user_page_shows_blocks_both_ways_and_pending(staff, people):
+    alice, bob = people
+    page = staff.get(f"/admin/accounts/user/{alice.pk}/change/").content.decode()
+    assert "Who blocks this user" in page and "Whom this user blocks" in page
+    assert "Pending messages" in page
+    page = staff.get(f"/admin/accounts/user/{bob.pk}/change/").content.decode()
+    assert "alice" in page
+
+
+def test_unlock_action(staff, people):
+    lock("alice")
+    staff.post("/admin/accounts/user/", {"action": "unlock", "_selected_action": [people[0].pk]})
+    assert not LoginAttempt.objects.filter(username="alice").exists()
+
+
+def test_disconnect_and_deactivate_actions(staff, people):
+    alice, bob = people
+    services.presence_claim(user=alice, channel_name="c-alice")
+    staff.post("/admin/accounts/user/", {"action": "disconnect", "_selected_action": [alice.pk]})
+    assert not Presence.objects.exists()
+    services.presence_claim(user=bob, channel_name="c-bob")
+    staff.post("/admin/accounts/user/", {"action": "deactivate", "_selected_action": [bob.pk]})
+    bob.refresh_from_db()
+    assert bob.is_active is False and not Presence.objects.exists()
+
+
+def test_deleting_attempts_unlocks(staff):
+    lock("alice")
+    ids = list(LoginAttempt.objects.values_list("pk", flat=True))
+    staff.post("/admin/accounts/loginattempt/", {"action": "delete_selected", "_selected_action": ids, "post": "yes"})
+    assert not LoginAttempt.objects.exists()
+
+
+def test_messages_are_read_only(staff, people):
+    message_id = Delivery.objects.first().message_id
+    assert staff.get(f"/admin/messaging/message/{message_id}/change/").status_code == 200
+    assert staff.post(f"/admin/messaging/message/{message_id}/change/", {"body": "edited"}).status_code == 403
+    assert staff.get("/admin/messaging/message/add/").status_code == 403
+    page = staff.get("/admin/messaging/message/").content.decode()
+    assert "everyone" in page and "&lt;b&gt;hello&lt;/b&gt;" in page
+
+
+def test_adding_a_block_in_admin_drops_pending_like_a_user_block(staff, people):
+    alice, bob = people
+    carol = make_user("carol")
+    services.message_send(sender=alice, to_username="carol", body="pending for carol")
+    response = staff.post("/admin/messaging/block/add/", {"blocker": carol.pk, "blocked": alice.pk})
+    assert response.status_code == 302
+    assert Block.objects.filter(blocker=carol, blocked=alice).exists()
+    assert not Delivery.objects.filter(recipient=carol, message__sender=alice).exists()
+    # Already blocked and self-blocks are form errors, not crashes.
+    assert staff.post("/admin/messaging/block/add/", {"blocker": carol.pk, "blocked": alice.pk}).status_code == 200
+    assert staff.post("/admin/messaging/block/add/", {"blocker": carol.pk, "blocked": carol.pk}).status_code == 200
+
+
+def test_removing_a_block_in_admin(staff, people):
+    block = Block.objects.get()
+    staff.post("/admin/messaging/block/", {"action": "remove_selected", "_selected_action": [block.pk]})
+    assert not Block.objects.exists()
+    block = services.block_create(blocker=people[1], username="alice")
+    staff.post(f"/admin/messaging/block/{block.pk}/delete/", {"post": "yes"})
+    assert not Block.objects.exists()

@@ -1,0 +1,187 @@
+"""Management commands through call_command."""
+
+import io
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model, hashers
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from messaging import services
+from messaging.models import Block, Delivery, Message, Presence
+
+from .helpers import make_user
+
+pytestmark = pytest.mark.django_db
+User = get_user_model()
+SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "legacy-sample"
+
+
+def run(*args, **kwargs):
+    out = io.StringIO()
+    call_command(*args, stdout=out, **kwargs)
+    return out.getvalue()
+
+
+@pytest.fixture
+def sample(tmp_path):
+    if not SAMPLE.is_dir():
+        pytest.fail(f"the legacy sample is missing at {SAMPLE}")
+    shutil.copytree(SAMPLE / "server_resources", tmp_path / "server_resources")
+    return tmp_path / "server_resources"
+
+
+def write(folder, csv_text, files=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "user_pass.csv").write_text(csv_text, encoding="utf-8")
+    (folder / "user_data").mkdir(exist_ok=True)
+    for name, text in (files or {}).items():
+        (folder / "user_data" / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+# --- chat_import ---------------------------------------------------------------
+
+
+def test_import_is_a_dry_run_by_default(sample):
+    out = run("chat_import", str(sample))
+    assert "Dry run" in out and "6 users" in out
+    assert User.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_import_the_sample(sample):
+    out = run("chat_import", str(sample.parent), "--commit")
+    assert set(User.objects.values_list("username", flat=True)) == {"alice", "bob", "carol", "dave", "eve", "zoë"}
+    # Passwords are hashed, and work.
+    assert "wonderland42" not in User.objects.get(username="alice").password
+    assert authenticate(username="alice", password="wonderland42")
+    assert authenticate(username="carol", password="comma,inside")
+    assert authenticate(username="dave", password='say "hi"')
+    assert authenticate(username="zoë", password="ünïcode-pass")
+    assert authenticate(username="bob", password="builder-2017")  # first row wins
+    # Reported and skipped.
+    assert "line 6: bob again" in out and "mallory: no password" in out
+    assert "frank.json: no such user" in out and "dave.json: not valid JSON" in out
+    assert "sender ghost does not exist" in out and "ghost does not exist" in out
+    # Blocks and pending messages.
+    assert set(Block.objects.values_list("blocker__username", "blocked__username")) == {("alice", "dave"), ("carol", "bob")}
+    alice_pending = Delivery.objects.filter(recipient__username="alice", acked_at=None).select_related("message__sender")
+    assert sorted((d.message.sender.username, d.message.kind) for d in alice_pending) == [
+        ("bob", "private"), ("carol", "broadcast"), ("eve", "private")
+    ]
+    html = Message.objects.get(sender__username="eve")
+    assert html.body == '<b>bold?</b> & "quotes"' and html.sent_at.year == 2017
+    assert Delivery.objects.filter(recipient__username="zoë").count() == 1
+    assert User.objects.get(username="alice").date_joined.year == 2017
+
+
+def test_import_twice_imports_nothing_twice(sample):
+    run("chat_import", str(sample), "--commit")
+    counts = (User.objects.count(), Message.objects.count(), Delivery.objects.count(), Block.objects.count())
+    out = run("chat_import", str(sample), "--commit")
+    assert "0 users, 6 users existing, 0 messages, 0 deliveries, 0 blocks" in out
+    assert counts == (User.objects.count(), Message.objects.count(), Delivery.objects.count(), Block.objects.count())
+
+
+def test_import_an_empty_folder(tmp_path):
+    out = run("chat_import", str(write(tmp_path / "r", "")), "--commit")
+    assert "0 users" in out
+
+
+def test_import_without_a_csv_is_an_error(tmp_path):
+    with pytest.raises(CommandError, match="No user_pass.csv"):
+        run("chat_import", str(tmp_path))
+
+
+def test_import_bad_rows_and_names(tmp_path):
+    folder = write(
+        tmp_path / "r",
+        "ok-user,secret-1\nbad name,secret\n,nopass-user\nthree,fields,here\nok-user,dupe\nAnother,pw\n",
+        {"ok-user.json": '{"signup_timestamp": "2017-01-01 10:00:00", "to_be_delivered": [], "blocked": ["nobody"]}'},
+    )
+    out = run("chat_import", str(folder), "--commit")
+    assert set(User.objects.values_list("username", flat=True)) == {"ok-user", "Another"}
+    assert "line 2" in out and "line 3" in out and "line 4" in out and "line 5: ok-user again" in out
+    assert "nobody does not exist" in out
+
+
+def test_import_a_file_with_one_bad_entry_is_skipped_whole(tmp_path):
+    good = '{"status": 2, "message": "hi", "operation": 6, "sender": "b", "timestamp": "2017-01-01 10:00:00"}'
+    bad = '{"status": 2, "message": "hi", "operation": 99, "sender": "b", "timestamp": "2017-01-01 10:00:00"}'
+    folder = write(
+        tmp_path / "r",
+        "a,pw-a\nb,pw-b\n",
+        {"a.json": f'{{"to_be_delivered": [{good}, {bad}], "blocked": ["b"]}}'},
+    )
+    out = run("chat_import", str(folder), "--commit")
+    assert "a.json: message 2" in out
+    assert Message.objects.count() == 0 and Block.objects.count() == 0
+    assert User.objects.count() == 2
+
+
+def test_import_a_broadcast_to_several_is_one_message(tmp_path):
+    entry = '{"status": 2, "message": "all", "operation": 7, "sender": "c", "timestamp": "2017-01-01 10:00:00"}'
+    folder = write(
+        tmp_path / "r",
+        "a,pw\nb,pw\nc,pw\n",
+        {"a.json": f'{{"to_be_delivered": [{entry}]}}', "b.json": f'{{"to_be_delivered": [{entry}]}}'},
+    )
+    run("chat_import", str(folder), "--commit", "--timezone", "Europe/Paris")
+    message = Message.objects.get()
+    assert message.kind == "broadcast" and message.deliveries.count() == 2
+    assert message.sent_at.isoformat() == "2017-01-01T09:00:00+00:00"
+
+
+# --- chat_seed -------------------------------------------------------------------
+
+
+def test_seed_users_idempotent_with_messages():
+    out = run("chat_seed", "--users", "50", "--prefix", "load", "--password", "pw-for-all", "--messages", "30", "--seed", "1")
+    assert "50 user(s) created" in out and "30 message(s) sent" in out
+    assert authenticate(username="load7", password="pw-for-all")
+    out = run("chat_seed", "--users", "60", "--prefix", "load", "--messages", "30")
+    assert "10 user(s) created, 50 already there" in out and "none added" in out
+    assert Message.objects.count() == 30 and User.objects.count() == 60
+
+
+def test_seed_rejects_bad_input():
+    with pytest.raises(CommandError):
+        run("chat_seed", "--users", "0")
+    with pytest.raises(CommandError):
+        run("chat_seed", "--users", "2", "--prefix", "bad prefix ")
+
+
+def test_seed_ten_thousand_users_hashes_once():
+    with mock.patch("django.contrib.auth.hashers.make_password", wraps=hashers.make_password) as hasher:
+        run("chat_seed", "--users", "10000")
+    assert hasher.call_count == 1
+    assert User.objects.count() == 10000
+
+
+def test_createsuperuser_works_with_the_custom_user():
+    call_command("createsuperuser", username="admin", email="a@example.com", interactive=False, stdout=io.StringIO())
+    assert User.objects.get(username="admin").is_superuser
+
+
+# --- chat_presence -----------------------------------------------------------------
+
+
+def test_presence_lists_and_prunes():
+    alice, bob = make_user("alice"), make_user("bob")
+    assert "Nobody is online" in run("chat_presence")
+    services.presence_claim(user=alice, channel_name="c1")
+    services.presence_claim(user=bob, channel_name="c2")
+    # alice's connection lives in a server process (our parent will do);
+    # bob's process stopped heartbeating an hour ago.
+    Presence.objects.filter(user=alice).update(pid=os.getppid())
+    Presence.objects.filter(user=bob).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    out = run("chat_presence")
+    assert "alice" in out and "online" in out and "STALE" in out
+    out = run("chat_presence", "--prune")
+    assert "Pruned 1" in out and "bob" in out
+    assert list(Presence.objects.values_list("user__username", flat=True)) == ["alice"]
