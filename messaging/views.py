@@ -1,5 +1,10 @@
+from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
 
 
+@login_required
+@ensure_csrf_cookie
 def home(request):
-    return render(request, "home.html")
+    """The chat page; everything on it runs over the WebSocket."""
+    return render(request, "chat.html")
