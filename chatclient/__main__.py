@@ -1,0 +1,5 @@
+import sys
+
+from .tui import main
+
+sys.exit(main())

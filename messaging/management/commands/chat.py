@@ -1,0 +1,20 @@
+import sys
+
+from django.core.management.base import BaseCommand
+
+from chatclient import tui
+
+
+class Command(BaseCommand):
+    help = "Terminal chat client: talks to a chat server over the WebSocket protocol (no database used)."
+    requires_system_checks = []
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser):
+        tui.add_arguments(parser)
+
+    def handle(self, *args, **options):
+        args = type("Args", (), {k: options.get(k) for k in ("host", "port", "url", "takeover", "user")})
+        code = tui.main_with(args)
+        if code:
+            sys.exit(code)
