@@ -39,3 +39,13 @@ def fresh_channel_layer():
 
 def chromium_path():
     return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+@pytest.fixture
+def server(transactional_db):
+    """A real chat server (daphne subprocess) on the test database."""
+    from .servers import Server
+
+    srv = Server().start()
+    yield srv
+    srv.stop()

@@ -36,7 +36,7 @@ class Server:
     def __init__(self, port=None, **env):
         self.port = port or free_port()
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
             "DATABASE_URL": test_database_url(),
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",

@@ -13,22 +13,25 @@ import pytest
 
 from .conftest import chromium_path, need
 from .helpers import PASSWORD
-from .servers import Peer, Server, signup
+from .servers import Peer, signup
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT = 10_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for this module; closed after it, since Playwright's sync
+    API keeps an event loop running in this thread while it is open."""
     path = chromium_path()
     need(path is not None, "Chromium (Debian package chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         need(False, "Playwright for Python")
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
+    # The database is flushed between tests while that loop runs.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=path,
@@ -37,13 +40,8 @@ def browser():
         )
         yield browser
         browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
-
-@pytest.fixture
-def server():
-    srv = Server(CHAT_PUMP_SECONDS="0.5").start()
-    yield srv
-    srv.stop()
 
 
 def run_async(coroutine):

@@ -9,16 +9,10 @@ import websockets
 from messaging.models import Presence
 
 from .helpers import PASSWORD
-from .servers import Peer, Server, signup
+from .servers import Peer, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-@pytest.fixture
-def server():
-    srv = Server().start()
-    yield srv
-    srv.stop()
 
 
 async def test_chat_over_a_real_socket(server):

@@ -15,16 +15,10 @@ from chatclient.connection import ConnectFailed, NotAChatServer
 from chatclient.core import ChatClient, render_message
 
 from .helpers import PASSWORD
-from .servers import ROOT, Peer, Server, free_port, signup
+from .servers import ROOT, Peer, free_port, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-@pytest.fixture
-def server():
-    srv = Server().start()
-    yield srv
-    srv.stop()
 
 
 class Lines(list):
