@@ -144,14 +144,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def start_session(self, user, *, takeover):
         """Claim the user's one connection, subscribe, return pending messages.
 
-        Subscribing before reading what is pending means a message accepted
-        in between is pushed at worst twice, never missed.
+        Subscribing first means this connection hears its own presence event
+        and any message accepted meanwhile: at worst pushed twice, never missed.
+        Frames are only forwarded once `self.user` is set, after the claim.
         """
         await pump.startup()
-        await events.call(services.presence_claim, user=user, channel_name=self.channel_name, takeover=takeover)
+        await events.subscribe(self.channel_layer, self.channel_name, user.pk)
+        try:
+            await events.call(services.presence_claim, user=user, channel_name=self.channel_name, takeover=takeover)
+        except Exception:
+            await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
+            raise
         self.user = user
         pump.register(self.channel_name, user.pk)
-        await events.subscribe(self.channel_layer, self.channel_name, user.pk)
         return await events.call(services.delivery_flush, user=user)
 
     async def end_session(self):

@@ -3,7 +3,7 @@
 
 def timestamp(value):
     """ISO 8601 in UTC, e.g. 2026-11-25T15:04:05.123456+00:00; None stays None."""
-    return value.isoformat() if value is not None else None
+    return value.isoformat(timespec="microseconds") if value is not None else None
 
 
 def message_object(message):

@@ -344,6 +344,7 @@ async def test_blocking_drops_what_is_pending_from_that_user(users):
 
 async def test_online_and_presence_events(users):
     a = await connected("alice")
+    assert await a.event("presence", username="alice", online=True)  # every logged-in connection, hers too
     assert (await a.ok("online"))["users"] == ["alice"]
     b = await connected("bob")
     assert await a.event("presence", username="bob", online=True)
