@@ -246,7 +246,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def op_signup(self, frame):
         username, password = frame.text("username"), frame.text("password")
-        user = await events.call(accounts.user_signup, username=username, password=password)
+        user = await events.call(accounts.user_signup, parallel=True, username=username, password=password)
         return {"username": user.username}
 
     async def op_login(self, frame):
@@ -257,7 +257,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user = await self.session_user()
         else:
             username, password = frame.text("username"), frame.text("password")
-            user = await events.call(accounts.user_authenticate, username=username, password=password, ip=self.client_ip())
+            user = await events.call(accounts.user_authenticate, parallel=True, username=username, password=password, ip=self.client_ip())
         pending = await self.start_session(user, takeover=takeover)
         self.after_reply.append(lambda: self.send_frames(self.pending_frames(pending)))
         return {"username": user.username, "pending": len(pending)}

@@ -73,8 +73,12 @@ def _send(channel_name, event):
     _after_commit(("channel", channel_name, event))
 
 
-async def call(func, *args, **kwargs):
-    """Run a sync service in the database thread, then send what it pushed."""
+async def call(func, *args, parallel=False, **kwargs):
+    """Run a sync service in the database thread, then send what it pushed.
+
+    `parallel=True` runs it in a thread of its own instead, for slow work
+    such as password hashing that must not hold up everyone else's requests.
+    """
 
     def run():
         _local.outbox = outbox = []
@@ -85,7 +89,8 @@ async def call(func, *args, **kwargs):
         finally:
             _local.outbox = None
 
-    result, outbox, error = await database_sync_to_async(run)()
+    runner = database_sync_to_async(run, thread_sensitive=not parallel)
+    result, outbox, error = await runner()
     for item in outbox:
         await _deliver(item)
     if error is not None:

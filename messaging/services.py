@@ -14,7 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from chatsite.errors import ServiceError
@@ -210,19 +210,30 @@ def message_send(*, sender, to_username, body, rate_limit=True):
         raise ServiceError("invalid", "You cannot send a message to yourself.")
     body = _clean_body(body)
     with transaction.atomic():
-        recipient = user_by_name(to_username)
-        if Block.objects.filter(blocker=recipient, blocked=sender).exists():
-            raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
         now = timezone.now()
+        # One query for the recipient, whether they block the sender, and
+        # whether they are online: this is the hot path.
+        recipient = (
+            User.objects.filter(username=to_username, is_active=True)
+            .annotate(
+                blocks_sender=Exists(Block.objects.filter(blocker=OuterRef("pk"), blocked=sender)),
+                online=Exists(live_presence(now).filter(user=OuterRef("pk"))),
+            )
+            .only("pk", "username")
+            .first()
+        )
+        if recipient is None:
+            raise ServiceError("unknown_user", f"There is no user {to_username!r}.")
+        if recipient.blocks_sender:
+            raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
         if rate_limit:
             _check_rate(sender, now)
         message = Message.objects.create(
             kind=Message.Kind.PRIVATE, sender=sender, recipient=recipient, body=body, sent_at=now
         )
-        online = live_presence(now).filter(user=recipient).exists()
-        Delivery.objects.create(message=message, recipient=recipient, pushed_at=now if online else None)
+        Delivery.objects.create(message=message, recipient=recipient, pushed_at=now if recipient.online else None)
         events.push_message(message, user_id=recipient.pk)
-    return message, online
+    return message, recipient.online
 
 
 def message_broadcast(*, sender, body):
