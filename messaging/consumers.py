@@ -135,6 +135,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 pending = await self.start_session(scope_user, takeover=False)
             except ServiceError as e:
                 await self.send_json({"type": "error", "code": e.code, "message": e.message, **e.extra})
+            except Exception:
+                log.exception("session login failed")
+                await self.send_json({"type": "error", "code": "internal_error", "message": "Log in again."})
             else:
                 await self.send_frames(self.pending_frames(pending))
 
@@ -170,7 +173,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- Frames -------------------------------------------------------------
 
     async def send_json(self, data):
-        await self.send(text_data=json.dumps(data, ensure_ascii=False))
+        text = json.dumps(data, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. in an echoed ref
+            text = json.dumps(data)
+        await self.send(text_data=text)
 
     async def send_frames(self, frames):
         for frame in frames:

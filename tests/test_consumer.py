@@ -98,6 +98,9 @@ async def test_hostile_strings_are_refused_not_crashing(users):
     await c.error("ack", "invalid", ids="1,2")
     await c.error("history", "invalid", **{"with": None, "before": "x"})
     await c.error("unblock", "bad_request", username=["bob"])
+    await c.send_raw('{"type": "online", "ref": "\\udc80"}')
+    reply = await c.reply()
+    assert reply["type"] == "ok" and reply["ref"] == "\udc80"
     await c.ok("online")
     await c.close()
 

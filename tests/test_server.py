@@ -29,6 +29,9 @@ async def test_chat_over_a_real_socket(server):
         await a.ws.send(json.dumps({"type": "broadcast", "body": "x" * 70000}))
         assert (await a.receive())["code"] == "too_large"
         assert (await a.ok("online"))["users"] == ["alice", "bob"]
+        # A lone surrogate in ref cannot be sent as UTF-8: escaped, not a crash.
+        await a.ws.send('{"type": "online", "ref": "\\udc80"}')
+        assert (await a.receive())["ref"] == "\udc80"
         await a.ok("logout")
         with pytest.raises(websockets.ConnectionClosedOK):
             await a.ws.recv()
