@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from messaging import services
 from messaging.models import Delivery, Message, Presence
 
 from .helpers import PASSWORD, ChatClient, ConnectionClosed, amake_user, connected
@@ -476,3 +477,17 @@ async def test_other_users_never_see_a_crash(users):
     await a.close()
     await b.close()
 
+
+
+async def test_admin_disconnect_tells_the_user_why_and_closes(users):
+    a = await connected("alice")
+    b = await connected("bob")
+    alice = await sync_to_async(get_user_model().objects.get)(username="alice")
+    await sync_to_async(services.presence_disconnect)(user=alice)
+    event = await a.event("session_ended")
+    assert "administrator" in event["reason"]
+    with pytest.raises(ConnectionClosed):
+        await a.receive()
+    assert a.closed == 4003
+    assert await b.event("presence", username="alice", online=False)
+    await b.close()
