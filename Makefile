@@ -29,7 +29,14 @@ $(BIN)/.installed: requirements.txt
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py chat_presence --prune
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 $(DAPHNE_ARGS) chatsite.asgi:application
+	@# Served beyond this machine (HOST=0.0.0.0) with no ALLOWED_HOSTS given,
+	@# accept any Host name so the LAN address works; the WebSocket origin
+	@# check still refuses other sites' pages.
+	@if [ -z "$$ALLOWED_HOSTS" ] && [ "$(HOST)" != 127.0.0.1 ] && [ "$(HOST)" != localhost ]; then \
+	  export ALLOWED_HOSTS='*'; echo "Accepting any Host name; set ALLOWED_HOSTS to restrict."; fi; \
+	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/)"; \
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	  $(DAPHNE_ARGS) chatsite.asgi:application
 
 # Debian's Chromium for the browser tests (no browser download works here).
 browser:

@@ -250,3 +250,25 @@ def test_narrow_screen_and_keyboard(server, open_page):
     shot(page, "chat-phone")
     page.click("#back")
     assert page.locator("#sidebar").is_visible()
+
+
+def test_load_earlier_pages_back_through_history(server, open_page):
+    accounts(server, "alice", "bob")
+
+    async def alice_writes():
+        async with Peer(server.url) as alice:
+            await alice.ok("login", username="alice", password=PASSWORD)
+            ids = [(await alice.ok("send", to="bob", body=f"message {i}"))["id"] for i in range(60)]
+        async with Peer(server.url) as bob:  # bob got them all elsewhere: only history has them now
+            await bob.ok("login", username="bob", password=PASSWORD)
+            await bob.ok("ack", ids=ids)
+
+    run_async(alice_writes())
+    bob = open_page("bob")
+    bob.click(".conv-item[data-key=alice]")
+    bob.wait_for_selector("#message-list .body:text-is('message 59')")
+    assert bob.locator("#message-list .msg").count() == 50
+    bob.click("#load-earlier")
+    bob.wait_for_selector("#message-list .body:text-is('message 0')")
+    assert bob.locator("#message-list .msg").count() == 60
+    assert bob.locator("#load-earlier").is_hidden()

@@ -211,13 +211,26 @@ async def test_takeover_with_password(users):
     await second.close()
 
 
-async def test_origin_of_another_site_is_refused(users):
-    from chatsite.asgi import application
+@pytest.mark.parametrize(
+    "headers, allowed",
+    [
+        ([(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1:2000")], False),
+        ([(b"origin", b"http://127.0.0.1:2000.evil.example"), (b"host", b"127.0.0.1:2000")], False),
+        ([(b"origin", b"null"), (b"host", b"127.0.0.1:2000")], False),
+        ([(b"origin", b"http://192.168.1.5:2000"), (b"host", b"192.168.1.5:2000")], True),  # same origin
+        ([(b"origin", b"http://localhost:2000"), (b"host", b"chat.internal")], True),  # in ALLOWED_HOSTS
+        ([(b"host", b"127.0.0.1:2000")], True),  # a program, not a browser
+    ],
+)
+async def test_origin_check(users, headers, allowed):
     from channels.testing import WebsocketCommunicator
 
-    comm = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")])
+    from chatsite.asgi import application
+
+    comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected_, _ = await comm.connect()
-    assert not connected_
+    assert connected_ is allowed
+    await comm.disconnect()
 
 
 # --- send / broadcast / ack -----------------------------------------------------
