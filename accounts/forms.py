@@ -48,6 +48,7 @@ class SignupForm(forms.Form):
         try:
             self.user = services.user_signup(username=data["username"], password=data["password1"])
         except ServiceError as e:
+            # The service names the field ("Username: ..."); the form shows it by the field.
             field = "username" if e.code == "username_taken" or e.message.startswith("Username") else "password1"
-            self.add_error(field, e.message)
+            self.add_error(field, e.message.removeprefix("Username: ").removeprefix("Password: "))
         return data
