@@ -9,6 +9,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from messaging.models import Presence
+
 from .conftest import need
 from .helpers import PASSWORD
 from .servers import Peer, Server, signup
@@ -66,7 +68,16 @@ async def test_simultaneous_logins_on_two_processes_one_wins(two_servers):
             )
             assert sorted(r["type"] for r in replies) == ["error", "ok"], replies
             assert [r["code"] for r in replies if r["type"] == "error"] == ["already_online"]
-        await asyncio.sleep(0.3)  # let both disconnects release presence
+        await released("alice")
+
+
+async def released(username, timeout=10):
+    """Wait until the servers have processed the disconnects."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await asyncio.to_thread(Presence.objects.filter(user__username=username).exists):
+        assert loop.time() < deadline, "presence was never released"
+        await asyncio.sleep(0.05)
 
 
 async def test_lockout_is_shared_by_the_processes(two_servers):
