@@ -4,6 +4,8 @@ They use the test database that pytest-django set up, so a test can look at
 the same rows the servers write.
 """
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -12,7 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import websockets
 from django.db import connection
+
+from .helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,8 +99,6 @@ class Peer:
         self.events = []
 
     async def __aenter__(self):
-        import websockets
-
         self.ws = await websockets.connect(self.url, max_size=None, **self.connect_kwargs)
         return self
 
@@ -103,14 +106,9 @@ class Peer:
         await self.ws.close()
 
     async def receive(self, timeout=5):
-        import asyncio
-        import json
-
         return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
 
     async def request(self, type, timeout=5, **fields):
-        import json
-
         await self.ws.send(json.dumps({"type": type, "ref": "r", **fields}))
         while True:
             frame = await self.receive(timeout)
@@ -124,8 +122,6 @@ class Peer:
         return reply
 
     async def event(self, type, timeout=5, **match):
-        import asyncio
-
         def matches(f):
             return f["type"] == type and all(f.get(k) == v for k, v in match.items())
 
@@ -142,8 +138,6 @@ class Peer:
 
 async def signup(url, *usernames, password=None):
     """Create accounts through the server itself (its own password hasher)."""
-    from .helpers import PASSWORD
-
     async with Peer(url) as peer:
         for name in usernames:
             await peer.ok("signup", username=name, password=password or PASSWORD)

@@ -185,6 +185,7 @@ def test_lockout_message(server, browser):
     page.click("button[type=submit]")
     text = page.inner_text(".form-error")
     assert re.search(r"Try again in (59|60) seconds", text), text
+    page.wait_for_selector("#lock-countdown:has-text('You can try again in')")
     shot(page, "login-locked")
     page.close()
 
@@ -272,3 +273,14 @@ def test_load_earlier_pages_back_through_history(server, open_page):
     bob.wait_for_selector("#message-list .body:text-is('message 0')")
     assert bob.locator("#message-list .msg").count() == 60
     assert bob.locator("#load-earlier").is_hidden()
+
+
+def test_log_out_ends_the_chat_session(server, open_page):
+    accounts(server, "alice", "bob")
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.wait_for_selector("#online .person:has-text('bob')")
+    bob.click("#logout")
+    bob.wait_for_url("**/accounts/login/")
+    alice.wait_for_selector("#online .person:has-text('bob')", state="detached")
+    bob.goto(server.http + "/")
+    assert "/accounts/login/" in bob.url
