@@ -151,7 +151,14 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Events queued per connection before the layer drops them (a
+            # dropped message is pushed again from its pending delivery).
+            "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 1000)},
+        }
+    }
 
 # --- Accounts -------------------------------------------------------------
 
