@@ -49,3 +49,22 @@ def server(transactional_db):
     srv = Server().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup, django_db_blocker):
+    """Let pytest-django drop the PostgreSQL test database at the end.
+
+    Connections are kept (CONN_MAX_AGE), so the worker threads of async tests
+    still hold some when the session ends; PostgreSQL refuses to drop a
+    database in use.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
