@@ -14,36 +14,41 @@ def _locked_attempts():
     return LoginAttempt.objects.filter(username=OuterRef("username"), locked_until__gt=timezone.now())
 
 
-class OnlineFilter(admin.SimpleListFilter):
+class ExistsFilter(admin.SimpleListFilter):
+    """A yes/no filter on whether `condition()` holds for the user."""
+
+    labels = ("Yes", "No")
+
+    def condition(self):
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return [("yes", self.labels[0]), ("no", self.labels[1])]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(self.condition())
+        if self.value() == "no":
+            return queryset.filter(~self.condition())
+        return queryset
+
+
+class OnlineFilter(ExistsFilter):
     title = "online"
     parameter_name = "online"
+    labels = ("Online", "Offline")
 
-    def lookups(self, request, model_admin):
-        return [("yes", "Online"), ("no", "Offline")]
-
-    def queryset(self, request, queryset):
-        online = Exists(live_presence().filter(user=OuterRef("pk")))
-        if self.value() == "yes":
-            return queryset.filter(online)
-        if self.value() == "no":
-            return queryset.filter(~online)
-        return queryset
+    def condition(self):
+        return Exists(live_presence().filter(user=OuterRef("pk")))
 
 
-class LockedFilter(admin.SimpleListFilter):
+class LockedFilter(ExistsFilter):
     title = "locked out"
     parameter_name = "locked"
+    labels = ("Locked out (any IP)", "Not locked out")
 
-    def lookups(self, request, model_admin):
-        return [("yes", "Locked out (any IP)"), ("no", "Not locked out")]
-
-    def queryset(self, request, queryset):
-        locked = Exists(_locked_attempts())
-        if self.value() == "yes":
-            return queryset.filter(locked)
-        if self.value() == "no":
-            return queryset.filter(~locked)
-        return queryset
+    def condition(self):
+        return Exists(_locked_attempts())
 
 
 class BlocksInline(admin.TabularInline):

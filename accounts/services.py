@@ -28,11 +28,7 @@ def _validation_text(error):
 
 def user_signup(*, username, password):
     """Create an account (not logged in). Raises ServiceError invalid/username_taken."""
-    field = User._meta.get_field("username")
-    try:
-        username = field.clean(username, None)
-    except ValidationError as e:
-        raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
+    username = _clean_username(username)
     try:
         validate_password(password, User(username=username))
     except ValidationError as e:

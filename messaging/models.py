@@ -63,10 +63,6 @@ class Delivery(models.Model):
             ),
         ]
 
-    @property
-    def pending(self):
-        return self.acked_at is None
-
 
 class Block(models.Model):
     """`blocker` receives nothing more from `blocked`."""
