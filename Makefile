@@ -1,30 +1,58 @@
 # The two commands of the README:
 #   make run    set up and serve the chat on $(HOST):$(PORT)
-#   make test   set up and run every test
-# Both create .venv and install requirements.txt on first use.
+#   make test   set up and run every test, on both stacks
+# Both create .venv and install the locked dependencies on first use:
+# requirements.txt (runtime) and requirements-dev.txt (tests, lint, bench),
+# every package pinned with its hashes. `make lock` re-locks after an edit of
+# a requirements*.in file; `make upgrade` moves every pin to the newest
+# release, a change to test like any other.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 2000
-# Extra daphne flags, e.g. DAPHNE_ARGS=--proxy-headers behind a reverse proxy.
+# Extra daphne flags, e.g. DAPHNE_ARGS=--proxy-headers behind a reverse proxy
+# (then also set TRUSTED_PROXIES; see docs/deploy.md).
 DAPHNE_ARGS ?=
+# `make cluster N=3` starts N processes on PORT, PORT+1, ...
+N ?= 2
 
 # The scale-out half of the suite runs against these (started before the
 # session on dev and CI machines; see README).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite test-scaleout install browser clean
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
 
-install: $(BIN)/.installed
+.PHONY: run cluster test test-sqlite test-scaleout lint format install install-dev lock upgrade browser clean
 
-$(BIN)/.installed: requirements.txt
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.txt
 	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+# Re-lock after editing requirements.in or requirements-dev.in; pins that
+# still satisfy the .in files stay as they are.
+lock: install-dev
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) requirements-dev.in -o requirements-dev.txt
+
+# The deliberate upgrade: every pin to its newest release. Run `make test`
+# and commit the two lock files with what changed.
+upgrade: install-dev
+	$(LOCK) --upgrade requirements.in -o requirements.txt
+	$(LOCK) --upgrade requirements-dev.in -o requirements-dev.txt
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
@@ -34,9 +62,24 @@ run: install
 	@# check still refuses other sites' pages.
 	@if [ -z "$$ALLOWED_HOSTS" ] && [ "$(HOST)" != 127.0.0.1 ] && [ "$(HOST)" != localhost ]; then \
 	  export ALLOWED_HOSTS='*'; echo "Accepting any Host name; set ALLOWED_HOSTS to restrict."; fi; \
-	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/)"; \
+	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
+	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/), up to $$(ulimit -n) open files"; \
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
 	  $(DAPHNE_ARGS) chatsite.asgi:application
+
+# N processes on consecutive ports sharing PostgreSQL and Redis, for a local
+# try of the scale-out path: DATABASE_URL and REDIS_URL must be set.
+cluster: install
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "Set DATABASE_URL and REDIS_URL (see docs/deploy.md)"; exit 2; }
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py chat_presence --prune
+	@ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
+	trap 'kill 0' INT TERM EXIT; \
+	for i in $$(seq 0 $$(($(N) - 1))); do \
+	  port=$$(($(PORT) + i)); echo "Process $$((i + 1)) of $(N) on http://$(HOST):$$port/"; \
+	  $(BIN)/daphne -b $(HOST) -p $$port --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	    $(DAPHNE_ARGS) chatsite.asgi:application & \
+	done; wait
 
 # Debian's Chromium for the browser tests (no browser download works here).
 browser:
@@ -45,20 +88,26 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: install browser
+# Every test on the embedded default (SQLite, in-memory layer), then every
+# test again on PostgreSQL + Redis, where the two-process tests also run.
+test: install-dev browser
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-scaleout
 
-# Everything, on the embedded default: SQLite and the in-memory layer.
-test-sqlite: install
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not scaleout"
+test-sqlite: install-dev
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not scaleout" $(PYTEST_ARGS)
 
-# The database and consumer tests again on PostgreSQL and Redis, plus two
-# server processes sharing them.
-test-scaleout: install
+test-scaleout: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
-	  $(BIN)/pytest -m "not browser" tests/test_accounts.py tests/test_messaging_services.py tests/test_consumer.py \
-	  tests/test_admin.py tests/test_commands.py tests/test_scaleout.py
+	  $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) var/test-db.sqlite3*
+	rm -rf $(VENV) var/test-db*.sqlite3*

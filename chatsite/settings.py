@@ -131,22 +131,40 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Tests use a file too: in-memory SQLite shared between threads locks
     # differently from the real thing.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"{os.environ.get('TEST_DB_NAME', 'test-db')}.sqlite3")}
+elif os.environ.get("TEST_DB_NAME"):
+    # Two test runs against one PostgreSQL server need two test databases.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DB_NAME"]}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
+# The connection options matter: channels_redis keeps connections open for
+# as long as a WebSocket lives, and its receive blocks longer than redis-py
+# 8's default socket_timeout of 5 s (channels_redis#422). No read timeout,
+# TCP keep-alive to notice a dead peer, and a health check (PING) before
+# using a connection idle for 30 s, so a restarted Redis costs a reconnect,
+# not an error.
+REDIS_HOST = {
+    "address": REDIS_URL,
+    "socket_timeout": None,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+    "retry_on_timeout": True,
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [REDIS_HOST],
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
                 "expiry": 60,
-                "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     }

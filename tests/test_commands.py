@@ -2,9 +2,7 @@
 
 import io
 import os
-import shutil
 from datetime import timedelta
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -16,10 +14,10 @@ from messaging import services
 from messaging.models import Block, Delivery, Message, Presence
 
 from .helpers import make_user
+from .legacy import write_legacy_sample
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
-SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "legacy-sample"
 
 
 def run(*args, **kwargs):
@@ -30,10 +28,7 @@ def run(*args, **kwargs):
 
 @pytest.fixture
 def sample(tmp_path):
-    if not SAMPLE.is_dir():
-        pytest.fail(f"the legacy sample is missing at {SAMPLE}")
-    shutil.copytree(SAMPLE / "server_resources", tmp_path / "server_resources")
-    return tmp_path / "server_resources"
+    return write_legacy_sample(tmp_path)
 
 
 def write(folder, csv_text, files=None):
@@ -50,13 +45,13 @@ def write(folder, csv_text, files=None):
 
 def test_import_is_a_dry_run_by_default(sample):
     out = run("chat_import", str(sample))
-    assert "Dry run" in out and "6 users" in out
+    assert "Dry run" in out and "7 users" in out
     assert User.objects.count() == 0 and Message.objects.count() == 0
 
 
 def test_import_the_sample(sample):
     out = run("chat_import", str(sample.parent), "--commit")
-    assert set(User.objects.values_list("username", flat=True)) == {"alice", "bob", "carol", "dave", "eve", "zoë"}
+    assert set(User.objects.values_list("username", flat=True)) == {"alice", "bob", "carol", "dave", "eve", "zoë", "walt"}
     # Passwords are hashed, and work.
     assert "wonderland42" not in User.objects.get(username="alice").password
     assert authenticate(username="alice", password="wonderland42")
@@ -78,13 +73,16 @@ def test_import_the_sample(sample):
     assert html.body == '<b>bold?</b> & "quotes"' and html.sent_at.year == 2017
     assert Delivery.objects.filter(recipient__username="zoë").count() == 1
     assert User.objects.get(username="alice").date_joined.year == 2017
+    # A data file saved with a byte order mark is read like any other.
+    assert "walt.json" not in out
+    assert Delivery.objects.filter(recipient__username="walt", message__body="saved on Windows").exists()
 
 
 def test_import_twice_imports_nothing_twice(sample):
     run("chat_import", str(sample), "--commit")
     counts = (User.objects.count(), Message.objects.count(), Delivery.objects.count(), Block.objects.count())
     out = run("chat_import", str(sample), "--commit")
-    assert "0 users, 6 users existing, 0 messages, 0 deliveries, 0 blocks" in out
+    assert "0 users, 7 users existing, 0 messages, 0 deliveries, 0 blocks" in out
     assert counts == (User.objects.count(), Message.objects.count(), Delivery.objects.count(), Block.objects.count())
 
 

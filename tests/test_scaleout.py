@@ -87,3 +87,19 @@ async def test_lockout_is_shared_by_the_processes(two_servers):
         for peer in (p1, p2, p1):
             assert (await peer.request("login", username="alice", password="wrong"))["code"] == "invalid_credentials"
         assert (await p2.request("login", username="alice", password=PASSWORD))["code"] == "locked"
+
+
+async def test_idle_connections_outlive_every_client_timeout(two_servers):
+    """Nothing on the path (redis-py's socket timeout, channels_redis's
+    blocking receive, daphne's pings) may end a quiet connection."""
+    one, two = two_servers
+    await signup(one.url, "alice", "bob")
+    async with Peer(one.url) as a, Peer(two.url) as b:
+        await a.ok("login", username="alice", password=PASSWORD)
+        await b.ok("login", username="bob", password=PASSWORD)
+        await asyncio.sleep(35)
+        sent = await a.ok("send", to="bob", body="still there?")
+        assert sent["delivered"] == "live"
+        assert (await b.event("message", timeout=10))["id"] == sent["id"]
+        assert (await b.ok("send", to="alice", body="yes"))["delivered"] == "live"
+        assert (await a.event("message", timeout=10))["body"] == "yes"

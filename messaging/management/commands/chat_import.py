@@ -164,7 +164,7 @@ class Command(BaseCommand):
 
     def parse_file(self, path):
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, ValueError) as e:
             raise Malformed(f"not valid JSON ({e})") from None
         if not isinstance(raw, dict):
