@@ -115,6 +115,12 @@ def login_unlock(*, username, ip=None):
     return deleted
 
 
+def login_attempts_prune(*, older_than):
+    """Delete login attempts older than `older_than` that no lock depends on."""
+    deleted, _ = LoginAttempt.objects.filter(at__lt=older_than).exclude(locked_until__gt=timezone.now()).delete()
+    return deleted
+
+
 def _clean_username(username):
     try:
         return User._meta.get_field("username").clean(username, None)
@@ -164,9 +170,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     return created
 
 
-def user_deactivate(*, user):
-    """Deactivate an account: it can no longer log in, and its live connection ends."""
-    from messaging.services import presence_disconnect
-
+def account_deactivate(*, user):
+    """No more logins for this account. (Ending its live connection is the
+    chat's part: messaging.services.user_deactivate.)"""
     User.objects.filter(pk=user.pk).update(is_active=False)
-    presence_disconnect(user=user, reason="Your account was deactivated.")

@@ -171,7 +171,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "chatsite.layers.InMemoryChannelLayer",
             # Events queued per connection before the layer drops them (a
             # dropped message is pushed again from its pending delivery).
             "CONFIG": {"capacity": env_int("CHANNEL_CAPACITY", 1000)},
@@ -224,8 +224,35 @@ CHAT_REDELIVER_SECONDS = env_float("CHAT_REDELIVER_SECONDS", 30)
 CHAT_RATE_LIMIT_COUNT = env_int("CHAT_RATE_LIMIT_COUNT", 60)
 CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10)
 CHAT_MAX_BODY_CHARS = 4000
+# A frame over this gets too_large; over CHAT_MAX_MESSAGE_BYTES the server
+# does not even read it, and closes the connection (1009).
 CHAT_MAX_FRAME_BYTES = 64 * 1024
+CHAT_MAX_MESSAGE_BYTES = 128 * 1024
 CHAT_RECENT_SECONDS = 3600
+# A presence_batch frame at most this often, for clients that ask for it.
+CHAT_PRESENCE_BATCH_SECONDS = env_float("CHAT_PRESENCE_BATCH_SECONDS", 1)
+# Sending exactly once: how long a client_id is remembered.
+CHAT_CLIENT_ID_SECONDS = 24 * 3600
+# How often a process deletes rows nobody needs any more (client ids older
+# than a day, login attempts older than CHAT_LOGIN_ATTEMPTS_KEEP_DAYS).
+CHAT_PRUNE_SECONDS = env_float("CHAT_PRUNE_SECONDS", 300)
+CHAT_LOGIN_ATTEMPTS_KEEP_DAYS = env_int("CHAT_LOGIN_ATTEMPTS_KEEP_DAYS", 30)
+
+# --- Per-connection bounds ----------------------------------------------------
+
+# Requests a connection may make per second (0: no limit), with bursts.
+CHAT_CONNECTION_RATE = env_float("CHAT_CONNECTION_RATE", 100)
+CHAT_CONNECTION_BURST = env_int("CHAT_CONNECTION_BURST", 200)
+# What a connection may have been sent and not yet read before it is closed
+# (1008): a client that never reads cannot grow the server's memory.
+CHAT_MAX_UNSENT_BYTES = env_int("CHAT_MAX_UNSENT_BYTES", 4 * 1024 * 1024)
+# Pending messages go out a page at a time, each once the client has read
+# all but this much; a client that stops reading for the stall time gets
+# the rest later.
+CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
+CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
+# An anonymous connection must log in within this time.
+CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
 
 # --- Static files, i18n -----------------------------------------------------
 

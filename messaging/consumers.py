@@ -1,340 +1,500 @@
-"""The WebSocket endpoint of protocol v1: parse a frame, call a service, reply.
+"""The WebSocket endpoint: decode a frame, call a service, reply.
 
-Every request gets exactly one reply; events from the channel layer are
-forwarded. Nothing a client sends can take down the connection, let alone
-another one: every failure becomes an error frame.
+Every request gets exactly one reply, in the order the requests came;
+events from the channel layer and the process hub are forwarded. Nothing a
+client sends can take down the connection, let alone another one: every
+failure becomes an error frame.
+
+Each connection is bounded: a few requests in flight (frames beyond that
+are not read until one is answered), a request rate, a cap on what it has
+been sent and not read (past it, the connection is closed with 1008), and a
+deadline to log in.
 """
 
+from __future__ import annotations
+
+import asyncio
 import ipaddress
-import json
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from channels.auth import logout as session_logout
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
+from accounts import selectors as account_selectors
 from accounts import services as accounts
+from accounts.models import User as UserModel
 from chatsite.errors import ServiceError
 
-from . import events, selectors, services
+from . import events, frames, selectors, services, wire
+from .frames import PASSWORD_MAX, USERNAME_MAX, Request
+from .hub import hub
 from .pump import pump
+from .transport import Transport, transport_for
+from .writer import writer
 
-User = get_user_model()
 log = logging.getLogger("chat")
-db = database_sync_to_async
 
-MAX_ID = 2**63 - 1
-MAX_ACK_IDS = 1000
-
-
-class BadFrame(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+MAX_IN_FLIGHT = 8
+INBOUND_PAUSE_AT = 16  # frames read by the server and not yet taken
+INBOUND_RESUME_AT = 4
+PENDING_PAGE = 500
+CLOSE_POLICY = 1008
 
 
-class Frame:
-    """Typed access to a request's fields.
+@dataclass(frozen=True)
+class Reply:
+    """An op's ok result, and what to do once it is written (pushing what
+    waited, closing): a reply never waits for that work."""
 
-    A missing field is ``bad_request``; a present field of the wrong type or
-    value is the op's ``invalid`` code (``bad_request`` for ops without one).
-    """
-
-    def __init__(self, data, invalid_code):
-        self.data = data
-        self.invalid_code = invalid_code
-
-    def _get(self, name, required):
-        if name not in self.data:
-            if required:
-                raise BadFrame("bad_request", f"The field {name!r} is missing.")
-            return None, False
-        return self.data[name], True
-
-    def _bad(self, name, what):
-        return BadFrame(self.invalid_code, f"The field {name!r} must be {what}.")
-
-    def text(self, name, *, required=True, nullable=False):
-        value, present = self._get(name, required)
-        if not present or (value is None and nullable):
-            return None
-        if not isinstance(value, str) or "\x00" in value or not _encodable(value):
-            raise self._bad(name, "a string" + (" or null" if nullable else ""))
-        return value
-
-    def integer(self, name, *, required=True, low=0, high=MAX_ID):
-        value, present = self._get(name, required)
-        if not present:
-            return None
-        if type(value) is not int or not low <= value <= high:
-            raise self._bad(name, f"a whole number from {low} to {high}")
-        return value
-
-    def boolean(self, name, *, required=True):
-        value, present = self._get(name, required)
-        if not present:
-            return None
-        if type(value) is not bool:
-            raise self._bad(name, "true or false")
-        return value
-
-    def id_list(self, name):
-        value, _ = self._get(name, True)
-        if (
-            not isinstance(value, list)
-            or len(value) > MAX_ACK_IDS
-            or any(type(v) is not int or not 0 < v <= MAX_ID for v in value)
-        ):
-            raise self._bad(name, f"a list of at most {MAX_ACK_IDS} message ids")
-        return value
+    result: dict[str, Any]
+    then: Callable[[], Awaitable[None]] | None = None
 
 
-def _encodable(text):
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from "\\ud800" escapes
-        return False
-    return True
+Handler = Callable[["ChatConsumer", Request], Awaitable[dict[str, Any] | Reply]]
 
 
-# op -> (handler name, needs login, error code for a bad field value)
-OPS = {
-    "signup": ("op_signup", False, "invalid"),
-    "login": ("op_login", False, "bad_request"),
-    "logout": ("op_logout", True, "bad_request"),
-    "send": ("op_send", True, "invalid"),
-    "broadcast": ("op_broadcast", True, "invalid"),
-    "block": ("op_block", True, "invalid"),
-    "unblock": ("op_unblock", True, "bad_request"),
-    "blocked": ("op_blocked", True, "bad_request"),
-    "online": ("op_online", True, "bad_request"),
-    "recent": ("op_recent", True, "bad_request"),
-    "ack": ("op_ack", True, "invalid"),
-    "history": ("op_history", True, "invalid"),
-    "conversations": ("op_conversations", True, "bad_request"),
-    "read": ("op_read", True, "invalid"),
-    "whoami": ("op_whoami", False, "bad_request"),
-}
+@dataclass(frozen=True)
+class Op:
+    handler: Handler
+    login: bool  # answers not_logged_in while anonymous
+    invalid: str  # the error code for a field of the wrong type or value
+    exclusive: bool  # changes who the connection is: runs alone
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
-    user = None  # the logged-in chat user; None while anonymous
+OPS: dict[str, Op] = {}
 
-    # --- Connection lifecycle ----------------------------------------------
 
-    async def connect(self):
-        self.user = None
-        self.after_reply = []
+def op(name: str, *, login: bool = True, invalid: str = "invalid", exclusive: bool = False) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        OPS[name] = Op(handler, login, invalid, exclusive)
+        return handler
+
+    return register
+
+
+async def read(func: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a selector in the thread pool, beside the writer's thread."""
+    return await database_sync_to_async(func, thread_sensitive=False)(**kwargs)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    user: UserModel | None = None  # set once the connection holds the user's presence
+    user_id: int | None = None  # the user it holds or is claiming (the hub's filter)
+    presence_batched = False
+    joining: list[str] | None = None  # hub frames held while a login claims presence
+    transport: Transport
+
+    # --- Connection lifecycle ------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the socket ended (a close frame, a dropped TCP
+            # connection, an error, daphne cancelling us), the user goes
+            # offline here; shielded, so a cancellation cannot cut it short.
+            await asyncio.shield(self.end_session())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch closes "old" database connections before every
+        # message, a thread hop each time; this consumer touches the database
+        # only through services and selectors, which do that themselves.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self) -> None:
+        self.transport = transport_for(self.base_send)
+        self.transport.limit_message_size(settings.CHAT_MAX_MESSAGE_BYTES)
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.last_reply: asyncio.Future[None] | None = None
+        self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), asyncio.get_running_loop().time()
+        self.closing = False
         await self.accept()
+        self.login_deadline = asyncio.get_running_loop().call_later(
+            settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue
+        )
         scope_user = self.scope.get("user")
         if scope_user is not None and scope_user.is_authenticated:
             try:
-                pending = await self.start_session(scope_user, takeover=False)
+                await self.start_session(scope_user, takeover=False, session_key=self.session_key())
             except ServiceError as e:
-                await self.send_json({"type": "error", "code": e.code, "message": e.message, **e.extra})
+                self.write_event(wire.error(e.code, e.message, **e.extra))
             except Exception:
                 log.exception("session login failed")
-                await self.send_json({"type": "error", "code": "internal_error", "message": "Log in again."})
+                self.write_event(wire.error("internal_error", "Log in again."))
             else:
-                await self.send_frames(self.pending_frames(pending))
+                self.track(self.push_pending())
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int) -> None:
+        self.transport.closed()
+        for task in list(self.in_flight):
+            task.cancel()
         await self.end_session()
 
-    async def start_session(self, user, *, takeover):
-        """Claim the user's one connection, subscribe, return pending messages.
+    def login_overdue(self) -> None:
+        if self.user is None and not self.closing:
+            self.track(self.close_for("Log in sooner: anonymous connections are closed after a while."))
 
-        Subscribing first means this connection hears its own presence event
-        and any message accepted meanwhile: at worst pushed twice, never missed.
-        Frames are only forwarded once `self.user` is set, after the claim.
+    async def start_session(self, user: UserModel, *, takeover: bool, session_key: str) -> None:
+        """Claim the user's one connection and listen for what is theirs.
+
+        Joining the user's group and the hub before the claim means this
+        connection hears any message accepted meanwhile: at worst pushed
+        twice, never missed. Frames are only forwarded once the claim holds.
         """
         await pump.startup()
         await events.subscribe(self.channel_layer, self.channel_name, user.pk)
+        self.joining, self.user_id = [], user.pk
+        await hub.join(self)
         try:
-            await events.call(services.presence_claim, user=user, channel_name=self.channel_name, takeover=takeover)
-        except Exception:
+            await events.run_then_push(
+                services.presence_claim,
+                user=user,
+                channel_name=self.channel_name,
+                takeover=takeover,
+                session_key=session_key,
+                auth_hash=user.get_session_auth_hash(),
+            )
+        except BaseException:
+            self.joining, self.user_id = None, None
+            hub.leave(self)
             await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
             raise
         self.user = user
-        pump.register(self.channel_name, user.pk)
-        return await events.call(services.delivery_flush, user=user)
+        self.login_deadline.cancel()
+        waiting, self.joining = self.joining, None
+        self.deliver(waiting)
 
-    async def end_session(self):
-        user, self.user = self.user, None
+    async def end_session(self) -> None:
+        user, self.user, self.user_id = self.user, None, None
         if user is None:
             return
-        pump.unregister(self.channel_name)
-        await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
-        await events.call(services.presence_release, user=user, channel_name=self.channel_name)
-
-    # --- Frames -------------------------------------------------------------
-
-    async def send_json(self, data):
-        text = json.dumps(data, ensure_ascii=False)
+        hub.leave(self)
         try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate, e.g. in an echoed ref
-            text = json.dumps(data)
-        await self.send(text_data=text)
-
-    async def send_frames(self, frames):
-        for frame in frames:
-            await self.send_json(frame)
-
-    @staticmethod
-    def pending_frames(messages):
-        return [events.message_frame(m, stored=True) for m in messages]
-
-    async def receive(self, text_data=None, bytes_data=None):
-        ref = None
-        try:
-            if text_data is None:
-                raise BadFrame("bad_request", "Send JSON in text frames, not binary ones.")
-            if len(text_data) > settings.CHAT_MAX_FRAME_BYTES or (
-                len(text_data.encode("utf-8", "surrogatepass")) > settings.CHAT_MAX_FRAME_BYTES
-            ):
-                raise BadFrame("too_large", f"A frame may be at most {settings.CHAT_MAX_FRAME_BYTES} bytes.")
-            try:
-                data = json.loads(text_data)
-            except (ValueError, RecursionError):
-                raise BadFrame("bad_request", "The frame is not valid JSON.") from None
-            if not isinstance(data, dict):
-                raise BadFrame("bad_request", "A frame must be a JSON object.")
-            ref = data.get("ref")
-            op = data.get("type")
-            if not isinstance(op, str) or op not in OPS:
-                raise BadFrame("bad_request", f"Unknown type {op!r}.")
-            handler, needs_login, invalid_code = OPS[op]
-            if needs_login and self.user is None:
-                raise ServiceError("not_logged_in", "Log in first.")
-            result = await getattr(self, handler)(Frame(data, invalid_code))
-        except (BadFrame, ServiceError) as e:
-            await self.send_json(
-                {"type": "error", "ref": ref, "code": e.code, "message": e.message, **getattr(e, "extra", {})}
-            )
-            return
+            await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
+            await events.run_then_push(services.presence_release, user=user, channel_name=self.channel_name)
         except Exception:
-            log.exception("request failed")
-            await self.send_json(
-                {"type": "error", "ref": ref, "code": "internal_error", "message": "The server failed; try again."}
-            )
+            # The presence row stays until its heartbeat, which nothing
+            # refreshes now, expires.
+            log.exception("could not release the presence of %s", user.username)
+
+    def session_key(self) -> str:
+        session = self.scope.get("session")
+        return (session.session_key or "") if session is not None else ""
+
+    # --- Writing -------------------------------------------------------------------------
+
+    def write(self, frame: dict[str, Any] | wire.Error) -> None:
+        self.write_text(frames.encode(dict(frame)))
+
+    def write_text(self, text: str) -> None:
+        self.transport.write(text)
+        if self.transport.unsent_bytes() > settings.CHAT_MAX_UNSENT_BYTES and not self.closing:
+            self.track(self.close_for("You are not reading what the server sends.", log_it=True))
+
+    def write_event(self, frame: dict[str, Any] | wire.Error) -> None:
+        """An event: no `ref`."""
+        event = dict(frame)
+        event.pop("ref", None)
+        self.write(event)
+
+    def deliver(self, texts: list[str]) -> None:
+        """Frames the hub hands to every connection (encoded once for all).
+
+        While the login that joined the hub is still claiming presence, they
+        wait: they go out if the claim holds, and nowhere if it fails."""
+        if self.user is not None:
+            for text in texts:
+                self.write_text(text)
+        elif self.joining is not None:
+            self.joining.extend(texts)
+
+    async def close_for(self, reason: str, *, log_it: bool = False) -> None:
+        if self.closing:
             return
-        await self.send_json({"type": "ok", "ref": ref, **(result or {})})
-        if self.after_reply:
-            then, self.after_reply = self.after_reply, []
-            for step in then:
-                await step()
+        self.closing = True
+        if log_it:
+            log.warning("closing %s: %s", self.user.username if self.user else "an anonymous connection", reason)
+        self.transport.closed()
+        await self.end_session()
+        await self.close(code=CLOSE_POLICY)
 
-    # --- Channel-layer events (types named in events.py) ----------------------
+    def track(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run work beside the connection's loop; it ends with the connection."""
+        task = asyncio.ensure_future(work)
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return task
 
-    async def chat_frames(self, event):
-        if self.user is None or self.user.pk in event.get("exclude", ()):
+    # --- Reading -------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        self.watch_inbound()
+        await self.pace()
+        try:
+            content = await self.decode_json(text_data) if text_data is not None else frames.decode(None, bytes_data)
+        except ServiceError as e:
+            await self.settle(MAX_IN_FLIGHT - 1)
+            self.track(self.respond(None, e))
             return
-        await self.send_frames(event["frames"])
+        await self.receive_json(content)
 
-    async def chat_end(self, event):
-        await self.send_json(event["frame"])
+    @classmethod
+    async def decode_json(cls, text_data: str) -> dict[str, Any]:
+        return frames.decode(text_data, None)
+
+    @classmethod
+    async def encode_json(cls, content: dict[str, Any]) -> str:
+        return frames.encode(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        spec = OPS.get(content["type"]) if isinstance(content.get("type"), str) else None
+        work = self.run(spec, content)
+        if spec is not None and spec.exclusive:
+            await self.settle(0)
+            await self.respond(content.get("ref"), work)
+        else:
+            await self.settle(MAX_IN_FLIGHT - 1)
+            self.track(self.respond(content.get("ref"), work))
+
+    async def settle(self, at_most: int) -> None:
+        """Wait until no more than `at_most` requests are in flight. While
+        this waits, the connection reads no further frames."""
+        while len(self.in_flight) > at_most:
+            await asyncio.wait(set(self.in_flight), return_when=asyncio.FIRST_COMPLETED)
+
+    def watch_inbound(self) -> None:
+        """Stop reading the socket while frames pile up unread, so a flood
+        waits in the client's TCP buffers, not in our memory."""
+        backlog = self.transport.inbound_backlog()
+        if backlog >= INBOUND_PAUSE_AT:
+            self.transport.pause_reading()
+        elif backlog <= INBOUND_RESUME_AT:
+            self.transport.resume_reading()
+
+    async def pace(self) -> None:
+        """At most CHAT_CONNECTION_RATE requests a second (bursts of
+        CHAT_CONNECTION_BURST): a faster client is served more slowly."""
+        rate = settings.CHAT_CONNECTION_RATE
+        if rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.tokens = min(float(settings.CHAT_CONNECTION_BURST), self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) / rate)
+            self.tokens, self.tokens_at = 1.0, loop.time()
+        self.tokens -= 1
+
+    async def run(self, spec: Op | None, content: dict[str, Any]) -> dict[str, Any] | Reply:
+        if spec is None:
+            raise ServiceError("bad_request", f"Unknown type {content.get('type')!r}.")
+        if spec.login and self.user is None:
+            raise ServiceError("not_logged_in", "Log in first.")
+        return await spec.handler(self, Request(content, spec.invalid))
+
+    async def respond(self, ref: Any, work: Awaitable[dict[str, Any] | Reply] | ServiceError) -> None:
+        """Write the reply to one request, after the replies to earlier ones."""
+        previous, mine = self.last_reply, asyncio.get_running_loop().create_future()
+        self.last_reply = mine
+        then = None
+        try:
+            try:
+                if isinstance(work, ServiceError):
+                    raise work
+                result = await work
+                reply = result if isinstance(result, Reply) else Reply(result)
+                frame: dict[str, Any] = {"type": "ok", "ref": ref, **reply.result}
+                then = reply.then
+            except ServiceError as e:
+                frame = dict(wire.error(e.code, e.message, ref=ref, **e.extra))
+            except Exception:
+                log.exception("request failed")
+                frame = dict(wire.error("internal_error", "The server failed; try again.", ref=ref))
+            if previous is not None:
+                await previous
+            self.write(frame)
+        finally:
+            mine.set_result(None)
+        if then is not None:
+            self.track(then())
+
+    # --- Channel-layer events (types named in events.py) ---------------------------------
+
+    async def chat_frames(self, event: dict[str, Any]) -> None:
+        if self.user is not None:
+            for frame in event["frames"]:
+                self.write(frame)
+
+    async def chat_end(self, event: dict[str, Any]) -> None:
+        self.write(event["frame"])
+        self.closing = True
         await self.end_session()
         await self.close(code=event["code"])
 
-    # --- Ops ----------------------------------------------------------------
+    # --- Pushing what waited ------------------------------------------------------------
 
-    def client_ip(self):
+    async def push_pending(self) -> None:
+        """Push every message pending for the user, oldest first, a page at a
+        time, waiting for the client to read each page before the next."""
+        user, after = self.user, 0
+        while user is not None and self.user is user:
+            page = await events.run_then_push(
+                services.delivery_flush_page, user=user, after=after, limit=PENDING_PAGE
+            )
+            if not page:
+                return
+            for message in page:
+                self.write(wire.message_event(message, stored=True))
+            after = page[-1].id
+            if not await self.drained():
+                return  # what is left is pushed again later, or at the next login
+
+    async def drained(self) -> bool:
+        """Wait until the client has read most of what it was sent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.CHAT_PENDING_STALL_SECONDS
+        while self.transport.unsent_bytes() > settings.CHAT_PENDING_HIGH_WATER_BYTES:
+            if loop.time() > deadline or self.closing:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    # --- Ops -----------------------------------------------------------------------------
+
+    def client_ip(self) -> str:
         client = self.scope.get("client") or ()
         try:
             return str(ipaddress.ip_address(client[0]))
         except (IndexError, TypeError, ValueError):
             return "0.0.0.0"
 
-    async def op_whoami(self, frame):
+    @op("whoami", login=False, invalid="bad_request")
+    async def op_whoami(self, request: Request) -> dict[str, Any]:
         return {"username": self.user.username if self.user else None}
 
-    async def op_signup(self, frame):
-        username, password = frame.text("username"), frame.text("password")
-        user = await events.call(accounts.user_signup, parallel=True, username=username, password=password)
+    @op("signup", login=False)
+    async def op_signup(self, request: Request) -> dict[str, Any]:
+        username = request.text("username", max_length=USERNAME_MAX)
+        password = request.text("password", max_length=PASSWORD_MAX)
+        # Hashing runs in the thread pool, not in the database thread.
+        user = await database_sync_to_async(accounts.user_signup, thread_sensitive=False)(
+            username=username, password=password
+        )
         return {"username": user.username}
 
-    async def op_login(self, frame):
+    @op("login", login=False, invalid="bad_request", exclusive=True)
+    async def op_login(self, request: Request) -> Reply:
         if self.user is not None:
             raise ServiceError("already_logged_in", f"You are already logged in as {self.user.username}.")
-        takeover = frame.boolean("takeover", required=False) or False
-        if takeover and "username" not in frame.data and "password" not in frame.data:
-            user = await self.session_user()
+        takeover = request.boolean("takeover", required=False) or False
+        if takeover and not request.has("username") and not request.has("password"):
+            session_key = self.session_key()
+            user = await read(account_selectors.user_for_session, session_key=session_key)
+            if user is None:
+                raise ServiceError("bad_request", "No logged-in session to take over from; send username and password.")
         else:
-            username, password = frame.text("username"), frame.text("password")
-            user = await events.call(accounts.user_authenticate, parallel=True, username=username, password=password, ip=self.client_ip())
-        pending = await self.start_session(user, takeover=takeover)
-        self.after_reply.append(lambda: self.send_frames(self.pending_frames(pending)))
-        return {"username": user.username, "pending": len(pending)}
+            username = request.text("username", max_length=frames.MAX_ID)
+            password = request.text("password", max_length=frames.MAX_ID)
+            assert username is not None and password is not None
+            if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
+                raise ServiceError("invalid_credentials", "Wrong username or password.")
+            user = await database_sync_to_async(accounts.user_authenticate, thread_sensitive=False)(
+                username=username, password=password, ip=self.client_ip()
+            )
+            session_key = ""
+        self.presence_batched = request.boolean("presence_batch", required=False) or False
+        await self.start_session(user, takeover=takeover, session_key=session_key)
+        pending = await read(selectors.pending_count, user=user)
+        return Reply({"username": user.username, "pending": pending}, then=self.push_pending)
 
-    @db
-    def session_user(self):
-        scope_user = self.scope.get("user")
-        user = User.objects.filter(pk=getattr(scope_user, "pk", None), is_active=True).first()
-        if user is None:
-            raise BadFrame("bad_request", "No logged-in session to take over from; send username and password.")
-        return user
-
-    async def op_logout(self, frame):
+    @op("logout", invalid="bad_request", exclusive=True)
+    async def op_logout(self, request: Request) -> Reply:
         await self.end_session()
         session = self.scope.get("session")
         if session is not None and session.session_key:
-            await session_logout(self.scope)
-        self.after_reply.append(lambda: self.close(code=1000))
+            await database_sync_to_async(session.flush)()
+        self.closing = True
+        return Reply({}, then=lambda: self.close(code=1000))
+
+    @op("send")
+    async def op_send(self, request: Request) -> dict[str, Any]:
+        to = request.username("to")
+        body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+        assert self.user is not None and to is not None and body is not None
+        sent = await writer.submit(services.SendRequest(sender=self.user, to_username=to, body=body))
+        return {"id": sent.message.id, "delivered": "live" if sent.live else "stored"}
+
+    @op("broadcast")
+    async def op_broadcast(self, request: Request) -> dict[str, Any]:
+        body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+        assert self.user is not None and body is not None
+        done = await writer.submit(services.BroadcastRequest(sender=self.user, body=body))
+        return {"id": done.message.id, "live": done.live, "stored": done.stored}
+
+    @op("block")
+    async def op_block(self, request: Request) -> dict[str, Any]:
+        username = request.username("username")
+        await events.run_then_push(services.block_create, blocker=self.user, username=username)
         return {}
 
-    async def op_send(self, frame):
-        to, body = frame.text("to"), frame.text("body")
-        message, live = await events.call(services.message_send, sender=self.user, to_username=to, body=body)
-        return {"id": message.id, "delivered": "live" if live else "stored"}
-
-    async def op_broadcast(self, frame):
-        body = frame.text("body")
-        message, live, stored = await events.call(services.message_broadcast, sender=self.user, body=body)
-        return {"id": message.id, "live": live, "stored": stored}
-
-    async def op_block(self, frame):
-        await events.call(services.block_create, blocker=self.user, username=frame.text("username"))
+    @op("unblock", invalid="bad_request")
+    async def op_unblock(self, request: Request) -> dict[str, Any]:
+        username = request.username("username")
+        await events.run_then_push(services.block_delete, blocker=self.user, username=username)
         return {}
 
-    async def op_unblock(self, frame):
-        await events.call(services.block_delete, blocker=self.user, username=frame.text("username"))
+    @op("blocked", invalid="bad_request")
+    async def op_blocked(self, request: Request) -> dict[str, Any]:
+        return {"users": await read(selectors.blocked_usernames, user=self.user)}
+
+    @op("online", invalid="bad_request")
+    async def op_online(self, request: Request) -> dict[str, Any]:
+        return {"users": await read(selectors.online_usernames)}
+
+    @op("recent", invalid="bad_request")
+    async def op_recent(self, request: Request) -> dict[str, Any]:
+        return {"users": await read(selectors.recent_users)}
+
+    @op("ack")
+    async def op_ack(self, request: Request) -> dict[str, Any]:
+        ids = request.id_list("ids")
+        assert self.user is not None
+        if ids:
+            await writer.submit(services.AckRequest(user=self.user, ids=ids))
         return {}
 
-    async def op_blocked(self, frame):
-        return {"users": await db(selectors.blocked_usernames)(user=self.user)}
+    @op("history")
+    async def op_history(self, request: Request) -> dict[str, Any]:
+        peer = await self.peer(request)
+        before = request.integer("before", required=False)
+        limit = request.integer("limit", required=False, low=1, high=100) or 50
+        messages = await read(selectors.message_history, user=self.user, peer=peer, before=before, limit=limit)
+        return {"messages": messages}
 
-    async def op_online(self, frame):
-        return {"users": await db(selectors.online_usernames)()}
+    @op("conversations", invalid="bad_request")
+    async def op_conversations(self, request: Request) -> dict[str, Any]:
+        return {"conversations": await read(selectors.conversation_list, user=self.user)}
 
-    async def op_recent(self, frame):
-        return {"users": await db(selectors.recent_users)()}
-
-    async def op_ack(self, frame):
-        await events.call(services.delivery_ack, user=self.user, ids=frame.id_list("ids"))
+    @op("read")
+    async def op_read(self, request: Request) -> dict[str, Any]:
+        peer = await self.peer(request)
+        up_to = request.integer("up_to")
+        assert self.user is not None and up_to is not None
+        await writer.submit(services.ReadRequest(user=self.user, peer=peer, up_to=up_to))
         return {}
 
-    async def op_history(self, frame):
-        peer = await self.peer(frame)
-        before = frame.integer("before", required=False)
-        limit = frame.integer("limit", required=False, low=1, high=100) or 50
-        return {"messages": await db(selectors.message_history)(user=self.user, peer=peer, before=before, limit=limit)}
-
-    async def op_conversations(self, frame):
-        return {"conversations": await db(selectors.conversation_list)(user=self.user)}
-
-    async def op_read(self, frame):
-        peer = await self.peer(frame)
-        up_to = frame.integer("up_to")
-        await events.call(services.conversation_read, user=self.user, peer=peer, up_to=up_to)
-        return {}
-
-    async def peer(self, frame):
+    async def peer(self, request: Request) -> UserModel | None:
         """The `with` field: a user, or None for the broadcast conversation."""
-        username = frame.text("with", nullable=True)
+        username = request.username("with", nullable=True)
         if username is None:
             return None
-        return await db(services.user_by_name)(username)
+        return await read(selectors.user_by_name, username=username)

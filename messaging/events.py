@@ -1,86 +1,128 @@
 """The only module that knows channel-layer names and event types.
 
-Services call the ``push_*`` functions inside their transaction; every push
+Services call the ``push_*`` functions inside their transaction. Every push
 is deferred to ``on_commit``, so nobody hears of a change that could still
-roll back. The consumer joins and leaves groups through ``subscribe`` and
-``unsubscribe`` and handles the two event types sent here: ``chat.frames``
-(forward frames to the client) and ``chat.end`` (forward a frame, then close).
+roll back. Async code runs services through ``run_then_push``: their pushes
+are collected while the service runs in the database thread, then sent from
+the event loop once it returns, so the database thread never waits on the
+channel layer. Sync callers (admin, management commands) send at commit.
 
-Async code runs services through ``call``: their pushes are then sent from
-the event loop once the service returns, so a database thread never waits
-on the channel layer (nor on a loop that is shutting down). Sync callers
-(admin, management commands) send at commit.
+Where pushes go:
+
+- ``chat.user.<id>``: the connections of one user (at most one logged in;
+  a connection joins before it claims its presence, so nothing sent
+  meanwhile is missed). Private messages, receipts, typing, edits.
+- ``chat.hub``: one channel per server process (``messaging.hub``), which
+  hands broadcasts and presence changes to its own connections. A
+  broadcast to a thousand users is then one layer message per process,
+  not a thousand.
+- a channel name: one connection, to end it.
 """
 
+from __future__ import annotations
+
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-_local = threading.local()
+from . import wire
 
-from .wire import message_object
+HUB_GROUP = "chat.hub"
 
-ONLINE_GROUP = "chat.online"
+# Event types, as the consumer and the hub handle them (Channels maps
+# "chat.frames" to the method chat_frames).
+FRAMES = "chat.frames"  # forward frames to the client
+END = "chat.end"  # forward a frame, then close with a code
+HUB_FRAMES = "hub.frames"  # to every logged-in connection of a process, but some
+HUB_PRESENCE = "hub.presence"  # a user came online or went offline
 
 # Close codes for connections the server ends.
 CLOSE_REPLACED = 4001
 CLOSE_ENDED = 4003
 
 
-def user_group(user_id):
+def user_group(user_id: int) -> str:
     return f"chat.user.{user_id}"
 
 
-def message_frame(message, *, stored):
-    return {"type": "message", **message_object(message), "stored": stored}
+class Push(NamedTuple):
+    """One channel-layer send: to a group or to one channel."""
+
+    to: Literal["group", "channel"]
+    target: str
+    event: dict[str, Any]
 
 
-async def subscribe(channel_layer, channel_name, user_id):
-    await channel_layer.group_add(user_group(user_id), channel_name)
-    await channel_layer.group_add(ONLINE_GROUP, channel_name)
+async def subscribe(layer: Any, channel_name: str, user_id: int) -> None:
+    await layer.group_add(user_group(user_id), channel_name)
 
 
-async def unsubscribe(channel_layer, channel_name, user_id):
-    await channel_layer.group_discard(user_group(user_id), channel_name)
-    await channel_layer.group_discard(ONLINE_GROUP, channel_name)
+async def unsubscribe(layer: Any, channel_name: str, user_id: int) -> None:
+    await layer.group_discard(user_group(user_id), channel_name)
 
 
-async def _deliver(item):
-    method, target, event = item
+# --- Sending, after the commit ----------------------------------------------------
+
+_local = threading.local()
+_captures: list[list[Push]] = []
+
+
+async def send(push: Push) -> None:
     layer = get_channel_layer()
-    await (layer.group_send(target, event) if method == "group" else layer.send(target, event))
+    if push.to == "group":
+        await layer.group_send(push.target, push.event)
+    else:
+        await layer.send(push.target, push.event)
 
 
-def _after_commit(item):
-    def run():
-        outbox = getattr(_local, "outbox", None)
-        if outbox is not None:
-            outbox.append(item)
-        else:
-            async_to_sync(_deliver)(item)
-
-    transaction.on_commit(run)
-
-
-def _group_send(group, event):
-    _after_commit(("group", group, event))
+def _emit(push: Push) -> None:
+    for captured in _captures:
+        captured.append(push)
+    outbox = getattr(_local, "outbox", None)
+    if outbox is not None:
+        outbox.append(push)
+    else:
+        async_to_sync(send)(push)
 
 
-def _send(channel_name, event):
-    _after_commit(("channel", channel_name, event))
+def _after_commit(push: Push) -> None:
+    transaction.on_commit(lambda: _emit(push))
 
 
-async def call(func, *args, parallel=False, **kwargs):
+@contextlib.contextmanager
+def capture() -> Iterator[list[Push]]:
+    """Record every push that goes out while the block runs (for tests).
+
+    The pushes are still sent; the list shows what was pushed and in which
+    order, after commit (as Zulip's ``capture_send_event_calls``).
+    """
+    pushes: list[Push] = []
+    _captures.append(pushes)
+    try:
+        yield pushes
+    finally:
+        _captures.remove(pushes)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run a sync service in the database thread, then send what it pushed.
 
-    `parallel=True` runs it in a thread of its own instead, for slow work
-    such as password hashing that must not hold up everyone else's requests.
+    The pushes go out even when the service raises after a commit, and
+    before the caller sees the result: a reply never overtakes the events
+    of the change it reports.
     """
 
-    def run():
+    def run() -> tuple[R | None, list[Push], BaseException | None]:
         _local.outbox = outbox = []
         try:
             return func(*args, **kwargs), outbox, None
@@ -89,53 +131,52 @@ async def call(func, *args, parallel=False, **kwargs):
         finally:
             _local.outbox = None
 
-    runner = database_sync_to_async(run, thread_sensitive=not parallel)
-    result, outbox, error = await runner()
-    for item in outbox:
-        await _deliver(item)
+    result, outbox, error = await database_sync_to_async(run)()
+    for push in outbox:
+        await send(push)
     if error is not None:
         raise error
-    return result
+    return result  # type: ignore[return-value]
 
 
-def push_message(message, *, user_id, stored=False):
-    """Push one message to one user's live connection, if any."""
-    _group_send(user_group(user_id), {"type": "chat.frames", "frames": [message_frame(message, stored=stored)]})
+# --- What services push -----------------------------------------------------------
 
 
-def push_messages(messages_by_user):
-    """Push several messages (re-deliveries): {user_id: [(message, stored), ...]}."""
-    for user_id, items in messages_by_user.items():
-        frames = [message_frame(m, stored=s) for m, s in items]
-        _group_send(user_group(user_id), {"type": "chat.frames", "frames": frames})
+def _to_user(user_id: int, frames: list[dict[str, Any]]) -> None:
+    _after_commit(Push("group", user_group(user_id), {"type": FRAMES, "frames": frames}))
 
 
-def push_broadcast(message, *, exclude_user_ids):
-    """Push a broadcast to every logged-in connection but the excluded users'."""
-    _group_send(
-        ONLINE_GROUP,
-        {
-            "type": "chat.frames",
-            "frames": [message_frame(message, stored=False)],
-            "exclude": sorted(exclude_user_ids),
-        },
-    )
+def push_message(message: wire.MessageEvent, *, user_id: int) -> None:
+    """One message to one user's connection, if any."""
+    _to_user(user_id, [message])
 
 
-def push_presence(username, *, online):
-    _group_send(
-        ONLINE_GROUP,
-        {"type": "chat.frames", "frames": [{"type": "presence", "username": username, "online": online}]},
-    )
+def push_messages(messages_by_user: dict[int, list[wire.MessageEvent]]) -> None:
+    """Several messages (re-deliveries) to several users."""
+    for user_id, frames in messages_by_user.items():
+        _to_user(user_id, list(frames))
 
 
-def push_session_replaced(channel_name):
-    _send(channel_name, {"type": "chat.end", "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED})
+def push_frames(user_id: int, frames: list[dict[str, Any]]) -> None:
+    """Any other frames (receipts, edits) to one user's connection."""
+    _to_user(user_id, frames)
 
 
-def push_session_ended(channel_name, *, reason):
-    """End a connection for an operator or because its presence expired."""
-    _send(
-        channel_name,
-        {"type": "chat.end", "frame": {"type": "session_ended", "reason": reason}, "code": CLOSE_ENDED},
-    )
+def push_to_everyone(frames: list[dict[str, Any]], *, exclude_user_ids: set[int]) -> None:
+    """Frames to every logged-in connection but the excluded users'."""
+    _after_commit(Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": frames, "exclude": sorted(exclude_user_ids)}))
+
+
+def push_presence(username: str, *, online: bool) -> None:
+    _after_commit(Push("group", HUB_GROUP, {"type": HUB_PRESENCE, "username": username, "online": online}))
+
+
+def push_session_replaced(channel_name: str) -> None:
+    _after_commit(Push("channel", channel_name, {"type": END, "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED}))
+
+
+def push_session_ended(channel_name: str, *, reason: str) -> None:
+    """End one connection: an operator's action, an expired presence, a
+    session that was logged out."""
+    frame = {"type": "session_ended", "reason": reason}
+    _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -18,6 +20,10 @@ class Message(models.Model):
     )
     body = models.TextField()
     sent_at = models.DateTimeField(db_index=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # A deleted message keeps its row (ids stay unique and deliveries keep
+    # their order) but loses its body, and no reply shows it again.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -32,7 +38,7 @@ class Message(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         to = self.recipient or "everyone"
         return f"#{self.pk} {self.sender} → {to}"
 
@@ -61,7 +67,12 @@ class Delivery(models.Model):
                 condition=Q(acked_at__isnull=True),
                 name="messaging_delivery_pending",
             ),
+            models.Index(fields=["message"], name="messaging_delivery_message"),
         ]
+
+    def __str__(self) -> str:
+        state = "acked" if self.acked_at else "pending"
+        return f"#{self.message_id} to {self.recipient}: {state}"
 
 
 class Block(models.Model):
@@ -77,7 +88,7 @@ class Block(models.Model):
             models.CheckConstraint(condition=~Q(blocker=models.F("blocked")), name="messaging_block_not_self"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.blocker} blocks {self.blocked}"
 
 
@@ -94,11 +105,17 @@ class Presence(models.Model):
     pid = models.IntegerField()
     connected_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField(db_index=True)
+    # The Django session the connection logged in with (its cookie's, or the
+    # one behind its resume token), and the user's session auth hash then:
+    # a logout ends the session, a password change changes the hash, and
+    # either ends the connection.
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    auth_hash = models.CharField(max_length=128, blank=True)
 
     class Meta:
         verbose_name_plural = "presence"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.user} on {self.host}:{self.pid}"
 
 
@@ -118,3 +135,30 @@ class ReadMark(models.Model):
                 fields=["user"], condition=Q(peer__isnull=True), name="messaging_readmark_broadcast"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.peer or 'broadcasts'} up to #{self.up_to}"
+
+
+class ClientRequest(models.Model):
+    """A `send` or `broadcast` that carried a `client_id`, with its answer.
+
+    A resend of the same id by the same sender within a day gets this answer
+    again and stores nothing (protocol 1.1, sending exactly once).
+    """
+
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    client_id = models.CharField(max_length=64)
+    # Null only inside the transaction that claims the id and stores the
+    # message: a concurrent resend waits on the unique index, then finds both.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, related_name="+")
+    reply = models.JSONField(null=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sender", "client_id"], name="messaging_clientrequest_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sender} {self.client_id!r} → #{self.message_id}"

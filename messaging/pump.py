@@ -1,64 +1,69 @@
 """Background work of one server process, for the connections it holds.
 
-One task a process (not one a connection) so the database sees a query per
-tick, not per user: it refreshes the heartbeat of local presence rows, ends
-local connections that lost their row, expires presence that dead processes
-left anywhere, and pushes again what local users have not acked in time.
-
-The registry below is connection bookkeeping, not business state: the
-database stays the one truth of who is online.
+One task a process (not one a connection), so the database sees a query per
+tick, not per user. Each step is one service: the heartbeat of this
+process's presence rows (``presence_tick``), the re-push of what its users
+have not acked (``delivery_redeliver``), and now and then the clean-up of
+old rows (``records_prune``). It runs while the process holds connections.
 """
+
+from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from . import events, services
 
+if TYPE_CHECKING:
+    from .hub import Hub
+
 log = logging.getLogger("chat")
 
 
 class Pump:
-    def __init__(self):
-        self.local = {}  # channel name -> user id, of logged-in connections here
-        self.task = None
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
         self.cleared_dead = False
+        self.pruned_at = 0.0
 
-    async def startup(self):
+    def start(self, hub: Hub) -> None:
+        if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
+            self.task = asyncio.get_running_loop().create_task(self._run(hub))
+
+    async def startup(self) -> None:
         """Once a process, before its first login: clear what a crashed
         process on this host left behind."""
         if not self.cleared_dead:
             self.cleared_dead = True
-            await self._safely(services.presence_clear_dead_processes, set(self.local))
+            await self._safely(services.presence_clear_dead_processes)
 
-    def register(self, channel_name, user_id):
-        self.local[channel_name] = user_id
-        if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
-            self.task = asyncio.get_running_loop().create_task(self._run())
-
-    def unregister(self, channel_name):
-        self.local.pop(channel_name, None)
-
-    async def _run(self):
+    async def _run(self, hub: Hub) -> None:
         # Stops when the last local connection goes, so nothing lingers.
-        while self.local:
+        while hub.connections:
             await asyncio.sleep(settings.CHAT_PUMP_SECONDS)
-            if self.local:
-                await self._safely(self.tick, list(self.local))
+            await self.tick(hub)
 
-    async def _safely(self, func, *args):
+    async def tick(self, hub: Hub) -> None:
+        names = hub.channel_names()
+        if not names:
+            return
+        await self._safely(services.presence_tick, channel_names=names)
+        await self._safely(services.delivery_redeliver, channel_names=hub.channel_names())
+        await hub.refresh()
+        if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
+            self.pruned_at = time.monotonic()
+            await self._safely(services.records_prune)
+
+    async def _safely(self, func: Callable[..., Any], **kwargs: Any) -> None:
         try:
-            await events.call(func, *args)
+            await events.run_then_push(func, **kwargs)
         except Exception:
             log.exception("background %s failed", func.__name__)
-
-    def tick(self, channel_names):
-        for name in services.presence_heartbeat(channel_names=channel_names):
-            self.unregister(name)
-            events.push_session_ended(name, reason="Your connection expired; reconnect.")
-        services.presence_expire()
-        services.delivery_redeliver(channel_names=[n for n in channel_names if n in self.local])
 
 
 pump = Pump()

@@ -2,28 +2,54 @@
 
 A user only ever sees messages sent by them or delivered to them (a
 Delivery row): blocking drops pending rows, and with them the message.
+Deleted messages are never shown.
 """
 
-from datetime import timedelta
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Value
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Block, Delivery, Message, ReadMark
-from .services import live_presence
-from .wire import message_object, timestamp
+from accounts.models import User as UserModel
+from chatsite.errors import ServiceError
+
+from .models import Block, Delivery, Message, Presence, ReadMark
+from .wire import MessageObject, message_object, timestamp
 
 User = get_user_model()
 
 
-def online_usernames():
+# --- Users and presence -------------------------------------------------------------
+
+
+def online_cutoff(now: datetime | None = None) -> datetime:
+    """Presence rows with an older heartbeat belong to dead processes."""
+    return (now or timezone.now()) - timedelta(seconds=settings.CHAT_PRESENCE_TIMEOUT_SECONDS)
+
+
+def live_presence(now: datetime | None = None) -> QuerySet[Presence]:
+    return Presence.objects.filter(heartbeat_at__gte=online_cutoff(now))
+
+
+def user_by_name(username: str) -> UserModel:
+    """The active user called `username`, or ServiceError unknown_user."""
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ServiceError("unknown_user", f"There is no user {username!r}.")
+    return user
+
+
+def online_usernames() -> list[str]:
     return sorted(live_presence().values_list("user__username", flat=True))
 
 
-def recent_users():
+def recent_users() -> list[dict[str, Any]]:
     """Everyone online now or seen in the last hour, sorted by name."""
     now = timezone.now()
     online = set(live_presence(now).values_list("user_id", flat=True))
@@ -40,26 +66,49 @@ def recent_users():
     ]
 
 
-def blocked_usernames(*, user):
+def blocked_usernames(*, user: UserModel) -> list[str]:
     return sorted(Block.objects.filter(blocker=user).values_list("blocked__username", flat=True))
 
 
-def _visible_to(user):
+def pending_count(*, user: UserModel) -> int:
+    return Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
+
+
+def pending_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[Message]:
+    """Messages pending for `user` with ids above `after`, oldest first."""
+    rows = (
+        Delivery.objects.filter(
+            recipient=user, acked_at__isnull=True, message_id__gt=after, message__deleted_at__isnull=True
+        )
+        .select_related("message__sender", "message__recipient")
+        .order_by("message_id")[:limit]
+    )
+    return [d.message for d in rows]
+
+
+# --- Conversations ------------------------------------------------------------------
+
+
+def _visible_to(user: UserModel) -> Q:
     return Q(sender=user) | Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user))
 
 
-def conversation_messages(*, user, peer):
+def conversation_messages(*, user: UserModel, peer: UserModel | None) -> QuerySet[Message]:
     """The messages of one conversation that `user` may see (peer None: broadcasts)."""
     if peer is None:
-        return Message.objects.filter(_visible_to(user), kind=Message.Kind.BROADCAST)
-    return Message.objects.filter(
-        Q(sender=user, recipient=peer)
-        | Q(sender=peer, recipient=user) & Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)),
-        kind=Message.Kind.PRIVATE,
-    )
+        messages = Message.objects.filter(_visible_to(user), kind=Message.Kind.BROADCAST)
+    else:
+        messages = Message.objects.filter(
+            Q(sender=user, recipient=peer)
+            | Q(sender=peer, recipient=user) & Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)),
+            kind=Message.Kind.PRIVATE,
+        )
+    return messages.filter(deleted_at__isnull=True)
 
 
-def message_history(*, user, peer, before=None, limit=50):
+def message_history(
+    *, user: UserModel, peer: UserModel | None, before: int | None = None, limit: int = 50
+) -> list[MessageObject]:
     """Up to `limit` messages before id `before`, oldest first."""
     messages = conversation_messages(user=user, peer=peer)
     if before is not None:
@@ -68,18 +117,19 @@ def message_history(*, user, peer, before=None, limit=50):
     return [message_object(m) for m in reversed(page)]
 
 
-def conversation_list(*, user):
+def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
     """One entry per private peer and one for broadcasts, latest first."""
-    last = {}  # peer id (None: broadcasts) -> last message id
-    for row in Message.objects.filter(sender=user).values("recipient_id").annotate(m=Max("id")):
+    last: dict[int | None, int] = {}  # peer id (None: broadcasts) -> last message id
+    alive = Q(deleted_at__isnull=True)
+    for row in Message.objects.filter(alive, sender=user).values("recipient_id").annotate(m=Max("id")):
         last[row["recipient_id"]] = row["m"]
-    received = Delivery.objects.filter(recipient=user)
+    received = Delivery.objects.filter(recipient=user, message__deleted_at__isnull=True)
     for row in received.values("message__kind", "message__sender_id").annotate(m=Max("message_id")):
         peer = row["message__sender_id"] if row["message__kind"] == Message.Kind.PRIVATE else None
         last[peer] = max(last.get(peer, 0), row["m"])
 
     mark = ReadMark.objects.filter(user=user, peer=OuterRef("message__sender")).values("up_to")[:1]
-    unread = dict(
+    unread: dict[int | None, int] = dict(
         received.filter(message__kind=Message.Kind.PRIVATE)
         .annotate(mark=Coalesce(Subquery(mark), Value(0)))
         .filter(message_id__gt=F("mark"))
@@ -93,6 +143,10 @@ def conversation_list(*, user):
     messages = Message.objects.select_related("sender", "recipient").in_bulk(list(last.values()))
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
     return [
-        {"with": names.get(peer) if peer is not None else None, "last": message_object(messages[mid]), "unread": unread.get(peer, 0)}
+        {
+            "with": names.get(peer) if peer is not None else None,
+            "last": message_object(messages[mid]),
+            "unread": unread.get(peer, 0),
+        }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])
     ]

@@ -1,21 +1,106 @@
-"""How messages look on the wire (protocol v1 "message object")."""
+"""What the server sends: the frames of the protocol, as typed dicts.
+
+``docs/protocol.md`` describes them for people; these are the same shapes
+for mypy and for the code that builds them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, NotRequired, TypedDict
+
+from .models import Message
 
 
-def timestamp(value):
+class MessageObject(TypedDict):
+    """A message as `history`, `conversations` and `search` return it."""
+
+    id: int
+    kind: Literal["private", "broadcast"]
+    # "from" is a keyword: the functional TypedDict syntax would be needed to
+    # spell it, so it is added by message_object() below.
+    to: str | None
+    body: str
+    sent_at: str
+    edited_at: str | None
+    delivered: NotRequired[bool]
+    read: NotRequired[bool]
+
+
+class MessageEvent(MessageObject):
+    type: Literal["message"]
+    stored: bool
+
+
+class Ok(TypedDict, total=False):
+    type: Literal["ok"]
+    ref: Any
+
+
+class Error(TypedDict):
+    type: Literal["error"]
+    ref: NotRequired[Any]
+    code: str
+    message: str
+
+
+class Presence(TypedDict):
+    type: Literal["presence"]
+    username: str
+    online: bool
+
+
+class PresenceBatch(TypedDict):
+    type: Literal["presence_batch"]
+    online: list[str]
+    offline: list[str]
+
+
+class Receipt(TypedDict):
+    type: Literal["receipt"]
+    status: Literal["delivered", "read"]
+    by: str
+    id: NotRequired[int]
+    up_to: NotRequired[int]
+
+
+def timestamp(value: datetime | None) -> str | None:
     """ISO 8601 in UTC, e.g. 2026-11-25T15:04:05.123456+00:00; None stays None."""
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def message_object(message):
-    """A message as `history` and `conversations` return it.
+def message_object(message: Message) -> MessageObject:
+    """A message as replies show it.
 
     Needs `sender` and `recipient` loaded (select_related) to avoid a query each.
     """
-    return {
+    obj: dict[str, Any] = {
         "id": message.id,
         "kind": message.kind,
         "from": message.sender.username,
         "to": message.recipient.username if message.recipient_id else None,
         "body": message.body,
         "sent_at": timestamp(message.sent_at),
+        "edited_at": timestamp(message.edited_at),
     }
+    return obj  # type: ignore[return-value]
+
+
+def message_event(message: Message, *, stored: bool) -> MessageEvent:
+    return {"type": "message", **message_object(message), "stored": stored}  # type: ignore[typeddict-item]
+
+
+def error(code: str, message: str, *, ref: Any = None, **extra: Any) -> Error:
+    return {"type": "error", "ref": ref, "code": code, "message": message, **extra}  # type: ignore[typeddict-item]
+
+
+def presence(username: str, *, online: bool) -> Presence:
+    return {"type": "presence", "username": username, "online": online}
+
+
+def receipt_delivered(message_id: int, *, by: str) -> Receipt:
+    return {"type": "receipt", "status": "delivered", "id": message_id, "by": by}
+
+
+def receipt_read(up_to: int, *, by: str) -> Receipt:
+    return {"type": "receipt", "status": "read", "by": by, "up_to": up_to}

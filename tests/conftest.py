@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 
@@ -22,19 +23,39 @@ def fast_settings(settings):
 
 
 @pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """A new in-memory layer and pump per test: their queues and task belong
-    to one event loop."""
+def fresh_process_state():
+    """A new channel layer, hub, pump and writer per test: their queues and
+    tasks belong to one event loop."""
     from channels.layers import channel_layers
 
+    from messaging.hub import hub
     from messaging.pump import pump
+    from messaging.writer import writer
 
-    channel_layers.backends = {}
-    pump.local.clear()
-    pump.task = None
-    pump.cleared_dead = True
+    def reset():
+        channel_layers.backends = {}
+        for thing in (hub, pump, writer):
+            thing.__init__()
+        pump.cleared_dead = True
+
+    reset()
     yield
-    pump.local.clear()
+    reset()
+
+
+@pytest.fixture
+def capture_pushes(django_capture_on_commit_callbacks):
+    """`with capture_pushes() as pushes:` lists what services pushed, in
+    order, once their transactions committed (Zulip's
+    capture_send_event_calls). Works in tests with and without transactions."""
+    from messaging import events
+
+    @contextlib.contextmanager
+    def capture():
+        with events.capture() as pushes, django_capture_on_commit_callbacks(execute=True):
+            yield pushes
+
+    return capture
 
 
 def chromium_path():

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from chatsite.errors import ServiceError
-from messaging import selectors, services
+from messaging import events, selectors, services
 from messaging.models import Delivery, Message, Presence
 
 from .helpers import make_user
@@ -31,27 +31,20 @@ def online(user, channel="c"):
 
 @pytest.mark.django_db(transaction=True)
 def test_message_is_committed_before_anyone_is_told(alice, bob, monkeypatch):
-    """The push runs on commit, and sees the message already stored."""
+    """The push goes out on commit, and sees the message already stored."""
     seen = []
-
-    def fake_push(message, *, user_id, stored=False):
-        from django.db import transaction
-
-        transaction.on_commit(lambda: seen.append(Message.objects.filter(pk=message.pk).exists()))
-
-    monkeypatch.setattr(services.events, "push_message", fake_push)
+    monkeypatch.setattr(events, "_emit", lambda push: seen.append(Message.objects.filter(body="hi").exists()))
     services.message_send(sender=alice, to_username="bob", body="hi")
     assert seen == [True]
 
 
 @pytest.mark.django_db
 def test_send_stores_one_pending_delivery(alice, bob):
-    message, live = services.message_send(sender=alice, to_username="bob", body=" hi ")
-    assert live is False and message.body == "hi"
+    sent = services.message_send(sender=alice, to_username="bob", body=" hi ")
+    assert sent.live is False and sent.message.body == "hi"
     assert list(Delivery.objects.values_list("recipient__username", "acked_at")) == [("bob", None)]
     online(bob)
-    _, live = services.message_send(sender=alice, to_username="bob", body="again")
-    assert live is True
+    assert services.message_send(sender=alice, to_username="bob", body="again").live is True
 
 
 @pytest.mark.django_db
@@ -76,9 +69,9 @@ def test_broadcast_reaches_all_but_sender_and_blockers(alice, bob):
     carol, dave = make_user("carol"), make_user("dave")
     services.block_create(blocker=carol, username="alice")
     online(bob)
-    message, live, stored = services.message_broadcast(sender=alice, body="all")
-    assert (live, stored) == (1, 1)
-    assert set(Delivery.objects.filter(message=message).values_list("recipient__username", flat=True)) == {"bob", "dave"}
+    done = services.message_broadcast(sender=alice, body="all")
+    assert (done.live, done.stored) == (1, 1)
+    assert set(Delivery.objects.filter(message=done.message).values_list("recipient__username", flat=True)) == {"bob", "dave"}
     assert selectors.message_history(user=carol, peer=None) == []
     assert [m["body"] for m in selectors.message_history(user=dave, peer=None)] == ["all"]
 
@@ -86,11 +79,12 @@ def test_broadcast_reaches_all_but_sender_and_blockers(alice, bob):
 @pytest.mark.django_db
 def test_flush_ack_and_redeliver(alice, bob, settings):
     settings.CHAT_REDELIVER_SECONDS = 30
-    m1, _ = services.message_send(sender=alice, to_username="bob", body="1")
-    m2, _ = services.message_send(sender=alice, to_username="bob", body="2")
-    assert [m.id for m in services.delivery_flush(user=bob)] == [m1.id, m2.id]
+    m1 = services.message_send(sender=alice, to_username="bob", body="1").message
+    m2 = services.message_send(sender=alice, to_username="bob", body="2").message
+    assert [m.id for m in services.delivery_flush_page(user=bob)] == [m1.id, m2.id]
+    assert [m.id for m in services.delivery_flush_page(user=bob, after=m1.id)] == [m2.id]
     services.delivery_ack(user=bob, ids=[m1.id])
-    assert [m.id for m in services.delivery_flush(user=bob)] == [m2.id]
+    assert [m.id for m in services.delivery_flush_page(user=bob)] == [m2.id]
     services.presence_claim(user=bob, channel_name="chan-bob")
     assert services.delivery_redeliver(channel_names=["chan-bob"]) == 0  # pushed just now
     Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
@@ -123,9 +117,13 @@ def test_stale_presence_is_not_online_and_can_be_replaced(alice, settings):
 
 
 @pytest.mark.django_db
-def test_heartbeat_reports_connections_that_lost_their_row(alice, bob):
+def test_tick_ends_connections_that_lost_their_row(alice, bob, capture_pushes):
     online(alice, "a")
-    assert services.presence_heartbeat(channel_names=["a-alice", "gone"]) == ["gone"]
+    with capture_pushes() as pushes:
+        assert services.presence_tick(channel_names=["a-alice", "gone"]) == ["gone"]
+    assert [(p.target, p.event["type"], p.event["frame"]["type"]) for p in pushes] == [
+        ("gone", events.END, "session_ended")
+    ]
 
 
 @pytest.mark.django_db

@@ -430,10 +430,11 @@
   }
 
   function renderPeople() {
-    const others = [...state.online].filter((n) => n !== state.me).sort();
+    const me = state.me || app.dataset.username;
+    const others = [...state.online].filter((n) => n !== me).sort();
     $("online-count").textContent = others.length ? `(${others.length})` : "";
     $("online").replaceChildren(...(others.length ? others.map((n) => personItem(n, "")) : [el("li", { class: "muted small-text", text: "Only you." })]));
-    const recent = state.recent.filter((u) => u.username !== state.me);
+    const recent = state.recent.filter((u) => u.username !== me);
     $("recent").replaceChildren(...(recent.length
       ? recent.map((u) => personItem(u.username, u.online ? "online" : ago(u.last_seen)))
       : [el("li", { class: "muted small-text", text: "Nobody else." })]));

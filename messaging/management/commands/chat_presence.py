@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from messaging import services
+from messaging import selectors, services
 from messaging.models import Presence
 
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
             cleared = services.presence_clear_dead_processes() + services.presence_expire()
             self.stdout.write(f"Pruned {len(cleared)} stale connection(s){': ' + ', '.join(cleared) if cleared else ''}.")
         now = timezone.now()
-        cutoff = services.online_cutoff(now)
+        cutoff = selectors.online_cutoff(now)
         rows = list(Presence.objects.select_related("user").order_by("user__username"))
         if not rows:
             self.stdout.write("Nobody is online.")

@@ -1,0 +1,153 @@
+"""What the server receives: decoding a frame and checking its fields.
+
+A frame that is not a JSON object, lacks `type` or a field is
+``bad_request``; a field that is present but of the wrong type or value is
+the op's own ``invalid`` code (``bad_request`` for ops that have none).
+Every string a client can send is checked for length here, before it gets
+near the database.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+
+from chatsite.errors import ServiceError
+
+MAX_ID = 2**63 - 1
+MAX_ACK_IDS = 1000
+MAX_DEPTH = 32
+USERNAME_MAX = 150
+PASSWORD_MAX = 1024
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def decode(text: str | None, data: bytes | None) -> dict[str, Any]:
+    """One text frame into a request object, or ServiceError."""
+    if text is None:
+        raise ServiceError("bad_request", "Send JSON in text frames, not binary ones.")
+    limit = settings.CHAT_MAX_FRAME_BYTES
+    if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise ServiceError("too_large", f"A frame may be at most {limit} bytes.")
+    try:
+        content = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ServiceError("bad_request", "The frame is not valid JSON.") from None
+    if not isinstance(content, dict):
+        raise ServiceError("bad_request", "A frame must be a JSON object.")
+    if _depth(content) > MAX_DEPTH:
+        raise ServiceError("bad_request", f"The frame nests deeper than {MAX_DEPTH} levels.")
+    return content
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """A frame as UTF-8-safe JSON text (a lone surrogate echoed in a `ref`
+    is escaped rather than failing the send)."""
+    text = json.dumps(frame, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(frame, allow_nan=False)
+    return text
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from "\\ud800" escapes
+        return False
+    return True
+
+
+class Request:
+    """Typed access to the fields of one request."""
+
+    def __init__(self, content: dict[str, Any], invalid_code: str):
+        self.content = content
+        self.invalid_code = invalid_code
+
+    @property
+    def type(self) -> str:
+        return self.content["type"]
+
+    def has(self, name: str) -> bool:
+        return name in self.content
+
+    def _get(self, name: str, required: bool) -> tuple[Any, bool]:
+        if name not in self.content:
+            if required:
+                raise ServiceError("bad_request", f"The field {name!r} is missing.")
+            return None, False
+        return self.content[name], True
+
+    def bad(self, name: str, what: str) -> ServiceError:
+        return ServiceError(self.invalid_code, f"The field {name!r} must be {what}.")
+
+    def text(
+        self, name: str, *, required: bool = True, nullable: bool = False, min_length: int = 0, max_length: int
+    ) -> str | None:
+        value, present = self._get(name, required)
+        if not present or (value is None and nullable):
+            return None
+        what = f"a string of {min_length} to {max_length} characters" + (" or null" if nullable else "")
+        if not isinstance(value, str) or "\x00" in value or not _utf8(value):
+            raise self.bad(name, what)
+        if not min_length <= len(value) <= max_length:
+            raise self.bad(name, what)
+        return value
+
+    def username(self, name: str, *, required: bool = True, nullable: bool = False) -> str | None:
+        """A user's name. One too long to exist is an unknown user."""
+        value, present = self._get(name, required)
+        if not present or (value is None and nullable):
+            return None
+        if isinstance(value, str) and len(value) > USERNAME_MAX:
+            raise ServiceError("unknown_user", "There is no user by that name.")
+        return self.text(name, nullable=nullable, max_length=USERNAME_MAX)
+
+    def integer(self, name: str, *, required: bool = True, low: int = 0, high: int = MAX_ID) -> int | None:
+        value, present = self._get(name, required)
+        if not present:
+            return None
+        if type(value) is not int or not low <= value <= high:
+            raise self.bad(name, f"a whole number from {low} to {high}")
+        return value
+
+    def boolean(self, name: str, *, required: bool = True) -> bool | None:
+        value, present = self._get(name, required)
+        if not present:
+            return None
+        if type(value) is not bool:
+            raise self.bad(name, "true or false")
+        return value
+
+    def id_list(self, name: str) -> list[int]:
+        value, _ = self._get(name, True)
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_ACK_IDS
+            or any(type(v) is not int or not 0 < v <= MAX_ID for v in value)
+        ):
+            raise self.bad(name, f"a list of at most {MAX_ACK_IDS} message ids")
+        return value
+

@@ -1,0 +1,144 @@
+"""The connections of one server process, and what reaches all of them.
+
+Each process has one channel in the ``chat.hub`` group. A broadcast or a
+presence change is one channel-layer message per process, which the hub
+hands to each of its logged-in connections: a thousand users online cost a
+thousand socket writes, not a thousand channel-layer messages (on Redis, a
+thousand list pushes) and a thousand receive loops.
+
+Presence comes two ways. A connection that asked for it at login gets
+``presence_batch`` frames: at most one per ``CHAT_PRESENCE_BATCH_SECONDS``
+with every change since the last, so a thousand users logging in cost each
+connection a few frames, not a thousand. Other connections get one
+``presence`` event per change, as protocol 1.0 says.
+
+The registry is bookkeeping of the sockets this process holds, not business
+state: who is online is the database's to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import events, frames, wire
+from .pump import pump
+
+log = logging.getLogger("chat")
+
+
+class Connection(Protocol):
+    channel_name: str
+    user_id: int | None
+    presence_batched: bool
+
+    def deliver(self, texts: list[str]) -> None: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.channel: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.changes: dict[str, bool] = {}  # username -> online, since the last batch
+        self.batch_task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.starting: asyncio.Lock | None = None
+
+    async def join(self, connection: Connection) -> None:
+        """Register a connection that is logging in, before it claims its
+        presence, so it misses no broadcast."""
+        self.connections[connection.channel_name] = connection
+        await self._start()
+
+    def leave(self, connection: Connection) -> None:
+        self.connections.pop(connection.channel_name, None)
+        if not self.connections:
+            self._stop()
+
+    def channel_names(self) -> list[str]:
+        return list(self.connections)
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self._stop()
+            self.loop, self.starting = loop, asyncio.Lock()
+        async with self.starting:  # type: ignore[union-attr]
+            if self.task is None or self.task.done():
+                layer = get_channel_layer()
+                channel = await layer.new_channel()
+                await layer.group_add(events.HUB_GROUP, channel)
+                self.channel = channel
+                self.task = loop.create_task(self._receive(layer, channel))
+                pump.start(self)
+
+    def _stop(self) -> None:
+        """With no connection left, nothing needs to hear anything: leave the
+        group and stop (a later login starts again)."""
+        for task in (self.task, self.batch_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.channel is not None and self.loop is not None and not self.loop.is_closed():
+            self.loop.create_task(get_channel_layer().group_discard(events.HUB_GROUP, self.channel))
+        self.task = self.batch_task = self.channel = None
+        self.changes = {}
+
+    async def refresh(self) -> None:
+        """Stay in the group (channel layers expire memberships)."""
+        if self.channel is not None:
+            await get_channel_layer().group_add(events.HUB_GROUP, self.channel)
+
+    async def _receive(self, layer: Any, channel: str) -> None:
+        while True:
+            try:
+                event = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub: the channel layer failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            try:
+                self.dispatch(event)
+            except Exception:
+                log.exception("hub: could not dispatch %s", event.get("type"))
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        if event["type"] == events.HUB_FRAMES:
+            exclude = set(event.get("exclude", ()))
+            texts = [frames.encode(frame) for frame in event["frames"]]
+            for connection in list(self.connections.values()):
+                if connection.user_id not in exclude:
+                    connection.deliver(texts)
+        elif event["type"] == events.HUB_PRESENCE:
+            text = frames.encode(dict(wire.presence(event["username"], online=event["online"])))
+            batched = False
+            for connection in list(self.connections.values()):
+                if connection.presence_batched:
+                    batched = True
+                else:
+                    connection.deliver([text])
+            if batched:
+                self.changes[event["username"]] = event["online"]
+                if self.batch_task is None or self.batch_task.done():
+                    self.batch_task = asyncio.get_running_loop().create_task(self._send_batch())
+
+    async def _send_batch(self) -> None:
+        await asyncio.sleep(settings.CHAT_PRESENCE_BATCH_SECONDS)
+        changes, self.changes = self.changes, {}
+        frame: wire.PresenceBatch = {
+            "type": "presence_batch",
+            "online": sorted(name for name, online in changes.items() if online),
+            "offline": sorted(name for name, online in changes.items() if not online),
+        }
+        text = frames.encode(dict(frame))
+        for connection in list(self.connections.values()):
+            if connection.presence_batched:
+                connection.deliver([text])
+
+hub = Hub()

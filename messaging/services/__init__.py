@@ -1,0 +1,65 @@
+"""Messaging writes, by subject. Every function commits first and pushes
+after (``events`` defers pushes to ``on_commit``); errors are ServiceError
+with a protocol error code. Callers import from here."""
+
+from .batch import BatchRequest, requests_apply
+from .blocks import block_create, block_delete
+from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
+from .imports import message_import
+from .maintenance import records_prune
+from .messages import (
+    BroadcastRequest,
+    Broadcasted,
+    SendRequest,
+    Sent,
+    message_broadcast,
+    message_send,
+    messages_broadcast,
+    messages_send,
+)
+from .presence import (
+    HOST,
+    PID,
+    presence_claim,
+    presence_clear_dead_processes,
+    presence_disconnect,
+    presence_expire,
+    presence_release,
+    presence_tick,
+    user_deactivate,
+)
+from .reads import ReadRequest, conversation_read, conversations_read
+
+__all__ = [
+    "HOST",
+    "PID",
+    "AckRequest",
+    "BatchRequest",
+    "BroadcastRequest",
+    "Broadcasted",
+    "ReadRequest",
+    "SendRequest",
+    "Sent",
+    "block_create",
+    "block_delete",
+    "conversation_read",
+    "conversations_read",
+    "deliveries_ack",
+    "delivery_ack",
+    "delivery_flush_page",
+    "delivery_redeliver",
+    "message_broadcast",
+    "message_import",
+    "message_send",
+    "messages_broadcast",
+    "messages_send",
+    "presence_claim",
+    "presence_clear_dead_processes",
+    "presence_disconnect",
+    "presence_expire",
+    "presence_release",
+    "presence_tick",
+    "records_prune",
+    "requests_apply",
+    "user_deactivate",
+]

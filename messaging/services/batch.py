@@ -1,0 +1,44 @@
+"""Group commit: many requests, one transaction.
+
+The per-process writer (``messaging.writer``) hands over whatever arrived
+while the previous batch was being committed. Requests of a kind go through
+that kind's batch service together, so a batch costs a few queries per kind
+rather than a few per request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import transaction
+
+from .deliveries import AckRequest, deliveries_ack
+from .messages import BroadcastRequest, SendRequest, messages_broadcast, messages_send
+from .reads import ReadRequest, conversations_read
+
+BatchRequest = SendRequest | BroadcastRequest | AckRequest | ReadRequest
+
+_SERVICES: dict[type, Callable[..., Sequence[Any]]] = {
+    SendRequest: messages_send,
+    BroadcastRequest: messages_broadcast,
+    AckRequest: deliveries_ack,
+    ReadRequest: conversations_read,
+}
+
+
+def requests_apply(*, requests: Sequence[BatchRequest]) -> list[Any]:
+    """Apply the requests in one transaction; return each one's result (or
+    its ServiceError), in order. An exception means nothing was applied."""
+    by_kind: dict[type, list[int]] = defaultdict(list)
+    for i, request in enumerate(requests):
+        by_kind[type(request)].append(i)
+    results: list[Any] = [None] * len(requests)
+    with transaction.atomic():
+        for kind, service in _SERVICES.items():
+            indexes = by_kind.get(kind)
+            if indexes:
+                for i, result in zip(indexes, service(requests=[requests[i] for i in indexes]), strict=True):
+                    results[i] = result
+    return results

@@ -1,0 +1,109 @@
+"""Delivery: what is pending for whom, pushed, pushed again, acked."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User as UserModel
+from chatsite.errors import ServiceError
+
+from .. import events, wire
+from ..models import Delivery, Message
+
+
+@dataclass(frozen=True)
+class AckRequest:
+    user: UserModel
+    ids: Sequence[int]
+
+
+# SQLite takes at most 32,766 parameters a statement.
+_CHUNK = 5000
+
+
+def deliveries_ack(*, requests: Sequence[AckRequest]) -> list[int | ServiceError]:
+    """Mark messages delivered to their recipients, for many requests in one
+    UPDATE; ids that are not pending for that user are ignored. Each result
+    is how many were newly acked. The senders of newly acked private
+    messages get a delivered receipt."""
+    wanted = {(r.user.pk, mid) for r in requests for mid in r.ids}
+    counts: dict[int, int] = defaultdict(int)
+    if wanted:
+        now = timezone.now()
+        names = {r.user.pk: r.user.username for r in requests}
+        user_ids = list(names)
+        message_ids = sorted({mid for _, mid in wanted})
+        with transaction.atomic():
+            rows = []
+            for i in range(0, len(message_ids), _CHUNK):
+                pending = Delivery.objects.filter(
+                    recipient_id__in=user_ids, message_id__in=message_ids[i : i + _CHUNK], acked_at__isnull=True
+                ).values_list("pk", "recipient_id", "message_id", "message__kind", "message__sender_id")
+                rows.extend(row for row in pending if (row[1], row[2]) in wanted)
+            pks = [row[0] for row in rows]
+            for i in range(0, len(pks), _CHUNK):
+                Delivery.objects.filter(pk__in=pks[i : i + _CHUNK]).update(acked_at=now)
+            receipts: dict[int, list[dict[str, object]]] = defaultdict(list)
+            for _, user_id, message_id, kind, sender_id in rows:
+                counts[user_id] += 1
+                if kind == Message.Kind.PRIVATE:
+                    receipts[sender_id].append(wire.receipt_delivered(message_id, by=names[user_id]))
+            for sender_id, frames in receipts.items():
+                events.push_frames(sender_id, frames)
+    return [counts[r.user.pk] for r in requests]
+
+
+def delivery_ack(*, user: UserModel, ids: Sequence[int]) -> int:
+    """Mark these messages delivered to `user` (a batch of one)."""
+    result = deliveries_ack(requests=[AckRequest(user=user, ids=ids)])[0]
+    assert not isinstance(result, ServiceError)
+    return result
+
+
+def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[Message]:
+    """The next `limit` messages pending for `user` after id `after`, oldest
+    first, marked as pushed now (so the re-push waits its turn)."""
+    with transaction.atomic():
+        pending = Delivery.objects.filter(
+            recipient=user, acked_at__isnull=True, message_id__gt=after, message__deleted_at__isnull=True
+        )
+        rows = list(pending.select_related("message__sender", "message__recipient").order_by("message_id")[:limit])
+        if rows:
+            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(pushed_at=timezone.now())
+    return [d.message for d in rows]
+
+
+def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000) -> int:
+    """Push again what users connected here have not acked in time.
+
+    The channel layer may drop a push under load; the pending row stays, so
+    this is what makes a live recipient get it after all.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.CHAT_REDELIVER_SECONDS)
+    names = list(channel_names)
+    by_user: dict[int, list[wire.MessageEvent]] = defaultdict(list)
+    with transaction.atomic():
+        for i in range(0, len(names), 500):
+            due = Delivery.objects.filter(
+                Q(pushed_at__lt=cutoff) | Q(pushed_at__isnull=True, message__sent_at__lt=cutoff),
+                acked_at__isnull=True,
+                message__deleted_at__isnull=True,
+                recipient__presence__channel_name__in=names[i : i + 500],
+            ).select_related("message__sender", "message__recipient")
+            rows = list(due.order_by("message_id")[:limit])
+            if not rows:
+                continue
+            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(pushed_at=now)
+            for d in rows:
+                by_user[d.recipient_id].append(wire.message_event(d.message, stored=d.pushed_at is None))
+        events.push_messages(by_user)
+    return sum(len(v) for v in by_user.values())

@@ -1,0 +1,22 @@
+"""Clean-up of rows nobody needs any more."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.services import login_attempts_prune
+
+from ..models import ClientRequest
+
+
+def records_prune() -> dict[str, int]:
+    """Forget client ids older than a day and old login attempts."""
+    now = timezone.now()
+    client_ids, _ = ClientRequest.objects.filter(
+        created_at__lt=now - timedelta(seconds=settings.CHAT_CLIENT_ID_SECONDS)
+    ).delete()
+    attempts = login_attempts_prune(older_than=now - timedelta(days=settings.CHAT_LOGIN_ATTEMPTS_KEEP_DAYS))
+    return {"client ids": client_ids, "login attempts": attempts}

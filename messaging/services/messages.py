@@ -1,0 +1,338 @@
+"""Sending: private messages and broadcasts, stored before anyone is told.
+
+The batch functions (`messages_send`, `messages_broadcast`) are the one
+code path: they take many requests, resolve recipients, blocks, presence
+and rate limits of all of them in a few queries, and insert in bulk. The
+single-request functions (`message_send`, `message_broadcast`) are a batch
+of one, for the admin, commands and tests. Errors are per request: a
+ServiceError in the result list, never an exception that fails the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from accounts.models import User as UserModel
+from chatsite.errors import ServiceError
+
+from .. import events, wire
+from ..models import Block, ClientRequest, Delivery, Message, Presence
+from ..selectors import live_presence, online_cutoff
+
+User = get_user_model()
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    sender: UserModel
+    to_username: str
+    body: str
+    client_id: str | None = None
+    rate_limit: bool = True  # False only for operators' tools (seeding)
+
+
+@dataclass(frozen=True)
+class BroadcastRequest:
+    sender: UserModel
+    body: str
+    client_id: str | None = None
+    rate_limit: bool = True
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: Message
+    live: bool  # the recipient was online
+
+
+@dataclass(frozen=True)
+class Broadcasted:
+    message: Message
+    live: int
+    stored: int
+
+
+Result = TypeVar("Result", Sent, Broadcasted)
+Key = tuple[int, str]
+
+
+def clean_body(body: str) -> str:
+    body = body.strip()
+    if not body:
+        raise ServiceError("invalid", "The message is empty.")
+    if len(body) > settings.CHAT_MAX_BODY_CHARS:
+        raise ServiceError("invalid", f"The message is longer than {settings.CHAT_MAX_BODY_CHARS} characters.")
+    return body
+
+
+class _RateLimits:
+    """How many messages each sender may still send in this window."""
+
+    def __init__(self, sender_ids: set[int], now: datetime):
+        self.limit, self.window = settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS
+        self.now = now
+        self.state: dict[int, tuple[int, datetime]] = {}
+        if self.limit > 0 and sender_ids:
+            recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=now - timedelta(seconds=self.window))
+            for row in recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")):
+                self.state[row["sender"]] = (row["n"], row["oldest"])
+
+    def take(self, sender_id: int) -> None:
+        """Count one more message, or raise rate_limited."""
+        if self.limit <= 0:
+            return
+        n, oldest = self.state.get(sender_id, (0, self.now))
+        if n >= self.limit:
+            retry_after = max(1, math.ceil((oldest + timedelta(seconds=self.window) - self.now).total_seconds()))
+            raise ServiceError(
+                "rate_limited", f"Too many messages. Try again in {retry_after} seconds.", retry_after=retry_after
+            )
+        self.state[sender_id] = (n + 1, oldest)
+
+
+class _ClientIds:
+    """Sending exactly once: the (sender, client_id) keys of one batch.
+
+    Each new key is claimed with a row before its message exists. A
+    concurrent transaction with the same key (another process) waits on the
+    unique index, then finds our committed row and replays it; a second
+    request with the key in this batch replays the first.
+    """
+
+    def __init__(self, keys: set[Key], now: datetime):
+        self.replays: dict[Key, ClientRequest] = {}
+        self.claims: dict[Key, ClientRequest] = {}
+        self.firsts: dict[Key, int] = {}  # key -> index of the request that uses it
+        if not keys:
+            return
+        senders, ids = {s for s, _ in keys}, {c for _, c in keys}
+        rows = ClientRequest.objects.filter(sender__in=senders, client_id__in=ids)
+        # Older than the window: the id may be used again.
+        rows.filter(created_at__lt=now - timedelta(seconds=settings.CHAT_CLIENT_ID_SECONDS)).delete()
+        ClientRequest.objects.bulk_create(
+            [ClientRequest(sender_id=s, client_id=c, created_at=now) for s, c in keys], ignore_conflicts=True
+        )
+        for row in rows.select_related("message__sender", "message__recipient"):
+            key = (row.sender_id, row.client_id)
+            if key in keys:
+                (self.replays if row.message_id else self.claims)[key] = row
+
+    def check(self, key: Key | None, kind: str) -> ClientRequest | int | None:
+        """A stored answer to replay, the index of an earlier request of this
+        batch with the key, or None: go ahead."""
+        if key is None:
+            return None
+        replay = self.replays.get(key)
+        if replay is not None:
+            if replay.message is None or replay.message.kind != kind:
+                raise ServiceError("invalid", "This client_id was used for another kind of message.")
+            return replay
+        return self.firsts.get(key)
+
+    def use(self, key: Key | None, index: int) -> None:
+        if key is not None and key in self.claims:
+            self.firsts[key] = index
+
+    def finish(self, results: Sequence[Any], reply: Callable[[Any], dict[str, Any]]) -> None:
+        """Store the answers of the keys used; free the claims of requests
+        that failed, so the client may try again with the same id."""
+        done = []
+        for key, index in self.firsts.items():
+            row = self.claims.pop(key)
+            row.message, row.reply = results[index].message, reply(results[index])
+            done.append(row)
+        if done:
+            ClientRequest.objects.bulk_update(done, ["message", "reply"])
+        if self.claims:
+            ClientRequest.objects.filter(pk__in=[row.pk for row in self.claims.values()]).delete()
+
+
+def _key(sender: UserModel, client_id: str | None) -> Key | None:
+    return (sender.pk, client_id) if client_id is not None else None
+
+
+def _sent_reply(result: Sent) -> dict[str, Any]:
+    return {"live": result.live}
+
+
+def _broadcast_reply(result: Broadcasted) -> dict[str, Any]:
+    return {"live": result.live, "stored": result.stored}
+
+
+def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceError]:
+    """Store private messages; each result says whether the recipient was online."""
+    results: list[Any] = [None] * len(requests)
+    bodies: dict[int, str] = {}
+    for i, r in enumerate(requests):
+        try:
+            if r.to_username == r.sender.username:
+                raise ServiceError("invalid", "You cannot send a message to yourself.")
+            bodies[i] = clean_body(r.body)
+        except ServiceError as e:
+            results[i] = e
+    todo = [i for i in range(len(requests)) if results[i] is None]
+    if not todo:
+        return results
+    with transaction.atomic():
+        now = timezone.now()
+        keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
+        client_ids = _ClientIds({k for k in keys.values() if k}, now)
+        names = {requests[i].to_username for i in todo}
+        recipients = {u.username: u for u in User.objects.filter(username__in=names, is_active=True).only("pk", "username")}
+        recipient_ids = [u.pk for u in recipients.values()]
+        sender_ids = {requests[i].sender.pk for i in todo}
+        blocks = set(
+            Block.objects.filter(blocker__in=recipient_ids, blocked__in=sender_ids).values_list("blocker_id", "blocked_id")
+        )
+        online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
+        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        accepted: list[int] = []
+        copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
+        for i in todo:
+            r = requests[i]
+            try:
+                earlier = client_ids.check(keys[i], Message.Kind.PRIVATE)
+                if isinstance(earlier, ClientRequest):
+                    results[i] = Sent(earlier.message, bool(earlier.reply["live"]))  # type: ignore[arg-type,index]
+                    continue
+                if earlier is not None:
+                    copies[i] = earlier
+                    continue
+                recipient = recipients.get(r.to_username)
+                if recipient is None:
+                    raise ServiceError("unknown_user", f"There is no user {r.to_username!r}.")
+                if (recipient.pk, r.sender.pk) in blocks:
+                    raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
+                if r.rate_limit:
+                    rates.take(r.sender.pk)
+            except ServiceError as e:
+                results[i] = e
+                continue
+            message = Message(kind=Message.Kind.PRIVATE, sender=r.sender, recipient=recipient, body=bodies[i], sent_at=now)
+            results[i] = Sent(message, recipient.pk in online)
+            accepted.append(i)
+            client_ids.use(keys[i], i)
+        Message.objects.bulk_create([results[i].message for i in accepted])
+        Delivery.objects.bulk_create(
+            [
+                Delivery(message=m, recipient_id=m.recipient_id, pushed_at=now if results[i].live else None)
+                for i in accepted
+                for m in [results[i].message]
+            ]
+        )
+        for i, earlier in copies.items():
+            results[i] = results[earlier]
+        client_ids.finish(results, _sent_reply)
+        for i in accepted:
+            message = results[i].message
+            events.push_message(wire.message_event(message, stored=False), user_id=message.recipient_id)
+    return results
+
+
+def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
+    """Store broadcasts for every active user but the sender and those who
+    block the sender; each result counts who was online and who will get it
+    at their next login."""
+    results: list[Any] = [None] * len(requests)
+    bodies: dict[int, str] = {}
+    for i, r in enumerate(requests):
+        try:
+            bodies[i] = clean_body(r.body)
+        except ServiceError as e:
+            results[i] = e
+    todo = [i for i in range(len(requests)) if results[i] is None]
+    if not todo:
+        return results
+    with transaction.atomic():
+        now = timezone.now()
+        keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
+        client_ids = _ClientIds({k for k in keys.values() if k}, now)
+        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        copies: dict[int, int] = {}
+        for i in todo:
+            r = requests[i]
+            try:
+                earlier = client_ids.check(keys[i], Message.Kind.BROADCAST)
+                if isinstance(earlier, ClientRequest):
+                    reply = earlier.reply or {}
+                    results[i] = Broadcasted(earlier.message, reply["live"], reply["stored"])  # type: ignore[arg-type]
+                    continue
+                if earlier is not None:
+                    copies[i] = earlier
+                    continue
+                if r.rate_limit:
+                    rates.take(r.sender.pk)
+            except ServiceError as e:
+                results[i] = e
+                continue
+            message = Message.objects.create(kind=Message.Kind.BROADCAST, sender=r.sender, body=bodies[i], sent_at=now)
+            live, stored = _fan_out(message, now)
+            results[i] = Broadcasted(message, live, stored)
+            client_ids.use(keys[i], i)
+            blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
+            events.push_to_everyone([wire.message_event(message, stored=False)], exclude_user_ids=blockers | {r.sender.pk})
+        for i, earlier in copies.items():
+            results[i] = results[earlier]
+        client_ids.finish(results, _broadcast_reply)
+    return results
+
+
+def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
+    """One pending delivery per recipient, written by the database itself in
+    one INSERT ... SELECT (ten thousand rows without a round trip each).
+    Returns (online recipients, offline recipients)."""
+    user, delivery, block, presence = (m._meta.db_table for m in (User, Delivery, Block, Presence))
+    ops = connection.ops
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {delivery} (message_id, recipient_id, pushed_at, acked_at)
+            SELECT %s, u.id, CASE WHEN p.user_id IS NULL THEN NULL ELSE %s END, NULL
+            FROM {user} u
+            LEFT JOIN {presence} p ON p.user_id = u.id AND p.heartbeat_at >= %s
+            WHERE u.is_active AND u.id <> %s
+              AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
+            """,
+            [
+                message.pk,
+                ops.adapt_datetimefield_value(now),
+                ops.adapt_datetimefield_value(online_cutoff(now)),
+                message.sender_id,
+                message.sender_id,
+            ],
+        )
+        cursor.execute(f"SELECT COUNT(*), COUNT(pushed_at) FROM {delivery} WHERE message_id = %s", [message.pk])
+        total, live = cursor.fetchone()
+    return live, total - live
+
+
+def _one(result: Result | ServiceError) -> Result:
+    if isinstance(result, ServiceError):
+        raise result
+    return result
+
+
+def message_send(
+    *, sender: UserModel, to_username: str, body: str, client_id: str | None = None, rate_limit: bool = True
+) -> Sent:
+    """Store one private message (a batch of one)."""
+    request = SendRequest(sender=sender, to_username=to_username, body=body, client_id=client_id, rate_limit=rate_limit)
+    return _one(messages_send(requests=[request])[0])
+
+
+def message_broadcast(
+    *, sender: UserModel, body: str, client_id: str | None = None, rate_limit: bool = True
+) -> Broadcasted:
+    """Store one broadcast (a batch of one)."""
+    request = BroadcastRequest(sender=sender, body=body, client_id=client_id, rate_limit=rate_limit)
+    return _one(messages_broadcast(requests=[request])[0])

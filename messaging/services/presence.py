@@ -1,0 +1,174 @@
+"""Who is online: the one live connection of each user, in the database."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User as UserModel
+from accounts.services import account_deactivate
+from chatsite.errors import ServiceError
+
+from .. import events
+from ..models import Presence
+from ..selectors import online_cutoff
+
+User = get_user_model()
+
+# Who this server process is, for the presence rows of its connections.
+HOST = socket.gethostname()[:255]
+PID = os.getpid()
+
+
+def _presence_end(*, user_id: int, username: str, channel_name: str, last_seen: datetime) -> bool:
+    """Delete the row if `channel_name` still holds it, record when the user
+    was last seen, and tell everyone they went offline. The one teardown."""
+    deleted, _ = Presence.objects.filter(user_id=user_id, channel_name=channel_name).delete()
+    if deleted:
+        User.objects.filter(pk=user_id).update(last_seen=last_seen)
+        events.push_presence(username, online=False)
+    return bool(deleted)
+
+
+def presence_claim(
+    *, user: UserModel, channel_name: str, takeover: bool = False, session_key: str = "", auth_hash: str = ""
+) -> str | None:
+    """Make `channel_name` the user's one live connection; return the channel
+    it replaced, if any.
+
+    Raises already_online when a live connection holds it and `takeover` is
+    false; with `takeover`, the old connection is told and closed, and no
+    presence change is announced (the user stays online). A row left by a
+    dead connection (stale heartbeat) is simply replaced.
+    """
+    now = timezone.now()
+    fields = {
+        "channel_name": channel_name,
+        "host": HOST,
+        "pid": PID,
+        "connected_at": now,
+        "heartbeat_at": now,
+        "session_key": session_key,
+        "auth_hash": auth_hash,
+    }
+    for _ in range(3):
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    Presence.objects.create(user=user, **fields)
+                replaced = None
+                came_online = True
+            except IntegrityError:
+                row = Presence.objects.select_for_update().filter(user=user).first()
+                if row is None:
+                    continue  # released meanwhile: try the insert again
+                alive = row.heartbeat_at >= online_cutoff(now)
+                if alive and not takeover:
+                    raise ServiceError(
+                        "already_online", "You are already connected elsewhere; log in with takeover to move here."
+                    ) from None
+                replaced = row.channel_name
+                came_online = not alive
+                for name, value in fields.items():
+                    setattr(row, name, value)
+                row.save()
+            User.objects.filter(pk=user.pk).update(last_login=now)
+            if replaced:
+                events.push_session_replaced(replaced)
+            if came_online:
+                events.push_presence(user.username, online=True)
+            return replaced
+    raise ServiceError("already_online", "Could not claim the connection; try again.")
+
+
+def presence_release(*, user: UserModel, channel_name: str) -> bool:
+    """Forget this connection; the user goes offline if it was theirs."""
+    with transaction.atomic():
+        return _presence_end(
+            user_id=user.pk, username=user.username, channel_name=channel_name, last_seen=timezone.now()
+        )
+
+
+def presence_disconnect(*, user: UserModel, reason: str = "An administrator ended your session.") -> bool:
+    """End the user's live connection, wherever it is."""
+    with transaction.atomic():
+        row = Presence.objects.select_for_update().filter(user=user).first()
+        if row is None:
+            return False
+        _presence_end(user_id=user.pk, username=user.username, channel_name=row.channel_name, last_seen=timezone.now())
+        events.push_session_ended(row.channel_name, reason=reason)
+    return True
+
+
+def user_deactivate(*, user: UserModel) -> None:
+    """Deactivate an account: it can no longer log in, and its live
+    connection ends."""
+    account_deactivate(user=user)
+    presence_disconnect(user=user, reason="Your account was deactivated.")
+
+
+def presence_expire() -> list[str]:
+    """Remove presence whose heartbeat stopped (a dead process); notify offline."""
+    cutoff = online_cutoff()
+    expired = []
+    for row in Presence.objects.filter(heartbeat_at__lt=cutoff).select_related("user"):
+        with transaction.atomic():
+            if Presence.objects.filter(pk=row.pk, heartbeat_at__lt=cutoff).exists() and _presence_end(
+                user_id=row.pk, username=row.user.username, channel_name=row.channel_name, last_seen=row.heartbeat_at
+            ):
+                expired.append(row.user.username)
+    return expired
+
+
+def presence_clear_dead_processes(keep: Iterable[str] = ()) -> list[str]:
+    """At server start: drop what a crashed process on this host left behind.
+
+    A row of this host whose process no longer runs (or whose pid is ours
+    but whose channel is not in `keep`: an earlier process had our pid) is
+    dead for sure; rows of other hosts are left to the heartbeat expiry.
+    """
+    keep = set(keep)
+    now = timezone.now()
+    cleared = []
+    for row in Presence.objects.filter(host=HOST).select_related("user"):
+        if (row.pid == PID and row.channel_name not in keep) or not _pid_alive(row.pid):
+            with transaction.atomic():
+                if _presence_end(
+                    user_id=row.pk, username=row.user.username, channel_name=row.channel_name, last_seen=now
+                ):
+                    cleared.append(row.user.username)
+    return cleared
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def presence_tick(*, channel_names: Iterable[str]) -> list[str]:
+    """One server process's heartbeat: refresh its connections' rows, end
+    those that lost theirs (taken over or expired), and expire what dead
+    processes left. Returns the channel names that were ended."""
+    now = timezone.now()
+    names = list(channel_names)
+    alive: set[str] = set()
+    for i in range(0, len(names), 500):
+        chunk = names[i : i + 500]
+        Presence.objects.filter(channel_name__in=chunk).update(heartbeat_at=now)
+        alive.update(Presence.objects.filter(channel_name__in=chunk).values_list("channel_name", flat=True))
+    lost = [name for name in names if name not in alive]
+    for name in lost:
+        events.push_session_ended(name, reason="Your connection expired; reconnect.")
+    presence_expire()
+    return lost

@@ -1,0 +1,150 @@
+"""The socket under a consumer: sending without blocking, and backpressure.
+
+ASGI gives an application no way to know how much it has sent that the
+client has not read, nor to stop the server reading frames it has not yet
+asked for. A chat server needs both: a client that never reads must not
+grow the server's memory, and one that floods must be slowed down. So:
+
+- under daphne (the default server, and ``runserver``), the ASGI ``send``
+  is ``partial(Server.handle_reply, protocol)``: through that protocol
+  (autobahn on Twisted) we write frames directly, read the Twisted write
+  buffer's size, pause and resume reading, and cap the size of an incoming
+  message. Every test runs on daphne, so a change in those internals fails
+  the suite, not production;
+- under any other server (uvicorn), frames go through a small outbox that
+  a task drains with the ASGI ``send``; what is unsent is what waits there.
+  Such servers stop reading a client whose frames the application has not
+  taken yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("chat")
+
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Transport:
+    """The generic case: an outbox in front of the ASGI send."""
+
+    def __init__(self, send: AsgiSend):
+        self._send = send
+        self._outbox: collections.deque[str] = collections.deque()
+        self._outbox_bytes = 0
+        self._drain: asyncio.Task[None] | None = None
+        self.open = True
+
+    def write(self, text: str) -> None:
+        """Queue one text frame; never blocks."""
+        if not self.open:
+            return
+        self._outbox.append(text)
+        self._outbox_bytes += len(text)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(self._drain_outbox())
+
+    async def _drain_outbox(self) -> None:
+        try:
+            while self._outbox and self.open:
+                text = self._outbox.popleft()
+                self._outbox_bytes -= len(text)
+                await self._send({"type": "websocket.send", "text": text})
+        except Exception:  # the socket went away under us
+            self.open = False
+            self._outbox.clear()
+
+    def unsent_bytes(self) -> int:
+        return self._outbox_bytes
+
+    def inbound_backlog(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def limit_message_size(self, size: int) -> None:
+        pass
+
+    def closed(self) -> None:
+        self.open = False
+        self._outbox.clear()
+        self._outbox_bytes = 0
+
+
+class DaphneTransport(Transport):
+    """Direct writes to daphne's autobahn protocol, and its Twisted buffer."""
+
+    def __init__(self, send: AsgiSend, server: Any, protocol: Any):
+        super().__init__(send)
+        self.server = server
+        self.protocol = protocol
+        self.paused = False
+
+    def _usable(self) -> bool:
+        details = self.server.connections.get(self.protocol)
+        return (
+            self.open
+            and details is not None
+            and not details.get("disconnected")
+            and self.protocol.state == self.protocol.STATE_OPEN
+        )
+
+    def write(self, text: str) -> None:
+        if not self._usable():
+            self.open = False
+            return
+        try:
+            self.protocol.sendMessage(text.encode("utf-8"), False)
+        except Exception:  # autobahn's Disconnected: the close raced us
+            self.open = False
+
+    def unsent_bytes(self) -> int:
+        t = getattr(self.protocol, "transport", None)
+        try:
+            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[union-attr]
+        except AttributeError:  # not a plain TCP transport (TLS in daphne)
+            return 0
+
+    def inbound_backlog(self) -> int:
+        queue = getattr(self.protocol, "application_queue", None)
+        return queue.qsize() if queue is not None else 0
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.protocol.transport is not None:
+            self.paused = True
+            self.protocol.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.protocol.transport is not None:
+            self.paused = False
+            self.protocol.transport.resumeProducing()
+
+    def limit_message_size(self, size: int) -> None:
+        # Autobahn copies the factory's limits onto each protocol when it
+        # connects; a larger incoming message fails the connection (1009).
+        self.protocol.maxMessagePayloadSize = size
+        self.protocol.maxFramePayloadSize = size
+
+
+def transport_for(send: AsgiSend) -> Transport:
+    """The best transport the server under this connection allows."""
+    if isinstance(send, functools.partial) and send.args:
+        server, protocol = getattr(send.func, "__self__", None), send.args[0]
+        if (
+            type(server).__module__ == "daphne.server"
+            and hasattr(server, "connections")
+            and hasattr(protocol, "sendMessage")
+            and hasattr(protocol, "STATE_OPEN")
+        ):
+            return DaphneTransport(send, server, protocol)
+    return Transport(send)

@@ -1,0 +1,81 @@
+"""Group commit: one writer per server process.
+
+Consumers hand their sends, broadcasts, acks and read marks to the writer
+and wait for their own result. While one batch is being committed, the
+next one gathers; it then goes to the database in one transaction
+(``services.requests_apply``). Under load, batches form by themselves;
+when the server is idle, a request is a batch of one and waits for nobody.
+
+The delivery guarantee is unchanged: a message is committed before its
+``ok``, and pushes go out after the commit (``events.run_then_push`` sends
+them before the results are handed back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from chatsite.errors import ServiceError
+
+from . import events, services
+
+log = logging.getLogger("chat")
+
+MAX_BATCH = 500
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.queue: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.batches = 0  # for the benchmark's report
+        self.requests = 0
+
+    async def submit(self, request: services.BatchRequest) -> Any:
+        """Apply one request; its result, or its ServiceError raised."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.queue.append((request, future))
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        # Let the requests that arrive in this turn of the loop join the first batch.
+        await asyncio.sleep(0)
+        while self.queue:
+            batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
+        requests = [request for request, _ in batch]
+        self.batches += 1
+        self.requests += len(requests)
+        try:
+            results = await events.run_then_push(services.requests_apply, requests=requests)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("request failed")
+                results = [Exception("the request failed")]
+            else:
+                # One request broke the transaction: apply them one by one,
+                # so only that one fails.
+                results = []
+                for request in requests:
+                    try:
+                        results.extend(await events.run_then_push(services.requests_apply, requests=[request]))
+                    except Exception as e:
+                        log.exception("request failed")
+                        results.append(e)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the connection went away meanwhile
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result if isinstance(result, ServiceError) else RuntimeError(str(result)))
+            else:
+                future.set_result(result)
+
+
+writer = Writer()
