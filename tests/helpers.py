@@ -1,11 +1,15 @@
-"""Small factories and a protocol client for the consumer tests."""
+"""Small factories, and the protocol client over Channels' communicator."""
+
+from __future__ import annotations
 
 import asyncio
-import json
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+
+from chatclient.protocol import Closed, Session
 
 PASSWORD = "correct-horse-42"
 
@@ -17,91 +21,79 @@ def make_user(username, password=PASSWORD, **fields):
 amake_user = database_sync_to_async(make_user)
 
 
-class ChatClient:
-    """One WebSocket connection speaking protocol v1 to the ASGI app.
+class CommunicatorTransport:
+    """The consumer in this process, through Channels' WebsocketCommunicator."""
 
-    `request` returns the reply to a request and keeps events that arrive
-    meanwhile in `events`, so a test can look for them afterwards.
-    """
+    def __init__(self, comm: WebsocketCommunicator):
+        self.comm = comm
+
+    async def send(self, text: str) -> None:
+        await self.comm.send_to(text_data=text)
+
+    async def recv(self) -> str:
+        get = asyncio.ensure_future(self.comm.output_queue.get())
+        done, _ = await asyncio.wait({get, self.comm.future}, return_when=asyncio.FIRST_COMPLETED)
+        if get not in done:
+            get.cancel()
+            raise Closed(None, "the consumer ended")
+        output = get.result()
+        if output["type"] == "websocket.close":
+            raise Closed(output.get("code", 1000))
+        return output["text"]
+
+    async def close(self) -> None:
+        if not self.comm.future.done():
+            await self.comm.disconnect()
+
+
+class ChatClient(Session):
+    """One connection to the ASGI app, with what the consumer tests need:
+    raw frames, replies to requests sent without a ref, and checks that
+    nothing arrived."""
 
     def __init__(self, headers=None, client=("127.0.0.1", 50000)):
         from chatsite.asgi import application
 
         self.comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers or [])
         self.comm.scope["client"] = client
-        self.events = []
-        self.closed = None
+        super().__init__(CommunicatorTransport(self.comm), timeout=3)
 
-    async def connect(self):
-        connected, _ = await self.comm.connect()
-        assert connected
+    async def connect(self) -> ChatClient:
+        connected_, _ = await self.comm.connect()
+        assert connected_
+        self.start()
         return self
 
-    async def send_raw(self, text=None, bytes_data=None):
+    async def send_raw(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
         if bytes_data is not None:
             await self.comm.send_to(bytes_data=bytes_data)
         else:
             await self.comm.send_to(text_data=text)
 
-    async def receive(self, timeout=3):
-        output = await self.comm.receive_output(timeout)
-        if output["type"] == "websocket.close":
-            self.closed = output.get("code", 1000)
-            raise ConnectionClosed(self.closed)
-        return json.loads(output["text"])
+    async def reply(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next reply that no request waits for (to a raw frame)."""
+        return await self.first(lambda f: f.get("type") in ("ok", "error"), timeout=timeout, what="reply")
 
-    async def reply(self, timeout=3):
-        while True:
-            frame = await self.receive(timeout)
-            if frame["type"] in ("ok", "error") and "ref" in frame:
-                return frame
-            self.events.append(frame)
-
-    async def request(self, type, **fields):
-        await self.comm.send_json_to({"type": type, **fields})
-        return await self.reply()
-
-    async def ok(self, type, **fields):
-        reply = await self.request(type, **fields)
-        assert reply["type"] == "ok", reply
-        return reply
-
-    async def error(self, type, code, **fields):
+    async def error(self, type: str, code: str, **fields: Any) -> dict[str, Any]:
         reply = await self.request(type, **fields)
         assert reply["type"] == "error" and reply["code"] == code, reply
         assert reply["message"]
         return reply
 
-    async def event(self, type, timeout=3, **match):
-        """The next event of this type (and fields), from those kept or new."""
-        for i, frame in enumerate(self.events):
-            if frame["type"] == type and all(frame.get(k) == v for k, v in match.items()):
-                return self.events.pop(i)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            frame = await self.receive(max(0.01, deadline - loop.time()))
-            if frame["type"] == type and all(frame.get(k) == v for k, v in match.items()):
-                return frame
-            self.events.append(frame)
-
-    async def no_frame(self, timeout=0.2):
-        assert await self.comm.receive_nothing(timeout), "expected no frame"
-
-    async def login(self, username, password=PASSWORD, **fields):
+    async def login(self, username: str, password: str = PASSWORD, **fields: Any) -> dict[str, Any]:
         return await self.ok("login", username=username, password=password, **fields)
 
-    async def close(self):
-        if self.closed is None:
-            await self.comm.disconnect()
-            self.closed = 1000
+    async def no_frame(self, timeout: float = 0.2) -> None:
+        kept = len(self.kept)
+        await asyncio.sleep(timeout)
+        assert len(self.kept) == kept, f"expected no frame, got {self.kept[kept:]}"
+
+    async def closed_with(self, timeout: float = 3) -> int | None:
+        """Wait for the server to close the connection; its close code."""
+        return await self.wait_closed(timeout)
 
 
-class ConnectionClosed(Exception):
-    pass
-
-
-async def connected(username=None, **kwargs):
+async def connected(username=None, **kwargs) -> ChatClient:
     """A connected client, logged in as `username` when given."""
     client = await ChatClient(**kwargs).connect()
     if username:

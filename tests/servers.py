@@ -4,8 +4,6 @@ They use the test database that pytest-django set up, so a test can look at
 the same rows the servers write.
 """
 
-import asyncio
-import json
 import os
 import signal
 import socket
@@ -14,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import websockets
 from django.db import connection
+
+from chatclient.protocol import Session, connect
 
 from .helpers import PASSWORD
 
@@ -90,50 +89,24 @@ class Server:
         self.stop(signal.SIGKILL)
 
 
-class Peer:
-    """A protocol client over a real socket (the `websockets` library)."""
+class Peer(Session):
+    """A protocol client over a real socket: `async with Peer(url) as peer:`."""
 
     def __init__(self, url, **connect_kwargs):
         self.url = url
         self.connect_kwargs = connect_kwargs
-        self.events = []
 
     async def __aenter__(self):
-        self.ws = await websockets.connect(self.url, max_size=None, **self.connect_kwargs)
+        super().__init__(await connect(self.url, **self.connect_kwargs), timeout=5)
+        self.start()
         return self
 
     async def __aexit__(self, *exc):
-        await self.ws.close()
+        await self.close()
 
-    async def receive(self, timeout=5):
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-
-    async def request(self, type, timeout=5, **fields):
-        await self.ws.send(json.dumps({"type": type, "ref": "r", **fields}))
-        while True:
-            frame = await self.receive(timeout)
-            if frame["type"] in ("ok", "error") and frame.get("ref") == "r":
-                return frame
-            self.events.append(frame)
-
-    async def ok(self, type, **fields):
-        reply = await self.request(type, **fields)
-        assert reply["type"] == "ok", reply
-        return reply
-
-    async def event(self, type, timeout=5, **match):
-        def matches(f):
-            return f["type"] == type and all(f.get(k) == v for k, v in match.items())
-
-        for i, frame in enumerate(self.events):
-            if matches(frame):
-                return self.events.pop(i)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            frame = await self.receive(max(0.01, deadline - asyncio.get_running_loop().time()))
-            if matches(frame):
-                return frame
-            self.events.append(frame)
+    @property
+    def ws(self):
+        return self.transport.ws
 
 
 async def signup(url, *usernames, password=None):

@@ -53,7 +53,7 @@ async def test_one_connection_per_user_across_processes(two_servers):
         assert reply["code"] == "already_online"
         await second.ok("login", username="alice", password=PASSWORD, takeover=True)
         assert await first.event("session_replaced")
-        await asyncio.wait_for(first.ws.wait_closed(), 5)
+        assert await first.wait_closed() == 4001
         assert (await second.ok("online"))["users"] == ["alice"]
 
 
