@@ -6,9 +6,10 @@ set of rules and one failure count per (username, client IP).
 
 import math
 from datetime import timedelta
+from importlib import import_module
 
 from django.conf import settings
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -113,6 +114,25 @@ def login_unlock(*, username, ip=None):
         attempts = attempts.filter(ip=ip)
     deleted, _ = attempts.delete()
     return deleted
+
+
+def session_create(*, user) -> str:
+    """A Django session logged in as `user`, for a client that is not a
+    browser; its key is the protocol's resume token. It ends like any other
+    session: logout, a password change, deactivation, expiry."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.set_expiry(settings.CHAT_TOKEN_SECONDS)
+    session.create()
+    return session.session_key
+
+
+def session_end(*, session_key: str) -> None:
+    """Log a session out (the resume token or cookie behind it stops working)."""
+    if session_key:
+        import_module(settings.SESSION_ENGINE).SessionStore(session_key).delete()
 
 
 def login_attempts_prune(*, older_than):

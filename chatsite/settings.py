@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "channels",
     "accounts",
     "messaging",
@@ -205,6 +206,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # Consecutive failed logins per (username, client IP) before a lockout.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 3)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 60)
+
+# Resume tokens (protocol 1.1) are sessions too; this is how long they last.
+CHAT_TOKEN_SECONDS = env_int("CHAT_TOKEN_SECONDS", 14 * 24 * 3600)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

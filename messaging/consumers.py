@@ -44,6 +44,8 @@ INBOUND_PAUSE_AT = 16  # frames read by the server and not yet taken
 INBOUND_RESUME_AT = 4
 PENDING_PAGE = 500
 CLOSE_POLICY = 1008
+TOKEN_MAX = 200
+CLIENT_ID_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.last_reply: asyncio.Future[None] | None = None
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), asyncio.get_running_loop().time()
         self.closing = False
+        self.login_session_key = ""  # the session a logout ends (cookie's or token's)
+        self.typing_sent: dict[str, float] = {}
         await self.accept()
         self.login_deadline = asyncio.get_running_loop().call_later(
             settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue
@@ -124,6 +128,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if scope_user is not None and scope_user.is_authenticated:
             try:
                 await self.start_session(scope_user, takeover=False, session_key=self.session_key())
+                self.login_session_key = self.session_key()
             except ServiceError as e:
                 self.write_event(wire.error(e.code, e.message, **e.extra))
             except Exception:
@@ -396,7 +401,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.user is not None:
             raise ServiceError("already_logged_in", f"You are already logged in as {self.user.username}.")
         takeover = request.boolean("takeover", required=False) or False
-        if takeover and not request.has("username") and not request.has("password"):
+        token = None
+        if request.has("token"):
+            # A resume token: no password, no lockout, no hash to compute.
+            session_key = request.text("token", max_length=frames.MAX_ID) or ""
+            user = await read(account_selectors.user_for_session, session_key=session_key[:TOKEN_MAX])
+            if user is None or len(session_key) > TOKEN_MAX:
+                raise ServiceError("invalid_credentials", "That token is not valid (any more); log in with a password.")
+            token = session_key
+        elif takeover and not request.has("username") and not request.has("password"):
             session_key = self.session_key()
             user = await read(account_selectors.user_for_session, session_key=session_key)
             if user is None:
@@ -407,21 +420,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             assert username is not None and password is not None
             if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
                 raise ServiceError("invalid_credentials", "Wrong username or password.")
+            # Hashing runs in the thread pool, not in the database thread.
             user = await database_sync_to_async(accounts.user_authenticate, thread_sensitive=False)(
                 username=username, password=password, ip=self.client_ip()
             )
-            session_key = ""
+            session_key = token = await read(accounts.session_create, user=user)
         self.presence_batched = request.boolean("presence_batch", required=False) or False
         await self.start_session(user, takeover=takeover, session_key=session_key)
+        self.login_session_key = session_key
         pending = await read(selectors.pending_count, user=user)
-        return Reply({"username": user.username, "pending": pending}, then=self.push_pending)
+        result: dict[str, Any] = {"username": user.username, "pending": pending}
+        if token is not None:
+            result["token"] = token
+        return Reply(result, then=self.push_pending)
 
     @op("logout", invalid="bad_request", exclusive=True)
     async def op_logout(self, request: Request) -> Reply:
+        session_key = self.login_session_key
         await self.end_session()
-        session = self.scope.get("session")
-        if session is not None and session.session_key:
-            await database_sync_to_async(session.flush)()
+        await read(accounts.session_end, session_key=session_key)
         self.closing = True
         return Reply({}, then=lambda: self.close(code=1000))
 
@@ -429,16 +446,64 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def op_send(self, request: Request) -> dict[str, Any]:
         to = request.username("to")
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+        client_id = request.text("client_id", required=False, min_length=1, max_length=CLIENT_ID_MAX)
         assert self.user is not None and to is not None and body is not None
-        sent = await writer.submit(services.SendRequest(sender=self.user, to_username=to, body=body))
+        sent = await writer.submit(
+            services.SendRequest(sender=self.user, to_username=to, body=body, client_id=client_id)
+        )
         return {"id": sent.message.id, "delivered": "live" if sent.live else "stored"}
 
     @op("broadcast")
     async def op_broadcast(self, request: Request) -> dict[str, Any]:
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+        client_id = request.text("client_id", required=False, min_length=1, max_length=CLIENT_ID_MAX)
         assert self.user is not None and body is not None
-        done = await writer.submit(services.BroadcastRequest(sender=self.user, body=body))
+        done = await writer.submit(services.BroadcastRequest(sender=self.user, body=body, client_id=client_id))
         return {"id": done.message.id, "live": done.live, "stored": done.stored}
+
+    @op("edit")
+    async def op_edit(self, request: Request) -> dict[str, Any]:
+        message_id = request.integer("id", low=1)
+        body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+        message = await events.run_then_push(services.message_edit, user=self.user, message_id=message_id, body=body)
+        return {"edited_at": wire.timestamp(message.edited_at)}
+
+    @op("delete", invalid="unknown_message")
+    async def op_delete(self, request: Request) -> dict[str, Any]:
+        message_id = request.integer("id", low=1)
+        await events.run_then_push(services.message_delete, user=self.user, message_id=message_id)
+        return {}
+
+    @op("typing")
+    async def op_typing(self, request: Request) -> dict[str, Any]:
+        to = request.username("to")
+        typing = request.boolean("typing", required=False)
+        typing = True if typing is None else typing
+        assert self.user is not None and to is not None
+        # Repeats more often than once a second for a pair are dropped
+        # unanswered by a query; stopping always goes through.
+        now = asyncio.get_running_loop().time()
+        if typing and now - self.typing_sent.get(to, -1.0) < 1.0:
+            return {}
+        recipient_id = await read(selectors.typing_recipient, sender=self.user, username=to)
+        if typing:
+            if len(self.typing_sent) > 64:
+                self.typing_sent.clear()
+            self.typing_sent[to] = now
+        if recipient_id is not None:
+            await events.send_typing(recipient_id, sender=self.user.username, typing=typing)
+        return {}
+
+    @op("search")
+    async def op_search(self, request: Request) -> dict[str, Any]:
+        query = request.text("query", min_length=1, max_length=200)
+        peer = await self.peer(request) if request.has("with") else selectors.EVERY_CONVERSATION
+        before = request.integer("before", required=False)
+        limit = request.integer("limit", required=False, low=1, high=100) or 20
+        messages = await read(
+            selectors.message_search, user=self.user, query=query, peer=peer, before=before, limit=limit
+        )
+        return {"messages": messages}
 
     @op("block")
     async def op_block(self, request: Request) -> dict[str, Any]:

@@ -180,3 +180,8 @@ def push_session_ended(channel_name: str, *, reason: str) -> None:
     session that was logged out."""
     frame = {"type": "session_ended", "reason": reason}
     _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))
+
+
+async def send_typing(recipient_id: int, *, sender: str, typing: bool) -> None:
+    """Typing is not stored: nothing to commit, so it goes out at once."""
+    await send(Push("group", user_group(recipient_id), {"type": FRAMES, "frames": [wire.typing(sender, typing=typing)]}))

@@ -5,6 +5,11 @@ from django.db import models
 from django.db.models import Q
 
 
+# SQLite's full-text index of message bodies (FTS5, kept in step by
+# triggers; migration 0003). PostgreSQL uses a GIN index on the table itself.
+FTS_TABLE = "messaging_message_fts"
+
+
 class Message(models.Model):
     """What a user said, once. Who it reaches is in Delivery."""
 

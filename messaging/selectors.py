@@ -7,19 +7,23 @@ Deleted messages are never shown.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connection
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User as UserModel
 from chatsite.errors import ServiceError
 
-from .models import Block, Delivery, Message, Presence, ReadMark
+from .models import FTS_TABLE, Block, Delivery, Message, Presence, ReadMark
 from .wire import MessageObject, message_object, timestamp
 
 User = get_user_model()
@@ -106,6 +110,16 @@ def conversation_messages(*, user: UserModel, peer: UserModel | None) -> QuerySe
     return messages.filter(deleted_at__isnull=True)
 
 
+def with_receipts(messages: QuerySet[Message], *, user: UserModel) -> QuerySet[Message]:
+    """Annotate whether each private message `user` sent was delivered (its
+    recipient acked it) and how far its recipient has read their
+    conversation with `user` (wire.message_object turns these into
+    `delivered` and `read`)."""
+    acked = Delivery.objects.filter(message=OuterRef("pk"), recipient=OuterRef("recipient"), acked_at__isnull=False)
+    mark = ReadMark.objects.filter(user=OuterRef("recipient"), peer=user).values("up_to")[:1]
+    return messages.annotate(receipt_delivered=Exists(acked), receipt_read_up_to=Coalesce(Subquery(mark), Value(0)))
+
+
 def message_history(
     *, user: UserModel, peer: UserModel | None, before: int | None = None, limit: int = 50
 ) -> list[MessageObject]:
@@ -113,8 +127,61 @@ def message_history(
     messages = conversation_messages(user=user, peer=peer)
     if before is not None:
         messages = messages.filter(id__lt=before)
-    page = list(messages.select_related("sender", "recipient").order_by("-id")[:limit])
-    return [message_object(m) for m in reversed(page)]
+    page = list(with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit])
+    return [message_object(m, viewer_id=user.pk) for m in reversed(page)]
+
+
+# "Every conversation" for `message_search`, as opposed to None, the broadcasts.
+EVERY_CONVERSATION = object()
+_WORD = re.compile(r"\w+")
+
+
+def message_search(
+    *, user: UserModel, query: str, peer: Any = EVERY_CONVERSATION, before: int | None = None, limit: int = 20
+) -> list[MessageObject]:
+    """Messages `user` could see in history whose body has every word of
+    `query` (the last one also as a prefix), newest first, found through the
+    database's full-text index (SQLite FTS5, PostgreSQL GIN)."""
+    words = _WORD.findall(query.lower())
+    if not words:
+        return []
+    if peer is EVERY_CONVERSATION:
+        messages = Message.objects.filter(_visible_to(user), deleted_at__isnull=True)
+    else:
+        messages = conversation_messages(user=user, peer=peer)
+    messages = _matching(messages, words)
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
+    return [message_object(m, viewer_id=user.pk) for m in page]
+
+
+def _matching(messages: QuerySet[Message], words: list[str]) -> QuerySet[Message]:
+    if connection.vendor == "postgresql":
+        # The same expression as the GIN index (migration 0003), or the
+        # planner cannot use it.
+        terms = " & ".join([*words[:-1], words[-1] + ":*"])
+        return messages.alias(search_body=SearchVector("body", config="simple")).filter(
+            search_body=SearchQuery(terms, config="simple", search_type="raw")
+        )
+    terms = " ".join(f'"{w}"' for w in words[:-1]) + f' "{words[-1]}"*'
+    return messages.filter(id__in=RawSQL(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s", [terms]))
+
+
+def typing_recipient(*, sender: UserModel, username: str) -> int | None:
+    """Who a `typing` frame is for: the user's id, or None when they block
+    the sender (they are not told). ServiceError when there is no such user."""
+    if username == sender.username:
+        raise ServiceError("invalid", "You cannot tell yourself you are typing.")
+    row = (
+        User.objects.filter(username=username, is_active=True)
+        .annotate(blocks_sender=Exists(Block.objects.filter(blocker=OuterRef("pk"), blocked=sender)))
+        .values_list("pk", "blocks_sender")
+        .first()
+    )
+    if row is None:
+        raise ServiceError("unknown_user", f"There is no user {username!r}.")
+    return None if row[1] else row[0]
 
 
 def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
@@ -140,12 +207,14 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
     broadcast_mark = ReadMark.objects.filter(user=user, peer=None).values_list("up_to", flat=True).first() or 0
     unread[None] = received.filter(message__kind=Message.Kind.BROADCAST, message_id__gt=broadcast_mark).count()
 
-    messages = Message.objects.select_related("sender", "recipient").in_bulk(list(last.values()))
+    messages = (
+        with_receipts(Message.objects.all(), user=user).select_related("sender", "recipient").in_bulk(list(last.values()))
+    )
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
     return [
         {
             "with": names.get(peer) if peer is not None else None,
-            "last": message_object(messages[mid]),
+            "last": message_object(messages[mid], viewer_id=user.pk),
             "unread": unread.get(peer, 0),
         }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])

@@ -69,10 +69,12 @@ def timestamp(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def message_object(message: Message) -> MessageObject:
+def message_object(message: Message, *, viewer_id: int | None = None) -> MessageObject:
     """A message as replies show it.
 
-    Needs `sender` and `recipient` loaded (select_related) to avoid a query each.
+    Needs `sender` and `recipient` loaded (select_related) to avoid a query
+    each. A private message the viewer sent also says whether it was
+    delivered and read, from the annotations `selectors.with_receipts` adds.
     """
     obj: dict[str, Any] = {
         "id": message.id,
@@ -83,6 +85,9 @@ def message_object(message: Message) -> MessageObject:
         "sent_at": timestamp(message.sent_at),
         "edited_at": timestamp(message.edited_at),
     }
+    if viewer_id is not None and message.sender_id == viewer_id and message.kind == Message.Kind.PRIVATE:
+        obj["delivered"] = bool(getattr(message, "receipt_delivered", False))
+        obj["read"] = getattr(message, "receipt_read_up_to", 0) >= message.id
     return obj  # type: ignore[return-value]
 
 
@@ -104,3 +109,15 @@ def receipt_delivered(message_id: int, *, by: str) -> Receipt:
 
 def receipt_read(up_to: int, *, by: str) -> Receipt:
     return {"type": "receipt", "status": "read", "by": by, "up_to": up_to}
+
+
+def message_edited(message: Message) -> dict[str, Any]:
+    return {"type": "message_edited", "id": message.id, "body": message.body, "edited_at": timestamp(message.edited_at)}
+
+
+def message_deleted(message_id: int) -> dict[str, Any]:
+    return {"type": "message_deleted", "id": message_id}
+
+
+def typing(sender: str, *, typing: bool) -> dict[str, Any]:
+    return {"type": "typing", "from": sender, "typing": typing}

@@ -59,6 +59,8 @@ class Server:
 
     def start(self):
         self.log = open(ROOT / "var" / f"server-{self.port}.log", "ab")
+        if not hasattr(self, "log_from"):
+            self.log_from = self.log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -84,6 +86,12 @@ class Server:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+
+    def log_text(self):
+        """What this server has logged since it first started."""
+        with open(self.log.name, "rb") as f:
+            f.seek(self.log_from)
+            return f.read().decode("utf-8", "replace")
 
     def kill(self):
         self.stop(signal.SIGKILL)

@@ -403,7 +403,7 @@ async def test_history_pages_oldest_first(users):
     assert [m["id"] for m in page] == ids[3:]
     earlier = (await a.ok("history", before=ids[3], limit=100, **{"with": "bob"}))["messages"]
     assert [m["id"] for m in earlier] == ids[:3]
-    assert set(earlier[0]) == {"id", "kind", "from", "to", "body", "sent_at", "edited_at"}
+    assert set(earlier[0]) == {"id", "kind", "from", "to", "body", "sent_at", "edited_at", "delivered", "read"}
     broadcasts = (await a.ok("history", **{"with": None}))["messages"]
     assert [m["body"] for m in broadcasts] == ["everyone"]
     await a.error("history", "unknown_user", **{"with": "nobody"})

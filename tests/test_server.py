@@ -59,3 +59,12 @@ async def test_restart_after_a_crash_clears_presence_and_keeps_messages(server):
         reply = await b.ok("login", username="bob", password=PASSWORD)
         assert reply["pending"] == 1
         assert (await b.event("message"))["id"] == sent["id"]
+
+
+async def test_a_websocket_to_an_unknown_path_is_refused_cleanly(server):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(server.url.replace("/ws/chat/", "/nope/"))
+    assert refused.value.response.status_code == 403
+    # The chat still works, and the log has no traceback.
+    await signup(server.url, "alice")
+    assert "Traceback" not in server.log_text() and "No route found" not in server.log_text()

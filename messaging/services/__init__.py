@@ -5,6 +5,7 @@ with a protocol error code. Callers import from here."""
 from .batch import BatchRequest, requests_apply
 from .blocks import block_create, block_delete
 from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
+from .edits import message_delete, message_edit
 from .imports import message_import
 from .maintenance import records_prune
 from .messages import (
@@ -49,6 +50,8 @@ __all__ = [
     "delivery_flush_page",
     "delivery_redeliver",
     "message_broadcast",
+    "message_delete",
+    "message_edit",
     "message_import",
     "message_send",
     "messages_broadcast",
