@@ -1,7 +1,12 @@
 from django.contrib import admin
 from django.utils import timezone
 
-from .models import LoginAttempt
+from .forms import AdminLoginForm
+from .models import LoginAttempt, SignupAttempt
+
+# The admin's own login form checks passwords through the lockout, like the
+# chat's login form and the WebSocket.
+admin.site.login_form = AdminLoginForm
 
 
 class ActiveLockFilter(admin.SimpleListFilter):
@@ -26,6 +31,21 @@ class LoginAttemptAdmin(admin.ModelAdmin):
     search_fields = ["username", "ip"]
     date_hierarchy = "at"
     actions = ["delete_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SignupAttempt)
+class SignupAttemptAdmin(admin.ModelAdmin):
+    """Sign-ups per address: what the sign-up budget counts."""
+
+    list_display = ["username", "ip", "at"]
+    search_fields = ["username", "ip"]
+    date_hierarchy = "at"
 
     def has_add_permission(self, request):
         return False

@@ -1,19 +1,29 @@
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from chatsite.errors import ServiceError
+from chatsite.proxies import UNKNOWN, parse_ip
 
 from . import services
 
 
-def client_ip(request):
-    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
+def client_ip(request) -> str:
+    # REMOTE_ADDR comes from the ASGI scope's client, which
+    # chatsite.proxies.ClientAddress has validated (and taken from
+    # X-Forwarded-For only behind a trusted proxy); checked again here for
+    # any other way in (WSGI, tests).
+    address = parse_ip(request.META.get("REMOTE_ADDR") or "")
+    return str(address) if address is not None else UNKNOWN
 
 
-class LoginForm(AuthenticationForm):
-    """Django's login form, checked by the same service as the WebSocket login
-    so both share the lockout count."""
+class LockoutMixin:
+    """Django's authentication forms, with the password checked by the same
+    service as the WebSocket login: one lockout count, one budget per
+    address, whichever door is knocked on."""
+
+    retry_after = None
 
     def clean(self):
         username = self.cleaned_data.get("username")
@@ -21,9 +31,7 @@ class LoginForm(AuthenticationForm):
         if username is None or not password:
             return self.cleaned_data
         try:
-            self.user_cache = services.user_authenticate(
-                username=username, password=password, ip=client_ip(self.request)
-            )
+            self.user_cache = services.user_authenticate(username=username, password=password, ip=client_ip(self.request))
         except ServiceError as e:
             if e.code == "locked":
                 self.retry_after = e.extra["retry_after"]
@@ -33,10 +41,22 @@ class LoginForm(AuthenticationForm):
         return self.cleaned_data
 
 
+class LoginForm(LockoutMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(LockoutMixin, AdminAuthenticationForm):
+    """The admin's login form (it also requires staff status)."""
+
+
 class SignupForm(forms.Form):
     username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
     password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
     password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def __init__(self, *args, request=None, **kwargs):
+        self.request = request
+        super().__init__(*args, **kwargs)
 
     def clean(self):
         data = super().clean()
@@ -46,9 +66,14 @@ class SignupForm(forms.Form):
         if self.errors:
             return data
         try:
-            self.user = services.user_signup(username=data["username"], password=data["password1"])
+            self.user = services.user_signup(
+                username=data["username"], password=data["password1"], ip=client_ip(self.request)
+            )
         except ServiceError as e:
             # The service names the field ("Username: ..."); the form shows it by the field.
+            if e.code == "rate_limited":
+                self.add_error(None, e.message)
+                return data
             field = "username" if e.code == "username_taken" or e.message.startswith("Username") else "password1"
             self.add_error(field, e.message.removeprefix("Username: ").removeprefix("Password: "))
         return data

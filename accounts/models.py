@@ -1,20 +1,41 @@
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
-from django.db.models.functions import Lower
+
+from . import names
 
 
 class User(AbstractUser):
     """The chat user. Custom from the first migration, as Django advises."""
 
+    username = models.CharField(
+        "username",
+        max_length=150,
+        unique=True,
+        help_text="150 characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
+        validators=[UnicodeUsernameValidator(), names.validate_one_script],
+        error_messages={"unique": "A user with that username already exists."},
+    )
+    # The name as people read it (accounts.names.fold): unique, so "Alice"
+    # cannot sign up beside "alice", nor "ÉMILE" beside "émile". Null only
+    # for an old duplicate the migration could not give a key.
+    username_key = models.CharField(max_length=600, unique=True, null=True, editable=False)
     # When the user last went offline (logged out or disconnected).
     last_seen = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
-        constraints = [
-            # "Alice" and "alice" would be two people nobody can tell apart.
-            models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
-        ]
+
+    def clean(self) -> None:
+        super().clean()
+        self.username_key = names.fold(self.username)
+
+    def save(self, *args, **kwargs):
+        # Derived from the username, however it was set (admin, shell, services).
+        self.username_key = names.fold(self.username)
+        if kwargs.get("update_fields") is not None and "username" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "username_key"}
+        super().save(*args, **kwargs)
 
 
 class LoginAttempt(models.Model):
@@ -37,7 +58,24 @@ class LoginAttempt(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["username", "ip", "-id"], name="accounts_attempt_pair")]
+        indexes = [
+            models.Index(fields=["username", "ip", "-id"], name="accounts_attempt_pair"),
+            models.Index(fields=["ip", "at"], name="accounts_attempt_address"),
+        ]
 
     def __str__(self):
         return f"{self.username} from {self.ip}: {self.result}"
+
+
+class SignupAttempt(models.Model):
+    """One signup (made or refused), for the per-address signup budget."""
+
+    ip = models.GenericIPAddressField(unpack_ipv4=True)
+    at = models.DateTimeField(auto_now_add=True)
+    username = models.CharField(max_length=150)
+
+    class Meta:
+        indexes = [models.Index(fields=["ip", "at"], name="accounts_signup_address")]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.ip}"

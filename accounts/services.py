@@ -1,40 +1,70 @@
 """Account writes: signup, credential checks with lockout, unlock.
 
 The HTTP forms and the WebSocket consumer both call these, so both share one
-set of rules and one failure count per (username, client IP).
+set of rules and one failure count per (username, client IP). So does the
+admin's login form.
 """
 
+from __future__ import annotations
+
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from chatsite.errors import ServiceError
 
-from .models import LoginAttempt
+from . import names
+from .models import LoginAttempt, SignupAttempt
+from .models import User as UserModel
 
 User = get_user_model()
 
 
-def _validation_text(error):
+def _validation_text(error: ValidationError) -> str:
     return " ".join(error.messages)
 
 
-def user_signup(*, username, password):
-    """Create an account (not logged in). Raises ServiceError invalid/username_taken."""
+def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: datetime) -> int:
+    """Seconds until one more attempt fits in an address's budget (0: now)."""
+    if budget <= 0:
+        return 0
+    since = now - timedelta(seconds=window)
+    times = list(attempts.filter(at__gte=since).order_by("-at").values_list("at", flat=True)[:budget])
+    if len(times) < budget:
+        return 0
+    return max(1, math.ceil((times[-1] + timedelta(seconds=window) - now).total_seconds()))
+
+
+def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserModel:
+    """Create an account (not logged in). ServiceError invalid, username_taken,
+    or rate_limited when this address has signed up too often lately (every
+    attempt counts, so probing which names are taken is as slow as signing up)."""
+    wait = _address_wait(
+        SignupAttempt.objects.filter(ip=ip),
+        budget=settings.CHAT_SIGNUPS_PER_ADDRESS,
+        window=settings.CHAT_SIGNUP_WINDOW_SECONDS,
+        now=timezone.now(),
+    )
+    if wait:
+        raise ServiceError(
+            "rate_limited", f"Too many sign-ups from your address. Try again in {wait} seconds.", retry_after=wait
+        )
+    SignupAttempt.objects.create(ip=ip, username=username[:150])
     username = _clean_username(username)
     try:
         validate_password(password, User(username=username))
     except ValidationError as e:
         raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
-    if User.objects.filter(username__iexact=username).exists():
+    if User.objects.filter(username_key=names.fold(username)).exists():
         raise ServiceError("username_taken", f"The username {username!r} is taken.")
     try:
         with transaction.atomic():
@@ -43,7 +73,7 @@ def user_signup(*, username, password):
         raise ServiceError("username_taken", f"The username {username!r} is taken.") from None
 
 
-def _serialize_pair(username, ip):
+def _serialize_pair(username: str, ip: str) -> None:
     """Make concurrent attempts for one (username, IP) take turns.
 
     SQLite already runs one write transaction at a time (IMMEDIATE); on
@@ -54,7 +84,7 @@ def _serialize_pair(username, ip):
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"login:{ip}:{username}"])
 
 
-def _lock_state(username, ip, now):
+def _lock_state(username: str, ip: str, now: datetime) -> tuple[float, int]:
     """(seconds left on a lock or 0, failures in the current streak)."""
     attempts = LoginAttempt.objects.filter(username=username, ip=ip)
     last_success = attempts.filter(result=LoginAttempt.Result.SUCCESS).aggregate(m=Max("id"))["m"] or 0
@@ -67,14 +97,21 @@ def _lock_state(username, ip, now):
     return 0, attempts.filter(id__gt=since, result=LoginAttempt.Result.FAILURE).count()
 
 
-def login_lock_remaining(*, username, ip):
+def login_lock_remaining(*, username: str, ip: str) -> int:
     """Seconds (rounded up) until this pair may try again; 0 when not locked."""
     remaining, _ = _lock_state(username, ip, timezone.now())
     return math.ceil(remaining)
 
 
-def user_authenticate(*, username, password, ip):
+def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
     """Check credentials under the lockout rules; return the user.
+
+    Two budgets: LOGIN_FAILURE_LIMIT failures in a row lock one (username,
+    IP) pair for LOGIN_LOCKOUT_SECONDS, and CHAT_PASSWORD_FAILURES_PER_ADDRESS
+    failures within CHAT_PASSWORD_WINDOW_SECONDS lock the address for every
+    username, so one address cannot make the server hash passwords for
+    name after name. While locked, the password is not checked; the refusal
+    is recorded.
 
     The attempt is recorded as a failure *before* the password is checked,
     in a short serialized transaction, so a burst of parallel attempts can
@@ -86,20 +123,25 @@ def user_authenticate(*, username, password, ip):
     with transaction.atomic():
         _serialize_pair(username, ip)
         remaining, failures = _lock_state(username, ip, now)
-        if remaining:
-            LoginAttempt.objects.create(username=username, ip=ip, result=LoginAttempt.Result.LOCKED)
-            retry_after = max(1, math.ceil(remaining))
-            raise ServiceError(
-                "locked",
-                f"Too many failed logins. Try again in {retry_after} seconds.",
-                retry_after=retry_after,
-            )
-        locked_until = None
-        if failures + 1 >= settings.LOGIN_FAILURE_LIMIT:
-            locked_until = now + timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
-        attempt = LoginAttempt.objects.create(
-            username=username, ip=ip, result=LoginAttempt.Result.FAILURE, locked_until=locked_until
+        address_wait = _address_wait(
+            LoginAttempt.objects.filter(ip=ip, result=LoginAttempt.Result.FAILURE),
+            budget=settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS,
+            window=settings.CHAT_PASSWORD_WINDOW_SECONDS,
+            now=now,
         )
+        attempt = None
+        if not remaining and not address_wait:
+            locked_until = None
+            if failures + 1 >= settings.LOGIN_FAILURE_LIMIT:
+                locked_until = now + timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
+            attempt = LoginAttempt.objects.create(
+                username=username, ip=ip, result=LoginAttempt.Result.FAILURE, locked_until=locked_until
+            )
+    if attempt is None:
+        LoginAttempt.objects.create(username=username, ip=ip, result=LoginAttempt.Result.LOCKED)
+        retry_after = max(1, math.ceil(remaining), address_wait)
+        whom = "logins" if remaining else "failed logins from your address"
+        raise ServiceError("locked", f"Too many {whom}. Try again in {retry_after} seconds.", retry_after=retry_after)
     user = authenticate(None, username=username, password=password)
     if user is None:
         raise ServiceError("invalid_credentials", "Wrong username or password.")
@@ -141,7 +183,9 @@ def login_attempts_prune(*, older_than):
     return deleted
 
 
-def _clean_username(username):
+def _clean_username(username: str) -> str:
+    """The username as stored (NFKC), or ServiceError invalid."""
+    username = names.normalize(username)
     try:
         return User._meta.get_field("username").clean(username, None)
     except ValidationError as e:
@@ -155,7 +199,7 @@ def user_import(*, username, password, date_joined=None):
     rules: the person already has it. An existing name is left untouched.
     """
     username = _clean_username(username)
-    existing = User.objects.filter(username__iexact=username).first()
+    existing = User.objects.filter(username_key=names.fold(username)).first()
     if existing is not None:
         return existing, False
     user = User(username=username)
@@ -180,8 +224,9 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     created = 0
     for i in range(0, len(usernames), batch_size):
         batch = usernames[i : i + batch_size]
-        taken = {n.lower() for n in User.objects.filter(username__in=batch).values_list("username", flat=True)}
-        new = [User(username=n, password=encoded) for n in batch if n.lower() not in taken]
+        keys = {n: names.fold(n) for n in batch}
+        taken = set(User.objects.filter(username_key__in=keys.values()).values_list("username_key", flat=True))
+        new = [User(username=n, username_key=keys[n], password=encoded) for n in batch if keys[n] not in taken]
         with transaction.atomic():
             User.objects.bulk_create(new, ignore_conflicts=True)
         created += len(new)

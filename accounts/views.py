@@ -17,7 +17,7 @@ class ChatLoginView(LoginView):
 @sensitive_post_parameters("password1", "password2")
 @csrf_protect
 def signup(request):
-    form = SignupForm(request.POST or None)
+    form = SignupForm(request.POST or None, request=request)
     if request.method == "POST" and form.is_valid():
         login(request, form.user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {form.user.username}!")

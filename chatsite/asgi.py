@@ -12,11 +12,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 
+from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+application = ClientAddress(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

@@ -65,6 +65,16 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Proxies (addresses or networks, e.g. 127.0.0.1,10.0.0.0/8) whose
+# X-Forwarded-For and X-Forwarded-Proto are believed; nobody else's are.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# No inline script anywhere; styles from our files (and style attributes,
+# which the admin uses); WebSockets to this origin.
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
 
 INSTALLED_APPS = [
     "daphne",
@@ -82,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsite.security.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -206,6 +217,15 @@ AUTH_PASSWORD_VALIDATORS = [
 # Consecutive failed logins per (username, client IP) before a lockout.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 3)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 60)
+# What one client address may make the server do, whatever the usernames:
+# failed password checks (each an Argon2 hash: ~0.1 s of CPU and 100 MiB)
+# and sign-ups, per window. 0 turns a budget off.
+CHAT_PASSWORD_FAILURES_PER_ADDRESS = env_int("CHAT_PASSWORD_FAILURES_PER_ADDRESS", 30)
+CHAT_PASSWORD_WINDOW_SECONDS = env_float("CHAT_PASSWORD_WINDOW_SECONDS", 600)
+CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)
+CHAT_SIGNUP_WINDOW_SECONDS = env_float("CHAT_SIGNUP_WINDOW_SECONDS", 3600)
+# Password hashes one process computes at once (the rest wait their turn).
+CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or 2)
 
 # Resume tokens (protocol 1.1) are sessions too; this is how long they last.
 CHAT_TOKEN_SECONDS = env_int("CHAT_TOKEN_SECONDS", 14 * 24 * 3600)
@@ -227,6 +247,9 @@ CHAT_REDELIVER_SECONDS = env_float("CHAT_REDELIVER_SECONDS", 30)
 # Messages (private and broadcast together) one user may send per window.
 CHAT_RATE_LIMIT_COUNT = env_int("CHAT_RATE_LIMIT_COUNT", 60)
 CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10)
+# Broadcasts write one row per user: fewer of them.
+CHAT_BROADCAST_RATE_COUNT = env_int("CHAT_BROADCAST_RATE_COUNT", 10)
+CHAT_BROADCAST_RATE_SECONDS = env_float("CHAT_BROADCAST_RATE_SECONDS", 60)
 CHAT_MAX_BODY_CHARS = 4000
 # A frame over this gets too_large; over CHAT_MAX_MESSAGE_BYTES the server
 # does not even read it, and closes the connection (1009).

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -80,6 +81,17 @@ class BlockedByInline(BlocksInline):
     verbose_name_plural = "Who blocks this user"
 
 
+class PasswordChangeForm(AdminPasswordChangeForm):
+    """A new password ends the user's live connection at once (the pump's
+    session check would within a heartbeat anyway)."""
+
+    def save(self, commit=True):
+        user = super().save(commit)
+        if commit:
+            services.presence_disconnect(user=user, reason="Your password was changed; log in again.")
+        return user
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     list_display = ["username", "is_online", "last_login", "last_seen", "is_locked", "is_active", "is_staff"]
@@ -100,6 +112,14 @@ class UserAdmin(DjangoUserAdmin):
                 locked=Exists(_locked_attempts()),
             )
         )
+
+    change_password_form = PasswordChangeForm
+
+    def save_model(self, request, obj, form, change):
+        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        super().save_model(request, obj, form, change)
+        if deactivated:
+            services.user_deactivate(user=obj)
 
     @admin.display(boolean=True, description="online", ordering="online")
     def is_online(self, obj):

@@ -84,6 +84,22 @@ async def read(func: Callable[..., Any], **kwargs: Any) -> Any:
     return await database_sync_to_async(func, thread_sensitive=False)(**kwargs)
 
 
+_hashing: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+async def hash_password(func: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a service that hashes a password in the thread pool, at most
+    CHAT_HASHING_CONCURRENCY at once in this process: each Argon2 hash takes
+    ~100 MiB and a core for ~0.1 s, so a crowd of logins queues here instead
+    of exhausting memory."""
+    loop = asyncio.get_running_loop()
+    if loop not in _hashing:
+        _hashing.clear()
+        _hashing[loop] = asyncio.Semaphore(max(1, settings.CHAT_HASHING_CONCURRENCY))
+    async with _hashing[loop]:
+        return await database_sync_to_async(func, thread_sensitive=False)(**kwargs)
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     user: UserModel | None = None  # set once the connection holds the user's presence
     user_id: int | None = None  # the user it holds or is claiming (the hub's filter)
@@ -390,10 +406,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def op_signup(self, request: Request) -> dict[str, Any]:
         username = request.text("username", max_length=USERNAME_MAX)
         password = request.text("password", max_length=PASSWORD_MAX)
-        # Hashing runs in the thread pool, not in the database thread.
-        user = await database_sync_to_async(accounts.user_signup, thread_sensitive=False)(
-            username=username, password=password
-        )
+        user = await hash_password(accounts.user_signup, username=username, password=password, ip=self.client_ip())
         return {"username": user.username}
 
     @op("login", login=False, invalid="bad_request", exclusive=True)
@@ -420,10 +433,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             assert username is not None and password is not None
             if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
                 raise ServiceError("invalid_credentials", "Wrong username or password.")
-            # Hashing runs in the thread pool, not in the database thread.
-            user = await database_sync_to_async(accounts.user_authenticate, thread_sensitive=False)(
-                username=username, password=password, ip=self.client_ip()
-            )
+            user = await hash_password(accounts.user_authenticate, username=username, password=password, ip=self.client_ip())
             session_key = token = await read(accounts.session_create, user=user)
         self.presence_batched = request.boolean("presence_batch", required=False) or False
         await self.start_session(user, takeover=takeover, session_key=session_key)

@@ -2,7 +2,8 @@
 
 One task a process (not one a connection), so the database sees a query per
 tick, not per user. Each step is one service: the heartbeat of this
-process's presence rows (``presence_tick``), the re-push of what its users
+process's presence rows (``presence_tick``), ending connections whose login
+no longer holds (``presence_sessions_check``), the re-push of what its users
 have not acked (``delivery_redeliver``), and now and then the clean-up of
 old rows (``records_prune``). It runs while the process holds connections.
 """
@@ -53,6 +54,7 @@ class Pump:
         if not names:
             return
         await self._safely(services.presence_tick, channel_names=names)
+        await self._safely(services.presence_sessions_check, channel_names=hub.channel_names())
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names())
         await hub.refresh()
         if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:

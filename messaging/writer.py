@@ -24,6 +24,9 @@ from . import events, services
 log = logging.getLogger("chat")
 
 MAX_BATCH = 500
+# A broadcast writes a row per user: a few per batch, so the requests behind
+# them wait for a few thousand rows, not for every queued broadcast.
+MAX_BROADCASTS_PER_BATCH = 4
 
 
 class Writer:
@@ -46,8 +49,19 @@ class Writer:
         # Let the requests that arrive in this turn of the loop join the first batch.
         await asyncio.sleep(0)
         while self.queue:
-            batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-            await self._commit(batch)
+            await self._commit(self._next_batch())
+
+    def _next_batch(self) -> list[tuple[services.BatchRequest, asyncio.Future[Any]]]:
+        batch, rest, broadcasts = [], [], 0
+        for item in self.queue:
+            is_broadcast = isinstance(item[0], services.BroadcastRequest)
+            if len(batch) >= MAX_BATCH or (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH):
+                rest.append(item)
+                continue
+            batch.append(item)
+            broadcasts += is_broadcast
+        self.queue = rest
+        return batch
 
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]

@@ -20,6 +20,11 @@ def need(condition, what):
 def fast_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.CHAT_PUMP_SECONDS = 60  # tests that want the tick set it lower
+    # Tests sign up and log in many users from 127.0.0.1; the tests of the
+    # per-address budgets turn them on.
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 0
+    settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 0
+    settings.CHAT_BROADCAST_RATE_COUNT = 0
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,9 @@ class Server:
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",
+            "CHAT_SIGNUPS_PER_ADDRESS": "0",
+            "CHAT_PASSWORD_FAILURES_PER_ADDRESS": "0",
+            "CHAT_BROADCAST_RATE_COUNT": "0",
             **{k: str(v) for k, v in env.items()},
         }
         self.proc = None

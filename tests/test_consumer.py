@@ -169,7 +169,7 @@ async def test_session_cookie_logs_the_connection_in_and_logout_ends_the_session
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    c = await ChatClient(headers=[(b"cookie", cookie), (b"origin", b"http://localhost")]).connect()
+    c = await ChatClient(headers=[(b"cookie", cookie), (b"origin", b"http://localhost"), (b"host", b"localhost")]).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
     await c.ok("logout")
     response = await sync_to_async(http.get)("/")
@@ -216,21 +216,31 @@ async def test_takeover_with_password(users):
 
 
 @pytest.mark.parametrize(
-    "headers, allowed",
+    "origin, host, allowed",
     [
-        ([(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1:2000")], False),
-        ([(b"origin", b"http://127.0.0.1:2000.evil.example"), (b"host", b"127.0.0.1:2000")], False),
-        ([(b"origin", b"null"), (b"host", b"127.0.0.1:2000")], False),
-        ([(b"origin", b"http://192.168.1.5:2000"), (b"host", b"192.168.1.5:2000")], True),  # same origin
-        ([(b"origin", b"http://localhost:2000"), (b"host", b"chat.internal")], True),  # in ALLOWED_HOSTS
-        ([(b"host", b"127.0.0.1:2000")], True),  # a program, not a browser
+        (b"http://evil.example", b"127.0.0.1:2000", False),
+        (b"http://127.0.0.1:2000.evil.example", b"127.0.0.1:2000", False),
+        (b"null", b"127.0.0.1:2000", False),
+        (b"http://192.168.1.5:2000", b"192.168.1.5:2000", True),  # same origin
+        (b"http://LOCALHOST:80", b"localhost", True),  # same origin, default port spelt out
+        # Same host, another scheme or port: another site (cookies ignore ports).
+        (b"http://127.0.0.1:8080", b"127.0.0.1:2000", False),
+        (b"https://127.0.0.1:2000", b"127.0.0.1:2000", False),
+        (b"http://localhost:9999", b"localhost:2000", False),
+        (b"http://localhost:2000", b"chat.internal", False),  # a listed host is no listed origin
+        (b"https://chat.example.com", b"chat.example.com", True),  # in CSRF_TRUSTED_ORIGINS
+        (b"https://eu.chat.example.org", b"eu.chat.example.org", True),  # matches https://*.example.org
+        (b"http://eu.chat.example.org", b"eu.chat.example.org:443", False),
+        (None, b"127.0.0.1:2000", True),  # a program, not a browser
     ],
 )
-async def test_origin_check(users, headers, allowed):
+async def test_origin_check(users, settings, origin, host, allowed):
     from channels.testing import WebsocketCommunicator
 
     from chatsite.asgi import application
 
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.example.org"]
+    headers = [(b"host", host)] + ([(b"origin", origin)] if origin else [])
     comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected_, _ = await comm.connect()
     assert connected_ is allowed

@@ -26,6 +26,7 @@ from .presence import (
     presence_disconnect,
     presence_expire,
     presence_release,
+    presence_sessions_check,
     presence_tick,
     user_deactivate,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "presence_disconnect",
     "presence_expire",
     "presence_release",
+    "presence_sessions_check",
     "presence_tick",
     "records_prune",
     "requests_apply",

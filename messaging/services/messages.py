@@ -76,14 +76,21 @@ def clean_body(body: str) -> str:
 
 
 class _RateLimits:
-    """How many messages each sender may still send in this window."""
+    """How many messages each sender may still send in this window: every
+    message counts against CHAT_RATE_LIMIT_COUNT, and broadcasts, which
+    write a row per user, also against CHAT_BROADCAST_RATE_COUNT."""
 
-    def __init__(self, sender_ids: set[int], now: datetime):
-        self.limit, self.window = settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS
+    def __init__(self, sender_ids: set[int], now: datetime, *, broadcasts: bool = False):
+        if broadcasts:
+            self.limit, self.window = settings.CHAT_BROADCAST_RATE_COUNT, settings.CHAT_BROADCAST_RATE_SECONDS
+        else:
+            self.limit, self.window = settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS
         self.now = now
         self.state: dict[int, tuple[int, datetime]] = {}
         if self.limit > 0 and sender_ids:
             recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=now - timedelta(seconds=self.window))
+            if broadcasts:
+                recent = recent.filter(kind=Message.Kind.BROADCAST)
             for row in recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")):
                 self.state[row["sender"]] = (row["n"], row["oldest"])
 
@@ -257,7 +264,9 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         now = timezone.now()
         keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
-        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
+        rates = _RateLimits(limited, now)
+        broadcast_rates = _RateLimits(limited, now, broadcasts=True)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]
@@ -271,6 +280,7 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
                     copies[i] = earlier
                     continue
                 if r.rate_limit:
+                    broadcast_rates.take(r.sender.pk)
                     rates.take(r.sender.pk)
             except ServiceError as e:
                 results[i] = e

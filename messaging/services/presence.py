@@ -7,9 +7,12 @@ import socket
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User as UserModel
 from accounts.services import account_deactivate
@@ -172,3 +175,48 @@ def presence_tick(*, channel_names: Iterable[str]) -> list[str]:
         events.push_session_ended(name, reason="Your connection expired; reconnect.")
     presence_expire()
     return lost
+
+
+_DB_SESSIONS = {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
+
+
+def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
+    """End this process's connections whose login no longer holds: the
+    session they logged in with was logged out or expired, the user's
+    password changed (Django's session auth hash), or the account was
+    deactivated. However that happened (a page's logout, the admin, the
+    shell, another process), the socket goes within a heartbeat."""
+    names = list(channel_names)
+    now = timezone.now()
+    ended = []
+    for i in range(0, len(names), 500):
+        rows = list(
+            Presence.objects.filter(channel_name__in=names[i : i + 500])
+            .exclude(session_key="")
+            .values("user_id", "user__username", "user__password", "user__is_active", "channel_name", "session_key", "auth_hash")
+        )
+        if not rows:
+            continue
+        live = None
+        if settings.SESSION_ENGINE in _DB_SESSIONS:
+            live = set(
+                Session.objects.filter(session_key__in={r["session_key"] for r in rows}, expire_date__gt=now).values_list(
+                    "session_key", flat=True
+                )
+            )
+        for row in rows:
+            if not row["user__is_active"]:
+                reason = "Your account was deactivated."
+            elif live is not None and row["session_key"] not in live:
+                reason = "You logged out, or your session expired; log in again."
+            elif not constant_time_compare(row["auth_hash"], User(password=row["user__password"]).get_session_auth_hash()):
+                reason = "Your password was changed; log in again."
+            else:
+                continue
+            with transaction.atomic():
+                if _presence_end(
+                    user_id=row["user_id"], username=row["user__username"], channel_name=row["channel_name"], last_seen=now
+                ):
+                    events.push_session_ended(row["channel_name"], reason=reason)
+                    ended.append(row["channel_name"])
+    return ended

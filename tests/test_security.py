@@ -1,0 +1,446 @@
+"""What a hostile client cannot do: the findings of issue 10, one by one,
+through the services, the consumer and the HTTP pages. The ones that need
+a real server (floods, ghosts, descriptors) are in test_abuse.py."""
+
+import asyncio
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services as accounts
+from accounts.models import LoginAttempt, SignupAttempt
+from chatsite.errors import ServiceError
+from chatsite.proxies import client_of, trusted_networks
+from messaging import services
+from messaging.models import ClientRequest, Message
+from messaging.writer import Writer
+
+from .helpers import PASSWORD, ChatClient, amake_user, connected, make_user
+
+User = get_user_model()
+
+
+def login_codes(username, password, ip="127.0.0.1", times=1):
+    codes = []
+    for _ in range(times):
+        try:
+            accounts.user_authenticate(username=username, password=password, ip=ip)
+            codes.append("ok")
+        except ServiceError as e:
+            codes.append(e.code)
+    return codes
+
+
+# --- 1. The admin's login goes through the lockout ----------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_login_is_locked_like_every_other_login(client):
+    make_user("root", is_staff=True, is_superuser=True)
+    for _ in range(3):
+        response = client.post("/admin/login/", {"username": "root", "password": "guess"})
+        assert response.status_code == 200
+    response = client.post("/admin/login/", {"username": "root", "password": PASSWORD})
+    assert b"Try again in" in response.content
+    assert not client.get("/admin/").wsgi_request.user.is_authenticated
+    assert LoginAttempt.objects.filter(username="root", result="locked").exists()
+
+
+@pytest.mark.django_db
+def test_a_name_locked_on_the_socket_cannot_log_in_to_the_admin(client):
+    make_user("root", is_staff=True, is_superuser=True)
+    assert login_codes("root", "wrong", times=3) == ["invalid_credentials"] * 3
+    client.post("/admin/login/", {"username": "root", "password": PASSWORD})
+    assert not client.get("/admin/").wsgi_request.user.is_authenticated
+
+
+# --- 4. What one address can make the server hash -----------------------------------
+
+
+@pytest.mark.django_db
+def test_failed_logins_per_address_are_budgeted_across_usernames(settings):
+    settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 5
+    make_user("alice")
+    for i in range(5):
+        assert login_codes(f"random{i}", "x") == ["invalid_credentials"]
+    with pytest.raises(ServiceError) as refused:
+        accounts.user_authenticate(username="alice", password=PASSWORD, ip="127.0.0.1")
+    assert refused.value.code == "locked" and 1 <= refused.value.extra["retry_after"] <= settings.CHAT_PASSWORD_WINDOW_SECONDS
+    assert login_codes("alice", PASSWORD, ip="10.9.9.9") == ["ok"]  # another address
+    # The refusal is on record, and the budget frees up as failures age.
+    assert LoginAttempt.objects.filter(username="alice", result="locked").count() == 1
+    LoginAttempt.objects.update(at=timezone.now() - timedelta(seconds=settings.CHAT_PASSWORD_WINDOW_SECONDS + 1))
+    assert login_codes("alice", PASSWORD) == ["ok"]
+
+
+@pytest.mark.django_db
+def test_refused_while_locked_attempts_are_recorded():
+    make_user("alice")
+    login_codes("alice", "wrong", times=3)
+    assert login_codes("alice", PASSWORD, times=2) == ["locked", "locked"]
+    assert LoginAttempt.objects.filter(username="alice", result="locked").count() == 2
+
+
+@pytest.mark.django_db
+def test_signups_per_address_are_budgeted_and_probing_counts(settings):
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 3
+    make_user("taken")
+    with pytest.raises(ServiceError):
+        accounts.user_signup(username="taken", password=PASSWORD, ip="10.0.0.1")  # a probe counts
+    with pytest.raises(ServiceError):
+        accounts.user_signup(username="bad name", password=PASSWORD, ip="10.0.0.1")
+    accounts.user_signup(username="newbie", password=PASSWORD, ip="10.0.0.1")
+    with pytest.raises(ServiceError) as refused:
+        accounts.user_signup(username="another", password=PASSWORD, ip="10.0.0.1")
+    assert refused.value.code == "rate_limited" and refused.value.extra["retry_after"] >= 1
+    assert not User.objects.filter(username="another").exists()
+    accounts.user_signup(username="another", password=PASSWORD, ip="10.0.0.2")
+    assert SignupAttempt.objects.filter(ip="10.0.0.1").count() == 3
+
+
+@pytest.mark.django_db
+def test_the_signup_page_says_when_an_address_signed_up_too_often(client, settings):
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 1
+    client.post("/accounts/signup/", {"username": "one", "password1": PASSWORD, "password2": PASSWORD})
+    response = Client().post("/accounts/signup/", {"username": "two", "password1": PASSWORD, "password2": PASSWORD})
+    assert b"Too many sign-ups from your address" in response.content
+    assert not User.objects.filter(username="two").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_socket_signup_budget_answers_rate_limited(settings):
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 1
+    c = await connected()
+    await c.ok("signup", username="one", password=PASSWORD)
+    reply = await c.error("signup", "rate_limited", username="two", password=PASSWORD)
+    assert reply["retry_after"] >= 1
+    await c.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_password_hashes_queue_up_to_the_concurrency(settings, monkeypatch):
+    settings.CHAT_HASHING_CONCURRENCY = 1
+    await amake_user("alice")
+    running, peak = 0, 0
+    real = accounts.user_authenticate
+
+    def slow_authenticate(**kwargs):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            import time
+
+            time.sleep(0.05)
+            return real(**kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(accounts, "user_authenticate", slow_authenticate)
+    clients = [await connected() for _ in range(4)]
+    replies = await asyncio.gather(
+        *(c.request("login", username=f"nobody{i}", password="x") for i, c in enumerate(clients))
+    )
+    assert [r["code"] for r in replies] == ["invalid_credentials"] * 4
+    assert peak == 1
+    for c in clients:
+        await c.close()
+
+
+# --- 5. Broadcasts ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_broadcasts_have_their_own_rate_limit(settings):
+    settings.CHAT_BROADCAST_RATE_COUNT = 2
+    alice = make_user("alice")
+    make_user("bob")
+    services.message_broadcast(sender=alice, body="1")
+    services.message_broadcast(sender=alice, body="2")
+    with pytest.raises(ServiceError) as refused:
+        services.message_broadcast(sender=alice, body="3")
+    assert refused.value.code == "rate_limited"
+    services.message_send(sender=alice, to_username="bob", body="private still fine")
+
+
+def test_a_batch_holds_a_few_broadcasts_and_the_rest_wait():
+    alice = User(pk=1, username="alice")
+    writer = Writer()
+    broadcasts = [services.BroadcastRequest(sender=alice, body=f"b{i}") for i in range(10)]
+    send = services.SendRequest(sender=alice, to_username="bob", body="s")
+    writer.queue = [(r, None) for r in [*broadcasts, send]]
+    first = [r for r, _ in writer._next_batch()]
+    assert first == [*broadcasts[:4], send]
+    assert [r for r, _ in writer.queue] == broadcasts[4:]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_pending_messages_at_login_come_in_pages_each_once_in_order(monkeypatch):
+    from messaging import consumers
+
+    monkeypatch.setattr(consumers, "PENDING_PAGE", 100)
+    alice = await amake_user("alice")
+    await amake_user("bob")
+    for i in range(350):
+        await sync_to_async(services.message_send)(sender=alice, to_username="bob", body=f"m{i}", rate_limit=False)
+    b = await connected()
+    assert (await b.login("bob"))["pending"] == 350
+    got = [(await b.event("message"))["body"] for _ in range(350)]
+    assert got == [f"m{i}" for i in range(350)]
+    await b.no_frame(0.2)
+    await b.close()
+
+
+# --- 6. Logging out, password changes and deactivation end sockets -----------------
+
+
+def cookie_of(username):
+    http = Client()
+    assert http.login(username=username, password=PASSWORD)
+    return http, f"sessionid={http.cookies['sessionid'].value}".encode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_http_logout_ends_the_socket_of_that_session(settings):
+    settings.CHAT_PUMP_SECONDS = 0.1
+    await amake_user("alice")
+    http, cookie = await sync_to_async(cookie_of)("alice")
+    c = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    assert (await c.ok("whoami"))["username"] == "alice"
+    await sync_to_async(http.post)("/accounts/logout/")
+    ended = await c.event("session_ended")
+    assert "logged out" in ended["reason"]
+    assert await c.closed_with() == 4003
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_password_change_or_deactivation_ends_the_socket(settings):
+    settings.CHAT_PUMP_SECONDS = 0.1
+    await amake_user("alice")
+    await amake_user("bob")
+    a = await connected("alice")
+    b = await connected("bob")
+    alice = await sync_to_async(User.objects.get)(username="alice")
+    alice.set_password("brand-new-password-1")
+    await sync_to_async(alice.save)()  # no service: the shell, a management command
+    assert "password" in (await a.event("session_ended"))["reason"]
+    assert await a.closed_with() == 4003
+    await sync_to_async(User.objects.filter(username="bob").update)(is_active=False)
+    assert "deactivated" in (await b.event("session_ended"))["reason"]
+    assert await b.closed_with() == 4003
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_admin_password_change_ends_the_socket_at_once():
+    await amake_user("alice")
+    a = await connected("alice")
+    staff = Client()
+    await sync_to_async(lambda: staff.force_login(make_user("root", is_staff=True, is_superuser=True)))()
+    alice = await sync_to_async(User.objects.get)(username="alice")
+    await sync_to_async(staff.post)(
+        f"/admin/accounts/user/{alice.pk}/password/", {"password1": "zx-new-pass-77", "password2": "zx-new-pass-77"}
+    )
+    assert "password" in (await a.event("session_ended"))["reason"]
+    assert await a.closed_with() == 4003
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_takeover_rechecks_the_session():
+    """An anonymous socket opened while the user was online cannot become
+    the user once that session is logged out."""
+    await amake_user("alice")
+    http, cookie = await sync_to_async(cookie_of)("alice")
+    first = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    spare = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    assert (await spare.event("error"))["code"] == "already_online"
+    await sync_to_async(http.post)("/accounts/logout/")
+    await spare.error("login", "bad_request", takeover=True)
+    await first.close()
+    await spare.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_anonymous_connections_must_log_in_in_time(settings):
+    settings.CHAT_LOGIN_DEADLINE_SECONDS = 0.3
+    await amake_user("alice")
+    idle = await connected()
+    punctual = await connected("alice")
+    assert await idle.closed_with() == 1008
+    await asyncio.sleep(0.4)
+    await punctual.ok("online")
+    await punctual.close()
+
+
+# --- 9. Proxies ---------------------------------------------------------------------
+
+
+def scope(peer, *headers):
+    return {"client": (peer, 1234), "headers": [(k.encode(), v.encode()) for k, v in headers]}
+
+
+@pytest.mark.parametrize(
+    "peer, headers, expected",
+    [
+        ("203.0.113.9", [("x-forwarded-for", "1.2.3.4")], "203.0.113.9"),  # not a proxy: ignored
+        ("127.0.0.1", [("x-forwarded-for", "1.2.3.4")], "1.2.3.4"),
+        ("127.0.0.1", [("x-forwarded-for", "6.6.6.6, 1.2.3.4")], "1.2.3.4"),  # the proxy's hop, not the client's
+        ("127.0.0.1", [("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")], "1.2.3.4"),  # two proxies
+        ("127.0.0.1", [("x-forwarded-for", "1.2.3.4, not-an-ip")], "127.0.0.1"),
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("::ffff:127.0.0.1", [("x-forwarded-for", "[2001:db8::1]:443")], "2001:db8::1"),
+        ("bogus", [("x-forwarded-for", "1.2.3.4")], "0.0.0.0"),
+    ],
+)
+def test_the_client_address_behind_trusted_proxies(peer, headers, expected):
+    address, _ = client_of(scope(peer, *headers), trusted_networks(["127.0.0.1", "10.0.0.0/8"]))
+    assert address == expected
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rotating_forwarded_for_does_not_dodge_the_lockout(settings):
+    await amake_user("alice")
+    attacker = await connected()
+    for i in range(3):
+        attacker.comm.scope["headers"] = [(b"x-forwarded-for", f"198.51.100.{i}".encode())]
+        await attacker.error("login", "invalid_credentials", username="alice", password="guess")
+    await attacker.error("login", "locked", username="alice", password=PASSWORD)
+    await attacker.close()
+    assert set(await sync_to_async(lambda: set(LoginAttempt.objects.values_list("ip", flat=True)))()) == {"127.0.0.1"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_behind_a_trusted_proxy_each_client_has_its_own_lockout(settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    await amake_user("alice")
+    behind = [await ChatClient(headers=[(b"x-forwarded-for", f"198.51.100.{i}".encode())]).connect() for i in (1, 2)]
+    for _ in range(3):
+        await behind[0].error("login", "invalid_credentials", username="alice", password="guess")
+    await behind[0].error("login", "locked", username="alice", password=PASSWORD)
+    await behind[1].login("alice")  # another client behind the same proxy
+    for c in behind:
+        await c.close()
+
+
+@pytest.mark.django_db
+def test_the_login_form_records_a_valid_address(client):
+    make_user("alice")
+    client.post("/accounts/login/", {"username": "alice", "password": "wrong"}, REMOTE_ADDR="<script>")
+    assert LoginAttempt.objects.get().ip in ("127.0.0.1", "0.0.0.0")
+
+
+# --- 10. Look-alike names -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "first, second",
+    [("Émile", "émile"), ("alice", "ALICE"), ("alice", "Ａｌｉｃｅ"), ("straße", "STRASSE"), ("ǅemal", "džemal")],
+)
+def test_names_people_read_as_one_are_taken(first, second):
+    accounts.user_signup(username=first, password=PASSWORD)
+    with pytest.raises(ServiceError) as taken:
+        accounts.user_signup(username=second, password=PASSWORD)
+    assert taken.value.code == "username_taken"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["аlice", "pаypal", "Αlpha_a"])
+def test_names_mixing_alphabets_are_refused(name):
+    with pytest.raises(ServiceError) as refused:
+        accounts.user_signup(username=name, password=PASSWORD)
+    assert refused.value.code == "invalid" and "one alphabet" in refused.value.message
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["José", "Дмитрий", "σοφία", "山田たろう", "김철수", "user_42", "zoë.o'"[:-1]])
+def test_names_in_one_script_are_welcome(name):
+    assert accounts.user_signup(username=name, password=PASSWORD).username == name
+
+
+@pytest.mark.django_db
+def test_stored_names_are_nfkc():
+    assert accounts.user_signup(username="ｂｏｂ", password=PASSWORD).username == "bob"
+
+
+# --- 11. Smaller things -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deep_refs_and_non_json_numbers_are_bad_requests():
+    await amake_user("alice")
+    c = await connected("alice")
+    for raw in [
+        '{"type": "online", "ref": ' + "[" * 970 + "]" * 970 + "}",
+        '{"type": "online", "ref": ' + "[" * 40 + "]" * 40 + "}",
+        '{"type": "online", "ref": NaN}',
+        '{"type": "online", "ref": Infinity}',
+        '{"type": "ack", "ids": [-Infinity]}',
+    ]:
+        await c.send_raw(raw)
+        assert (await c.reply())["code"] == "bad_request", raw[:40]
+    await c.send_raw(json.dumps({"type": "online", "ref": [[[[["deep enough"]]]]]}))
+    assert (await c.reply())["ref"] == [[[[["deep enough"]]]]]
+    await c.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_overlong_strings_never_reach_the_database():
+    """On PostgreSQL a 60,000-character name in a varchar(150) was an
+    internal_error; now every such field is refused first."""
+    await amake_user("alice")
+    c = await connected()
+    name = "x" * 60000
+    await c.error("login", "invalid_credentials", username=name, password="x")
+    await c.error("login", "invalid_credentials", username="alice", password="p" * 5000)
+    await c.error("signup", "invalid", username=name[:2000], password=PASSWORD)
+    await c.login("alice")
+    await c.error("send", "unknown_user", to=name[:1000], body="hi")
+    await c.error("block", "unknown_user", username=name[:1000])
+    await c.error("history", "unknown_user", **{"with": name[:1000]})
+    await c.error("typing", "unknown_user", to=name[:1000])
+    await c.error("send", "invalid", to="alice", body="x", client_id="c" * 65)
+    await c.error("search", "invalid", query="q" * 201)
+    assert not await sync_to_async(LoginAttempt.objects.filter(username__startswith="xxx").exists)()
+    await c.close()
+
+
+@pytest.mark.django_db
+def test_old_records_are_pruned(settings):
+    alice, _ = make_user("alice"), make_user("bob")
+    LoginAttempt.objects.create(username="alice", ip="10.0.0.1", result="failure")
+    LoginAttempt.objects.create(username="alice", ip="10.0.0.1", result="failure")
+    old = timezone.now() - timedelta(days=settings.CHAT_LOGIN_ATTEMPTS_KEEP_DAYS + 1)
+    LoginAttempt.objects.filter(pk=LoginAttempt.objects.order_by("id").first().pk).update(at=old)
+    services.message_send(sender=alice, to_username="bob", body="x", client_id="a")
+    services.message_send(sender=alice, to_username="bob", body="y", client_id="b")
+    ClientRequest.objects.filter(client_id="a").update(created_at=timezone.now() - timedelta(days=2))
+    assert services.records_prune() == {"client ids": 1, "login attempts": 1}
+    assert LoginAttempt.objects.count() == 1 and ClientRequest.objects.get().client_id == "b"
+    assert Message.objects.count() == 2  # the messages stay
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/", "/accounts/login/", "locked", "/accounts/signup/", "/admin/login/"])
+def test_every_page_has_a_csp_without_inline_script(client, url):
+    make_user("alice")
+    if url == "/":
+        client.login(username="alice", password=PASSWORD)
+    if url == "locked":  # the login page counting a lockout down
+        for _ in range(4):
+            response = client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+        assert b"Try again in" in response.content
+    else:
+        response = client.get(url)
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in policy
+    html = response.content.decode()
+    inline = [tag for tag in re.findall(r"<script\b[^>]*>", html) if "src=" not in tag and "application/json" not in tag]
+    assert inline == [], inline
+    assert not re.search(r"\son[a-z]+=\"", html), "inline event handler"
