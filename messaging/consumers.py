@@ -238,14 +238,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.joining.extend(texts)
 
     async def close_for(self, reason: str, *, log_it: bool = False) -> None:
+        """Close with 1008 (policy violation), telling the client why."""
         if self.closing:
             return
         self.closing = True
         if log_it:
             log.warning("closing %s: %s", self.user.username if self.user else "an anonymous connection", reason)
-        self.transport.closed()
         await self.end_session()
-        await self.close(code=CLOSE_POLICY)
+        await self.transport.close(CLOSE_POLICY, reason)
 
     def track(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work beside the connection's loop; it ends with the connection."""

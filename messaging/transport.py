@@ -75,6 +75,21 @@ class Transport:
     def limit_message_size(self, size: int) -> None:
         pass
 
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with any code, 1008 included, after what is queued."""
+        self._outbox.append("")  # drain what is queued first
+        await self._drain_outbox_then(lambda: self._send({"type": "websocket.close", "code": code, "reason": reason}))
+        self.open = False
+
+    async def _drain_outbox_then(self, then: Callable[[], Awaitable[None]]) -> None:
+        if self._drain is not None and not self._drain.done():
+            await asyncio.gather(self._drain, return_exceptions=True)
+        self._outbox.clear()
+        try:
+            await then()
+        except Exception:
+            pass
+
     def closed(self) -> None:
         self.open = False
         self._outbox.clear()
@@ -105,8 +120,19 @@ class DaphneTransport(Transport):
             return
         try:
             self.protocol.sendMessage(text.encode("utf-8"), False)
-        except Exception:  # autobahn's Disconnected: the close raced us
+        except Exception as e:
             self.open = False
+            if type(e).__name__ != "Disconnected":  # not just the close racing us
+                log.exception("could not send a frame; closing the connection")
+                self.protocol.sendClose(code=1011)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        # autobahn's sendClose refuses 1008 from a server (only 1000 and
+        # 3000-4999); sendCloseFrame sends any code, after what is buffered,
+        # and drops the connection if the client never answers.
+        self.open = False
+        if self.protocol.state == self.protocol.STATE_OPEN:
+            self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
     def unsent_bytes(self) -> int:
         t = getattr(self.protocol, "transport", None)
@@ -131,13 +157,25 @@ class DaphneTransport(Transport):
 
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it
-        # connects; a larger incoming message fails the connection (1009).
-        self.protocol.maxMessagePayloadSize = size
+        # connects; a larger incoming frame fails the connection (1009).
+        # (Its message limit also applies to what we send, so it stays.)
         self.protocol.maxFramePayloadSize = size
+
+
+def _unwrap(send: AsgiSend) -> AsgiSend:
+    """The server's own send, under Channels' session middleware (which
+    wraps it to set cookies on HTTP responses; WebSockets have none)."""
+    for _ in range(8):
+        inner = getattr(getattr(send, "__self__", None), "real_send", None)
+        if inner is None:
+            return send
+        send = inner
+    return send
 
 
 def transport_for(send: AsgiSend) -> Transport:
     """The best transport the server under this connection allows."""
+    send = _unwrap(send)
     if isinstance(send, functools.partial) and send.args:
         server, protocol = getattr(send.func, "__self__", None), send.args[0]
         if (
