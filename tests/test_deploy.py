@@ -9,6 +9,7 @@ delivery instead of live.
 """
 
 import asyncio
+import contextlib
 import datetime
 import http.cookiejar
 import ipaddress
@@ -185,15 +186,16 @@ def proxied(transactional_db, tmp_path):
     )
     # Without a shared channel layer, cross-process messages come by the re-push.
     env = {} if settings.REDIS_URL else {"CHAT_REDELIVER_SECONDS": "1"}
-    servers = [Server(args=["--proxy-headers"], **env).start() for _ in range(2)]
-    (tmp_path / "nginx").mkdir()
-    nginx = Nginx(tmp_path / "nginx", [s.port for s in servers], static_root)
-    try:
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for _ in range(2):
+            servers.append(server := Server(args=["--proxy-headers"], **env))
+            stack.callback(server.stop)
+            server.start()
+        (tmp_path / "nginx").mkdir()
+        nginx = Nginx(tmp_path / "nginx", [s.port for s in servers], static_root)
+        stack.callback(nginx.stop)
         yield nginx.start(), servers
-    finally:
-        nginx.stop()
-        for s in servers:
-            s.stop()
 
 
 def pids_of(*usernames):
