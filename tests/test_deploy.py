@@ -11,6 +11,7 @@ delivery instead of live.
 import asyncio
 import contextlib
 import datetime
+import http.client
 import http.cookiejar
 import ipaddress
 import os
@@ -239,6 +240,7 @@ async def test_login_page_session_socket_and_static_files_through_nginx(proxied)
     def get(path, data=None, headers=None):
         request = urllib.request.Request(nginx.origin + path, data=data, headers=headers or {})
         with opener.open(request, timeout=10) as response:
+            assert response.headers["Strict-Transport-Security"]
             return response.status, response.geturl(), response.read()
 
     # Static files: from STATIC_ROOT, as collectstatic wrote them.
@@ -255,6 +257,13 @@ async def test_login_page_session_socket_and_static_files_through_nginx(proxied)
     )
     assert (status, urllib.parse.urlparse(landed).path) == (200, "/")
     assert any(c.name == "sessionid" for c in jar)
+
+    # Plain http is sent to https.
+    plain = http.client.HTTPConnection("127.0.0.1", nginx.http_port, timeout=10)
+    plain.request("GET", "/accounts/login/", headers={"Host": "chat.example.com"})
+    response = plain.getresponse()
+    assert (response.status, response.headers["Location"]) == (301, "https://chat.example.com/accounts/login/")
+    plain.close()
 
     # The page's own WebSocket: its Origin and session cookie, logged in by the session.
     cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
