@@ -175,8 +175,9 @@ http {{
 
 @pytest.fixture
 def proxied(transactional_db, tmp_path):
-    """Two server processes (with --proxy-headers, as deploy/chat@.service
-    runs them) behind deploy/nginx.conf; static files collected for nginx."""
+    """Two server processes behind deploy/nginx.conf, trusting its
+    forwarded headers as deploy/chat.env.example says; static files
+    collected for nginx."""
     need(nginx_binary() is not None, "nginx (`make nginx` installs Debian's)")
     static_root = tmp_path / "static"
     subprocess.run(
@@ -186,11 +187,13 @@ def proxied(transactional_db, tmp_path):
         check=True,
     )
     # Without a shared channel layer, cross-process messages come by the re-push.
-    env = {} if settings.REDIS_URL else {"CHAT_REDELIVER_SECONDS": "1"}
+    env = {"TRUSTED_PROXIES": "127.0.0.1"}
+    if not settings.REDIS_URL:
+        env["CHAT_REDELIVER_SECONDS"] = "1"
     with contextlib.ExitStack() as stack:
         servers = []
         for _ in range(2):
-            servers.append(server := Server(args=["--proxy-headers"], **env))
+            servers.append(server := Server(**env))
             stack.callback(server.stop)
             server.start()
         (tmp_path / "nginx").mkdir()
