@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 
 LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
 
-.PHONY: run cluster test test-sqlite test-scaleout lint format install install-dev lock upgrade browser clean
+.PHONY: run cluster test test-sqlite test-scaleout lint format install install-dev lock upgrade browser nginx clean
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -88,9 +88,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Debian's nginx for the test of deploy/nginx.conf (the test starts its own
+# nginx on free ports; the system's service is not used).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "Installing Debian's nginx for the deployment test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx >/dev/null; }
+
 # Every test on the embedded default (SQLite, in-memory layer), then every
 # test again on PostgreSQL + Redis, where the two-process tests also run.
-test: install-dev browser
+test: install-dev browser nginx
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-scaleout
 

@@ -1,5 +1,6 @@
-"""The in-memory channel layer of the embedded default, without the costs
-that Channels' own pays on every message.
+"""The channel layers: the in-memory one of the embedded default, without
+the costs that Channels' own pays on every message, and channels_redis's
+made to outlive a Redis restart.
 
 Channels' ``InMemoryChannelLayer`` deep-copies every message it queues,
 sweeps every channel and group for expired entries on every ``receive``
@@ -13,11 +14,16 @@ changes an event after sending it or while handling it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
+from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+
+log = logging.getLogger("chat")
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
@@ -54,3 +60,39 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 self._put(channel, message)
             except ChannelFull:
                 pass  # as Channels' layers do: a full channel misses group messages
+
+
+class RedisChannelLayer(ChannelsRedisChannelLayer):
+    """channels_redis's layer, whose receive waits out a Redis outage.
+
+    channels_redis raises from ``receive`` when Redis goes away, and Channels
+    then ends the consumer: a Redis restart would close every WebSocket of
+    every process at once (1011), and their clients would all log in again.
+    Here ``receive`` tries again every second instead. What was pushed
+    meanwhile is lost, and pushed again from its pending delivery; the
+    group memberships a restarted Redis forgot are joined again by the hub,
+    which watches ``outages``.
+    """
+
+    retry_seconds = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outages = 0  # times Redis went away
+        self.down = False
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        while True:
+            try:
+                message = await super().receive(channel)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                if not self.down:
+                    self.down = True
+                    self.outages += 1
+                    log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            if self.down:
+                self.down = False
+                log.warning("Redis is back")
+            return message

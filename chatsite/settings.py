@@ -171,7 +171,8 @@ REDIS_HOST = {
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's, riding out a Redis restart (chatsite/layers.py).
+            "BACKEND": "chatsite.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_HOST],
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),

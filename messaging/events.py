@@ -22,6 +22,7 @@ Where pushes go:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
@@ -32,6 +33,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import wire
+
+log = logging.getLogger("chat")
 
 HUB_GROUP = "chat.hub"
 
@@ -119,7 +122,10 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
 
     The pushes go out even when the service raises after a commit, and
     before the caller sees the result: a reply never overtakes the events
-    of the change it reports.
+    of the change it reports. A push that fails (the channel layer is down)
+    is logged, not raised: the change is committed, so reporting it failed
+    would be false (and a retry would repeat it); a lost message is pushed
+    again from its pending delivery.
     """
 
     def run() -> tuple[R | None, list[Push], BaseException | None]:
@@ -133,7 +139,10 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
 
     result, outbox, error = await database_sync_to_async(run)()
     for push in outbox:
-        await send(push)
+        try:
+            await send(push)
+        except Exception:
+            log.warning("could not push %s to %s", push.event["type"], push.target, exc_info=True)
     if error is not None:
         raise error
     return result  # type: ignore[return-value]
@@ -172,7 +181,9 @@ def push_presence(username: str, *, online: bool) -> None:
 
 
 def push_session_replaced(channel_name: str) -> None:
-    _after_commit(Push("channel", channel_name, {"type": END, "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED}))
+    _after_commit(
+        Push("channel", channel_name, {"type": END, "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED})
+    )
 
 
 def push_session_ended(channel_name: str, *, reason: str) -> None:

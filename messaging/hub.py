@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -29,6 +30,10 @@ from . import events, frames, wire
 from .pump import pump
 
 log = logging.getLogger("chat")
+
+# How often the hub joins its connections' user groups again: channel
+# layers forget a member after a day (channels_redis's group_expiry).
+USER_GROUPS_REFRESH_SECONDS = 3600
 
 
 class Connection(Protocol):
@@ -48,6 +53,8 @@ class Hub:
         self.batch_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.starting: asyncio.Lock | None = None
+        self.outages_seen = 0  # the layer's count when the user groups were last joined
+        self.users_refreshed_at = time.monotonic()
 
     async def join(self, connection: Connection) -> None:
         """Register a connection that is logging in, before it claims its
@@ -84,14 +91,32 @@ class Hub:
             if task is not None and not task.done():
                 task.cancel()
         if self.channel is not None and self.loop is not None and not self.loop.is_closed():
-            self.loop.create_task(get_channel_layer().group_discard(events.HUB_GROUP, self.channel))
+            self.loop.create_task(self._discard(self.channel))
         self.task = self.batch_task = self.channel = None
         self.changes = {}
 
+    @staticmethod
+    async def _discard(channel: str) -> None:
+        try:
+            await get_channel_layer().group_discard(events.HUB_GROUP, channel)
+        except Exception:
+            log.warning("hub: could not leave its group", exc_info=True)
+
     async def refresh(self) -> None:
-        """Stay in the group (channel layers expire memberships)."""
-        if self.channel is not None:
-            await get_channel_layer().group_add(events.HUB_GROUP, self.channel)
+        """Stay in the groups: the hub's, every tick (channel layers expire
+        memberships); each connection's user group after the layer lost
+        Redis (a restarted Redis has forgotten every group), and hourly."""
+        if self.channel is None:
+            return
+        layer = get_channel_layer()
+        await layer.group_add(events.HUB_GROUP, self.channel)
+        outages = getattr(layer, "outages", 0)
+        if outages == self.outages_seen and time.monotonic() - self.users_refreshed_at < USER_GROUPS_REFRESH_SECONDS:
+            return
+        for name, connection in list(self.connections.items()):
+            if connection.user_id is not None and name in self.connections:
+                await events.subscribe(layer, name, connection.user_id)
+        self.outages_seen, self.users_refreshed_at = outages, time.monotonic()
 
     async def _receive(self, layer: Any, channel: str) -> None:
         while True:
@@ -140,5 +165,6 @@ class Hub:
         for connection in list(self.connections.values()):
             if connection.presence_batched:
                 connection.deliver([text])
+
 
 hub = Hub()

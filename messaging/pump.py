@@ -44,19 +44,27 @@ class Pump:
             await self._safely(services.presence_clear_dead_processes)
 
     async def _run(self, hub: Hub) -> None:
-        # Stops when the last local connection goes, so nothing lingers.
+        # Stops when the last local connection goes, so nothing lingers;
+        # nothing else may stop it (the heartbeat of every connection here).
         while hub.connections:
             await asyncio.sleep(settings.CHAT_PUMP_SECONDS)
-            await self.tick(hub)
+            try:
+                await self.tick(hub)
+            except Exception:
+                log.exception("background tick failed")
 
     async def tick(self, hub: Hub) -> None:
         names = hub.channel_names()
         if not names:
             return
+        # The groups first: after a Redis restart, the re-push must find them.
+        try:
+            await hub.refresh()
+        except Exception:
+            log.warning("hub: could not renew its channel-layer groups", exc_info=True)
         await self._safely(services.presence_tick, channel_names=names)
         await self._safely(services.presence_sessions_check, channel_names=hub.channel_names())
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names())
-        await hub.refresh()
         if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
             self.pruned_at = time.monotonic()
             await self._safely(services.records_prune)

@@ -37,8 +37,9 @@ def test_database_url():
 class Server:
     """One daphne process serving chatsite.asgi on a free port."""
 
-    def __init__(self, port=None, **env):
+    def __init__(self, port=None, args=(), **env):
         self.port = port or free_port()
+        self.args = list(args)  # more daphne flags, e.g. --proxy-headers
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
             "DATABASE_URL": test_database_url(),
@@ -64,9 +65,9 @@ class Server:
         self.log = open(ROOT / "var" / f"server-{self.port}.log", "ab")
         if not hasattr(self, "log_from"):
             self.log_from = self.log.tell()
+        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [*daphne, "chatsite.asgi:application"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
