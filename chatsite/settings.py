@@ -163,7 +163,9 @@ CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
 REDIS_HOST = {
     "address": REDIS_URL,
     "socket_timeout": None,
-    "socket_connect_timeout": 5,
+    # A Redis that does not answer must not hold a push (and the writer
+    # behind it) for long: what is lost is pushed again from the database.
+    "socket_connect_timeout": 2,
     "socket_keepalive": True,
     "health_check_interval": 30,
     "retry_on_timeout": True,

@@ -199,12 +199,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         hub.leave(self)
         try:
-            await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
             await events.run_then_push(services.presence_release, user=user, channel_name=self.channel_name)
         except Exception:
             # The presence row stays until its heartbeat, which nothing
             # refreshes now, expires.
             log.exception("could not release the presence of %s", user.username)
+        try:
+            await events.unsubscribe(self.channel_layer, self.channel_name, user.pk)
+        except Exception:
+            log.warning("could not leave the group of %s", user.username, exc_info=True)
 
     def session_key(self) -> str:
         session = self.scope.get("session")

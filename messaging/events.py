@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
@@ -76,12 +77,30 @@ _local = threading.local()
 _captures: list[list[Push]] = []
 
 
+class LayerDown(Exception):
+    """The channel layer failed a moment ago; pushes are skipped for a second."""
+
+
+_down_until = 0.0
+
+
 async def send(push: Push) -> None:
+    """Send one push now. After a failure (Redis unreachable), pushes fail at
+    once for a second instead of each waiting on a connect timeout: the
+    writer must not crawl, and what is lost is pushed again from the
+    database."""
+    global _down_until
+    if time.monotonic() < _down_until:
+        raise LayerDown("the channel layer failed a moment ago")
     layer = get_channel_layer()
-    if push.to == "group":
-        await layer.group_send(push.target, push.event)
-    else:
-        await layer.send(push.target, push.event)
+    try:
+        if push.to == "group":
+            await layer.group_send(push.target, push.event)
+        else:
+            await layer.send(push.target, push.event)
+    except Exception:
+        _down_until = time.monotonic() + 1.0
+        raise
 
 
 def _emit(push: Push) -> None:
@@ -194,5 +213,10 @@ def push_session_ended(channel_name: str, *, reason: str) -> None:
 
 
 async def send_typing(recipient_id: int, *, sender: str, typing: bool) -> None:
-    """Typing is not stored: nothing to commit, so it goes out at once."""
-    await send(Push("group", user_group(recipient_id), {"type": FRAMES, "frames": [wire.typing(sender, typing=typing)]}))
+    """Typing is not stored: nothing to commit, so it goes out at once, or
+    not at all if the channel layer is down (the next one will do)."""
+    frames = [wire.typing(sender, typing=typing)]
+    try:
+        await send(Push("group", user_group(recipient_id), {"type": FRAMES, "frames": frames}))
+    except Exception:
+        log.warning("could not push typing to user %s", recipient_id, exc_info=True)

@@ -31,6 +31,8 @@ class Pump:
         self.task: asyncio.Task[None] | None = None
         self.cleared_dead = False
         self.pruned_at = 0.0
+        self.ticked_at = 0.0  # the last tick that reached the database
+        self.quiet_until = 0.0  # no expiring of others before this
 
     def start(self, hub: Hub) -> None:
         if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
@@ -62,18 +64,27 @@ class Pump:
             await hub.refresh()
         except Exception:
             log.warning("hub: could not renew its channel-layer groups", exc_info=True)
-        await self._safely(services.presence_tick, channel_names=names)
+        # After a gap longer than the presence timeout (the database was
+        # down, the process was stopped), every other process's heartbeats
+        # look stale too: wait one timeout before expiring anyone's.
+        now = time.monotonic()
+        if self.ticked_at and now - self.ticked_at > settings.CHAT_PRESENCE_TIMEOUT_SECONDS:
+            self.quiet_until = now + settings.CHAT_PRESENCE_TIMEOUT_SECONDS
+        if await self._safely(services.presence_tick, channel_names=names, expire=now >= self.quiet_until):
+            self.ticked_at = now
         await self._safely(services.presence_sessions_check, channel_names=hub.channel_names())
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names())
         if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
             self.pruned_at = time.monotonic()
             await self._safely(services.records_prune)
 
-    async def _safely(self, func: Callable[..., Any], **kwargs: Any) -> None:
+    async def _safely(self, func: Callable[..., Any], **kwargs: Any) -> bool:
         try:
             await events.run_then_push(func, **kwargs)
         except Exception:
             log.exception("background %s failed", func.__name__)
+            return False
+        return True
 
 
 pump = Pump()

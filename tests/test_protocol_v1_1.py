@@ -466,3 +466,15 @@ async def test_a_delete_racing_the_delivery(users):
     assert await sync_to_async(selectors.pending_count)(user=await sync_to_async(User.objects.get)(username="bob")) == 0
     await a.close()
     await b.close()
+
+
+async def test_search_treats_query_syntax_as_words(users):
+    """FTS5 and tsquery operators in a query are just punctuation."""
+    a = await connected("alice")
+    await a.ok("send", to="bob", body="tom's \"quoted\" (stuff) & more | less")
+    for query in ['"quoted"', "tom's", "stuff) OR (x", "NEAR(tom more)", "* & | ! :*", "more -less", "st*"]:
+        reply = await a.request("search", query=query)
+        assert reply["type"] == "ok", (query, reply)
+    assert len((await a.ok("search", query='"quoted" (stuff)'))["messages"]) == 1
+    assert (await a.ok("search", query="stuff OR nothing"))["messages"] == []  # OR is a word, not an operator
+    await a.close()

@@ -159,10 +159,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def presence_tick(*, channel_names: Iterable[str]) -> list[str]:
+def presence_tick(*, channel_names: Iterable[str], expire: bool = True) -> list[str]:
     """One server process's heartbeat: refresh its connections' rows, end
-    those that lost theirs (taken over or expired), and expire what dead
-    processes left. Returns the channel names that were ended."""
+    those that lost theirs (taken over or expired), and (with `expire`)
+    expire what dead processes left. Returns the channel names that were
+    ended."""
     now = timezone.now()
     names = list(channel_names)
     alive: set[str] = set()
@@ -173,7 +174,8 @@ def presence_tick(*, channel_names: Iterable[str]) -> list[str]:
     lost = [name for name in names if name not in alive]
     for name in lost:
         events.push_session_ended(name, reason="Your connection expired; reconnect.")
-    presence_expire()
+    if expire:
+        presence_expire()
     return lost
 
 

@@ -1,0 +1,57 @@
+"""The per-process pump: its steps, and what it does after an outage."""
+
+import time
+
+import pytest
+
+from messaging import services
+from messaging.hub import Hub
+from messaging.pump import Pump
+
+
+class FakeHub(Hub):
+    def __init__(self):
+        super().__init__()
+        self.connections = {"chan-1": object()}
+
+    async def refresh(self):
+        pass
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+
+    def record(name):
+        def service(**kwargs):
+            seen.append((name, kwargs))
+            return []
+
+        return service
+
+    for name in ("presence_tick", "presence_sessions_check", "delivery_redeliver", "records_prune"):
+        monkeypatch.setattr(services, name, record(name))
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_tick_runs_each_step_once(calls):
+    await Pump().tick(FakeHub())
+    assert [name for name, _ in calls] == ["presence_tick", "presence_sessions_check", "delivery_redeliver", "records_prune"]
+    assert calls[0][1] == {"channel_names": ["chan-1"], "expire": True}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_an_outage_nobody_else_is_expired_for_a_while(calls, settings):
+    """Every process's heartbeat stopped during a database outage: the
+    first to tick again must not take the others' users for dead."""
+    pump, hub = Pump(), FakeHub()
+    await pump.tick(hub)
+    pump.ticked_at = time.monotonic() - settings.CHAT_PRESENCE_TIMEOUT_SECONDS - 1  # the gap
+    await pump.tick(hub)
+    await pump.tick(hub)
+    ticks = [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"]
+    assert ticks == [True, False, False]
+    pump.quiet_until = time.monotonic() - 1  # one timeout later
+    await pump.tick(hub)
+    assert [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"][-1] is True
