@@ -109,9 +109,13 @@ test-scaleout: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 
+# Style, types, layering and migrations; .ci/run runs it before the tests.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/lint-imports
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/python manage.py makemigrations --check --dry-run
 
 format: install-dev
 	$(BIN)/ruff check --fix .

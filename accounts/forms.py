@@ -18,12 +18,12 @@ def client_ip(request) -> str:
     return str(address) if address is not None else UNKNOWN
 
 
-class LockoutMixin:
-    """Django's authentication forms, with the password checked by the same
+class LoginForm(AuthenticationForm):
+    """Django's authentication form, with the password checked by the same
     service as the WebSocket login: one lockout count, one budget per
     address, whichever door is knocked on."""
 
-    retry_after = None
+    retry_after: int | None = None
 
     def clean(self):
         username = self.cleaned_data.get("username")
@@ -31,7 +31,9 @@ class LockoutMixin:
         if username is None or not password:
             return self.cleaned_data
         try:
-            self.user_cache = services.user_authenticate(username=username, password=password, ip=client_ip(self.request))
+            self.user_cache = services.user_authenticate(
+                username=username, password=password, ip=client_ip(self.request)
+            )
         except ServiceError as e:
             if e.code == "locked":
                 self.retry_after = e.extra["retry_after"]
@@ -41,25 +43,27 @@ class LockoutMixin:
         return self.cleaned_data
 
 
-class LoginForm(LockoutMixin, AuthenticationForm):
-    pass
-
-
-class AdminLoginForm(LockoutMixin, AdminAuthenticationForm):
-    """The admin's login form (it also requires staff status)."""
+class AdminLoginForm(LoginForm, AdminAuthenticationForm):
+    """The admin's login form: the same checks, and staff status."""
 
 
 class SignupForm(forms.Form):
-    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
-    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
-    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    username = forms.CharField(
+        max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
+    )
+    password1 = forms.CharField(
+        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    password2 = forms.CharField(
+        label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
 
     def __init__(self, *args, request=None, **kwargs):
         self.request = request
         super().__init__(*args, **kwargs)
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("password1") and data.get("password1") != data.get("password2"):
             self.add_error("password2", "The two passwords differ.")
             return data

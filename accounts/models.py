@@ -23,7 +23,7 @@ class User(AbstractUser):
     # When the user last went offline (logged out or disconnected).
     last_seen = models.DateTimeField(null=True, blank=True)
 
-    class Meta(AbstractUser.Meta):
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]
         swappable = "AUTH_USER_MODEL"
 
     def clean(self) -> None:

@@ -38,7 +38,7 @@ def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: d
     if budget <= 0:
         return 0
     since = now - timedelta(seconds=window)
-    times = list(attempts.filter(at__gte=since).order_by("-at").values_list("at", flat=True)[:budget])
+    times: list[datetime] = list(attempts.filter(at__gte=since).order_by("-at").values_list("at", flat=True)[:budget])
     if len(times) < budget:
         return 0
     return max(1, math.ceil((times[-1] + timedelta(seconds=window) - now).total_seconds()))
@@ -91,7 +91,7 @@ def _lock_state(username: str, ip: str, now: datetime) -> tuple[float, int]:
     last_lock = (
         attempts.filter(id__gt=last_success, locked_until__isnull=False).order_by("-id").only("id", "locked_until").first()
     )
-    if last_lock and last_lock.locked_until > now:
+    if last_lock and last_lock.locked_until and last_lock.locked_until > now:
         return (last_lock.locked_until - now).total_seconds(), 0
     since = last_lock.id if last_lock else last_success
     return 0, attempts.filter(id__gt=since, result=LoginAttempt.Result.FAILURE).count()

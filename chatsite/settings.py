@@ -25,12 +25,12 @@ def env_bool(name, default=False):
 
 def env_int(name, default):
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    return int(value) if value else default
 
 
 def env_float(name, default):
     value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+    return float(value) if value else default
 
 
 def env_list(name, default):

@@ -10,7 +10,7 @@ from accounts.models import LoginAttempt, User
 from chatsite.errors import ServiceError
 
 from . import selectors, services
-from .models import Block, Delivery, Message
+from .models import Block, Message
 
 # The user admin lives here, not in accounts: it shows and changes chat
 # state (presence, pending messages, blocks), which accounts knows nothing of.
@@ -63,7 +63,7 @@ class BlocksInline(admin.TabularInline):
 
     model = Block
     fk_name = "blocker"
-    fields = ["blocked", "created_at"]
+    fields = ("blocked", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -76,7 +76,7 @@ class BlocksInline(admin.TabularInline):
 
 class BlockedByInline(BlocksInline):
     fk_name = "blocked"
-    fields = ["blocker", "created_at"]
+    fields = ("blocker", "created_at")
     readonly_fields = fields
     verbose_name_plural = "Who blocks this user"
 
@@ -101,7 +101,7 @@ class UserAdmin(DjangoUserAdmin):
     readonly_fields = ["last_login", "last_seen", "date_joined", "pending_messages"]
     inlines = [BlocksInline, BlockedByInline]
     actions = ["unlock", "disconnect", "deactivate"]
-    fieldsets = DjangoUserAdmin.fieldsets + (("Chat", {"fields": ["last_seen", "pending_messages"]}),)
+    fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Chat", {"fields": ["last_seen", "pending_messages"]}))
 
     def get_queryset(self, request):
         return (
@@ -154,8 +154,6 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(request, f"Deactivated {len(users)} user(s).")
 
 
-
-
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Read-only: nobody edits what users said."""
@@ -165,12 +163,14 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ["body", "sender__username", "recipient__username"]
     date_hierarchy = "sent_at"
     list_select_related = ["sender", "recipient"]
-    fields = ["kind", "sender", "recipient", "sent_at", "body", "pending"]
+    fields = ("kind", "sender", "recipient", "sent_at", "body", "pending")
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            pending_count=Count("deliveries", filter=Q(deliveries__acked_at__isnull=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(pending_count=Count("deliveries", filter=Q(deliveries__acked_at__isnull=True)))
         )
 
     @admin.display(description="to", ordering="recipient__username")

@@ -14,9 +14,8 @@ deadline to log in.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +70,9 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
-def op(name: str, *, login: bool = True, invalid: str = "invalid", exclusive: bool = False) -> Callable[[Handler], Handler]:
+def op(
+    name: str, *, login: bool = True, invalid: str = "invalid", exclusive: bool = False
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         OPS[name] = Op(handler, login, invalid, exclusive)
         return handler
@@ -209,13 +210,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except Exception:
             log.warning("could not leave the group of %s", user.username, exc_info=True)
 
+    @property
+    def me(self) -> UserModel:
+        """The logged-in user, for ops that require one (checked before they run)."""
+        if self.user is None:
+            raise ServiceError("not_logged_in", "Log in first.")
+        return self.user
+
     def session_key(self) -> str:
         session = self.scope.get("session")
         return (session.session_key or "") if session is not None else ""
 
     # --- Writing -------------------------------------------------------------------------
 
-    def write(self, frame: dict[str, Any] | wire.Error) -> None:
+    def write(self, frame: Mapping[str, Any]) -> None:
         self.write_text(frames.encode(dict(frame)))
 
     def write_text(self, text: str) -> None:
@@ -223,7 +231,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.transport.unsent_bytes() > settings.CHAT_MAX_UNSENT_BYTES and not self.closing:
             self.track(self.close_for("You are not reading what the server sends.", log_it=True))
 
-    def write_event(self, frame: dict[str, Any] | wire.Error) -> None:
+    def write_event(self, frame: Mapping[str, Any]) -> None:
         """An event: no `ref`."""
         event = dict(frame)
         event.pop("ref", None)
@@ -371,9 +379,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         time, waiting for the client to read each page before the next."""
         user, after = self.user, 0
         while user is not None and self.user is user:
-            page = await events.run_then_push(
-                services.delivery_flush_page, user=user, after=after, limit=PENDING_PAGE
-            )
+            page = await events.run_then_push(services.delivery_flush_page, user=user, after=after, limit=PENDING_PAGE)
             if not page:
                 return
             for message in page:
@@ -395,11 +401,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- Ops -----------------------------------------------------------------------------
 
     def client_ip(self) -> str:
-        client = self.scope.get("client") or ()
-        try:
-            return str(ipaddress.ip_address(client[0]))
-        except (IndexError, TypeError, ValueError):
-            return "0.0.0.0"
+        # chatsite.proxies.ClientAddress has made it a valid address.
+        client = self.scope.get("client")
+        return str(client[0]) if client else "0.0.0.0"
 
     @op("whoami", login=False, invalid="bad_request")
     async def op_whoami(self, request: Request) -> dict[str, Any]:
@@ -416,11 +420,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def op_login(self, request: Request) -> Reply:
         if self.user is not None:
             raise ServiceError("already_logged_in", f"You are already logged in as {self.user.username}.")
-        takeover = request.boolean("takeover", required=False) or False
+        takeover = request.flag("takeover", default=False)
         token = None
         if request.has("token"):
             # A resume token: no password, no lockout, no hash to compute.
-            session_key = request.text("token", max_length=frames.MAX_ID) or ""
+            session_key = request.text("token", max_length=frames.MAX_ID)
             user = await read(account_selectors.user_for_session, session_key=session_key[:TOKEN_MAX])
             if user is None or len(session_key) > TOKEN_MAX:
                 raise ServiceError("invalid_credentials", "That token is not valid (any more); log in with a password.")
@@ -433,12 +437,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         else:
             username = request.text("username", max_length=frames.MAX_ID)
             password = request.text("password", max_length=frames.MAX_ID)
-            assert username is not None and password is not None
             if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
                 raise ServiceError("invalid_credentials", "Wrong username or password.")
-            user = await hash_password(accounts.user_authenticate, username=username, password=password, ip=self.client_ip())
+            user = await hash_password(
+                accounts.user_authenticate, username=username, password=password, ip=self.client_ip()
+            )
             session_key = token = await read(accounts.session_create, user=user)
-        self.presence_batched = request.boolean("presence_batch", required=False) or False
+        self.presence_batched = request.flag("presence_batch", default=False)
         await self.start_session(user, takeover=takeover, session_key=session_key)
         self.login_session_key = session_key
         pending = await read(selectors.pending_count, user=user)
@@ -459,80 +464,74 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def op_send(self, request: Request) -> dict[str, Any]:
         to = request.username("to")
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-        client_id = request.text("client_id", required=False, min_length=1, max_length=CLIENT_ID_MAX)
-        assert self.user is not None and to is not None and body is not None
-        sent = await writer.submit(
-            services.SendRequest(sender=self.user, to_username=to, body=body, client_id=client_id)
-        )
+        client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+        sent = await writer.submit(services.SendRequest(sender=self.me, to_username=to, body=body, client_id=client_id))
         return {"id": sent.message.id, "delivered": "live" if sent.live else "stored"}
 
     @op("broadcast")
     async def op_broadcast(self, request: Request) -> dict[str, Any]:
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-        client_id = request.text("client_id", required=False, min_length=1, max_length=CLIENT_ID_MAX)
-        assert self.user is not None and body is not None
-        done = await writer.submit(services.BroadcastRequest(sender=self.user, body=body, client_id=client_id))
+        client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+        done = await writer.submit(services.BroadcastRequest(sender=self.me, body=body, client_id=client_id))
         return {"id": done.message.id, "live": done.live, "stored": done.stored}
 
     @op("edit")
     async def op_edit(self, request: Request) -> dict[str, Any]:
         message_id = request.integer("id", low=1)
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-        message = await events.run_then_push(services.message_edit, user=self.user, message_id=message_id, body=body)
+        message = await events.run_then_push(services.message_edit, user=self.me, message_id=message_id, body=body)
         return {"edited_at": wire.timestamp(message.edited_at)}
 
     @op("delete", invalid="unknown_message")
     async def op_delete(self, request: Request) -> dict[str, Any]:
         message_id = request.integer("id", low=1)
-        await events.run_then_push(services.message_delete, user=self.user, message_id=message_id)
+        await events.run_then_push(services.message_delete, user=self.me, message_id=message_id)
         return {}
 
     @op("typing")
     async def op_typing(self, request: Request) -> dict[str, Any]:
         to = request.username("to")
-        typing = request.boolean("typing", required=False)
-        typing = True if typing is None else typing
-        assert self.user is not None and to is not None
+        typing = request.flag("typing", default=True)
         # Repeats more often than once a second for a pair are dropped
         # unanswered by a query; stopping always goes through.
         now = asyncio.get_running_loop().time()
         if typing and now - self.typing_sent.get(to, -1.0) < 1.0:
             return {}
-        recipient_id = await read(selectors.typing_recipient, sender=self.user, username=to)
+        recipient_id = await read(selectors.typing_recipient, sender=self.me, username=to)
         if typing:
             if len(self.typing_sent) > 64:
                 self.typing_sent.clear()
             self.typing_sent[to] = now
         if recipient_id is not None:
-            await events.send_typing(recipient_id, sender=self.user.username, typing=typing)
+            await events.send_typing(recipient_id, sender=self.me.username, typing=typing)
         return {}
 
     @op("search")
     async def op_search(self, request: Request) -> dict[str, Any]:
         query = request.text("query", min_length=1, max_length=200)
         peer = await self.peer(request) if request.has("with") else selectors.EVERY_CONVERSATION
-        before = request.integer("before", required=False)
-        limit = request.integer("limit", required=False, low=1, high=100) or 20
+        before = request.optional_integer("before")
+        limit = request.optional_integer("limit", low=1, high=100) or 20
         messages = await read(
-            selectors.message_search, user=self.user, query=query, peer=peer, before=before, limit=limit
+            selectors.message_search, user=self.me, query=query, peer=peer, before=before, limit=limit
         )
         return {"messages": messages}
 
     @op("block")
     async def op_block(self, request: Request) -> dict[str, Any]:
         username = request.username("username")
-        await events.run_then_push(services.block_create, blocker=self.user, username=username)
+        await events.run_then_push(services.block_create, blocker=self.me, username=username)
         return {}
 
     @op("unblock", invalid="bad_request")
     async def op_unblock(self, request: Request) -> dict[str, Any]:
         username = request.username("username")
-        await events.run_then_push(services.block_delete, blocker=self.user, username=username)
+        await events.run_then_push(services.block_delete, blocker=self.me, username=username)
         return {}
 
     @op("blocked", invalid="bad_request")
     async def op_blocked(self, request: Request) -> dict[str, Any]:
-        return {"users": await read(selectors.blocked_usernames, user=self.user)}
+        return {"users": await read(selectors.blocked_usernames, user=self.me)}
 
     @op("online", invalid="bad_request")
     async def op_online(self, request: Request) -> dict[str, Any]:
@@ -545,34 +544,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     @op("ack")
     async def op_ack(self, request: Request) -> dict[str, Any]:
         ids = request.id_list("ids")
-        assert self.user is not None
         if ids:
-            await writer.submit(services.AckRequest(user=self.user, ids=ids))
+            await writer.submit(services.AckRequest(user=self.me, ids=ids))
         return {}
 
     @op("history")
     async def op_history(self, request: Request) -> dict[str, Any]:
         peer = await self.peer(request)
-        before = request.integer("before", required=False)
-        limit = request.integer("limit", required=False, low=1, high=100) or 50
-        messages = await read(selectors.message_history, user=self.user, peer=peer, before=before, limit=limit)
+        before = request.optional_integer("before")
+        limit = request.optional_integer("limit", low=1, high=100) or 50
+        messages = await read(selectors.message_history, user=self.me, peer=peer, before=before, limit=limit)
         return {"messages": messages}
 
     @op("conversations", invalid="bad_request")
     async def op_conversations(self, request: Request) -> dict[str, Any]:
-        return {"conversations": await read(selectors.conversation_list, user=self.user)}
+        return {"conversations": await read(selectors.conversation_list, user=self.me)}
 
     @op("read")
     async def op_read(self, request: Request) -> dict[str, Any]:
         peer = await self.peer(request)
         up_to = request.integer("up_to")
-        assert self.user is not None and up_to is not None
-        await writer.submit(services.ReadRequest(user=self.user, peer=peer, up_to=up_to))
+        await writer.submit(services.ReadRequest(user=self.me, peer=peer, up_to=up_to))
         return {}
 
     async def peer(self, request: Request) -> UserModel | None:
         """The `with` field: a user, or None for the broadcast conversation."""
-        username = request.username("with", nullable=True)
+        username = request.optional_username("with", required=True, nullable=True)
         if username is None:
             return None
         return await read(selectors.user_by_name, username=username)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -148,7 +148,8 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
     """
 
     def run() -> tuple[R | None, list[Push], BaseException | None]:
-        _local.outbox = outbox = []
+        outbox: list[Push] = []
+        _local.outbox = outbox
         try:
             return func(*args, **kwargs), outbox, None
         except Exception as e:
@@ -164,14 +165,14 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
             log.warning("could not push %s to %s", push.event["type"], push.target, exc_info=True)
     if error is not None:
         raise error
-    return result  # type: ignore[return-value]
+    return result
 
 
 # --- What services push -----------------------------------------------------------
 
 
-def _to_user(user_id: int, frames: list[dict[str, Any]]) -> None:
-    _after_commit(Push("group", user_group(user_id), {"type": FRAMES, "frames": frames}))
+def _to_user(user_id: int, frames: Sequence[Mapping[str, Any]]) -> None:
+    _after_commit(Push("group", user_group(user_id), {"type": FRAMES, "frames": list(frames)}))
 
 
 def push_message(message: wire.MessageEvent, *, user_id: int) -> None:
@@ -182,15 +183,15 @@ def push_message(message: wire.MessageEvent, *, user_id: int) -> None:
 def push_messages(messages_by_user: dict[int, list[wire.MessageEvent]]) -> None:
     """Several messages (re-deliveries) to several users."""
     for user_id, frames in messages_by_user.items():
-        _to_user(user_id, list(frames))
+        _to_user(user_id, frames)
 
 
-def push_frames(user_id: int, frames: list[dict[str, Any]]) -> None:
+def push_frames(user_id: int, frames: Sequence[Mapping[str, Any]]) -> None:
     """Any other frames (receipts, edits) to one user's connection."""
     _to_user(user_id, frames)
 
 
-def push_to_everyone(frames: list[dict[str, Any]], *, exclude_user_ids: set[int]) -> None:
+def push_to_everyone(frames: Sequence[Mapping[str, Any]], *, exclude_user_ids: set[int]) -> None:
     """Frames to every logged-in connection but the excluded users'."""
     _after_commit(Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": frames, "exclude": sorted(exclude_user_ids)}))
 

@@ -103,9 +103,16 @@ class Request:
     def bad(self, name: str, what: str) -> ServiceError:
         return ServiceError(self.invalid_code, f"The field {name!r} must be {what}.")
 
-    def text(
-        self, name: str, *, required: bool = True, nullable: bool = False, min_length: int = 0, max_length: int
+    def text(self, name: str, *, min_length: int = 0, max_length: int) -> str:
+        """A required string field."""
+        value = self.optional_text(name, required=True, min_length=min_length, max_length=max_length)
+        assert value is not None
+        return value
+
+    def optional_text(
+        self, name: str, *, required: bool = False, nullable: bool = False, min_length: int = 0, max_length: int
     ) -> str | None:
+        """A string field that may be absent (None) or, if `nullable`, null."""
         value, present = self._get(name, required)
         if not present or (value is None and nullable):
             return None
@@ -116,16 +123,27 @@ class Request:
             raise self.bad(name, what)
         return value
 
-    def username(self, name: str, *, required: bool = True, nullable: bool = False) -> str | None:
-        """A user's name. One too long to exist is an unknown user."""
+    def username(self, name: str) -> str:
+        """A user's name (required). One too long to exist is an unknown user."""
+        value = self.optional_username(name, required=True)
+        assert value is not None
+        return value
+
+    def optional_username(self, name: str, *, required: bool = False, nullable: bool = False) -> str | None:
         value, present = self._get(name, required)
         if not present or (value is None and nullable):
             return None
         if isinstance(value, str) and len(value) > USERNAME_MAX:
             raise ServiceError("unknown_user", "There is no user by that name.")
-        return self.text(name, nullable=nullable, max_length=USERNAME_MAX)
+        return self.optional_text(name, nullable=nullable, max_length=USERNAME_MAX)
 
-    def integer(self, name: str, *, required: bool = True, low: int = 0, high: int = MAX_ID) -> int | None:
+    def integer(self, name: str, *, low: int = 0, high: int = MAX_ID) -> int:
+        """A required whole-number field."""
+        value = self.optional_integer(name, required=True, low=low, high=high)
+        assert value is not None
+        return value
+
+    def optional_integer(self, name: str, *, required: bool = False, low: int = 0, high: int = MAX_ID) -> int | None:
         value, present = self._get(name, required)
         if not present:
             return None
@@ -133,10 +151,11 @@ class Request:
             raise self.bad(name, f"a whole number from {low} to {high}")
         return value
 
-    def boolean(self, name: str, *, required: bool = True) -> bool | None:
-        value, present = self._get(name, required)
+    def flag(self, name: str, *, default: bool) -> bool:
+        """An optional true/false field."""
+        value, present = self._get(name, False)
         if not present:
-            return None
+            return default
         if type(value) is not bool:
             raise self.bad(name, "true or false")
         return value
@@ -150,4 +169,3 @@ class Request:
         ):
             raise self.bad(name, f"a list of at most {MAX_ACK_IDS} message ids")
         return value
-

@@ -4,7 +4,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
 # SQLite's full-text index of message bodies (FTS5, kept in step by
 # triggers; migration 0003). PostgreSQL uses a GIN index on the table itself.
 FTS_TABLE = "messaging_message_fts"

@@ -94,7 +94,7 @@ def pending_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[M
 
 
 def _visible_to(user: UserModel) -> Q:
-    return Q(sender=user) | Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user))
+    return Q(sender=user) | Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)))
 
 
 def conversation_messages(*, user: UserModel, peer: UserModel | None) -> QuerySet[Message]:
@@ -208,7 +208,9 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
     unread[None] = received.filter(message__kind=Message.Kind.BROADCAST, message_id__gt=broadcast_mark).count()
 
     messages = (
-        with_receipts(Message.objects.all(), user=user).select_related("sender", "recipient").in_bulk(list(last.values()))
+        with_receipts(Message.objects.all(), user=user)
+        .select_related("sender", "recipient")
+        .in_bulk(list(last.values()))
     )
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
     return [

@@ -80,7 +80,7 @@ def message_object(message: Message, *, viewer_id: int | None = None) -> Message
         "id": message.id,
         "kind": message.kind,
         "from": message.sender.username,
-        "to": message.recipient.username if message.recipient_id else None,
+        "to": message.recipient.username if message.recipient is not None else None,
         "body": message.body,
         "sent_at": timestamp(message.sent_at),
         "edited_at": timestamp(message.edited_at),
@@ -92,7 +92,7 @@ def message_object(message: Message, *, viewer_id: int | None = None) -> Message
 
 
 def message_event(message: Message, *, stored: bool) -> MessageEvent:
-    return {"type": "message", **message_object(message), "stored": stored}  # type: ignore[typeddict-item]
+    return {"type": "message", **message_object(message), "stored": stored}
 
 
 def error(code: str, message: str, *, ref: Any = None, **extra: Any) -> Error:

@@ -52,7 +52,9 @@ class Writer:
             await self._commit(self._next_batch())
 
     def _next_batch(self) -> list[tuple[services.BatchRequest, asyncio.Future[Any]]]:
-        batch, rest, broadcasts = [], [], 0
+        batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
+        rest: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
+        broadcasts = 0
         for item in self.queue:
             is_broadcast = isinstance(item[0], services.BroadcastRequest)
             if len(batch) >= MAX_BATCH or (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH):

@@ -87,11 +87,14 @@ async def test_a_client_that_never_reads_is_closed(server):
     await signup(server.url, "alice", "bob")
     alice = await sync_to_async(User.objects.get)(username="alice")
     for i in range(100):
-        await sync_to_async(services.message_send)(sender=alice, to_username="bob", body=f"{i} " + "y" * 3990, rate_limit=False)
+        await sync_to_async(services.message_send)(
+            sender=alice, to_username="bob", body=f"{i} " + "y" * 3990, rate_limit=False
+        )
     before = await settled_rss(server.proc.pid)
     greedy = await websockets.connect(server.url, max_size=None)
-    await greedy.send(json.dumps({"type": "login", "username": "alice", "password": PASSWORD}))
-    await asyncio.sleep(0.5)
+    await greedy.send(json.dumps({"type": "login", "username": "alice", "password": PASSWORD, "ref": "in"}))
+    while json.loads(await greedy.recv()).get("ref") != "in":
+        pass
     greedy.transport.pause_reading()  # from now on it reads nothing at all
     request = json.dumps({"type": "history", "with": "bob", "limit": 100})
     # 1,000 replies of 400 KB each: 400 MB if the server kept them.
@@ -132,7 +135,10 @@ def _wait_for_bob(n):
 
     alice, bob = User.objects.get(username="alice"), User.objects.get(username="bob")
     messages = Message.objects.bulk_create(
-        [Message(kind="private", sender=alice, recipient=bob, body=f"{i} " + "z" * 2000, sent_at=alice.date_joined) for i in range(n)]
+        [
+            Message(kind="private", sender=alice, recipient=bob, body=f"{i} " + "z" * 2000, sent_at=alice.date_joined)
+            for i in range(n)
+        ]
     )
     Delivery.objects.bulk_create([Delivery(message=m, recipient=bob) for m in messages])
 
@@ -145,7 +151,9 @@ async def test_a_thousand_sockets_closed_every_way_leave_nobody_online(server):
     n = 1000 if hard >= 2500 else 200
     names = [f"ghost{i}" for i in range(n)]
     await sync_to_async(accounts.user_bulk_create)(usernames=names, password=PASSWORD)
-    tokens = await sync_to_async(lambda: [accounts.session_create(user=u) for u in User.objects.filter(username__in=names)])()
+    tokens = await sync_to_async(
+        lambda: [accounts.session_create(user=u) for u in User.objects.filter(username__in=names)]
+    )()
     ways = ["close", "abort", "request_then_close", "request_then_abort", "login_then_abort"]
 
     async def log_in(ws, token):
@@ -195,7 +203,11 @@ def test_make_run_raises_the_open_file_limit(tmp_path):
     env.pop("REDIS_URL", None)
     make = subprocess.Popen(
         ["make", "--no-print-directory", "run", f"PORT={port}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -207,7 +219,9 @@ def test_make_run_raises_the_open_file_limit(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "make run did not start"
                 time.sleep(0.2)
-        daphne = subprocess.run(["pgrep", "-s", str(os.getpgid(make.pid)), "-f", "daphne"], capture_output=True, text=True)
+        daphne = subprocess.run(
+            ["pgrep", "-s", str(os.getpgid(make.pid)), "-f", "daphne"], capture_output=True, text=True
+        )
         pid = int(daphne.stdout.split()[0])
         limits = open(f"/proc/{pid}/limits").read()
         line = next(li for li in limits.splitlines() if li.startswith("Max open files"))

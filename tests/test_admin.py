@@ -31,7 +31,9 @@ def people():
 
 
 def lock(username, ip="10.0.0.1"):
-    LoginAttempt.objects.create(username=username, ip=ip, result="failure", locked_until=timezone.now() + timedelta(seconds=60))
+    LoginAttempt.objects.create(
+        username=username, ip=ip, result="failure", locked_until=timezone.now() + timedelta(seconds=60)
+    )
 
 
 @pytest.mark.parametrize(

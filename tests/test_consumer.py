@@ -169,7 +169,9 @@ async def test_session_cookie_logs_the_connection_in_and_logout_ends_the_session
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    c = await ChatClient(headers=[(b"cookie", cookie), (b"origin", b"http://localhost"), (b"host", b"localhost")]).connect()
+    c = await ChatClient(
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost"), (b"host", b"localhost")]
+    ).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
     await c.ok("logout")
     response = await sync_to_async(http.get)("/")
@@ -216,7 +218,7 @@ async def test_takeover_with_password(users):
 
 
 @pytest.mark.parametrize(
-    "origin, host, allowed",
+    ("origin", "host", "allowed"),
     [
         (b"http://evil.example", b"127.0.0.1:2000", False),
         (b"http://127.0.0.1:2000.evil.example", b"127.0.0.1:2000", False),
@@ -481,8 +483,12 @@ async def test_dead_connection_expires(users, settings):
     # bob's row as a crashed process on another host would leave it.
     bob = await sync_to_async(get_user_model().objects.get)(username="bob")
     await sync_to_async(Presence.objects.create)(
-        user=bob, channel_name="dead!x", host="elsewhere", pid=1,
-        connected_at=timezone.now(), heartbeat_at=timezone.now() - timedelta(seconds=0.2),
+        user=bob,
+        channel_name="dead!x",
+        host="elsewhere",
+        pid=1,
+        connected_at=timezone.now(),
+        heartbeat_at=timezone.now() - timedelta(seconds=0.2),
     )
     assert (await a.ok("online"))["users"] == ["alice", "bob"]
     assert await a.event("presence", username="bob", online=False, timeout=3)
@@ -504,7 +510,6 @@ async def test_other_users_never_see_a_crash(users):
     assert (await b.event("message"))["body"] == "still here"
     await a.close()
     await b.close()
-
 
 
 async def test_admin_disconnect_tells_the_user_why_and_closes(users):

@@ -22,11 +22,47 @@ from .test_abuse import MiB, rss
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OPS = [
-    "signup", "login", "send", "broadcast", "block", "unblock", "blocked", "online", "recent", "ack",
-    "history", "conversations", "read", "whoami", "typing", "search", "edit", "delete", "nope", "",
+    "signup",
+    "login",
+    "send",
+    "broadcast",
+    "block",
+    "unblock",
+    "blocked",
+    "online",
+    "recent",
+    "ack",
+    "history",
+    "conversations",
+    "read",
+    "whoami",
+    "typing",
+    "search",
+    "edit",
+    "delete",
+    "nope",
+    "",
 ]
-FIELDS = ["to", "body", "username", "password", "ids", "with", "before", "limit", "up_to", "id", "query",
-          "typing", "takeover", "token", "client_id", "ref", "type", "presence_batch"]
+FIELDS = [
+    "to",
+    "body",
+    "username",
+    "password",
+    "ids",
+    "with",
+    "before",
+    "limit",
+    "up_to",
+    "id",
+    "query",
+    "typing",
+    "takeover",
+    "token",
+    "client_id",
+    "ref",
+    "type",
+    "presence_batch",
+]
 
 scalars = (
     st.none()
@@ -36,7 +72,11 @@ scalars = (
     | st.text(max_size=40)
     | st.sampled_from(["alice", "fuzzer", "", "\x00", "\ud800", "x" * 200, "🙂" * 5])
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @st.composite

@@ -71,7 +71,10 @@ def test_broadcast_reaches_all_but_sender_and_blockers(alice, bob):
     online(bob)
     done = services.message_broadcast(sender=alice, body="all")
     assert (done.live, done.stored) == (1, 1)
-    assert set(Delivery.objects.filter(message=done.message).values_list("recipient__username", flat=True)) == {"bob", "dave"}
+    assert set(Delivery.objects.filter(message=done.message).values_list("recipient__username", flat=True)) == {
+        "bob",
+        "dave",
+    }
     assert selectors.message_history(user=carol, peer=None) == []
     assert [m["body"] for m in selectors.message_history(user=dave, peer=None)] == ["all"]
 
@@ -129,7 +132,9 @@ def test_tick_ends_connections_that_lost_their_row(alice, bob, capture_pushes):
 @pytest.mark.django_db
 def test_server_start_clears_rows_of_dead_processes_on_this_host(alice, bob):
     now = timezone.now()
-    Presence.objects.create(user=alice, channel_name="x", host=services.HOST, pid=2**22 + 12345, connected_at=now, heartbeat_at=now)
+    Presence.objects.create(
+        user=alice, channel_name="x", host=services.HOST, pid=2**22 + 12345, connected_at=now, heartbeat_at=now
+    )
     Presence.objects.create(user=bob, channel_name="y", host="other-host", pid=1, connected_at=now, heartbeat_at=now)
     assert services.presence_clear_dead_processes() == ["alice"]
     assert selectors.online_usernames() == ["bob"]
@@ -139,9 +144,10 @@ def test_server_start_clears_rows_of_dead_processes_on_this_host(alice, bob):
 def test_of_two_simultaneous_logins_exactly_one_wins():
     alice = make_user("alice")
     for round_ in range(5):
-        results = run_parallel(
-            lambda: services.presence_claim(user=alice, channel_name=f"c{threading.get_ident()}-{round_}"), 4
-        )
+        def claim(round_=round_):
+            return services.presence_claim(user=alice, channel_name=f"c{threading.get_ident()}-{round_}")
+
+        results = run_parallel(claim, 4)
         assert results.count(None) == 1 and results.count("already_online") == 3, results
         Presence.objects.all().delete()
     connection.close()

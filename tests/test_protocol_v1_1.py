@@ -111,7 +111,9 @@ async def test_expired_token(users, settings):
     await a.close()
     expiry = await sync_to_async(lambda: Session.objects.get(session_key=token).expire_date)()
     assert expiry > timezone.now() + timedelta(seconds=settings.CHAT_TOKEN_SECONDS - 60)
-    await sync_to_async(Session.objects.filter(session_key=token).update)(expire_date=timezone.now() - timedelta(seconds=1))
+    await sync_to_async(Session.objects.filter(session_key=token).update)(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
     b = await connected()
     await b.error("login", "invalid_credentials", token=token)
     await b.close()
@@ -210,7 +212,10 @@ async def test_read_receipt_when_the_recipient_moves_the_mark(users):
     second = (await a.ok("send", to="bob", body="2"))["id"]
     await b.ok("read", up_to=second, **{"with": "alice"})
     assert await a.event("receipt", status="read") == {
-        "type": "receipt", "status": "read", "by": "bob", "up_to": second
+        "type": "receipt",
+        "status": "read",
+        "by": "bob",
+        "up_to": second,
     }
     await b.ok("read", up_to=first, **{"with": "alice"})  # backwards: no move, no receipt
     await a.ok("online")
@@ -306,10 +311,13 @@ async def test_search_only_sees_what_the_user_could_see(users):
     assert (await c.ok("search", query="secret"))["messages"][0]["body"] == "secret party"
     assert len((await c.ok("search", query="secret"))["messages"]) == 1
     assert {m["body"] for m in (await a.ok("search", query="secret"))["messages"]} == {
-        "secret plans", "secret reply", "secret party"
+        "secret plans",
+        "secret reply",
+        "secret party",
     }
     assert [m["body"] for m in (await a.ok("search", query="secret", **{"with": "bob"}))["messages"]] == [
-        "secret reply", "secret plans"
+        "secret reply",
+        "secret plans",
     ]
     assert [m["body"] for m in (await a.ok("search", query="secret", **{"with": None}))["messages"]] == ["secret party"]
     # A block drops what was pending from that user, and it is no longer found.
@@ -423,7 +431,9 @@ async def test_delete_is_gone_everywhere_and_pending_never_arrives(users):
     assert (await b.event("message"))["id"] == kept
     await b.no_frame(0.3)
     for who in (a, b):
-        assert [m["id"] for m in (await who.ok("history", **{"with": "alice" if who is b else "bob"}))["messages"]] == [kept]
+        assert [m["id"] for m in (await who.ok("history", **{"with": "alice" if who is b else "bob"}))["messages"]] == [
+            kept
+        ]
         assert (await who.ok("search", query="oops"))["messages"] == []
         assert all(c_["last"]["id"] not in (gone, everyone) for c_ in (await who.ok("conversations"))["conversations"])
     assert await sync_to_async(lambda: Message.objects.get(pk=gone).body)() == ""
@@ -471,7 +481,7 @@ async def test_a_delete_racing_the_delivery(users):
 async def test_search_treats_query_syntax_as_words(users):
     """FTS5 and tsquery operators in a query are just punctuation."""
     a = await connected("alice")
-    await a.ok("send", to="bob", body="tom's \"quoted\" (stuff) & more | less")
+    await a.ok("send", to="bob", body='tom\'s "quoted" (stuff) & more | less')
     for query in ['"quoted"', "tom's", "stuff) OR (x", "NEAR(tom more)", "* & | ! :*", "more -less", "st*"]:
         reply = await a.request("search", query=query)
         assert reply["type"] == "ok", (query, reply)

@@ -37,7 +37,12 @@ def calls(monkeypatch):
 @pytest.mark.django_db(transaction=True)
 async def test_a_tick_runs_each_step_once(calls):
     await Pump().tick(FakeHub())
-    assert [name for name, _ in calls] == ["presence_tick", "presence_sessions_check", "delivery_redeliver", "records_prune"]
+    assert [name for name, _ in calls] == [
+        "presence_tick",
+        "presence_sessions_check",
+        "delivery_redeliver",
+        "records_prune",
+    ]
     assert calls[0][1] == {"channel_names": ["chan-1"], "expire": True}
 
 

@@ -71,7 +71,10 @@ def test_failed_logins_per_address_are_budgeted_across_usernames(settings):
         assert login_codes(f"random{i}", "x") == ["invalid_credentials"]
     with pytest.raises(ServiceError) as refused:
         accounts.user_authenticate(username="alice", password=PASSWORD, ip="127.0.0.1")
-    assert refused.value.code == "locked" and 1 <= refused.value.extra["retry_after"] <= settings.CHAT_PASSWORD_WINDOW_SECONDS
+    assert (
+        refused.value.code == "locked"
+        and 1 <= refused.value.extra["retry_after"] <= settings.CHAT_PASSWORD_WINDOW_SECONDS
+    )
     assert login_codes("alice", PASSWORD, ip="10.9.9.9") == ["ok"]  # another address
     # The refusal is on record, and the budget frees up as failures age.
     assert LoginAttempt.objects.filter(username="alice", result="locked").count() == 1
@@ -285,7 +288,7 @@ def scope(peer, *headers):
 
 
 @pytest.mark.parametrize(
-    "peer, headers, expected",
+    ("peer", "headers", "expected"),
     [
         ("203.0.113.9", [("x-forwarded-for", "1.2.3.4")], "203.0.113.9"),  # not a proxy: ignored
         ("127.0.0.1", [("x-forwarded-for", "1.2.3.4")], "1.2.3.4"),
@@ -339,7 +342,7 @@ def test_the_login_form_records_a_valid_address(client):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "first, second",
+    ("first", "second"),
     [("Émile", "émile"), ("alice", "ALICE"), ("alice", "Ａｌｉｃｅ"), ("straße", "STRASSE"), ("ǅemal", "džemal")],
 )
 def test_names_people_read_as_one_are_taken(first, second):
@@ -441,6 +444,8 @@ def test_every_page_has_a_csp_without_inline_script(client, url):
     assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert "frame-ancestors 'none'" in policy
     html = response.content.decode()
-    inline = [tag for tag in re.findall(r"<script\b[^>]*>", html) if "src=" not in tag and "application/json" not in tag]
+    inline = [
+        tag for tag in re.findall(r"<script\b[^>]*>", html) if "src=" not in tag and "application/json" not in tag
+    ]
     assert inline == [], inline
     assert not re.search(r"\son[a-z]+=\"", html), "inline event handler"

@@ -14,7 +14,6 @@ from .servers import Peer, signup
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
 async def test_chat_over_a_real_socket(server):
     await signup(server.url, "alice", "bob")
     async with Peer(server.url) as a, Peer(server.url) as b:

@@ -21,42 +21,51 @@ def fill_username_keys(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SignupAttempt',
+            name="SignupAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ip', models.GenericIPAddressField(unpack_ipv4=True)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('username', models.CharField(max_length=150)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("ip", models.GenericIPAddressField(unpack_ipv4=True)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                ("username", models.CharField(max_length=150)),
             ],
         ),
         migrations.RemoveConstraint(
-            model_name='user',
-            name='accounts_user_username_ci_unique',
+            model_name="user",
+            name="accounts_user_username_ci_unique",
         ),
         migrations.AddField(
-            model_name='user',
-            name='username_key',
+            model_name="user",
+            name="username_key",
             field=models.CharField(editable=False, max_length=600, null=True, unique=True),
         ),
         migrations.RunPython(fill_username_keys, migrations.RunPython.noop),
         migrations.AlterField(
-            model_name='user',
-            name='username',
-            field=models.CharField(error_messages={'unique': 'A user with that username already exists.'}, help_text='150 characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.', max_length=150, unique=True, validators=[django.contrib.auth.validators.UnicodeUsernameValidator(), accounts.names.validate_one_script], verbose_name='username'),
+            model_name="user",
+            name="username",
+            field=models.CharField(
+                error_messages={"unique": "A user with that username already exists."},
+                help_text="150 characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
+                max_length=150,
+                unique=True,
+                validators=[
+                    django.contrib.auth.validators.UnicodeUsernameValidator(),
+                    accounts.names.validate_one_script,
+                ],
+                verbose_name="username",
+            ),
         ),
         migrations.AddIndex(
-            model_name='loginattempt',
-            index=models.Index(fields=['ip', 'at'], name='accounts_attempt_address'),
+            model_name="loginattempt",
+            index=models.Index(fields=["ip", "at"], name="accounts_attempt_address"),
         ),
         migrations.AddIndex(
-            model_name='signupattempt',
-            index=models.Index(fields=['ip', 'at'], name='accounts_signup_address'),
+            model_name="signupattempt",
+            index=models.Index(fields=["ip", "at"], name="accounts_signup_address"),
         ),
     ]

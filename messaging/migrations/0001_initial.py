@@ -6,103 +6,186 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Presence',
+            name="Presence",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('channel_name', models.CharField(max_length=200, unique=True)),
-                ('host', models.CharField(max_length=255)),
-                ('pid', models.IntegerField()),
-                ('connected_at', models.DateTimeField()),
-                ('heartbeat_at', models.DateTimeField(db_index=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("channel_name", models.CharField(max_length=200, unique=True)),
+                ("host", models.CharField(max_length=255)),
+                ("pid", models.IntegerField()),
+                ("connected_at", models.DateTimeField()),
+                ("heartbeat_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'verbose_name_plural': 'presence',
+                "verbose_name_plural": "presence",
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('private', 'Private'), ('broadcast', 'Broadcast')], max_length=10)),
-                ('body', models.TextField()),
-                ('sent_at', models.DateTimeField(db_index=True)),
-                ('recipient', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('sender', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sent_messages', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(choices=[("private", "Private"), ("broadcast", "Broadcast")], max_length=10)),
+                ("body", models.TextField()),
+                ("sent_at", models.DateTimeField(db_index=True)),
+                (
+                    "recipient",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "sender",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sent_messages",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('pushed_at', models.DateTimeField(blank=True, null=True)),
-                ('acked_at', models.DateTimeField(blank=True, null=True)),
-                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to=settings.AUTH_USER_MODEL)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='messaging.message')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("pushed_at", models.DateTimeField(blank=True, null=True)),
+                ("acked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "recipient",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="deliveries", to="messaging.message"
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
+                "verbose_name_plural": "deliveries",
             },
         ),
         migrations.CreateModel(
-            name='ReadMark',
+            name="ReadMark",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('up_to', models.BigIntegerField(default=0)),
-                ('peer', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='read_marks', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("up_to", models.BigIntegerField(default=0)),
+                (
+                    "peer",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="read_marks",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Block',
+            name="Block",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('blocked', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='blocked_by', to=settings.AUTH_USER_MODEL)),
-                ('blocker', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='blocks', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "blocked",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="blocked_by",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "blocker",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="blocks", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('blocker', 'blocked'), name='messaging_block_unique'), models.CheckConstraint(condition=models.Q(('blocker', models.F('blocked')), _negated=True), name='messaging_block_not_self')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("blocker", "blocked"), name="messaging_block_unique"),
+                    models.CheckConstraint(
+                        condition=models.Q(("blocker", models.F("blocked")), _negated=True),
+                        name="messaging_block_not_self",
+                    ),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['sender', 'sent_at'], name='messaging_msg_sender_time'),
+            model_name="message",
+            index=models.Index(fields=["sender", "sent_at"], name="messaging_msg_sender_time"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['sender', 'recipient', 'id'], name='messaging_msg_pair'),
+            model_name="message",
+            index=models.Index(fields=["sender", "recipient", "id"], name="messaging_msg_pair"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'private'), ('recipient__isnull', False)), models.Q(('kind', 'broadcast'), ('recipient__isnull', True)), _connector='OR'), name='messaging_msg_kind_recipient'),
+            model_name="message",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "private"), ("recipient__isnull", False)),
+                    models.Q(("kind", "broadcast"), ("recipient__isnull", True)),
+                    _connector="OR",
+                ),
+                name="messaging_msg_kind_recipient",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('acked_at__isnull', True)), fields=['recipient', 'message'], name='messaging_delivery_pending'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("acked_at__isnull", True)),
+                fields=["recipient", "message"],
+                name="messaging_delivery_pending",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='delivery',
-            constraint=models.UniqueConstraint(fields=('recipient', 'message'), name='messaging_delivery_unique'),
+            model_name="delivery",
+            constraint=models.UniqueConstraint(fields=("recipient", "message"), name="messaging_delivery_unique"),
         ),
         migrations.AddConstraint(
-            model_name='readmark',
-            constraint=models.UniqueConstraint(condition=models.Q(('peer__isnull', False)), fields=('user', 'peer'), name='messaging_readmark_peer'),
+            model_name="readmark",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("peer__isnull", False)), fields=("user", "peer"), name="messaging_readmark_peer"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='readmark',
-            constraint=models.UniqueConstraint(condition=models.Q(('peer__isnull', True)), fields=('user',), name='messaging_readmark_broadcast'),
+            model_name="readmark",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("peer__isnull", True)), fields=("user",), name="messaging_readmark_broadcast"
+            ),
         ),
     ]

@@ -6,58 +6,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('messaging', '0001_initial'),
+        ("messaging", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ClientRequest',
+            name="ClientRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('client_id', models.CharField(max_length=64)),
-                ('reply', models.JSONField(null=True)),
-                ('created_at', models.DateTimeField(db_index=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("client_id", models.CharField(max_length=64)),
+                ("reply", models.JSONField(null=True)),
+                ("created_at", models.DateTimeField(db_index=True)),
             ],
         ),
         migrations.AddField(
-            model_name='message',
-            name='deleted_at',
+            model_name="message",
+            name="deleted_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='message',
-            name='edited_at',
+            model_name="message",
+            name="edited_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='presence',
-            name='auth_hash',
+            model_name="presence",
+            name="auth_hash",
             field=models.CharField(blank=True, max_length=128),
         ),
         migrations.AddField(
-            model_name='presence',
-            name='session_key',
+            model_name="presence",
+            name="session_key",
             field=models.CharField(blank=True, db_index=True, max_length=40),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['message'], name='messaging_delivery_message'),
+            model_name="delivery",
+            index=models.Index(fields=["message"], name="messaging_delivery_message"),
         ),
         migrations.AddField(
-            model_name='clientrequest',
-            name='message',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='messaging.message'),
+            model_name="clientrequest",
+            name="message",
+            field=models.ForeignKey(
+                null=True, on_delete=django.db.models.deletion.CASCADE, related_name="+", to="messaging.message"
+            ),
         ),
         migrations.AddField(
-            model_name='clientrequest',
-            name='sender',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="clientrequest",
+            name="sender",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+            ),
         ),
         migrations.AddConstraint(
-            model_name='clientrequest',
-            constraint=models.UniqueConstraint(fields=('sender', 'client_id'), name='messaging_clientrequest_unique'),
+            model_name="clientrequest",
+            constraint=models.UniqueConstraint(fields=("sender", "client_id"), name="messaging_clientrequest_unique"),
         ),
     ]

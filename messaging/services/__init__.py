@@ -9,8 +9,8 @@ from .edits import message_delete, message_edit
 from .imports import message_import
 from .maintenance import records_prune
 from .messages import (
-    BroadcastRequest,
     Broadcasted,
+    BroadcastRequest,
     SendRequest,
     Sent,
     message_broadcast,

@@ -42,7 +42,7 @@ def deliveries_ack(*, requests: Sequence[AckRequest]) -> list[int | ServiceError
         user_ids = list(names)
         message_ids = sorted({mid for _, mid in wanted})
         with transaction.atomic():
-            rows = []
+            rows: list[tuple[int, int, int, str, int]] = []
             for i in range(0, len(message_ids), _CHUNK):
                 pending = Delivery.objects.filter(
                     recipient_id__in=user_ids, message_id__in=message_ids[i : i + _CHUNK], acked_at__isnull=True
@@ -51,7 +51,7 @@ def deliveries_ack(*, requests: Sequence[AckRequest]) -> list[int | ServiceError
             pks = [row[0] for row in rows]
             for i in range(0, len(pks), _CHUNK):
                 Delivery.objects.filter(pk__in=pks[i : i + _CHUNK]).update(acked_at=now)
-            receipts: dict[int, list[dict[str, object]]] = defaultdict(list)
+            receipts: dict[int, list[wire.Receipt]] = defaultdict(list)
             for _, user_id, message_id, kind, sender_id in rows:
                 counts[user_id] += 1
                 if kind == Message.Kind.PRIVATE:

@@ -41,7 +41,9 @@ def _tell_recipients(message: Message, frame: dict[str, Any]) -> None:
         events.push_frames(message.recipient_id, [frame])
         return
     online = set(live_presence().values_list("user_id", flat=True))
-    received = set(Delivery.objects.filter(message=message, recipient__in=online).values_list("recipient_id", flat=True))
+    received = set(
+        Delivery.objects.filter(message=message, recipient__in=online).values_list("recipient_id", flat=True)
+    )
     events.push_to_everyone([frame], exclude_user_ids=(online - received) | {message.sender_id})
 
 

@@ -195,11 +195,15 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
         names = {requests[i].to_username for i in todo}
-        recipients = {u.username: u for u in User.objects.filter(username__in=names, is_active=True).only("pk", "username")}
+        recipients = {
+            u.username: u for u in User.objects.filter(username__in=names, is_active=True).only("pk", "username")
+        }
         recipient_ids = [u.pk for u in recipients.values()]
         sender_ids = {requests[i].sender.pk for i in todo}
         blocks = set(
-            Block.objects.filter(blocker__in=recipient_ids, blocked__in=sender_ids).values_list("blocker_id", "blocked_id")
+            Block.objects.filter(blocker__in=recipient_ids, blocked__in=sender_ids).values_list(
+                "blocker_id", "blocked_id"
+            )
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
         rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
@@ -225,7 +229,9 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             except ServiceError as e:
                 results[i] = e
                 continue
-            message = Message(kind=Message.Kind.PRIVATE, sender=r.sender, recipient=recipient, body=bodies[i], sent_at=now)
+            message = Message(
+                kind=Message.Kind.PRIVATE, sender=r.sender, recipient=recipient, body=bodies[i], sent_at=now
+            )
             results[i] = Sent(message, recipient.pk in online)
             accepted.append(i)
             client_ids.use(keys[i], i)
@@ -290,7 +296,9 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
             results[i] = Broadcasted(message, live, stored)
             client_ids.use(keys[i], i)
             blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
-            events.push_to_everyone([wire.message_event(message, stored=False)], exclude_user_ids=blockers | {r.sender.pk})
+            events.push_to_everyone(
+                [wire.message_event(message, stored=False)], exclude_user_ids=blockers | {r.sender.pk}
+            )
         for i, earlier in copies.items():
             results[i] = results[earlier]
         client_ids.finish(results, _broadcast_reply)

@@ -195,29 +195,42 @@ def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
         rows = list(
             Presence.objects.filter(channel_name__in=names[i : i + 500])
             .exclude(session_key="")
-            .values("user_id", "user__username", "user__password", "user__is_active", "channel_name", "session_key", "auth_hash")
+            .values(
+                "user_id",
+                "user__username",
+                "user__password",
+                "user__is_active",
+                "channel_name",
+                "session_key",
+                "auth_hash",
+            )
         )
         if not rows:
             continue
         live = None
         if settings.SESSION_ENGINE in _DB_SESSIONS:
             live = set(
-                Session.objects.filter(session_key__in={r["session_key"] for r in rows}, expire_date__gt=now).values_list(
-                    "session_key", flat=True
-                )
+                Session.objects.filter(
+                    session_key__in={r["session_key"] for r in rows}, expire_date__gt=now
+                ).values_list("session_key", flat=True)
             )
         for row in rows:
             if not row["user__is_active"]:
                 reason = "Your account was deactivated."
             elif live is not None and row["session_key"] not in live:
                 reason = "You logged out, or your session expired; log in again."
-            elif not constant_time_compare(row["auth_hash"], User(password=row["user__password"]).get_session_auth_hash()):
+            elif not constant_time_compare(
+                row["auth_hash"], User(password=row["user__password"]).get_session_auth_hash()
+            ):
                 reason = "Your password was changed; log in again."
             else:
                 continue
             with transaction.atomic():
                 if _presence_end(
-                    user_id=row["user_id"], username=row["user__username"], channel_name=row["channel_name"], last_seen=now
+                    user_id=row["user_id"],
+                    username=row["user__username"],
+                    channel_name=row["channel_name"],
+                    last_seen=now,
                 ):
                     events.push_session_ended(row["channel_name"], reason=reason)
                     ended.append(row["channel_name"])

@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def handle(self, *args, prune=False, **options):
         if prune:
             cleared = services.presence_clear_dead_processes() + services.presence_expire()
-            self.stdout.write(f"Pruned {len(cleared)} stale connection(s){': ' + ', '.join(cleared) if cleared else ''}.")
+            self.stdout.write(
+                f"Pruned {len(cleared)} stale connection(s){': ' + ', '.join(cleared) if cleared else ''}."
+            )
         now = timezone.now()
         cutoff = selectors.online_cutoff(now)
         rows = list(Presence.objects.select_related("user").order_by("user__username"))

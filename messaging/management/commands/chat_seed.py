@@ -13,8 +13,16 @@ from messaging import services as messaging
 from messaging.models import Message
 
 LINES = [
-    "hi!", "how are you?", "see you at the standup", "lunch?", "pushed the fix",
-    "can you review my PR?", "on my way", "thanks!", "sounds good", "brb",
+    "hi!",
+    "how are you?",
+    "see you at the standup",
+    "lunch?",
+    "pushed the fix",
+    "can you review my PR?",
+    "on my way",
+    "thanks!",
+    "sounds good",
+    "brb",
 ]
 
 
@@ -26,7 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--prefix", default="user", help="name prefix (default %(default)s)")
         parser.add_argument("--password", default="chat-password", help="their password (default %(default)s)")
         parser.add_argument(
-            "--messages", type=int, default=0,
+            "--messages",
+            type=int,
+            default=0,
             help="also send this many random private messages among them, if they have none yet",
         )
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable conversations")
