@@ -164,6 +164,21 @@ class _ClientIds:
             ClientRequest.objects.filter(pk__in=[row.pk for row in self.claims.values()]).delete()
 
 
+def _clean_bodies(requests: Sequence[SendRequest | BroadcastRequest]) -> tuple[list[Any], dict[int, str], list[int]]:
+    """The checks that need no database: (results with the errors filled in,
+    the cleaned body of each other request, the indexes still to do)."""
+    results: list[Any] = [None] * len(requests)
+    bodies: dict[int, str] = {}
+    for i, r in enumerate(requests):
+        try:
+            if isinstance(r, SendRequest) and r.to_username == r.sender.username:
+                raise ServiceError("invalid", "You cannot send a message to yourself.")
+            bodies[i] = clean_body(r.body)
+        except ServiceError as e:
+            results[i] = e
+    return results, bodies, [i for i in range(len(requests)) if results[i] is None]
+
+
 def _key(sender: UserModel, client_id: str | None) -> Key | None:
     return (sender.pk, client_id) if client_id is not None else None
 
@@ -178,16 +193,7 @@ def _broadcast_reply(result: Broadcasted) -> dict[str, Any]:
 
 def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceError]:
     """Store private messages; each result says whether the recipient was online."""
-    results: list[Any] = [None] * len(requests)
-    bodies: dict[int, str] = {}
-    for i, r in enumerate(requests):
-        try:
-            if r.to_username == r.sender.username:
-                raise ServiceError("invalid", "You cannot send a message to yourself.")
-            bodies[i] = clean_body(r.body)
-        except ServiceError as e:
-            results[i] = e
-    todo = [i for i in range(len(requests)) if results[i] is None]
+    results, bodies, todo = _clean_bodies(requests)
     if not todo:
         return results
     with transaction.atomic():
@@ -256,14 +262,7 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
     """Store broadcasts for every active user but the sender and those who
     block the sender; each result counts who was online and who will get it
     at their next login."""
-    results: list[Any] = [None] * len(requests)
-    bodies: dict[int, str] = {}
-    for i, r in enumerate(requests):
-        try:
-            bodies[i] = clean_body(r.body)
-        except ServiceError as e:
-            results[i] = e
-    todo = [i for i in range(len(requests)) if results[i] is None]
+    results, bodies, todo = _clean_bodies(requests)
     if not todo:
         return results
     with transaction.atomic():
