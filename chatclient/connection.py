@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from urllib.parse import urlparse
 
 import websockets
 
 from .protocol import Closed, EventHandler, Session, connect
 
 ConnectionLost = Closed
+
+CHAT_PATH = "/ws/chat/"
+CLOSE_REPLACED = 4001  # session_replaced: logged in elsewhere
+CLOSE_ENDED = 4003  # session_ended: the server ended the session
+CLOSE_LOGIN_DEADLINE = 1008  # anonymous for too long (CHAT_LOGIN_DEADLINE_SECONDS)
 
 
 class ConnectFailed(Exception):
@@ -39,17 +44,19 @@ class Connection(Session):
             raise ConnectFailed("connection refused") from None
         except socket.gaierror:
             raise ConnectFailed("unknown host") from None
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise ConnectFailed(str(e) or "timed out") from None
         except websockets.InvalidURI as e:
             raise ConnectFailed(f"bad address: {e}") from None
+        except websockets.InvalidStatus as e:
+            raise NotAChatServer(self._refused(e.response.status_code)) from None
         except (websockets.InvalidHandshake, websockets.InvalidMessage) as e:
             raise NotAChatServer(str(e)) from None
         super().__init__(transport, self._on_event, timeout=self._timeout)
         self.start()
         try:
             who = await self.request("whoami")
-        except (Closed, asyncio.TimeoutError):
+        except (TimeoutError, Closed):
             await self.close()
             raise NotAChatServer("it does not answer the chat protocol") from None
         if who.get("type") != "ok" or "username" not in who:
@@ -57,6 +64,9 @@ class Connection(Session):
             raise NotAChatServer("it does not answer the chat protocol")
         return who["username"]
 
-    async def send(self, type: str, **fields: Any) -> None:
-        """Fire and forget (acks)."""
-        await self.notify(type, **fields)
+    def _refused(self, status: int) -> str:
+        path = urlparse(self.url).path or "/"
+        why = f"it refused a WebSocket at {path} (HTTP {status})"
+        if path != CHAT_PATH:
+            why += f"; our servers have the chat at {CHAT_PATH}"
+        return why

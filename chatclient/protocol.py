@@ -10,6 +10,7 @@ library) or Channels' in-process ``WebsocketCommunicator`` (the tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Awaitable, Callable
@@ -128,7 +129,7 @@ class Session:
             self.close_code, self.close_reason = e.code, e.reason
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001  (whatever broke the transport, the session is over)
             self.close_code = None
         finally:
             for future in self.waiting.values():
@@ -218,10 +219,8 @@ class Session:
     # --- Closing -------------------------------------------------------------------------
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already closed or broken: nothing to do
             await self.transport.close()
-        except Exception:
-            pass
         if self.reader is not None:
             self.reader.cancel()
             await asyncio.gather(self.reader, return_exceptions=True)
@@ -236,6 +235,8 @@ def _hashable(ref: Any) -> Any:
     return ref if isinstance(ref, str | int | float | bool | type(None)) else json.dumps(ref, sort_keys=True)
 
 
-async def open_session(url: str, on_event: EventHandler | None = None, *, timeout: float = 15, **kwargs: Any) -> Session:
+async def open_session(
+    url: str, on_event: EventHandler | None = None, *, timeout: float = 15, **kwargs: Any
+) -> Session:
     """A session over a new WebSocket to `url`."""
     return Session(await connect(url, open_timeout=timeout, **kwargs), on_event, timeout=timeout).start()

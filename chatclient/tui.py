@@ -1,66 +1,89 @@
 """The terminal around ChatClient: menu, password without echo, an input
-line that incoming messages print above (prompt_toolkit), tab completion."""
+line that incoming messages print above, a status line below it
+(prompt_toolkit), tab completion."""
+
+from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from .connection import ConnectFailed, ConnectionLost, NotAChatServer
-from .core import ChatClient, Ended, explain
+from .connection import CHAT_PATH, ConnectFailed, ConnectionLost, NotAChatServer
+from .core import ChatClient, Ended, explain, username_problem
 
-EXIT_OK, EXIT_CONNECT, EXIT_NOT_CHAT, EXIT_LOST = 0, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_NOT_CHAT, EXIT_LOST = 0, 2, 2, 3, 4
+SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C at a prompt. prompt_toolkit raises KeyboardInterrupt, which
+    asyncio will not keep inside a task: it is turned into this at once."""
 
 
 class ChatCompleter(Completer):
-    def __init__(self, client):
+    def __init__(self, client: ChatClient):
         self.client = client
 
-    def get_completions(self, document, complete_event):
+    def get_completions(self, document: Any, complete_event: Any) -> Any:
         text = document.text_before_cursor
         word = text.split(" ")[-1]
         for candidate in self.client.completions(text):
-            yield Completion(candidate, start_position=-len(word))
+            yield Completion(candidate + " ", start_position=-len(word), display=candidate)
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="chat", description="Terminal client for the chat server.")
     add_arguments(parser)
     return parser.parse_args(argv)
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="server host (default %(default)s)")
     parser.add_argument("--port", type=int, default=2000, help="server port (default %(default)s)")
-    parser.add_argument("--url", help="full WebSocket URL instead, e.g. wss://chat.example.com/ws/chat/")
+    parser.add_argument(
+        "--url", help="full address instead, e.g. wss://chat.example.com/ws/chat/ (http(s)://HOST/ works too)"
+    )
     parser.add_argument("--takeover", action="store_true", help="take over a session open elsewhere")
     parser.add_argument("--user", help="log in as this user (asks for the password)")
 
 
-def url_from(args):
+def url_from(args: Any) -> str:
+    """The WebSocket URL to use. The page's address is fine too: http(s)
+    becomes ws(s), and no path means the chat's."""
     if args.url:
         parsed = urlparse(args.url)
-        if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
-            raise SystemExit(f"--url must look like ws://HOST:PORT/ws/chat/, not {args.url!r}")
-        return args.url
+        scheme = SCHEMES.get(parsed.scheme.lower())
+        if scheme is None or not parsed.netloc:
+            raise UsageError(f"--url must look like ws://HOST:PORT/ws/chat/ or http://HOST:PORT/, not {args.url!r}")
+        path = parsed.path if parsed.path not in ("", "/") else CHAT_PATH
+        return urlunparse(parsed._replace(scheme=scheme, path=path))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    return f"ws://{host}:{args.port}/ws/chat/"
+    return f"ws://{host}:{args.port}{CHAT_PATH}"
 
 
-def ask(session, text, password=False):
+async def ask(session: PromptSession, message: Any, password: bool = False) -> str:
     # is_password sticks to a PromptSession once given: pass it every time.
-    return session.prompt_async(text, is_password=password)
+    try:
+        return await session.prompt_async(message, is_password=password)
+    except KeyboardInterrupt:
+        raise Interrupted() from None
 
 
-def say(text):
+def say(text: str) -> None:
     print_formatted_text(text)
 
 
-async def menu(session, client, args):
+async def menu(session: PromptSession, client: ChatClient, args: Any) -> bool:
     """Until logged in: the old client's numbered menu. False: the user quit."""
     user = args.user
     while True:
@@ -68,94 +91,131 @@ async def menu(session, client, args):
             choice = (await ask(session, "1) Log in   2) Sign up   3) Quit\n> ")).strip()
             if choice in ("3", "q", "quit"):
                 return False
-            if choice not in ("1", "2"):
+            if choice == "2":
+                if await sign_up(session, client):
+                    return True
+                continue
+            if choice != "1":
                 say("Type 1, 2 or 3.")
                 continue
             user = (await ask(session, "Username: ")).strip()
-        else:
-            choice = "1"
-        password = await ask(session, "Password: ", password=True)
-        if choice == "2":
-            await client.signup(user, password)
-            user = None
-            continue
-        error = await client.login(user, password, takeover=args.takeover)
-        if error is None:
-            return True
-        if error["code"] == "already_online":
+            if not user:
+                continue
+        error = await client.login(user, await ask(session, "Password: ", password=True), takeover=args.takeover)
+        if error is not None and error["code"] == "already_online":
             answer = await ask(session, "You are logged in elsewhere. Move the session here? [y/N] ")
             if answer.strip().lower().startswith("y"):
-                error = await client.login(user, password, takeover=True)
-                if error is None:
-                    return True
+                error = await client.login(user, await ask(session, "Password: ", password=True), takeover=True)
+        if error is None:
+            return True
         say(explain(error))
         user = None
 
 
-async def chat(session, client):
-    """The chat loop: read lines, run them; reconnect when the server drops."""
+async def sign_up(session: PromptSession, client: ChatClient) -> bool:
+    """Name (checked at once), password twice, then logged in. False: the
+    person gave up (an empty answer)."""
     while True:
-        if client.ended:
-            raise client.ended
-        line_task = asyncio.ensure_future(ask(session, "> "))
-        lost_task = asyncio.ensure_future(client.conn.closed.wait())
-        done, _ = await asyncio.wait({line_task, lost_task}, return_when=asyncio.FIRST_COMPLETED)
-        if line_task in done:
-            lost_task.cancel()
-            try:
-                if not await client.execute(line_task.result()):
-                    return
-            except ConnectionLost:
-                if client.ended is None:
-                    await client.reconnect()
+        name = (await ask(session, "Username (empty to go back): ")).strip()
+        if not name:
+            return False
+        problem = username_problem(name)
+        if problem:
+            say(problem)
             continue
-        line_task.cancel()
-        await asyncio.gather(line_task, return_exceptions=True)
-        if client.ended:
+        while True:
+            password = await ask(session, "Password: ", password=True)
+            if not password:
+                return False
+            if await ask(session, "Password again: ", password=True) != password:
+                say("The two passwords differ; type them again.")
+                continue
+            error = await client.signup(name, password)
+            if error is None:
+                return True
+            message = explain(error)
+            about_name = error["code"] == "username_taken" or message.startswith("Username:")
+            for field in ("Username: ", "Password: "):
+                message = message.removeprefix(field)
+            say(f"Cannot sign up: {message}")
+            if about_name:
+                break
+
+
+async def chat(session: PromptSession, client: ChatClient) -> None:
+    """The chat loop: read lines and run them, the prompt always there; the
+    client reconnects by itself. Raises Ended when the session ends."""
+    while True:
+        line_task = asyncio.ensure_future(ask(session, client.prompt))
+        end_task = asyncio.ensure_future(client.finished.wait())
+        done, _ = await asyncio.wait({line_task, end_task}, return_when=asyncio.FIRST_COMPLETED)
+        if line_task not in done:
+            line_task.cancel()
+            await asyncio.gather(line_task, return_exceptions=True)
+            assert client.ended is not None
             raise client.ended
-        await client.reconnect()
+        end_task.cancel()
+        if not await client.execute(line_task.result()):
+            return
 
 
-async def run(args):
-    url = url_from(args)
-    client = ChatClient(url, say)
+async def run(url: str, args: Any) -> int:
+    session: PromptSession | None = None
+
+    def refresh() -> None:
+        if session is not None:
+            session.app.invalidate()
+
+    client = ChatClient(url, say, on_change=refresh)
     try:
-        await client.connect()
-    except ConnectFailed as e:
-        say(f"Cannot connect to {url}: {e}. Is the chat server running there?")
-        return EXIT_CONNECT
-    except NotAChatServer as e:
-        say(f"{url} is not a chat server ({e}).")
-        return EXIT_NOT_CHAT
-    say(f"Connected to {url}.")
-    session = PromptSession(completer=ChatCompleter(client), complete_while_typing=False)
-    try:
-        with patch_stdout(raw=True):
-            if not await menu(session, client, args):
-                return EXIT_OK
-            await chat(session, client)
-        return EXIT_OK
-    except (EOFError, KeyboardInterrupt):
+        try:
+            await client.connect()
+        except ConnectFailed as e:
+            say(f"Cannot connect to {url}: {e}. Is the chat server running there?")
+            return EXIT_CONNECT
+        except NotAChatServer as e:
+            say(f"{url} is not a chat server: {e}.")
+            return EXIT_NOT_CHAT
+        say(f"Connected to {url}.")
+        session = PromptSession(
+            completer=ChatCompleter(client),
+            complete_while_typing=False,
+            bottom_toolbar=client.status,
+            refresh_interval=1,
+        )
+        try:
+            with patch_stdout(raw=True):
+                if await menu(session, client, args):
+                    await chat(session, client)
+        except (EOFError, Interrupted):
+            pass
+        except ConnectionLost:
+            say("Lost the connection to the server.")
+            return EXIT_LOST
+        except Ended as e:
+            say(e.message)
+            return e.code
         say("Bye!")
         return EXIT_OK
-    except ConnectionLost:
-        say("Lost the connection to the server.")
-        return EXIT_LOST
-    except Ended as e:
-        say(e.message)
-        return e.code
     finally:
         await client.close()
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     return main_with(parse_args(argv))
 
 
-def main_with(args):
+def main_with(args: Any) -> int:
     try:
-        return asyncio.run(run(args))
+        url = url_from(args)
+    except UsageError as e:
+        print(f"chat: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run(url, args))
     except KeyboardInterrupt:
+        # Ctrl-C while no prompt was shown (connecting, waiting for a reply).
+        say("Bye!")
         return EXIT_OK
 
 

@@ -1,28 +1,38 @@
 """The terminal client: its logic against a real server, and the real
-program in a pseudo-terminal."""
+program in a pseudo-terminal (pexpect) and in tmux (what the screen shows)."""
 
 import asyncio
+import itertools
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pexpect
 import pytest
+import websockets
+from channels.db import database_sync_to_async
+from prompt_toolkit.document import Document
 
 from chatclient.connection import ConnectFailed, NotAChatServer
-from chatclient.core import ChatClient, render_message
+from chatclient.core import COMMANDS, HELP, ChatClient, render_message
+from chatclient.tui import ChatCompleter
+from messaging.models import Message, Presence
 
+from .conftest import need
 from .helpers import PASSWORD
-from .servers import ROOT, Peer, free_port, signup
+from .servers import ROOT, Peer, Server, free_port, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
 class Lines(list):
-    async def wait_for(self, text, timeout=5):
+    async def wait_for(self, text, timeout=10):
         deadline = asyncio.get_running_loop().time() + timeout
         while not any(text in line for line in self):
             if asyncio.get_running_loop().time() > deadline:
@@ -30,14 +40,25 @@ class Lines(list):
             await asyncio.sleep(0.02)
         return next(line for line in self if text in line)
 
+    def count(self, text):
+        return sum(text in line for line in self)
 
-async def client_for(server, username=None):
+
+async def client_for(server, username=None, **options):
     lines = Lines()
-    client = ChatClient(server.url, lines.append)
+    client = ChatClient(server.url, lines.append, **options)
     await client.connect()
     if username:
         assert await client.login(username, PASSWORD) is None
     return client, lines
+
+
+def restart_soon(server):
+    """Start a stopped server in a thread; await the result."""
+    return asyncio.get_running_loop().run_in_executor(None, server.start)
+
+
+# --- The client's logic against a live server ----------------------------------------
 
 
 async def test_commands_and_incoming_messages(server):
@@ -72,6 +93,53 @@ async def test_commands_and_incoming_messages(server):
     await bob.close()
 
 
+async def test_history_never_sends_plain_text_to_everyone(server):
+    """Defect 1: `/history` without a name used to point plain text at everyone."""
+    await signup(server.url, "alice", "bob", "carol")
+    async with Peer(server.url) as bob, Peer(server.url) as carol:
+        await bob.ok("login", username="bob", password=PASSWORD)
+        await carol.ok("login", username="carol", password=PASSWORD)
+        alice, lines = await client_for(server, "alice")
+        await alice.execute("/msg bob hi")
+        await bob.event("message", body="hi")
+        await alice.execute("/history")
+        await lines.wait_for("to everyone")
+        await alice.execute("just for bob")
+        assert (await bob.event("message", timeout=5))["body"] == "just for bob"
+        assert not any("(to everyone" in line for line in lines)
+        assert alice.prompt() == "to bob > "
+        await alice.execute("/history carol")
+        assert alice.prompt() == "to bob > "
+        assert not await database_sync_to_async(Message.objects.filter(kind="broadcast").exists)()
+        await alice.close()
+
+
+async def test_a_private_message_gives_plain_text_somewhere_to_go(server):
+    """Defect 4: after waited messages from alice, plain text answers alice;
+    but a message never takes plain text away from a conversation the person
+    chose (that is what /reply is for)."""
+    await signup(server.url, "alice", "bob", "carol")
+    async with Peer(server.url) as alice:
+        await alice.ok("login", username="alice", password=PASSWORD)
+        await alice.ok("send", to="bob", body="are you there?")
+        await alice.ok("send", to="bob", body="hello?")
+        bob, lines = await client_for(server, "bob")
+        await lines.wait_for("hello?")
+        assert bob.prompt() == "to alice > "
+        await bob.execute("thanks alice")
+        assert (await alice.event("message", timeout=5))["body"] == "thanks alice"
+        assert not any("Who is that for" in line for line in lines)
+
+        await bob.execute("/msg carol lunch?")
+        await alice.ok("send", to="bob", body="one more thing")
+        await lines.wait_for("one more thing")
+        assert bob.prompt() == "to carol > "
+        await bob.execute("/reply go on")
+        assert (await alice.event("message", timeout=5))["body"] == "go on"
+        assert bob.prompt() == "to alice > "
+        await bob.close()
+
+
 async def test_waiting_messages_are_marked_acked_and_shown_once(server):
     await signup(server.url, "alice", "bob")
     async with Peer(server.url) as alice:
@@ -82,9 +150,19 @@ async def test_waiting_messages_are_marked_acked_and_shown_once(server):
     assert "(waited while you were offline)" in line
     assert "1 message(s) waited" in lines[0]
     # The same id pushed again (a re-delivery) is not shown twice.
-    await bob.on_event({"type": "message", "id": sent["id"], "kind": "private", "from": "alice", "to": "bob",
-                        "body": "while you were out", "sent_at": "2026-01-01T00:00:00+00:00", "stored": False})
-    assert sum("while you were out" in x for x in lines) == 1
+    await bob.on_event(
+        {
+            "type": "message",
+            "id": sent["id"],
+            "kind": "private",
+            "from": "alice",
+            "to": "bob",
+            "body": "while you were out",
+            "sent_at": "2026-01-01T00:00:00+00:00",
+            "stored": False,
+        }
+    )
+    assert lines.count("while you were out") == 1
     await bob.close()
     # It was acked: nothing waits at the next login.
     bob, lines = await client_for(server, "bob")
@@ -94,13 +172,84 @@ async def test_waiting_messages_are_marked_acked_and_shown_once(server):
 
 async def test_reconnects_after_the_server_restarts(server):
     await signup(server.url, "alice")
-    alice, lines = await client_for(server, "alice")
+    alice, lines = await client_for(server, "alice", first_delay=0.2, max_delay=1)
     server.stop()
-    await asyncio.wait_for(alice.conn.closed.wait(), 5)
-    restart = asyncio.get_running_loop().run_in_executor(None, server.start)
-    assert await alice.reconnect(attempts=10, first_delay=0.3)
-    await restart
-    assert "Reconnected as alice." in lines
+    await lines.wait_for("Connection lost")
+    await restart_soon(server)
+    await lines.wait_for("Reconnected as alice.")
+    await alice.execute("/online")
+    await lines.wait_for("Online now (1): alice")
+    await alice.close()
+
+
+async def test_keeps_trying_through_a_long_outage(server):
+    """Defect 8: it used to give up after 8 tries (about 2 minutes)."""
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice", first_delay=0.01, max_delay=0.05)
+    server.stop()
+    while lines.count("Still no connection") < 12:
+        await lines.wait_for("Still no connection")
+        await asyncio.sleep(0.05)
+    assert not alice.finished.is_set()
+    assert "next try in" in lines[-1]
+    assert not alice.online
+    await restart_soon(server)
+    await lines.wait_for("Reconnected as alice.")
+    assert not alice.finished.is_set()
+    await alice.close()
+
+
+async def test_an_expired_connection_reconnects(server):
+    """Defect 9: "Your connection expired; reconnect." used to end the client."""
+    await signup(server.url, "alice", "bob")
+    alice, lines = await client_for(server, "alice", first_delay=0.2, max_delay=1)
+    # What a server sees when a connection's presence expired (e.g. the
+    # database was unreachable for longer than the heartbeat timeout).
+    await database_sync_to_async(Presence.objects.filter(user__username="alice").delete)()
+    await lines.wait_for("Reconnected as alice.")
+    assert not alice.finished.is_set() and alice.ended is None
+    async with Peer(server.url) as bob:
+        await bob.ok("login", username="bob", password=PASSWORD)
+        await bob.ok("send", to="alice", body="still there?")
+        await lines.wait_for("still there?")
+    await alice.close()
+
+
+async def test_an_administrator_ending_the_session_ends_the_client(server):
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice", first_delay=0.2, max_delay=1)
+    # What the server sends before it closes with 4003 (the admin's action).
+    await alice.on_event({"type": "session_ended", "reason": "An administrator ended your session."})
+    await alice.conn.close()
+    await asyncio.wait_for(alice.finished.wait(), 10)
+    assert alice.ended.code == 6 and "administrator" in alice.ended.message
+    assert not any("Reconnect" in line for line in lines)
+    await alice.close()
+
+
+async def test_the_login_deadline_goes_unnoticed(transactional_db):
+    """The server ends anonymous connections after CHAT_LOGIN_DEADLINE_SECONDS:
+    a person who takes longer at the menu still just logs in."""
+    server = Server(CHAT_LOGIN_DEADLINE_SECONDS=2).start()
+    try:
+        await signup(server.url, "alice")
+        alice, lines = await client_for(server, timeout=3)
+        await asyncio.sleep(3)  # at the menu, past the deadline
+        assert await alice.login("alice", PASSWORD) is None
+        assert lines[0].startswith("Logged in as alice.")
+        assert not any("connection" in line.lower() for line in lines)
+        await alice.close()
+    finally:
+        server.stop()
+
+
+async def test_signup_logs_in(server):
+    alice, lines = await client_for(server)
+    error = await alice.signup("alice", "short")
+    assert error["code"] == "invalid" and not alice.username
+    assert await alice.signup("alice", PASSWORD) is None
+    assert alice.username == "alice"
+    assert "Account alice created. Logged in as alice." in lines[-1]
     await alice.execute("/online")
     await lines.wait_for("Online now (1): alice")
     await alice.close()
@@ -125,48 +274,328 @@ def test_completion_and_rendering():
     assert client.completions("/ms") == ["/msg"]
     assert client.completions("/msg al") == ["albert", "alice"]
     assert client.completions("/all al") == []
-    stored = {"kind": "private", "from": "bob", "to": "me", "body": "x", "sent_at": "2020-01-01T10:00:00+00:00", "stored": True}
+    stored = {
+        "kind": "private",
+        "from": "bob",
+        "to": "me",
+        "body": "x",
+        "sent_at": "2020-01-01T10:00:00+00:00",
+        "stored": True,
+    }
     assert render_message(stored, "me").endswith("bob: x (waited while you were offline)")
+
+
+def test_completion_adds_a_space():
+    """Defect 6."""
+    client = ChatClient("ws://unused/", print)
+    client.known = {"alice"}
+    completer = ChatCompleter(client)
+    assert [c.text for c in completer.get_completions(Document("/ms"), None)] == ["/msg "]
+    assert [c.text for c in completer.get_completions(Document("/msg al"), None)] == ["alice "]
+
+
+def test_one_list_of_commands():
+    """Issue 14: the command list was kept twice and they disagreed (/exit)."""
+    client = ChatClient("ws://unused/", print)
+    assert client.completions("/ex") == ["/exit"]
+    listed = {word for line in HELP.splitlines() for word in line.split() if word.startswith("/")}
+    assert listed == set(COMMANDS)
+
+
+# --- The real program ----------------------------------------------------------------
+
+PROGRAM_ENV = {"TERM": "xterm", "PATH": "/usr/bin:/bin", "PROMPT_TOOLKIT_NO_CPR": "1", "LANG": "C.UTF-8"}
+
+
+def run_program(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "manage.py", "chat", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def program(server):
+    """`program()` starts the real client on the test server in a
+    pseudo-terminal; whatever is still running is closed at the end."""
+    children = []
+
+    def spawn(*args):
+        children.append(
+            pexpect.spawn(
+                sys.executable,
+                ["manage.py", "chat", "--port", str(server.port), *args],
+                cwd=str(ROOT),
+                encoding="utf-8",
+                timeout=15,
+                dimensions=(30, 100),
+                env=PROGRAM_ENV,
+            )
+        )
+        return children[-1]
+
+    yield spawn
+    for child in children:
+        child.close()
+
+
+def log_in(child, username="alice"):
+    child.expect("1\\) Log in")
+    child.sendline("1")
+    child.expect("Username:")
+    child.sendline(username)
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect(f"Logged in as {username}")
+
+
+def ends_well(child):
+    """It says Bye, exits 0, and nothing went wrong on the way."""
+    child.expect("Bye!")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in child.before and "Task exception" not in child.before
 
 
 def test_exit_codes_of_the_program():
     port = free_port()
-    result = subprocess.run(
-        [sys.executable, "manage.py", "chat", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, stdin=subprocess.DEVNULL,
-    )
+    result = run_program("--port", str(port))
     assert result.returncode == 2
     assert "Cannot connect" in result.stdout and "Traceback" not in result.stdout + result.stderr
 
 
-def test_the_real_program_in_a_terminal(server):
+def test_an_http_url_is_understood():
+    """Defect 10: `--url http://…` exited with code 1, which no one listed."""
+    port = free_port()
+    result = run_program("--url", f"http://127.0.0.1:{port}/")
+    assert result.returncode == 2
+    assert f"Cannot connect to ws://127.0.0.1:{port}/ws/chat/" in result.stdout
+    result = run_program("--url", "ftp://example.com/")
+    assert result.returncode == 2
+    assert "--url" in result.stderr and "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_wrong_path_is_a_clear_error(server):
+    """The client's side of the unknown-path item: say where the chat is."""
+    result = run_program("--url", f"ws://127.0.0.1:{server.port}/nope/")
+    assert result.returncode == 3
+    assert "/nope/" in result.stdout and "/ws/chat/" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="server: a WebSocket to an unknown path is answered 500 with a traceback")
+async def test_the_server_refuses_an_unknown_path_cleanly(server):
+    log = ROOT / "var" / f"server-{server.port}.log"
+    logged_before = log.stat().st_size
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"ws://127.0.0.1:{server.port}/nope/", open_timeout=5)
+    assert refused.value.response.status_code in (403, 404)
+    server.stop()  # its log is complete
+    assert "Traceback" not in log.read_bytes()[logged_before:].decode(errors="replace")
+
+
+def test_the_real_program_in_a_terminal(server, program):
     asyncio.run(signup(server.url, "alice", "bob"))
-    child = pexpect.spawn(
-        sys.executable, ["manage.py", "chat", "--port", str(server.port)], cwd=str(ROOT),
-        encoding="utf-8", timeout=15, dimensions=(30, 100), env={"TERM": "xterm", "PATH": "/usr/bin:/bin", "PROMPT_TOOLKIT_NO_CPR": "1"},
-    )
-    try:
-        child.expect("1\\) Log in")
-        child.sendline("1")
-        child.expect("Username:")
-        child.sendline("alice")
-        child.expect("Password:")
-        child.sendline(PASSWORD)
-        child.expect("Logged in as alice")
+    child = program()
+    log_in(child)
 
-        async def bob_talks():
-            async with Peer(server.url) as bob:
-                await bob.ok("login", username="bob", password=PASSWORD)
-                await bob.ok("send", to="alice", body="hi alice, typed by bob")
-                await asyncio.get_running_loop().run_in_executor(None, child.expect, "typed by bob")
-                await asyncio.get_running_loop().run_in_executor(None, child.sendline, "/msg bob hello from the terminal")
-                event = await bob.event("message", timeout=10)
-                assert event["body"] == "hello from the terminal" and event["from"] == "alice"
+    async def bob_talks():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            await bob.ok("send", to="alice", body="hi alice, typed by bob")
+            await asyncio.get_running_loop().run_in_executor(None, child.expect, "typed by bob")
+            await asyncio.get_running_loop().run_in_executor(None, child.sendline, "/msg bob hello from the terminal")
+            event = await bob.event("message", timeout=10)
+            assert event["body"] == "hello from the terminal" and event["from"] == "alice"
 
-        asyncio.run(bob_talks())
-        child.sendline("/quit")
-        child.expect("Bye!")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close()
-    assert child.exitstatus == 0
+    asyncio.run(bob_talks())
+    child.sendline("/quit")
+    ends_well(child)
+
+
+def test_ctrl_c_says_bye_and_exits_cleanly(server, program):
+    """Defect 2: Ctrl-C printed a traceback of a task that was never retrieved."""
+    asyncio.run(signup(server.url, "alice"))
+    at_the_menu = program()
+    at_the_menu.expect("1\\) Log in")
+    at_the_menu.sendcontrol("c")
+    ends_well(at_the_menu)
+    logged_in = program()
+    log_in(logged_in)
+    logged_in.sendcontrol("c")
+    ends_well(logged_in)
+
+
+def test_completion_in_the_terminal_adds_a_space(server, program):
+    """Defect 6, end to end: Tab, then type on."""
+    asyncio.run(signup(server.url, "alice", "bob"))
+
+    async def scenario():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            child = program()
+            await asyncio.get_running_loop().run_in_executor(None, log_in, child)
+            # As a person types: each Tab is answered before the next key.
+            for keys in ("/ms\t", "bo\t", "hello via tab\r"):
+                child.send(keys)
+                await asyncio.sleep(0.5)
+            event = await bob.event("message", timeout=10)
+            assert event["body"] == "hello via tab"
+
+    asyncio.run(scenario())
+
+
+def test_signup_in_the_terminal(program):
+    """Defect 5: a bad username is said before the password is asked, the
+    password is asked twice, errors do not look like prompts, and sign-up
+    logs in."""
+    child = program()
+    child.expect("1\\) Log in")
+    child.sendline("2")
+    child.expect("Username")
+    child.sendline("no spaces please")
+    child.expect("letters, digits")
+    child.expect("Username")
+    child.sendline("carol")
+    child.expect("Password:")
+    child.sendline("short")
+    child.expect("again:")
+    child.sendline("short")
+    child.expect("Cannot sign up: This password is too short")
+    assert "Password: This password" not in child.before
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect("again:")
+    child.sendline(PASSWORD + "x")
+    child.expect("differ")
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect("again:")
+    child.sendline(PASSWORD)
+    child.expect("Account carol created. Logged in as carol.")
+    child.sendline("/quit")
+    ends_well(child)
+
+
+def test_the_login_menu_says_when_the_server_drops(server, program):
+    """Defect 3: it used to say so only after name and password."""
+    asyncio.run(signup(server.url, "alice"))
+    child = program()
+    child.expect("1\\) Log in")
+    server.stop()
+    child.expect("Lost the connection to the server")
+    server.start()
+    child.expect("Connected again")
+    log_in(child)
+    child.sendline("/quit")
+    ends_well(child)
+
+
+# --- What the screen shows (tmux) ----------------------------------------------------
+
+_terminals = itertools.count()
+
+
+class Terminal:
+    """The real program in a tmux pane, read as the person sees it."""
+
+    def __init__(self, *args, width=100, height=30):
+        need(shutil.which("tmux"), "tmux")
+        self.socket = f"chat-test-{os.getpid()}-{next(_terminals)}"
+        command = shlex.join([sys.executable, "manage.py", "chat", *args])
+        self.tmux(
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            "-c",
+            str(ROOT),
+            f"{command}; echo EXIT=$?; sleep 600",
+        )
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True).stdout
+
+    def type(self, text):
+        self.tmux("send-keys", "-t", "0", "-l", text)
+
+    def press(self, *keys):
+        self.tmux("send-keys", "-t", "0", *keys)
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", "0")
+
+    def wait_for(self, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while text not in (screen := self.screen()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not on the screen:\n{screen}")
+            time.sleep(0.1)
+        return screen
+
+    def log_in(self, username="alice"):
+        self.wait_for("1) Log in")
+        self.type("1")
+        self.press("Enter")
+        self.wait_for("Username:")
+        self.type(username)
+        self.press("Enter")
+        self.wait_for("Password:")
+        self.type(PASSWORD)
+        self.press("Enter")
+        self.wait_for(f"Logged in as {username}")
+
+    def close(self):
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False, capture_output=True)
+
+
+@pytest.fixture
+def terminal():
+    opened = []
+
+    def open_terminal(*args):
+        opened.append(Terminal(*args))
+        return opened[-1]
+
+    yield open_terminal
+    for t in opened:
+        t.close()
+
+
+def test_typing_during_an_outage_keeps_the_prompt(server, terminal):
+    """Defect 7, and the prompt says where plain text goes (defect 1)."""
+    asyncio.run(signup(server.url, "alice", "bob"))
+    screen = terminal("--port", str(server.port))
+    screen.log_in()
+    screen.type("/msg bob first")
+    screen.press("Enter")
+    screen.wait_for("to bob >")
+    server.stop()
+    screen.wait_for("Connection lost")
+    screen.type("typed while down")
+    shown = screen.wait_for("typed while down")
+    assert "to bob > typed while down" in shown
+    server.start()
+    screen.wait_for("Reconnected as alice")
+    screen.press("Enter")
+
+    async def bob_reads():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            bodies = [(await bob.event("message", timeout=10))["body"] for _ in range(2)]
+            assert bodies == ["first", "typed while down"]
+
+    asyncio.run(bob_reads())
+    screen.type("/quit")
+    screen.press("Enter")
+    screen.wait_for("EXIT=0")
