@@ -1,6 +1,6 @@
 """What the terminal client does, apart from the terminal: commands,
-rendering of events, acks and read marks, dedupe, and keeping the
-connection (reconnecting, resending what had no answer).
+events, acks and read marks, and keeping the connection (reconnecting with
+the resume token, sending again what had no answer).
 
 `output` receives each line to show; the terminal UI prints it above the
 input line, tests collect it. `on_change` is called when what `prompt()`
@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import shlex
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from .connection import CLOSE_LOGIN_DEADLINE, CLOSE_REPLACED, ConnectFailed, Connection, ConnectionLost, NotAChatServer
+from .text import clock, explain, names, receipt, render_message, username_problem
+
+__all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
 
 EVERYONE = "*"
+TYPING_REPEAT = 3.0  # seconds between two `typing` frames while the person types
+TYPING_SHOWN = 6.0  # how long another's "typing" lasts without a repeat
+EVENTS = {
+    "message", "presence", "presence_batch", "receipt", "typing", "message_edited", "message_deleted",
+    "session_replaced", "session_ended", "error",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,6 @@ class Command:
     help: str
     method: str
     names: bool = False  # its argument is a user name (Tab completes it)
-    offline: bool = False  # works without the server
 
 
 # The one list of commands: /help, Tab completion and `execute` read it.
@@ -39,16 +46,19 @@ COMMAND_LIST = [
     Command("/msg", "USER [TEXT]", "private message to USER; plain text then goes to USER", "cmd_msg", names=True),
     Command("/reply", "[TEXT]", "answer whoever wrote to you privately last", "cmd_reply"),
     Command("/all", "[TEXT]", "message to everyone; plain text then goes to everyone", "cmd_all"),
+    Command("/edit", "[#ID] TEXT", "change your last message (or message #ID)", "cmd_edit"),
+    Command("/delete", "[#ID]", "delete your last message (or message #ID)", "cmd_delete"),
+    Command("/history", "[USER]", "recent messages with USER (without USER: to everyone)", "cmd_history", names=True),
+    Command("/search", "[@USER] WORDS", "messages with these words (with USER only)", "cmd_search"),
     Command("/online", "", "who is online now", "cmd_online"),
     Command("/recent", "", "who was around in the last hour", "cmd_recent"),
-    Command("/history", "[USER]", "recent messages with USER (without USER: to everyone)", "cmd_history", names=True),
     Command("/block", "USER", "stop USER's messages reaching you", "cmd_block", names=True),
     Command("/unblock", "USER", "let USER's messages reach you again", "cmd_unblock", names=True),
     Command("/blocked", "", "whom you block", "cmd_blocked"),
     Command("/logout", "", "log out (ends the session) and quit", "cmd_logout"),
-    Command("/quit", "", "quit (Ctrl-D and Ctrl-C do too)", "cmd_quit", offline=True),
-    Command("/exit", "", "the same as /quit", "cmd_quit", offline=True),
-    Command("/help", "", "this list", "cmd_help", offline=True),
+    Command("/quit", "", "quit (Ctrl-D and Ctrl-C do too)", "cmd_quit"),
+    Command("/exit", "", "the same as /quit", "cmd_quit"),
+    Command("/help", "", "this list", "cmd_help"),
 ]
 COMMANDS = [c.name for c in COMMAND_LIST]
 BY_NAME = {c.name: c for c in COMMAND_LIST}
@@ -59,63 +69,16 @@ HELP = (
     + "\nPlain text goes where the prompt says (to bob >). Tab completes commands and names."
 )
 
-ERRORS = {
-    "invalid_credentials": "Wrong username or password.",
-    "locked": "Too many failed logins: try again in {retry_after} seconds.",
-    "already_online": "You are already logged in somewhere else.",
-    "already_logged_in": "You are already logged in.",
-    "username_taken": "That username is taken.",
-    "unknown_user": "There is no user called {name}.",
-    "blocked": "{name} does not accept your messages.",
-    "rate_limited": "Slow down: try again in {retry_after} seconds.",
-    "already_blocked": "You already block {name}.",
-    "not_blocked": "You do not block {name}.",
-    "not_logged_in": "Log in first.",
-}
-
-# Django's default username rule (UnicodeUsernameValidator), checked before
-# asking for a password; the server checks again.
-USERNAME_RULE = re.compile(r"^[\w.@+-]+\Z")
-
-
-def username_problem(name: str) -> str | None:
-    """Why `name` cannot be a username, or None."""
-    if not USERNAME_RULE.match(name) or len(name) > 150:
-        return "A username is letters, digits and @ . + - _ only (at most 150), without spaces."
-    return None
-
-
-def explain(reply: dict[str, Any], name: str = "") -> str:
-    """A short human sentence for an error reply."""
-    template = ERRORS.get(reply.get("code"))
-    if template is None:
-        return reply.get("message") or f"The server said {reply.get('code')}."
-    return template.format(name=name, retry_after=reply.get("retry_after", "a few"))
-
-
-def clock(iso: str) -> str:
-    when = datetime.fromisoformat(iso).astimezone()
-    now = datetime.now().astimezone()
-    return when.strftime("%H:%M") if when.date() == now.date() else when.strftime("%b %d %H:%M")
-
-
-def render_message(m: dict[str, Any], me: str | None = None) -> str:
-    mark = " (waited while you were offline)" if m.get("stored") else ""
-    who = "you" if m["from"] == me else m["from"]
-    if m["kind"] == "broadcast":
-        return f"[{clock(m['sent_at'])}] {who} → everyone: {m['body']}{mark}"
-    if m["from"] == me:
-        return f"[{clock(m['sent_at'])}] you → {m['to']}: {m['body']}"
-    return f"[{clock(m['sent_at'])}] {who}: {m['body']}{mark}"
-
 
 class Ended(Exception):
-    """The session is over; `code` is the process exit code."""
+    """The session is over; `code` is the process exit code. With
+    `login_again`, the person may log in again (the menu comes back)."""
 
-    def __init__(self, message: str, code: int):
+    def __init__(self, message: str, code: int, *, login_again: bool = False):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.login_again = login_again
 
 
 @dataclass
@@ -129,6 +92,17 @@ class Outgoing:
     queued: bool = False  # typed while offline
 
 
+@dataclass
+class Sent:
+    """One of one's own messages of this session."""
+
+    id: int
+    to: str | None  # None: everyone
+    body: str
+    delivered: bool = False
+    read: bool = False
+
+
 class ChatClient:
     def __init__(
         self,
@@ -139,31 +113,44 @@ class ChatClient:
         first_delay: float = 1.0,
         max_delay: float = 30.0,
         timeout: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.url = url
         self.output = output
         self.on_change = on_change or (lambda: None)
         self.first_delay, self.max_delay = first_delay, max_delay
         self.timeout = timeout  # for a reply; past it the connection counts as lost
+        self.now = clock
         self.conn: Connection | None = None
+        self.closing = False
+        self.keeper: asyncio.Task[None] | None = None
+        self.wanted = asyncio.Event()  # a connection is needed (after the login deadline)
+        self.up = asyncio.Event()  # a connection is open
+        self.link = ""  # what the status line says about the connection
+        self.ended: Ended | None = None  # why this session is over, once it is
+        self.finished = asyncio.Event()  # set with `ended`
+        self.chores: set[asyncio.Task[None]] = set()  # frames sent without waiting
+        self._forget()
+
+    def _forget(self) -> None:
+        """Everything about one user's session."""
         self.username: str | None = None
-        self.credentials: dict[str, Any] | None = None  # what logs in again after a drop
+        # A resume token, never the password: what logs in again after a drop.
+        self.token: str | None = None
+        self.online = False  # logged in over a live connection, nothing left to resend
         self.seen: set[int] = set()  # ids shown, so a re-push is not shown twice
+        self.shown: dict[int, dict[str, Any]] = {}  # what others' edits and deletes refer to
+        self.deleted: set[int] = set()  # a delete may overtake the message it deletes
         self.target: str | None = None  # where plain text goes: a username or EVERYONE
         self.last_writer: str | None = None  # who wrote privately last (/reply)
         self.known: set[str] = set()  # names for tab completion
         self.outbox: dict[str, Outgoing] = {}  # sent or typed, no ok yet; in order
-        self.ended: Ended | None = None  # why this session is over, once it is
-        self.finished = asyncio.Event()  # set with `ended`
-        self.online = False  # logged in over a live connection, nothing left to resend
-        self.link = ""  # what the status line says about the connection
+        self.sent: dict[int, Sent] = {}  # one's own messages, for receipts, /edit and /delete
+        self.typing: dict[str, float] = {}  # who types to me, until when
+        self.typing_to: tuple[str, float] | None = None  # whom I told I type, when
         self.held: list[dict[str, Any]] | None = None  # events kept back while a login is answered
         self.marks: tuple[list[int], dict[str, int]] = ([], {})  # acks and read marks to send
         self.marks_task: asyncio.Task[None] | None = None
-        self.keeper: asyncio.Task[None] | None = None
-        self.wanted = asyncio.Event()  # a connection is needed (after the login deadline)
-        self.up = asyncio.Event()  # a connection is open
-        self.closing = False
 
     # --- Connection -------------------------------------------------------------
 
@@ -196,7 +183,7 @@ class ChatClient:
                 return
             if self.ended is None and conn.close_code == CLOSE_REPLACED:
                 self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
-            if self.ended is None and self.username is None:
+            if self.ended is None and self.token is None:
                 if conn.close_code == CLOSE_LOGIN_DEADLINE:
                     # Anonymous connections are closed after a while: open
                     # the next one when it is needed.
@@ -219,7 +206,7 @@ class ChatClient:
             if tries:
                 if tries == 1 and lost:
                     self.output(lost)
-                wait = delay * random.uniform(0.75, 1.0)
+                wait = delay * random.uniform(0.75, 1.0)  # not all clients at once
                 self._link(f"No connection: next try in {wait:.0f} s")
                 self.output(
                     f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); next try in {wait:.0f} s."
@@ -230,14 +217,14 @@ class ChatClient:
             self._link("Reconnecting…")
             try:
                 await self._open()
-                if self.username is not None:
+                if self.token is not None:
                     await self._log_in_again()
             except (ConnectFailed, NotAChatServer, ConnectionLost, TimeoutError):
                 continue
             except Ended as ended:
                 self.ended = ended
                 return
-            if self.username is None and lost and tries > 1:
+            if self.token is None and lost and tries > 1:
                 self.output("Connected again.")
             return
 
@@ -246,18 +233,29 @@ class ChatClient:
         self.on_change()
 
     async def _log_in_again(self) -> None:
-        """Log in over a new connection, then send what had no answer."""
-        assert self.conn is not None and self.credentials is not None
+        """Log in with the resume token over a new connection, then send
+        what had no answer."""
+        assert self.conn is not None
         self.held = []
         try:
-            reply = await self.conn.request("login", **self.credentials, takeover=True)
+            reply = await self.conn.request("login", token=self.token, takeover=True, presence_batch=True)
         finally:
             held, self.held = self.held, None
         if reply["type"] != "ok":
-            if reply.get("code") in ("invalid_credentials", "locked"):
-                raise Ended(f"Could not log in again: {explain(reply)}", 4)
+            if reply.get("code") == "invalid_credentials":
+                raise Ended("Your session is over (logged out or expired): log in again.", 6, login_again=True)
             raise ConnectionLost()  # the server is not ready: try again
-        self._logged_in(reply, "Reconnected as")
+        await self._logged_in(reply, "Reconnected as", held)
+
+    async def _logged_in(self, reply: dict[str, Any], lead: str, held: list[dict[str, Any]]) -> None:
+        self.username = reply["username"]
+        self.token = reply.get("token") or self.token
+        waiting = reply.get("pending", 0)
+        self.output(
+            f"{lead} {self.username}."
+            + (f" {waiting} message(s) waited for you." if waiting else "")
+            + (" Type /help for commands." if lead != "Reconnected as" else "")
+        )
         for frame in held:
             await self.on_event(frame)
         await self._resend()
@@ -289,6 +287,21 @@ class ChatClient:
                 # (it has been anonymous too long): use a new one.
                 await conn.close()
 
+    async def request(self, type: str, **fields: Any) -> dict[str, Any]:
+        if self.conn is None:
+            raise ConnectionLost()
+        try:
+            return await self.conn.request(type, **fields)
+        except TimeoutError:
+            # A server that does not answer is as good as gone: drop the
+            # connection, so it is made again and what had no answer resent.
+            await self.conn.close()
+            raise
+
+    async def notify(self, type: str, **fields: Any) -> None:
+        if self.online and self.conn is not None:
+            await self.conn.notify(type, **fields)
+
     async def close(self) -> None:
         self.closing = True
         if self.conn is not None and not self.conn.closed.is_set():
@@ -305,6 +318,15 @@ class ChatClient:
         if self.keeper is not None:
             await asyncio.gather(self.keeper, return_exceptions=True)
 
+    def restart(self) -> None:
+        """After Ended with login_again: back to an anonymous connection,
+        keeping what was typed and not yet sent."""
+        self.ended = None
+        self.finished.clear()
+        self.token = None
+        self.online = False
+        self.keeper = asyncio.get_running_loop().create_task(self._keep())
+
     # --- Account --------------------------------------------------------------------
 
     async def signup(self, username: str, password: str) -> dict[str, Any] | None:
@@ -317,33 +339,23 @@ class ChatClient:
     async def login(
         self, username: str, password: str, takeover: bool = False, *, created: bool = False
     ) -> dict[str, Any] | None:
-        """Log in; the error reply, or None when logged in."""
+        """Log in; the error reply, or None when logged in. The password is
+        not kept: the reply's resume token logs in again after a drop."""
         # What waited is pushed right after the reply: show it after saying so.
         self.held = []
         try:
-            reply = await self._anonymous("login", username=username, password=password, takeover=takeover)
+            reply = await self._anonymous(
+                "login", username=username, password=password, takeover=takeover, presence_batch=True
+            )
         finally:
             held, self.held = self.held, None
         if reply["type"] != "ok":
             return reply
-        # Kept in memory only, to log in again after a drop.
-        self.credentials = {"username": username, "password": password}
-        self._logged_in(reply, f"Account {reply['username']} created. Logged in as" if created else "Logged in as")
-        self.online = True
-        self.on_change()
-        for frame in held:
-            await self.on_event(frame)
-        await self.refresh_names()
+        if reply["username"] != self.username:
+            self._forget()  # someone else than before: nothing of theirs is kept
+        lead = f"Account {reply['username']} created. Logged in as" if created else "Logged in as"
+        await self._logged_in(reply, lead, held)
         return None
-
-    def _logged_in(self, reply: dict[str, Any], lead: str) -> None:
-        self.username = reply["username"]
-        waiting = reply.get("pending", 0)
-        self.output(
-            f"{lead} {self.username}."
-            + (f" {waiting} message(s) waited for you." if waiting else "")
-            + (" Type /help for commands." if lead != "Reconnected as" else "")
-        )
 
     async def refresh_names(self) -> None:
         try:
@@ -355,17 +367,6 @@ class ChatClient:
         self.known.update(u["username"] for u in recent.get("users", []))
         self.known.discard(self.username)
 
-    async def request(self, type: str, **fields: Any) -> dict[str, Any]:
-        if self.conn is None:
-            raise ConnectionLost()
-        try:
-            return await self.conn.request(type, **fields)
-        except TimeoutError:
-            # A server that does not answer is as good as gone: drop the
-            # connection, so it is made again and what had no answer resent.
-            await self.conn.close()
-            raise
-
     # --- Events -----------------------------------------------------------------------
 
     async def on_event(self, frame: dict[str, Any]) -> None:
@@ -373,32 +374,80 @@ class ChatClient:
             self.held.append(frame)
             return
         kind = frame.get("type")
-        if kind == "message":
-            self._mark(frame)
-            if frame["id"] in self.seen:
-                return
-            self.seen.add(frame["id"])
-            sender = frame["from"]
-            if sender != self.username:
-                self.known.add(sender)
-                if frame["kind"] == "private":
-                    self.last_writer = sender
-                    if self.target is None:
-                        self.target = sender
-                        self.on_change()
-            self.output(render_message(frame, self.username))
-        elif kind == "presence":
-            if frame["username"] != self.username:
-                self.known.add(frame["username"])
-                self.output(f"* {frame['username']} is {'online' if frame['online'] else 'offline'}")
-        elif kind == "session_replaced":
-            self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
-        elif kind == "session_ended":
-            reason = frame.get("reason") or ""
-            if "reconnect" not in reason.lower():
-                self.ended = Ended(f"The server ended your session: {reason}", 6)
-        elif kind == "error" and "ref" not in frame:
-            self.output(explain(frame))
+        if kind in EVENTS and "ref" not in frame:  # replies to notify() have a ref
+            getattr(self, f"on_{kind}")(frame)
+
+    def on_message(self, m: dict[str, Any]) -> None:
+        self._mark(m)
+        if m["id"] in self.seen or m["id"] in self.deleted:
+            return
+        self.seen.add(m["id"])
+        self.shown[m["id"]] = m
+        sender = m["from"]
+        if sender != self.username:
+            self.known.add(sender)
+            self.typing.pop(sender, None)
+            if m["kind"] == "private":
+                self.last_writer = sender
+                if self.target is None:
+                    self.target = sender
+        self.output(render_message(m, self.username))
+        self.on_change()
+
+    def on_presence(self, frame: dict[str, Any]) -> None:
+        online = [frame["username"]] if frame["online"] else []
+        self.on_presence_batch({"online": online, "offline": [] if online else [frame["username"]]})
+
+    def on_presence_batch(self, frame: dict[str, Any]) -> None:
+        for state in ("online", "offline"):
+            users = [u for u in frame.get(state, []) if u != self.username]
+            self.known.update(users)
+            if users:
+                self.output(f"* {names(users)} {'is' if len(users) == 1 else 'are'} {state}")
+
+    def on_receipt(self, frame: dict[str, Any]) -> None:
+        if frame.get("status") == "delivered":
+            sent = self.sent.get(frame.get("id", 0))
+            if sent is not None:
+                sent.delivered = True
+        elif frame.get("status") == "read":
+            for sent in self.sent.values():
+                if sent.to == frame.get("by") and sent.id <= frame.get("up_to", 0):
+                    sent.delivered = sent.read = True
+        self.on_change()
+
+    def on_typing(self, frame: dict[str, Any]) -> None:
+        if frame.get("typing", True):
+            self.typing[frame["from"]] = self.now() + TYPING_SHOWN
+        else:
+            self.typing.pop(frame["from"], None)
+        self.on_change()
+
+    def on_message_edited(self, frame: dict[str, Any]) -> None:
+        m = self.shown.get(frame["id"])
+        if m is None or m["from"] == self.username:
+            return
+        m["body"] = frame["body"]
+        self.output(f"[{clock(frame['edited_at'])}] {m['from']} edited: {frame['body']}")
+
+    def on_message_deleted(self, frame: dict[str, Any]) -> None:
+        self.deleted.add(frame["id"])
+        m = self.shown.pop(frame["id"], None)
+        if m is not None and m["from"] != self.username:
+            self.output(f"* {m['from']} deleted their message of {clock(m['sent_at'])}")
+
+    def on_session_replaced(self, frame: dict[str, Any]) -> None:
+        self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
+
+    def on_session_ended(self, frame: dict[str, Any]) -> None:
+        reason = frame.get("reason") or "no reason given."
+        # The server's words say what to do: "…; reconnect." (an expired
+        # connection) or "…; log in again." (a logout, a new password).
+        if "reconnect" not in reason.lower():
+            self.ended = Ended(f"The server ended your session: {reason}", 6, login_again="log in" in reason.lower())
+
+    def on_error(self, frame: dict[str, Any]) -> None:
+        self.output(explain(frame))
 
     def _mark(self, message: dict[str, Any]) -> None:
         """Ack what arrived; mark as read what the person now sees."""
@@ -420,7 +469,7 @@ class ChatClient:
         for peer, up_to in reads.items():
             await self.conn.notify("read", **{"with": peer, "up_to": up_to})
 
-    # --- Commands -----------------------------------------------------------------------
+    # --- What the terminal shows ---------------------------------------------------------
 
     def prompt(self) -> str:
         if self.target is None:
@@ -434,12 +483,54 @@ class ChatClient:
         if self.link:
             return self.link
         if self.username is None:
-            return f"Connected to {self.url}" if self.up.is_set() else "Not connected"
-        return f"{self.username} · connected"
+            return "Not logged in" if self.up.is_set() else "Not connected"
+        parts = [self.username]
+        now = self.now()
+        typing = sorted(u for u, until in self.typing.items() if until > now)
+        if typing:
+            parts.append(f"{names(typing)} {'is' if len(typing) == 1 else 'are'} typing…")
+        last = next((s for s in reversed(self.sent.values()) if s.to == self.target), None)
+        if last is not None and last.to is not None:
+            parts.append(f"your last message to {last.to}: {receipt(vars(last))}")
+        return "  ·  ".join(parts)
+
+    def typed(self, text: str) -> None:
+        """The input line changed: tell its recipient that the person types,
+        at most every TYPING_REPEAT seconds, and when they stop."""
+        to = self._typing_target(text)
+        now = self.now()
+        if self.typing_to is not None and (to is None or to != self.typing_to[0]):
+            self._typing(self.typing_to[0], False)
+        if to is not None and (self.typing_to is None or now - self.typing_to[1] >= TYPING_REPEAT):
+            self._typing(to, True)
+
+    def _typing_target(self, text: str) -> str | None:
+        if text.startswith("/"):
+            command, _, rest = text.partition(" ")
+            if command == "/msg":
+                name, space, body = rest.partition(" ")
+                return name if space and body.strip() and name != self.username else None
+            if command == "/reply" and rest.strip():
+                return self.last_writer
+            return None
+        if text.strip() and self.target not in (None, EVERYONE):
+            return self.target
+        return None
+
+    def _typing(self, to: str, typing: bool) -> None:
+        self.typing_to = (to, self.now()) if typing else None
+        if self.online:
+            task = asyncio.get_running_loop().create_task(self.notify("typing", to=to, typing=typing))
+            self.chores.add(task)
+            task.add_done_callback(self.chores.discard)
+
+    # --- Commands -----------------------------------------------------------------------
 
     async def execute(self, line: str) -> bool:
         """Run one line the user typed. Returns False when the user is done."""
         line = line.strip()
+        if self.typing_to is not None:
+            self._typing(self.typing_to[0], False)
         if not line:
             return True
         if not line.startswith("/"):
@@ -486,7 +577,8 @@ class ChatClient:
             self.output("(the connection dropped: it is sent again when the connection is back)")
 
     async def _send(self, item: Outgoing, *, again: bool = False) -> None:
-        """Send one message of the outbox; ConnectionLost leaves it there."""
+        """Send one message of the outbox; ConnectionLost leaves it there.
+        The same client_id every time: the server stores it once."""
         fields = {"body": item.body, "client_id": item.client_id}
         if item.to == EVERYONE:
             reply = await self.request("broadcast", **fields)
@@ -500,12 +592,14 @@ class ChatClient:
             self.output(f"Not sent{f' ({item.body!r})' if again else ''}: {explain(reply, item.to)}")
             return
         self.seen.add(reply["id"])
+        self.sent[reply["id"]] = Sent(reply["id"], None if item.to == EVERYONE else item.to, item.body)
         if again or item.queued:
             self.output(f"(sent to {'everyone' if item.to == EVERYONE else item.to}: {item.body})")
         if item.to == EVERYONE:
             self.output(f"(to everyone: {reply['live']} online now, {reply['stored']} later)")
         elif reply["delivered"] == "stored":
             self.output(f"({item.to} is offline; they will get it when they log in)")
+        self.on_change()
 
     def _aim(self, target: str) -> None:
         if target != EVERYONE:
@@ -540,6 +634,50 @@ class ChatClient:
             await self.say(EVERYONE, rest)
         else:
             self.output("Plain text now goes to everyone.")
+
+    def _which(self, rest: str, usage: str) -> tuple[Sent | int, str] | None:
+        """The message `/edit` or `/delete` is about: #ID, or one's last."""
+        word, _, text = rest.partition(" ")
+        if word.startswith("#") and word[1:].isdigit():
+            return self.sent.get(int(word[1:]), int(word[1:])), text.strip()
+        if not self.sent:
+            self.output(f"You have sent nothing yet in this session. Usage: {usage} (/history shows the ids).")
+            return None
+        return next(reversed(self.sent.values())), rest
+
+    async def cmd_edit(self, rest: str) -> None:
+        which = self._which(rest, "/edit [#ID] TEXT")
+        if which is None:
+            return
+        message, text = which
+        if not text:
+            self.output("Usage: /edit [#ID] TEXT")
+            return
+        self.need_online()
+        message_id = message.id if isinstance(message, Sent) else message
+        reply = await self.request("edit", id=message_id, body=text)
+        if reply["type"] != "ok":
+            self.output(f"Not edited: {explain(reply)}")
+            return
+        if isinstance(message, Sent):
+            message.body = text
+        self.output(f"(edited #{message_id}: {text})")
+
+    async def cmd_delete(self, rest: str) -> None:
+        which = self._which(rest, "/delete [#ID]")
+        if which is None:
+            return
+        message, _ = which
+        self.need_online()
+        message_id = message.id if isinstance(message, Sent) else message
+        reply = await self.request("delete", id=message_id)
+        if reply["type"] != "ok":
+            self.output(f"Not deleted: {explain(reply)}")
+            return
+        self.sent.pop(message_id, None)
+        about = f": {message.body}" if isinstance(message, Sent) else ""
+        self.output(f"(deleted #{message_id}{about})")
+        self.on_change()
 
     async def cmd_online(self, rest: str) -> None:
         self.need_online()
@@ -587,13 +725,32 @@ class ChatClient:
         if reply["type"] != "ok":
             self.output(explain(reply, name or ""))
             return
-        title = f"with {name}" if name else "to everyone"
-        if not reply["messages"]:
-            self.output(f"No messages {title} yet.")
-        else:
-            self.output(f"--- last {len(reply['messages'])} message(s) {title} ---")
-            for m in reply["messages"]:
-                self.output(render_message(m, self.username))
+        self._list(reply["messages"], f"with {name}" if name else "to everyone")
+
+    async def cmd_search(self, rest: str) -> None:
+        words = rest.split()
+        fields: dict[str, Any] = {}
+        if words and words[0].startswith("@"):
+            fields["with"] = words.pop(0)[1:]
+        if not words:
+            self.output("Usage: /search [@USER] WORDS")
+            return
+        self.need_online()
+        query = " ".join(words)
+        reply = await self.request("search", query=query, **fields)
+        if reply["type"] != "ok":
+            self.output(explain(reply, fields.get("with", "")))
+            return
+        title = f"with “{query}”" + (f" (with {fields['with']})" if "with" in fields else "")
+        self._list(list(reversed(reply["messages"])), title)
+
+    def _list(self, messages: list[dict[str, Any]], title: str) -> None:
+        if not messages:
+            self.output(f"No messages {title}.")
+            return
+        self.output(f"--- {len(messages)} message(s) {title} ---")
+        for m in messages:
+            self.output(render_message(m, self.username, ids=True))
 
     async def cmd_logout(self, rest: str) -> bool:
         self.need_online()

@@ -181,12 +181,21 @@ async def run(url: str, args: Any) -> int:
             completer=ChatCompleter(client),
             complete_while_typing=False,
             bottom_toolbar=client.status,
-            refresh_interval=1,
+            refresh_interval=1,  # "typing…" fades out
         )
+        session.default_buffer.on_text_changed += lambda buffer: client.typed(buffer.text)
         try:
             with patch_stdout(raw=True):
-                if await menu(session, client, args):
-                    await chat(session, client)
+                while await menu(session, client, args):
+                    try:
+                        await chat(session, client)
+                        break
+                    except Ended as e:
+                        if not e.login_again:
+                            raise
+                        say(e.message)
+                        args.user = client.username
+                        client.restart()
         except (EOFError, Interrupted):
             pass
         except ConnectionLost:

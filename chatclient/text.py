@@ -1,0 +1,79 @@
+"""What the terminal client says: error sentences, times, message lines."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+ERRORS = {
+    "invalid_credentials": "Wrong username or password.",
+    "locked": "Too many failed logins: try again in {retry_after} seconds.",
+    "already_online": "You are already logged in somewhere else.",
+    "already_logged_in": "You are already logged in.",
+    "username_taken": "That username is taken.",
+    "unknown_user": "There is no user called {name}.",
+    "blocked": "{name} does not accept your messages.",
+    "rate_limited": "Slow down: try again in {retry_after} seconds.",
+    "already_blocked": "You already block {name}.",
+    "not_blocked": "You do not block {name}.",
+    "not_logged_in": "Log in first.",
+    "unknown_message": "You have no such message (it may be deleted).",
+}
+
+# Django's default username rule (UnicodeUsernameValidator), checked before
+# asking for a password; the server checks again, with its own rules.
+USERNAME_RULE = re.compile(r"^[\w.@+-]+\Z")
+
+
+def username_problem(name: str) -> str | None:
+    """Why `name` cannot be a username, or None."""
+    if not USERNAME_RULE.match(name) or len(name) > 150:
+        return "A username is letters, digits and @ . + - _ only (at most 150), without spaces."
+    return None
+
+
+def explain(reply: dict[str, Any], name: str = "") -> str:
+    """A short human sentence for an error reply."""
+    template = ERRORS.get(reply.get("code", ""))
+    if template is None:
+        return reply.get("message") or f"The server said {reply.get('code')}."
+    return template.format(name=name, retry_after=reply.get("retry_after", "a few"))
+
+
+def clock(iso: str) -> str:
+    when = datetime.fromisoformat(iso).astimezone()
+    now = datetime.now().astimezone()
+    return when.strftime("%H:%M") if when.date() == now.date() else when.strftime("%b %d %H:%M")
+
+
+def receipt(m: dict[str, Any]) -> str:
+    """How far a private message one sent got: sent, delivered or read."""
+    return "read" if m.get("read") else "delivered" if m.get("delivered") else "sent"
+
+
+def render_message(m: dict[str, Any], me: str | None = None, *, ids: bool = False) -> str:
+    """One line for a message event or message object. With `ids`, one's
+    own messages show their id (for /edit and /delete) and receipt."""
+    notes = []
+    if m.get("edited_at"):
+        notes.append("edited")
+    if m.get("stored"):
+        notes.append("waited while you were offline")
+    mine = m["from"] == me
+    if ids and mine:
+        if m["kind"] == "private":
+            notes.append(receipt(m))
+        notes.append(f"#{m['id']}")
+    tail = f" ({', '.join(notes)})" if notes else ""
+    when = clock(m["sent_at"])
+    if m["kind"] == "broadcast":
+        return f"[{when}] {'you' if mine else m['from']} → everyone: {m['body']}{tail}"
+    if mine:
+        return f"[{when}] you → {m['to']}: {m['body']}{tail}"
+    return f"[{when}] {m['from']}: {m['body']}{tail}"
+
+
+def names(users: list[str]) -> str:
+    """alice; alice and bob; alice, bob and carol."""
+    return users[0] if len(users) == 1 else ", ".join(users[:-1]) + " and " + users[-1]
