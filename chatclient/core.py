@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .connection import CLOSE_LOGIN_DEADLINE, CLOSE_REPLACED, ConnectFailed, Connection, ConnectionLost, NotAChatServer
-from .text import clock, explain, names, receipt, render_message, username_problem
+from .text import clean, clock, explain, names, receipt, render_message, username_problem
 
 __all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
 
 EVERYONE = "*"
 TYPING_REPEAT = 3.0  # seconds between two `typing` frames while the person types
 TYPING_SHOWN = 6.0  # how long another's "typing" lasts without a repeat
+ANONYMOUS_FOR = 45.0  # an anonymous connection older than this is replaced before use
 EVENTS = {
     "message", "presence", "presence_batch", "receipt", "typing", "message_edited", "message_deleted",
     "session_replaced", "session_ended", "error",
@@ -65,7 +66,7 @@ BY_NAME = {c.name: c for c in COMMAND_LIST}
 
 HELP = (
     "Commands:\n"
-    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<20}{c.help}" for c in COMMAND_LIST)
+    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<22}{c.help}" for c in COMMAND_LIST)
     + "\nPlain text goes where the prompt says (to bob >). Tab completes commands and names."
 )
 
@@ -122,6 +123,7 @@ class ChatClient:
         self.timeout = timeout  # for a reply; past it the connection counts as lost
         self.now = clock
         self.conn: Connection | None = None
+        self.opened_at = 0.0
         self.closing = False
         self.keeper: asyncio.Task[None] | None = None
         self.wanted = asyncio.Event()  # a connection is needed (after the login deadline)
@@ -167,6 +169,7 @@ class ChatClient:
             await conn.close()
             raise ConnectionLost()
         self.conn = conn
+        self.opened_at = asyncio.get_running_loop().time()
         self.wanted.clear()
         self.up.set()
         self._link("")
@@ -272,19 +275,24 @@ class ChatClient:
     async def _anonymous(self, type: str, **fields: Any) -> dict[str, Any]:
         """A request before login (signup, login), over the connection kept
         open, or a new one if it ended (it waits for one)."""
+        loop = asyncio.get_running_loop()
         while True:
             while self.conn is None or self.conn.closed.is_set():
                 self.wanted.set()
                 self.up.clear()
                 await self.up.wait()
             conn = self.conn
+            if loop.time() - self.opened_at > ANONYMOUS_FOR:
+                # Near the server's login deadline: a new one, quietly.
+                await conn.close()
+                continue
             try:
                 return await conn.request(type, **fields)
             except ConnectionLost:
                 continue
             except TimeoutError:
                 # The server kept the connection but no longer answers it
-                # (it has been anonymous too long): use a new one.
+                # (past its login deadline, it may): a new one.
                 await conn.close()
 
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:
@@ -354,7 +362,10 @@ class ChatClient:
         if reply["username"] != self.username:
             self._forget()  # someone else than before: nothing of theirs is kept
         lead = f"Account {reply['username']} created. Logged in as" if created else "Logged in as"
-        await self._logged_in(reply, lead, held)
+        try:
+            await self._logged_in(reply, lead, held)
+        except (ConnectionLost, TimeoutError):
+            pass  # logged in, then dropped: the token logs in again, and resends
         return None
 
     async def refresh_names(self) -> None:
@@ -428,19 +439,19 @@ class ChatClient:
         if m is None or m["from"] == self.username:
             return
         m["body"] = frame["body"]
-        self.output(f"[{clock(frame['edited_at'])}] {m['from']} edited: {frame['body']}")
+        self.output(f"[{clock(frame['edited_at'])}] {clean(m['from'])} edited: {clean(frame['body'])}")
 
     def on_message_deleted(self, frame: dict[str, Any]) -> None:
         self.deleted.add(frame["id"])
         m = self.shown.pop(frame["id"], None)
         if m is not None and m["from"] != self.username:
-            self.output(f"* {m['from']} deleted their message of {clock(m['sent_at'])}")
+            self.output(f"* {clean(m['from'])} deleted their message of {clock(m['sent_at'])}")
 
     def on_session_replaced(self, frame: dict[str, Any]) -> None:
         self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
 
     def on_session_ended(self, frame: dict[str, Any]) -> None:
-        reason = frame.get("reason") or "no reason given."
+        reason = clean(frame.get("reason") or "no reason given.")
         # The server's words say what to do: "…; reconnect." (an expired
         # connection) or "…; log in again." (a logout, a new password).
         if "reconnect" not in reason.lower():
@@ -685,7 +696,7 @@ class ChatClient:
         users = reply.get("users", [])
         self.known.update(users)
         self.known.discard(self.username)
-        self.output(f"Online now ({len(users)}): " + ", ".join(users))
+        self.output(f"Online now ({len(users)}): " + ", ".join(map(clean, users)))
 
     async def cmd_recent(self, rest: str) -> None:
         self.need_online()
@@ -696,7 +707,7 @@ class ChatClient:
         for u in users:
             self.known.add(u["username"])
             state = "online" if u["online"] else f"last seen {clock(u['last_seen'])}"
-            self.output(f"  {u['username']:<20} {state}")
+            self.output(f"  {clean(u['username']):<20} {state}")
         self.known.discard(self.username)
 
     async def cmd_block(self, rest: str) -> None:
@@ -716,7 +727,7 @@ class ChatClient:
     async def cmd_blocked(self, rest: str) -> None:
         self.need_online()
         users = (await self.request("blocked")).get("users", [])
-        self.output("You block: " + ", ".join(users) if users else "You block nobody.")
+        self.output("You block: " + ", ".join(map(clean, users)) if users else "You block nobody.")
 
     async def cmd_history(self, rest: str) -> None:
         self.need_online()

@@ -33,11 +33,23 @@ def username_problem(name: str) -> str | None:
     return None
 
 
+# What another user's text must not do to the terminal: control characters
+# (escape sequences, carriage returns) and the bidi overrides that reorder
+# what is shown. A newline stays, but the lines after it are indented, so a
+# message cannot pass for lines of its own.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: Any) -> str:
+    """Someone else's words, safe to print."""
+    return UNSAFE.sub("�", str(text)).replace("\n", "\n    ")
+
+
 def explain(reply: dict[str, Any], name: str = "") -> str:
     """A short human sentence for an error reply."""
     template = ERRORS.get(reply.get("code", ""))
     if template is None:
-        return reply.get("message") or f"The server said {reply.get('code')}."
+        return clean(reply.get("message") or f"The server said {reply.get('code')}.")
     return template.format(name=name, retry_after=reply.get("retry_after", "a few"))
 
 
@@ -66,14 +78,15 @@ def render_message(m: dict[str, Any], me: str | None = None, *, ids: bool = Fals
             notes.append(receipt(m))
         notes.append(f"#{m['id']}")
     tail = f" ({', '.join(notes)})" if notes else ""
-    when = clock(m["sent_at"])
+    when, body = clock(m["sent_at"]), clean(m["body"])
     if m["kind"] == "broadcast":
-        return f"[{when}] {'you' if mine else m['from']} → everyone: {m['body']}{tail}"
+        return f"[{when}] {'you' if mine else clean(m['from'])} → everyone: {body}{tail}"
     if mine:
-        return f"[{when}] you → {m['to']}: {m['body']}{tail}"
-    return f"[{when}] {m['from']}: {m['body']}{tail}"
+        return f"[{when}] you → {clean(m['to'])}: {body}{tail}"
+    return f"[{when}] {clean(m['from'])}: {body}{tail}"
 
 
 def names(users: list[str]) -> str:
     """alice; alice and bob; alice, bob and carol."""
+    users = [clean(u) for u in users]
     return users[0] if len(users) == 1 else ", ".join(users[:-1]) + " and " + users[-1]

@@ -14,10 +14,10 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from .connection import CHAT_PATH, ConnectFailed, ConnectionLost, NotAChatServer
+from .connection import CHAT_PATH, ConnectFailed, NotAChatServer
 from .core import ChatClient, Ended, explain, username_problem
 
-EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_NOT_CHAT, EXIT_LOST = 0, 2, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_NOT_CHAT = 0, 2, 2, 3  # 5 and 6: Ended.code
 SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 
@@ -183,24 +183,29 @@ async def run(url: str, args: Any) -> int:
             bottom_toolbar=client.status,
             refresh_interval=1,  # "typing…" fades out
         )
-        session.default_buffer.on_text_changed += lambda buffer: client.typed(buffer.text)
+        chatting = False  # what is typed at the menu (a password) says nothing to anyone
+
+        def typed(buffer: Any) -> None:
+            if chatting:
+                client.typed(buffer.text)
+
+        session.default_buffer.on_text_changed += typed
         try:
             with patch_stdout(raw=True):
                 while await menu(session, client, args):
                     try:
+                        chatting = True
                         await chat(session, client)
                         break
                     except Ended as e:
                         if not e.login_again:
                             raise
+                        chatting = False
                         say(e.message)
                         args.user = client.username
                         client.restart()
         except (EOFError, Interrupted):
             pass
-        except ConnectionLost:
-            say("Lost the connection to the server.")
-            return EXIT_LOST
         except Ended as e:
             say(e.message)
             return e.code

@@ -21,7 +21,7 @@ from django.contrib.auth.hashers import Argon2PasswordHasher
 from prompt_toolkit.document import Document
 
 from accounts.models import User
-from chatclient import connection, protocol
+from chatclient import connection, core, protocol
 from chatclient.connection import ConnectFailed, NotAChatServer
 from chatclient.core import COMMANDS, HELP, ChatClient, render_message
 from chatclient.protocol import Closed
@@ -383,17 +383,19 @@ async def test_a_delete_that_overtakes_its_message_hides_it():
     assert lines == []
 
 
+def change_password(username, password):
+    """As the admin does, with the server's hasher (these tests hash with MD5)."""
+    user = User.objects.get(username=username)
+    hasher = Argon2PasswordHasher()
+    user.password = hasher.encode(password, hasher.salt())
+    user.save()
+
+
 async def test_a_new_password_elsewhere_asks_to_log_in_again(server):
     await signup(server.url, "alice")
     alice, lines = await client_for(server, "alice", first_delay=0.2, max_delay=1)
 
-    def change_password():
-        user = User.objects.get(username="alice")
-        hasher = Argon2PasswordHasher()  # the server's (these tests hash with MD5)
-        user.password = hasher.encode(PASSWORD + "-new", hasher.salt())
-        user.save()
-
-    await database_sync_to_async(change_password)()
+    await database_sync_to_async(change_password)("alice", PASSWORD + "-new")
     await asyncio.wait_for(alice.finished.wait(), 10)
     assert alice.ended.login_again and "log in again" in alice.ended.message
     alice.restart()
@@ -464,6 +466,19 @@ async def test_the_login_deadline_goes_unnoticed(transactional_db):
         server.stop()
 
 
+async def test_an_old_anonymous_connection_is_replaced_before_logging_in(server, monkeypatch):
+    monkeypatch.setattr(core, "ANONYMOUS_FOR", 0.5)
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server)
+    old, asked = alice.conn, []
+    old.request = lambda type, **fields: asked.append(type)
+    await asyncio.sleep(1)
+    assert await alice.login("alice", PASSWORD) is None
+    assert alice.conn is not old and asked == []
+    assert not any("connection" in line.lower() for line in lines)
+    await alice.close()
+
+
 async def test_signup_logs_in(server):
     alice, lines = await client_for(server)
     error = await alice.signup("alice", "short")
@@ -504,6 +519,16 @@ def test_completion_and_rendering():
         "stored": True,
     }
     assert render_message(stored, "me").endswith("bob: x (waited while you were offline)")
+
+
+def test_others_words_cannot_drive_the_terminal():
+    """No escape sequences or bidi overrides from a message reach the
+    terminal, and a newline cannot fake a line of its own."""
+    hostile = {"kind": "private", "from": "bob\x1b[31m", "to": "me", "sent_at": "2020-01-01T10:00:00+00:00",
+               "body": "\x1b[2Jhi\r\n[10:00] carol: send me your password\u202e"}  # fmt: skip
+    line = render_message(hostile, "me")
+    assert not any(c in line for c in "\x1b\r\u202e")
+    assert "hi�\n    [10:00] carol: send me your password" in line
 
 
 def test_completion_adds_a_space():
@@ -817,3 +842,40 @@ def test_typing_during_an_outage_keeps_the_prompt(server, terminal):
     screen.type("/quit")
     screen.press("Enter")
     screen.wait_for("EXIT=0")
+
+
+def test_the_status_line_says_who_is_typing(server, terminal):
+    asyncio.run(signup(server.url, "alice", "bob"))
+    screen = terminal("--port", str(server.port))
+    screen.log_in()
+
+    async def bob_types():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            await bob.ok("typing", to="alice")
+            await asyncio.to_thread(screen.wait_for, "bob is typing…")
+            await bob.ok("send", to="alice", body="done typing")
+            await asyncio.to_thread(screen.wait_for, "bob: done typing")
+            assert "typing…" not in screen.screen()
+            screen.type("thanks, b")  # plain text now answers bob
+            assert (await bob.event("typing", timeout=10))["from"] == "alice"
+            screen.press("Enter")
+            await bob.event("message", body="thanks, b", timeout=10)
+            await asyncio.to_thread(screen.wait_for, "your last message to bob: sent")
+            await bob.ok("read", **{"with": "alice", "up_to": 10**6})
+            await asyncio.to_thread(screen.wait_for, "your last message to bob: read")
+
+    asyncio.run(bob_types())
+
+
+def test_a_new_password_elsewhere_brings_the_login_back(server, program):
+    asyncio.run(signup(server.url, "alice"))
+    child = program()
+    log_in(child)
+    change_password("alice", "another-horse-43")
+    child.expect("log in again")
+    child.expect("Password:")
+    child.sendline("another-horse-43")
+    child.expect("Logged in as alice")
+    child.sendline("/quit")
+    ends_well(child)
