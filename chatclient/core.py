@@ -493,7 +493,7 @@ class ChatClient:
             return "Disconnected"
         if self.link:
             return self.link
-        if self.username is None:
+        if self.token is None or self.username is None:
             return "Not logged in" if self.up.is_set() else "Not connected"
         parts = [self.username]
         now = self.now()
