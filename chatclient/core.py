@@ -283,7 +283,8 @@ class ChatClient:
                 await self.up.wait()
             conn = self.conn
             if loop.time() - self.opened_at > ANONYMOUS_FOR:
-                # Near the server's login deadline: a new one, quietly.
+                # Near the server's login deadline, which could close it
+                # while the login is on its way: a new one, quietly.
                 await conn.close()
                 continue
             try:
@@ -291,8 +292,7 @@ class ChatClient:
             except ConnectionLost:
                 continue
             except TimeoutError:
-                # The server kept the connection but no longer answers it
-                # (past its login deadline, it may): a new one.
+                # The server kept the connection but does not answer: a new one.
                 await conn.close()
 
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:

@@ -456,8 +456,12 @@ async def test_the_login_deadline_goes_unnoticed(transactional_db):
     server = Server(CHAT_LOGIN_DEADLINE_SECONDS=2).start()
     try:
         await signup(server.url, "alice")
-        alice, lines = await client_for(server, timeout=3)
-        await asyncio.sleep(3)  # at the menu, past the deadline
+        alice, lines = await client_for(server)
+        closed = alice.conn
+        await asyncio.wait_for(closed.closed.wait(), 10)  # at the menu, past the deadline
+        assert closed.close_code == 1008
+        await asyncio.sleep(0.5)
+        assert alice.conn is closed  # a new connection only when one is needed
         assert await alice.login("alice", PASSWORD) is None
         assert lines[0].startswith("Logged in as alice.")
         assert not any("connection" in line.lower() for line in lines)
