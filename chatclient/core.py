@@ -376,7 +376,7 @@ class ChatClient:
             return
         self.known.update(online.get("users", []))
         self.known.update(u["username"] for u in recent.get("users", []))
-        self.known.discard(self.username)
+        self.known.discard(self.username or "")
 
     # --- Events -----------------------------------------------------------------------
 
@@ -695,7 +695,7 @@ class ChatClient:
         reply = await self.request("online")
         users = reply.get("users", [])
         self.known.update(users)
-        self.known.discard(self.username)
+        self.known.discard(self.username or "")
         self.output(f"Online now ({len(users)}): " + ", ".join(map(clean, users)))
 
     async def cmd_recent(self, rest: str) -> None:
@@ -708,7 +708,7 @@ class ChatClient:
             self.known.add(u["username"])
             state = "online" if u["online"] else f"last seen {clock(u['last_seen'])}"
             self.output(f"  {clean(u['username']):<20} {state}")
-        self.known.discard(self.username)
+        self.known.discard(self.username or "")
 
     async def cmd_block(self, rest: str) -> None:
         name = self.need_name(rest, "/block USER")
