@@ -452,10 +452,13 @@ class ChatClient:
 
     def on_session_ended(self, frame: dict[str, Any]) -> None:
         reason = clean(frame.get("reason") or "no reason given.")
-        # The server's words say what to do: "…; reconnect." (an expired
-        # connection) or "…; log in again." (a logout, a new password).
-        if "reconnect" not in reason.lower():
-            self.ended = Ended(f"The server ended your session: {reason}", 6, login_again="log in" in reason.lower())
+        # The server says what to do next; older servers only said it in words.
+        action = frame.get("action")
+        if action not in ("reconnect", "login", "stop"):
+            lowered = reason.lower()
+            action = "reconnect" if "reconnect" in lowered else "login" if "log in" in lowered else "stop"
+        if action != "reconnect":
+            self.ended = Ended(f"The server ended your session: {reason}", 6, login_again=action == "login")
 
     def on_error(self, frame: dict[str, Any]) -> None:
         self.output(explain(frame))

@@ -88,7 +88,7 @@ class PasswordChangeForm(AdminPasswordChangeForm):
     def save(self, commit=True):
         user = super().save(commit)
         if commit:
-            services.presence_disconnect(user=user, reason="Your password was changed; log in again.")
+            services.presence_disconnect(user=user, reason="Your password was changed; log in again.", action="login")
         return user
 
 

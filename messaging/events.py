@@ -206,10 +206,14 @@ def push_session_replaced(channel_name: str) -> None:
     )
 
 
-def push_session_ended(channel_name: str, *, reason: str) -> None:
-    """End one connection: an operator's action, an expired presence, a
-    session that was logged out."""
-    frame = {"type": "session_ended", "reason": reason}
+EndAction = Literal["reconnect", "login", "stop"]
+
+
+def push_session_ended(channel_name: str, *, reason: str, action: EndAction) -> None:
+    """End one connection, telling the client what to do next: reconnect (its
+    presence expired), log in again (its session ended, the password
+    changed), or stop (an operator ended it, the account was deactivated)."""
+    frame = {"type": "session_ended", "reason": reason, "action": action}
     _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))
 
 

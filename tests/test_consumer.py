@@ -518,7 +518,7 @@ async def test_admin_disconnect_tells_the_user_why_and_closes(users):
     alice = await sync_to_async(get_user_model().objects.get)(username="alice")
     await sync_to_async(services.presence_disconnect)(user=alice)
     event = await a.event("session_ended")
-    assert "administrator" in event["reason"]
+    assert "administrator" in event["reason"] and event["action"] == "stop"
     assert await a.closed_with() == 4003
     assert await b.event("presence", username="alice", online=False)
     await b.close()

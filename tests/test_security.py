@@ -218,7 +218,7 @@ async def test_an_http_logout_ends_the_socket_of_that_session(settings):
     assert (await c.ok("whoami"))["username"] == "alice"
     await sync_to_async(http.post)("/accounts/logout/")
     ended = await c.event("session_ended")
-    assert "logged out" in ended["reason"]
+    assert "logged out" in ended["reason"] and ended["action"] == "login"
     assert await c.closed_with() == 4003
 
 
@@ -232,10 +232,12 @@ async def test_a_password_change_or_deactivation_ends_the_socket(settings):
     alice = await sync_to_async(User.objects.get)(username="alice")
     alice.set_password("brand-new-password-1")
     await sync_to_async(alice.save)()  # no service: the shell, a management command
-    assert "password" in (await a.event("session_ended"))["reason"]
+    ended = await a.event("session_ended")
+    assert "password" in ended["reason"] and ended["action"] == "login"
     assert await a.closed_with() == 4003
     await sync_to_async(User.objects.filter(username="bob").update)(is_active=False)
-    assert "deactivated" in (await b.event("session_ended"))["reason"]
+    ended = await b.event("session_ended")
+    assert "deactivated" in ended["reason"] and ended["action"] == "stop"
     assert await b.closed_with() == 4003
 
 

@@ -13,7 +13,12 @@ from ..models import Delivery, Message
 
 
 def message_import(
-    *, sender: UserModel, recipients: Sequence[UserModel], body: str, sent_at: datetime, kind: str = Message.Kind.PRIVATE
+    *,
+    sender: UserModel,
+    recipients: Sequence[UserModel],
+    body: str,
+    sent_at: datetime,
+    kind: str = Message.Kind.PRIVATE,
 ) -> tuple[Message, bool, int]:
     """Bring over a message accepted elsewhere, pending for `recipients`.
 

@@ -98,14 +98,17 @@ def presence_release(*, user: UserModel, channel_name: str) -> bool:
         )
 
 
-def presence_disconnect(*, user: UserModel, reason: str = "An administrator ended your session.") -> bool:
-    """End the user's live connection, wherever it is."""
+def presence_disconnect(
+    *, user: UserModel, reason: str = "An administrator ended your session.", action: events.EndAction = "stop"
+) -> bool:
+    """End the user's live connection, wherever it is; `action` tells the
+    client what to do next (reconnect, log in again, or stop)."""
     with transaction.atomic():
         row = Presence.objects.select_for_update().filter(user=user).first()
         if row is None:
             return False
         _presence_end(user_id=user.pk, username=user.username, channel_name=row.channel_name, last_seen=timezone.now())
-        events.push_session_ended(row.channel_name, reason=reason)
+        events.push_session_ended(row.channel_name, reason=reason, action=action)
     return True
 
 
@@ -173,7 +176,7 @@ def presence_tick(*, channel_names: Iterable[str], expire: bool = True) -> list[
         alive.update(Presence.objects.filter(channel_name__in=chunk).values_list("channel_name", flat=True))
     lost = [name for name in names if name not in alive]
     for name in lost:
-        events.push_session_ended(name, reason="Your connection expired; reconnect.")
+        events.push_session_ended(name, reason="Your connection expired; reconnect.", action="reconnect")
     if expire:
         presence_expire()
     return lost
@@ -215,8 +218,9 @@ def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
                 ).values_list("session_key", flat=True)
             )
         for row in rows:
+            action: events.EndAction = "login"
             if not row["user__is_active"]:
-                reason = "Your account was deactivated."
+                reason, action = "Your account was deactivated.", "stop"
             elif live is not None and row["session_key"] not in live:
                 reason = "You logged out, or your session expired; log in again."
             elif not constant_time_compare(
@@ -232,6 +236,6 @@ def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
                     channel_name=row["channel_name"],
                     last_seen=now,
                 ):
-                    events.push_session_ended(row["channel_name"], reason=reason)
+                    events.push_session_ended(row["channel_name"], reason=reason, action=action)
                     ended.append(row["channel_name"])
     return ended

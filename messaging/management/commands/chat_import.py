@@ -185,7 +185,12 @@ class Command(BaseCommand):
             if entry.get("status", STORED) != STORED:
                 raise Malformed(f"message {i} has status {entry.get('status')!r}, not {STORED} (stored)")
             messages.append(
-                {"sender": nfc(sender), "body": body, "kind": OPERATIONS[op], "sent_at": self.when(entry.get("timestamp"), i)}
+                {
+                    "sender": nfc(sender),
+                    "body": body,
+                    "kind": OPERATIONS[op],
+                    "sent_at": self.when(entry.get("timestamp"), i),
+                }
             )
         joined = raw.get("signup_timestamp")
         return {
