@@ -211,6 +211,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             log.warning("could not leave the group of %s", user.username, exc_info=True)
 
     @property
+    def logged_in(self) -> bool:
+        return self.user is not None
+
+    @property
     def me(self) -> UserModel:
         """The logged-in user, for ops that require one (checked before they run)."""
         if self.user is None:

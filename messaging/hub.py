@@ -40,6 +40,7 @@ class Connection(Protocol):
     channel_name: str
     user_id: int | None
     presence_batched: bool
+    logged_in: bool
 
     def deliver(self, texts: list[str]) -> None: ...
 
@@ -68,7 +69,9 @@ class Hub:
             self._stop()
 
     def channel_names(self) -> list[str]:
-        return list(self.connections)
+        """The connections that hold their user's presence (not those still
+        claiming it: the heartbeat would find no row and end them)."""
+        return [name for name, connection in self.connections.items() if connection.logged_in]
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()

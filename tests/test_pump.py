@@ -1,6 +1,7 @@
 """The per-process pump: its steps, and what it does after an outage."""
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,7 +13,11 @@ from messaging.pump import Pump
 class FakeHub(Hub):
     def __init__(self):
         super().__init__()
-        self.connections = {"chan-1": object()}
+        self.connections = {
+            "chan-1": SimpleNamespace(logged_in=True),
+            # Joined the hub, still claiming its presence: no row to refresh yet.
+            "chan-2": SimpleNamespace(logged_in=False),
+        }
 
     async def refresh(self):
         pass
@@ -43,6 +48,8 @@ async def test_a_tick_runs_each_step_once(calls):
         "delivery_redeliver",
         "records_prune",
     ]
+    # A connection caught mid-login is left alone (the heartbeat would find
+    # no presence row for it, and end it).
     assert calls[0][1] == {"channel_names": ["chan-1"], "expire": True}
 
 
