@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 
 LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
 
-.PHONY: run cluster test test-sqlite test-scaleout lint format install install-dev lock upgrade browser nginx clean
+.PHONY: run cluster test test-sqlite test-scaleout lint format install install-dev lock upgrade browser nginx clean format-js lint-js
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -120,6 +120,17 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The chat page's JavaScript and CSS (static/), formatted by the prettier
+# pinned in package-lock.json; npm ci installs it on first use.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+format-js: node_modules/.package-lock.json
+	npx --no-install prettier --write static/
+
+lint-js: node_modules/.package-lock.json
+	npx --no-install prettier --check static/
 
 clean:
 	rm -rf $(VENV) var/test-db*.sqlite3*
