@@ -1,10 +1,20 @@
-// Count the lockout down so the person knows when to try again.
+// The lockout on the login page: one message that counts down, and the
+// button off until the lock runs out.
+
 const note = document.getElementById("lock-countdown");
 if (note) {
-  let left = Number(note.dataset.seconds);
+  const button = document.querySelector("form button[type=submit]");
+  const until = Date.now() + Number(note.dataset.seconds) * 1000;
   const tick = () => {
-    note.textContent = left > 0 ? `You can try again in ${left} s.` : "You can try again now.";
-    if (left-- > 0) setTimeout(tick, 1000);
+    const ms = until - Date.now();
+    if (ms > 0) {
+      note.textContent = `Too many failed logins. Try again in ${Math.ceil(ms / 1000)} s.`;
+      button.disabled = true;
+      setTimeout(tick, ms % 1000 || 1000);
+    } else {
+      note.textContent = "You can try again now.";
+      button.disabled = false;
+    }
   };
   tick();
 }

@@ -1,0 +1,85 @@
+// DOM helpers: element creation and keyed list updates that keep focus.
+
+export const $ = (id) => document.getElementById(id);
+
+/** `el("button", {class: "x", text: "Hi", onclick: fn}, child...)`. Text is
+ * only ever set as textContent; `on…` keys become event listeners. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children)
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  return node;
+}
+
+/** Set an attribute, or remove it when the value is null/false. */
+export function attr(node, name, value) {
+  if (value === null || value === undefined || value === false) node.removeAttribute(name);
+  else node.setAttribute(name, value === true ? "" : value);
+}
+
+/** Set text only when it changed (keeps selections and avoids mutations). */
+export function text(node, value) {
+  if (node.textContent !== value) node.textContent = value;
+}
+
+/**
+ * Make `parent`'s children match `items`, reusing the child whose
+ * `data-key` is the item's key, so nodes (and the focus inside them) survive.
+ * `create(item)` returns a new node; `update(node, item)` refreshes it.
+ * When the focused node goes away, `fallback(index)` says what to focus.
+ */
+export function reconcile(parent, items, { key, create, update, fallback }) {
+  const active = document.activeElement;
+  const hadFocus = active && parent.contains(active);
+  const old = new Map();
+  let focusIndex = -1;
+  [...parent.children].forEach((child, i) => {
+    old.set(child.dataset.key, child);
+    if (hadFocus && child.contains(active)) focusIndex = i;
+  });
+  let cursor = parent.firstElementChild;
+  for (const item of items) {
+    const k = String(key(item));
+    let node = old.get(k);
+    if (node) old.delete(k);
+    else {
+      node = create(item);
+      node.dataset.key = k;
+    }
+    update(node, item);
+    if (node === cursor) cursor = cursor.nextElementSibling;
+    else parent.insertBefore(node, cursor);
+  }
+  for (const node of old.values()) node.remove();
+  if (!hadFocus || document.activeElement === active) return;
+  if (active.isConnected) active.focus({ preventScroll: true });
+  else if (fallback) fallback(Math.min(focusIndex, parent.children.length - 1))?.focus();
+}
+
+const ICONS = {
+  sent: ["0 0 16 16", "M2.5 8.5l3.5 3.5 7.5-7.5"],
+  delivered: ["0 0 20 16", "M1 8.5l3.5 3.5 7.5-7.5M8.5 11l1 1 7.5-7.5"],
+  clock: ["0 0 16 16", "M8 2.2a5.8 5.8 0 1 0 0 11.6 5.8 5.8 0 1 0 0-11.6zM8 4.8V8l2.2 1.6"],
+  failed: ["0 0 16 16", "M8 2.2a5.8 5.8 0 1 0 0 11.6 5.8 5.8 0 1 0 0-11.6zM8 5v3.6M8 11v.1"],
+};
+
+/** A small stroked SVG icon, hidden from screen readers (say it in text). */
+export function icon(name) {
+  const [viewBox, d] = ICONS[name];
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", viewBox);
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", `icon icon-${name}`);
+  const path = document.createElementNS(NS, "path");
+  path.setAttribute("d", d);
+  svg.append(path);
+  return svg;
+}

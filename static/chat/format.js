@@ -1,0 +1,84 @@
+// Text and time formatting, and links in message bodies.
+
+import { el } from "./dom.js";
+
+// What Python's str.strip() removes (str.isspace), so that the counter
+// agrees with the server, which trims and then counts code points.
+const SPACE =
+  "[\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+const TRIM = new RegExp(`^${SPACE}+|${SPACE}+$`, "g");
+
+export const trimBody = (body) => body.replace(TRIM, "");
+export const bodyLength = (body) => [...trimBody(body)].length;
+export const number = (n) => n.toLocaleString();
+
+const sameDay = (a, b) => a.toDateString() === b.toDateString();
+
+export function clock(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function fullTime(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: "full", timeStyle: "short" });
+}
+
+export const dayKey = (iso) => new Date(iso).toDateString();
+
+/** "Today", "Yesterday", "Monday 3 March", with the year when not this one. */
+export function dayLabel(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (sameDay(d, today)) return "Today";
+  if (sameDay(d, yesterday)) return "Yesterday";
+  const options = { weekday: "long", month: "long", day: "numeric" };
+  if (d.getFullYear() !== today.getFullYear()) options.year = "numeric";
+  return d.toLocaleDateString([], options);
+}
+
+/** A short time for lists: the clock today, else the weekday or the date. */
+export function when(iso) {
+  const d = new Date(iso);
+  const now = new Date();
+  if (sameDay(d, now)) return clock(iso);
+  if (now - d < 6 * 24 * 3600 * 1000) return d.toLocaleDateString([], { weekday: "short" });
+  return d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+export function lastSeen(iso) {
+  const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);
+  if (minutes < 1) return "last seen just now";
+  if (minutes < 60) return `last seen ${minutes} min ago`;
+  return `last seen ${Math.round(minutes / 60)} h ago`;
+}
+
+// http(s) links only; trailing punctuation stays text.
+const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+const TRAILING = /[.,;:!?'")\]}]/;
+
+/** The body as text nodes and <a> elements for its http(s) links. */
+export function linkify(body) {
+  const out = [];
+  let at = 0;
+  for (const match of body.matchAll(URL_RE)) {
+    let link = match[0];
+    // Trailing punctuation is the sentence's, but a ")" that closes a "("
+    // inside the link is the link's (Wikipedia's "Foo_(bar)").
+    while (TRAILING.test(link.at(-1))) {
+      if (link.at(-1) === ")" && link.split("(").length > link.split(")").length - 1) break;
+      link = link.slice(0, -1);
+    }
+    let url;
+    try {
+      url = new URL(link);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") continue;
+    if (match.index > at) out.push(body.slice(at, match.index));
+    out.push(el("a", { href: url.href, rel: "noopener noreferrer", target: "_blank", text: link }));
+    at = match.index + link.length;
+  }
+  if (at < body.length) out.push(body.slice(at));
+  return out;
+}

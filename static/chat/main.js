@@ -1,0 +1,590 @@
+// The chat page: protocol 1.1 over one WebSocket (docs/protocol.md), as ES
+// modules with no build step. This module wires the others together:
+// connection.js (the socket), store.js (what the page knows), outbox.js
+// (sending), messages.js, sidebar.js and composer.js (the view), alerts.js.
+
+import { Alerts } from "./alerts.js";
+import { Composer } from "./composer.js";
+import { Connection } from "./connection.js";
+import { $, el } from "./dom.js";
+import { trimBody } from "./format.js";
+import { MessageList } from "./messages.js";
+import { Outbox } from "./outbox.js";
+import { Sidebar } from "./sidebar.js";
+import { EVERYONE, MAX_PAGE, PAGE_SIZE, Saved, Store } from "./store.js";
+
+const app = $("app");
+const me = app.dataset.username;
+const loginUrl = app.dataset.loginUrl;
+const store = new Store(me);
+const saved = new Saved(me);
+
+let live = false; // logged in on the current socket
+let stopped = false; // replaced or ended: no reconnecting by itself
+let elsewhere = false; // this socket was told the user is online elsewhere
+let wantTakeover = false;
+let loadingEarlier = false;
+const supports = { typing: true }; // switched off when the server refuses an op
+
+const conn = new Connection({
+  onOpen: opened,
+  onFrame: frameArrived,
+  onClose: closed,
+  onWaiting: waiting,
+});
+const alerts = new Alerts({ saved, icons: app.dataset.icons });
+const sidebar = new Sidebar(store, {
+  open: (key) => openConversation(key, { focus: true }),
+  unblock: (name) => setBlocked(name, false),
+  draft: (key) => composer.drafts[key],
+});
+const list = new MessageList({
+  box: $("messages"),
+  list: $("message-list"),
+  pill: $("new-pill"),
+  earlier: $("load-earlier"),
+  empty: $("empty"),
+  me,
+  hooks: { nearTop: loadEarlier, atBottom: markRead, pending: pendingAction },
+});
+const outbox = new Outbox({
+  saved,
+  request: (type, fields) => conn.request(type, fields),
+  canSend: () => live,
+  onChange: outboxChanged,
+  onSent: sent,
+});
+const composer = new Composer({
+  saved,
+  hooks: {
+    send: (key, body) => outbox.add(key, body),
+    typing,
+    editLast: () => false,
+    announce: (t) => alerts.announce(t),
+  },
+});
+
+// --- Connection and session -------------------------------------------------------
+
+function setStatus(state, words, detail = "") {
+  const status = $("status");
+  status.dataset.state = state;
+  status.firstChild.textContent = words;
+  $("status-detail").textContent = detail;
+}
+
+async function opened() {
+  setStatus("connecting", "Connecting…");
+  const who = await conn.request("whoami");
+  if (who.type !== "ok") return;
+  if (who.username) loggedIn();
+  else if (wantTakeover) takeOver();
+  else if (!elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
+}
+
+function closed() {
+  live = false;
+  elsewhere = false;
+  outboxChanged();
+  if (stopped) return false;
+  setStatus("offline", "Offline");
+  return true;
+}
+
+function waiting(seconds) {
+  setStatus("offline", "Offline", ` — reconnecting in ${seconds} s`);
+}
+
+async function takeOver() {
+  wantTakeover = false;
+  if (!conn.isOpen) {
+    wantTakeover = true;
+    stopped = false;
+    conn.connect();
+    return;
+  }
+  const reply = await conn.request("login", { takeover: true, presence_batch: true });
+  if (reply.type === "ok") loggedIn();
+  else if (reply.code !== "disconnected") location.href = loginUrl;
+}
+
+async function loggedIn() {
+  live = true;
+  stopped = false;
+  elsewhere = false;
+  conn.healthy();
+  hideBanner();
+  setStatus("online", "Connected");
+  outbox.flush();
+  outboxChanged();
+  await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
+  await refreshOpen();
+}
+
+function showBanner(text, action, onAction) {
+  $("banner-text").textContent = text;
+  const button = $("banner-action");
+  button.textContent = action;
+  button.onclick = () => {
+    hideBanner();
+    onAction();
+  };
+  $("banner").hidden = false;
+  if (document.activeElement === document.body) button.focus();
+}
+
+function hideBanner() {
+  $("banner").hidden = true;
+}
+
+function frameArrived(frame) {
+  switch (frame.type) {
+    case "message":
+      received(frame);
+      break;
+    case "presence":
+      presenceChanged(frame.online ? [frame.username] : [], frame.online ? [] : [frame.username]);
+      break;
+    case "presence_batch":
+      presenceChanged(frame.online || [], frame.offline || []);
+      break;
+    case "typing":
+      typingArrived(frame);
+      break;
+    case "error":
+      if (frame.code === "already_online" && !wantTakeover) {
+        elsewhere = true;
+        showBanner("Chat is open in another window.", "Use here", takeOver);
+        setStatus("offline", "Open elsewhere");
+      }
+      break;
+    case "session_replaced":
+      stopped = true;
+      live = false;
+      showBanner("Chat is open in another window.", "Use here", takeOver);
+      setStatus("offline", "Open elsewhere");
+      break;
+    case "session_ended":
+      stopped = true;
+      live = false;
+      showBanner(frame.reason || "The server ended your session.", "Reconnect", () => {
+        stopped = false;
+        conn.connect();
+      });
+      setStatus("offline", "Disconnected");
+      break;
+  }
+}
+
+// --- Conversations -----------------------------------------------------------------
+
+async function loadConversations() {
+  const reply = await conn.request("conversations");
+  if (reply.type !== "ok") return;
+  for (const entry of reply.conversations) {
+    const c = store.conv(entry.with === null ? EVERYONE : entry.with);
+    // The count is as of the reply; messages pushed since are counted here.
+    let newer = 0;
+    for (const m of c.messages.values())
+      if (m.id > entry.last.id && m.from !== me && m.id > c.readUpTo) newer += 1;
+    c.unread = entry.unread + newer; // the open one is marked read again below if it is seen
+    c.add(entry.last);
+  }
+  sidebar.conversations();
+  unreadChanged();
+  markRead();
+}
+
+/** The latest page of a conversation; false when it cannot be had. */
+async function loadLatest(c) {
+  const limit = Math.min(MAX_PAGE, Math.max(PAGE_SIZE, c.unread + 10));
+  const reply = await conn.request("history", { with: c.peer, limit });
+  if (reply.type === "ok") {
+    const known = reply.messages.some((m) => c.messages.has(m.id) && store.seen.has(m.id));
+    if (c.loaded && !known && reply.messages.length === limit) {
+      // A gap between what we had and this page: start again from it.
+      c.messages.clear();
+      c.complete = false;
+    }
+    const fresh = reply.messages.filter((m) => !store.seen.has(m.id));
+    for (const m of reply.messages) {
+      store.seen.add(m.id);
+      c.add(m);
+    }
+    if (!c.loaded) c.complete = reply.messages.length < limit;
+    c.loaded = true;
+    return fresh;
+  }
+  if (reply.code === "unknown_user") {
+    store.convs.delete(c.key);
+    if (store.open === c.key) openConversation(EVERYONE);
+    sidebar.conversations();
+  }
+  return null;
+}
+
+async function openConversation(key, { focus = false } = {}) {
+  const previous = store.current;
+  const c = store.conv(key);
+  if (focus) {
+    // Chosen by the person: on a narrow screen the conversation replaces the list.
+    app.classList.add("show-conversation");
+    composer.focus();
+  }
+  if (previous === c && c.loaded && list.conv === c) return;
+  if (previous !== c) previous.firstUnread = null;
+  store.open = key;
+  if (!c.lastId && key !== EVERYONE) c.touched = Number.MAX_SAFE_INTEGER;
+  composer.setConversation(key);
+  sidebar.header();
+  sidebar.conversations();
+  list.show(c, outbox.forKey(key));
+  if (!c.loaded) {
+    if (!(await loadLatest(c)) || store.open !== key) return;
+  }
+  c.firstUnread = c.findFirstUnread(me);
+  list.show(c, outbox.forKey(key));
+  markRead();
+  sidebar.conversations();
+}
+
+/** After a reconnect: what the open conversation missed, added in place. */
+async function refreshOpen() {
+  const c = store.current;
+  if (!c.loaded) return openConversation(c.key);
+  const hadMessages = c.messages.size;
+  const fresh = await loadLatest(c);
+  if (!fresh || store.current !== c) return;
+  if (hadMessages && c.messages.size < hadMessages) list.show(c, outbox.forKey(c.key));
+  else for (const m of fresh) list.add(m);
+  markRead();
+}
+
+async function loadEarlier() {
+  const c = store.current;
+  if (loadingEarlier || c.complete || !c.loaded || !c.messages.size || !live) return;
+  loadingEarlier = true;
+  list.setLoading(true);
+  const reply = await conn.request("history", {
+    with: c.peer,
+    before: c.oldestId(),
+    limit: PAGE_SIZE,
+  });
+  loadingEarlier = false;
+  list.setLoading(false);
+  if (reply.type !== "ok" || store.current !== c) return;
+  const older = reply.messages.filter((m) => !c.messages.has(m.id));
+  for (const m of older) {
+    store.seen.add(m.id);
+    c.add(m);
+  }
+  c.complete = reply.messages.length < PAGE_SIZE;
+  list.prepend(older);
+}
+
+function markRead() {
+  const c = store.current;
+  if (!live || document.hidden || !c.loaded || list.conv !== c || !list.atBottom()) return;
+  const upTo = c.lastId;
+  if (!upTo || (upTo <= c.readUpTo && !c.unread)) return;
+  c.unread = 0;
+  c.readUpTo = upTo;
+  conn.request("read", { with: c.peer, up_to: upTo });
+  sidebar.conversations();
+  unreadChanged();
+}
+
+function unreadChanged() {
+  alerts.unread(store.totalUnread());
+}
+
+// --- Receiving -------------------------------------------------------------------------
+
+const acks = [];
+let ackTimer = null;
+
+function ack(id) {
+  acks.push(id);
+  ackTimer ||= setTimeout(function flush() {
+    ackTimer = null;
+    const ids = acks.splice(0, 1000);
+    if (ids.length) conn.send({ type: "ack", ids });
+    if (acks.length) ackTimer = setTimeout(flush, 100);
+  }, 100);
+}
+
+function received(msg) {
+  ack(msg.id); // held by the page now, shown or not
+  if (store.seen.has(msg.id)) return; // pushed again: already here
+  store.seen.add(msg.id);
+  const c = store.conv(store.keyOf(msg));
+  c.add(msg);
+  const shown = c === store.current && list.conv === c && c.loaded;
+  if (msg.from !== me) {
+    store.typing.delete(msg.from);
+    const seenNow = shown && !document.hidden && list.atBottom();
+    if (!seenNow) {
+      c.unread += 1;
+      if (shown && c.firstUnread === null) c.firstUnread = msg.id;
+    }
+    tell(msg, c, shown);
+  }
+  if (shown) list.add(msg);
+  markRead();
+  sidebar.conversations();
+  sidebar.header();
+  unreadChanged();
+}
+
+function tell(msg, c, shown) {
+  const body = msg.body.length > 200 ? `${msg.body.slice(0, 200)}…` : msg.body;
+  const where = c.key === EVERYONE ? " to everyone" : "";
+  alerts.announce(
+    shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
+  );
+  if (document.hidden || !shown) alerts.chime();
+  if (document.hidden)
+    alerts.notify(`${msg.from}${where}`, msg.body, () => openConversation(c.key));
+}
+
+// --- Sending ---------------------------------------------------------------------------------
+
+function broadcastNote({ live: now, stored: later }) {
+  const people = (n) => (n === 1 ? "1 person" : `${n} people`);
+  if (now + later === 0) return "Nobody else is here yet.";
+  if (!later) return `${people(now)} got it now.`;
+  if (!now) return `Nobody is online: ${people(later)} will get it when they log in.`;
+  return `${people(now)} got it now; ${later} more when they log in.`;
+}
+
+function sent(entry, reply) {
+  const c = store.conv(entry.key);
+  const msg = {
+    id: reply.id,
+    kind: entry.key === EVERYONE ? "broadcast" : "private",
+    from: me,
+    to: c.peer,
+    body: trimBody(entry.body),
+    sent_at: entry.at,
+    edited_at: null,
+  };
+  if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
+  else msg.waiting = reply.delivered === "stored";
+  store.seen.add(reply.id);
+  c.add(msg);
+  if (c.touched) c.touched = 0;
+  if (c === store.current && list.conv === c && c.loaded) list.add(msg);
+  sidebar.conversations();
+}
+
+let noteTimer = null;
+
+function outboxChanged() {
+  const c = store.current;
+  if (list.conv === c) list.setPending(outbox.forKey(c.key));
+  const note = $("outbox-note");
+  const waitingOnes = outbox.entries.filter((e) => e.state !== "failed").length;
+  const paused = outbox.pausedFor();
+  clearTimeout(noteTimer);
+  if (!waitingOnes) note.hidden = true;
+  else if (!live) {
+    note.hidden = false;
+    note.textContent = `${waitingOnes === 1 ? "1 message goes" : `${waitingOnes} messages go`} out when you are back online.`;
+  } else if (paused) {
+    note.hidden = false;
+    note.textContent = `You are sending fast: the next message goes in ${paused} s.`;
+    noteTimer = setTimeout(outboxChanged, 1000);
+  } else note.hidden = true;
+}
+
+function pendingAction(action, cid) {
+  const entry = outbox.get(cid);
+  if (!entry) return;
+  if (action === "retry") outbox.retry(cid);
+  else if (action === "discard") outbox.discard(cid);
+  else if (action === "edit") {
+    outbox.discard(cid);
+    openConversation(entry.key, { focus: true });
+    composer.value = composer.value ? `${composer.value}\n${entry.body}` : entry.body;
+  }
+}
+
+// --- Typing ---------------------------------------------------------------------------------
+
+const TYPING_REPEAT_MS = 3000;
+const TYPING_IDLE_MS = 5000;
+const TYPING_SHOWN_MS = 6000;
+let typingTo = null;
+let typingAt = 0;
+let typingIdle = null;
+
+function typing(key, active) {
+  if (!supports.typing || !live || key === EVERYONE || key === null) return;
+  const now = Date.now();
+  clearTimeout(typingIdle);
+  if (active) {
+    if (typingTo !== key || now - typingAt > TYPING_REPEAT_MS) {
+      typingTo = key;
+      typingAt = now;
+      signalTyping(key, true);
+    }
+    typingIdle = setTimeout(() => typing(key, false), TYPING_IDLE_MS);
+  } else if (typingTo === key) {
+    typingTo = null;
+    typingAt = 0;
+    signalTyping(key, false);
+  }
+}
+
+async function signalTyping(to, active) {
+  const reply = await conn.request("typing", { to, typing: active });
+  if (reply.code === "bad_request") supports.typing = false; // a 1.0 server
+}
+
+const typingTimers = new Map();
+
+function typingArrived({ from, typing: active }) {
+  clearTimeout(typingTimers.get(from));
+  if (active) {
+    store.typing.set(from, Date.now() + TYPING_SHOWN_MS);
+    typingTimers.set(
+      from,
+      setTimeout(() => typingArrived({ from, typing: false }), TYPING_SHOWN_MS),
+    );
+  } else store.typing.delete(from);
+  sidebar.conversations();
+  if (store.open === from) sidebar.header();
+}
+
+// --- People --------------------------------------------------------------------------------
+
+async function loadPeople() {
+  const [online, recent] = await Promise.all([conn.request("online"), conn.request("recent")]);
+  if (online.type === "ok") store.online = new Set(online.users);
+  if (recent.type === "ok") store.recent = new Map(recent.users.map((u) => [u.username, u]));
+  sidebar.people();
+  sidebar.conversations();
+  sidebar.header();
+}
+
+async function loadBlocked() {
+  const reply = await conn.request("blocked");
+  if (reply.type === "ok") store.blocked = reply.users;
+  sidebar.blocked();
+  sidebar.header();
+}
+
+let recentTimer = null;
+
+function presenceChanged(online, offline) {
+  const now = new Date().toISOString();
+  for (const name of online) {
+    store.online.add(name);
+    store.recent.set(name, { username: name, online: true, last_seen: now });
+  }
+  for (const name of offline) {
+    store.online.delete(name);
+    store.recent.set(name, { username: name, online: false, last_seen: now });
+  }
+  sidebar.people();
+  sidebar.conversations();
+  sidebar.header();
+  clearTimeout(recentTimer);
+  recentTimer = setTimeout(loadPeople, 1500);
+}
+
+async function setBlocked(name, block) {
+  const reply = await conn.request(block ? "block" : "unblock", { username: name });
+  if (reply.type === "ok" || reply.code === "already_blocked" || reply.code === "not_blocked") {
+    store.blocked = block
+      ? [...new Set([...store.blocked, name])].sort()
+      : store.blocked.filter((n) => n !== name);
+  } else {
+    showProblem(reply.code === "disconnected" ? "Not done: you are offline." : reply.message);
+  }
+  sidebar.blocked();
+  sidebar.header();
+}
+
+function showProblem(text) {
+  const problem = $("problem");
+  problem.textContent = text;
+  problem.hidden = false;
+  clearTimeout(showProblem.timer);
+  showProblem.timer = setTimeout(() => (problem.hidden = true), 8000);
+}
+
+// --- Wiring ----------------------------------------------------------------------------------
+
+function wire() {
+  $("new-chat").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = $("new-chat-name");
+    const name = input.value.trim();
+    const error = $("new-chat-error");
+    error.hidden = true;
+    if (!name) return;
+    const fail = (text) => {
+      error.textContent = text;
+      error.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+    };
+    if (name === me) return fail("That is you.");
+    const reply = await conn.request("history", { with: name, limit: 1 });
+    if (reply.type !== "ok") {
+      return fail(
+        reply.code === "unknown_user"
+          ? `There is no user called ${name}.`
+          : reply.code === "disconnected"
+            ? "You are offline."
+            : reply.message,
+      );
+    }
+    input.removeAttribute("aria-invalid");
+    input.value = "";
+    openConversation(name, { focus: true });
+  });
+  $("block-toggle").addEventListener("click", () =>
+    setBlocked(store.open, !store.blocked.includes(store.open)),
+  );
+  $("load-earlier").addEventListener("click", loadEarlier);
+  const back = () => {
+    app.classList.remove("show-conversation");
+    $("conversations").querySelector("[aria-current=true]")?.focus();
+  };
+  $("back").addEventListener("click", back);
+  $("notice-close")?.addEventListener("click", () => $("notice").remove());
+  $("logout-form").addEventListener("submit", (e) => {
+    const unsent = outbox.entries.length;
+    if (
+      unsent &&
+      !confirm(`${unsent} message(s) are not sent yet and will be lost. Log out anyway?`)
+    ) {
+      e.preventDefault();
+      return;
+    }
+    saved.clear(); // drafts and outbox stay on this computer otherwise
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) {
+      markRead();
+      if (!live && !stopped) conn.retryNow();
+    }
+  });
+  setInterval(() => {
+    sidebar.people();
+    sidebar.header();
+  }, 30000);
+  setInterval(() => {
+    if (live) loadPeople();
+  }, 60000);
+}
+
+wire();
+for (const key of Object.keys(composer.drafts)) store.conv(key); // listed, with their drafts
+sidebar.render();
+sidebar.header();
+composer.setConversation(store.open);
+list.show(store.current, outbox.forKey(store.open));
+unreadChanged();
+conn.connect();

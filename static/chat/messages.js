@@ -1,0 +1,328 @@
+// The open conversation's messages. Messages are inserted, updated and
+// removed one by one, never by rebuilding the list, so a person reading or
+// selecting text is not disturbed; the view only scrolls by itself when the
+// person is already at the bottom.
+
+import { el, icon, text } from "./dom.js";
+import { clock, dayKey, dayLabel, fullTime, linkify } from "./format.js";
+
+const GROUP_MS = 5 * 60 * 1000; // one sender's messages this close read as one group
+const AT_BOTTOM_PX = 40;
+const NEAR_TOP_PX = 300;
+
+// The mark at a bubble's corner: [icon, words for screen readers and the tooltip].
+const MARKS = {
+  sent: ["sent", "Sent"],
+  delivered: ["delivered", "Delivered"],
+  read: ["delivered", "Read"],
+  sending: ["clock", "Sending…"],
+  queued: ["clock", "Queued: it goes as soon as the connection allows"],
+};
+
+export class MessageList {
+  /** hooks: nearTop(), atBottom(), pending(action, cid), message(action, id) */
+  constructor({ box, list, pill, earlier, empty, me, hooks }) {
+    Object.assign(this, { box, list, pill, earlier, empty, me, hooks });
+    this.conv = null;
+    this.fresh = 0; // messages that came in below the view
+    box.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    pill.addEventListener("click", () => {
+      this.scrollToBottom();
+      this.box.focus({ preventScroll: true });
+    });
+  }
+
+  // --- Whole conversation ------------------------------------------------------
+
+  show(conv, pending) {
+    this.conv = conv;
+    this.fresh = 0;
+    // Until its history is here, a conversation shows "Loading…", not the
+    // one message the conversation list knew.
+    const messages = conv.loaded ? conv.sorted() : [];
+    this.list.replaceChildren(...messages.map((m) => this.messageNode(m)));
+    for (const node of this.list.children) this.decorate(node);
+    this.setPending(pending, { scroll: false });
+    this.updateChrome();
+    const divider = this.list.querySelector(".divider");
+    if (divider)
+      this.box.scrollTop +=
+        divider.getBoundingClientRect().top - this.box.getBoundingClientRect().top - 8;
+    else this.scrollToBottom();
+  }
+
+  updateChrome() {
+    const c = this.conv;
+    const count = this.list.children.length;
+    this.empty.hidden = count > 0;
+    text(this.empty, c.loaded ? "No messages yet. Say hello!" : "Loading…");
+    this.earlier.hidden = c.complete || !c.loaded || c.messages.size === 0;
+    this.pill.hidden = this.fresh === 0;
+    text(this.pill, this.fresh === 1 ? "1 new message ↓" : `${this.fresh} new messages ↓`);
+  }
+
+  setLoading(loading) {
+    this.earlier.disabled = loading;
+    text(this.earlier, loading ? "Loading…" : "Load earlier messages");
+  }
+
+  // --- Scrolling -------------------------------------------------------------------
+
+  atBottom() {
+    const b = this.box;
+    return b.scrollHeight - b.scrollTop - b.clientHeight < AT_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.box.scrollTop = this.box.scrollHeight;
+    this.scrolled();
+  }
+
+  scrolled() {
+    if (this.atBottom()) {
+      if (this.fresh) {
+        this.fresh = 0;
+        this.updateChrome();
+      }
+      this.hooks.atBottom();
+    }
+    if (this.box.scrollTop < NEAR_TOP_PX) this.hooks.nearTop();
+  }
+
+  // --- One message at a time ---------------------------------------------------------
+
+  node(id) {
+    return this.list.querySelector(`.msg[data-id="${id}"]`);
+  }
+
+  /** A message of the open conversation, new or older, in its place. */
+  add(msg) {
+    if (this.node(msg.id)) return this.update(msg);
+    const wasAtBottom = this.atBottom();
+    const node = this.messageNode(msg);
+    let before = this.list.querySelector(".msg.pending");
+    for (let n = this.list.lastElementChild; n; n = n.previousElementSibling) {
+      if (n.classList.contains("pending")) continue;
+      if (Number(n.dataset.id) < msg.id) break;
+      before = n;
+    }
+    const newest = !before || before.classList.contains("pending");
+    const anchor = newest ? null : this.keepPosition();
+    this.list.insertBefore(node, before);
+    this.decorate(node);
+    if (node.nextElementSibling) this.decorate(node.nextElementSibling);
+    if (anchor) anchor();
+    else if (wasAtBottom || msg.from === this.me) this.scrollToBottom();
+    else {
+      this.fresh += 1;
+    }
+    this.updateChrome();
+  }
+
+  /** An older page, above what is shown, without moving the view. */
+  prepend(messages) {
+    const restore = this.keepPosition();
+    const first = this.list.firstElementChild;
+    const nodes = messages.map((m) => this.messageNode(m));
+    this.list.prepend(...nodes);
+    for (const node of nodes) this.decorate(node);
+    if (first) this.decorate(first);
+    restore();
+    this.updateChrome();
+  }
+
+  /** Keeps what the person sees in place while content changes above it. */
+  keepPosition() {
+    const b = this.box;
+    const fromBottom = b.scrollHeight - b.scrollTop;
+    return () => {
+      b.scrollTop = b.scrollHeight - fromBottom;
+    };
+  }
+
+  update(msg) {
+    const node = this.node(msg.id);
+    if (node) this.fill(node, msg);
+  }
+
+  remove(id) {
+    const node = this.node(id);
+    if (!node) return;
+    const next = node.nextElementSibling;
+    node.remove();
+    if (next) this.decorate(next);
+    this.updateChrome();
+  }
+
+  /** The outbox entries of this conversation, after its messages. */
+  setPending(entries, { scroll = true } = {}) {
+    const wasAtBottom = this.atBottom();
+    const keep = new Set(entries.map((e) => e.cid));
+    let added = false;
+    for (const node of this.list.querySelectorAll(".msg.pending")) {
+      if (!keep.has(node.dataset.cid)) {
+        const next = node.nextElementSibling;
+        node.remove();
+        if (next) this.decorate(next);
+      }
+    }
+    for (const entry of entries) {
+      let node = this.list.querySelector(`.msg.pending[data-cid="${entry.cid}"]`);
+      if (!node) {
+        node = this.pendingNode(entry);
+        this.list.append(node);
+        this.decorate(node);
+        added = true;
+      }
+      this.fillPending(node, entry);
+    }
+    if (scroll && (added || wasAtBottom)) this.scrollToBottom();
+    this.updateChrome();
+  }
+
+  // --- Nodes ---------------------------------------------------------------------------
+
+  messageNode(msg) {
+    const node = this.shell(msg.from, msg.sent_at);
+    node.dataset.id = msg.id;
+    this.fill(node, msg);
+    return node;
+  }
+
+  pendingNode(entry) {
+    const node = this.shell(this.me, entry.at);
+    node.classList.add("pending");
+    node.dataset.cid = entry.cid;
+    return node;
+  }
+
+  shell(from, at) {
+    const mine = from === this.me;
+    const bubble = el(
+      "div",
+      { class: "bubble" },
+      el(
+        "div",
+        { class: "meta" },
+        el("span", { class: "from", text: mine ? "You" : from }),
+        el("time", { datetime: at, title: fullTime(at), text: clock(at) }),
+      ),
+      el("div", { class: "body", dir: "auto" }),
+      el("div", { class: "foot" }),
+    );
+    const node = el("li", { class: "msg" + (mine ? " mine" : "") }, bubble);
+    node.dataset.from = from;
+    node.dataset.at = at;
+    return node;
+  }
+
+  setBody(node, body) {
+    const box = node.querySelector(".body");
+    if (box.dataset.text === body) return;
+    box.dataset.text = body;
+    box.replaceChildren(...linkify(body));
+  }
+
+  fill(node, msg) {
+    this.setBody(node, msg.body);
+    const meta = node.querySelector(".meta");
+    if (msg.stored && !meta.querySelector(".tag")) {
+      meta.append(el("span", { class: "tag", text: "waited while you were offline" }));
+    }
+    let state = null;
+    let title = null;
+    if (msg.from === this.me && msg.kind === "private") {
+      state = msg.read ? "read" : msg.delivered ? "delivered" : "sent";
+      if (state === "sent" && msg.waiting)
+        title = `Sent: ${msg.to} is offline, and gets it at their next login`;
+    }
+    this.setMark(node, state, title);
+    const foot = node.querySelector(".foot");
+    foot.replaceChildren(...(msg.note ? [el("span", { class: "note", text: msg.note })] : []));
+    foot.hidden = !msg.note;
+  }
+
+  /** The corner mark: ticks of one's own messages, a clock while queued. */
+  setMark(node, state, title = null) {
+    const bubble = node.querySelector(".bubble");
+    let mark = bubble.querySelector(":scope > .mark");
+    bubble.classList.toggle("has-mark", state !== null);
+    if (state === null) return mark?.remove();
+    const [name, words] = MARKS[state];
+    if (!mark) bubble.append((mark = el("span", { class: "mark" })));
+    if (mark.dataset.state === state && mark.title === (title || words)) return;
+    mark.dataset.state = state;
+    mark.className = `mark ${["sending", "queued"].includes(state) ? "pending-mark" : "ticks"}`;
+    mark.title = title || words;
+    mark.replaceChildren(icon(name), el("span", { class: "visually-hidden", text: words }));
+  }
+
+  fillPending(node, entry) {
+    this.setBody(node, entry.body);
+    const failed = entry.state === "failed";
+    node.classList.toggle("failed", failed);
+    node.classList.toggle("sending", !failed);
+    this.setMark(node, failed ? null : entry.state);
+    const foot = node.querySelector(".foot");
+    const state = entry.state + (entry.error || "");
+    if (foot.dataset.state === state) return;
+    foot.dataset.state = state;
+    foot.hidden = !failed;
+    if (!failed) return foot.replaceChildren();
+    const act = (action, label, extra = {}) =>
+      el("button", {
+        type: "button",
+        class: "secondary small",
+        text: label,
+        onclick: () => this.hooks.pending(action, entry.cid),
+        ...extra,
+      });
+    foot.replaceChildren(
+      el(
+        "div",
+        { class: "send-error", role: "alert" },
+        el("span", { text: entry.error }),
+        entry.retry ? act("retry", "Retry") : null,
+        act("edit", "Edit", { title: "Back to the text box" }),
+        act("discard", "Discard"),
+      ),
+    );
+  }
+
+  /** Day separator, unread divider and grouping, from the message before. */
+  decorate(node) {
+    const prev = node.previousElementSibling;
+    const at = node.dataset.at;
+    const newDay = !prev || dayKey(prev.dataset.at) !== dayKey(at);
+    const divider =
+      !node.classList.contains("pending") &&
+      this.conv.firstUnread !== null &&
+      Number(node.dataset.id) === this.conv.firstUnread;
+    let day = node.querySelector(":scope > .day");
+    if (newDay && !day) node.prepend((day = el("div", { class: "day" }, el("span"))));
+    if (!newDay && day) day.remove();
+    if (day) text(day.firstChild, dayLabel(at));
+    let mark = node.querySelector(":scope > .divider");
+    if (divider && !mark) {
+      mark = el("div", { class: "divider" }, el("span", { text: "New" }));
+      node.querySelector(".bubble").before(mark);
+    }
+    if (!divider && mark) mark.remove();
+    const continued =
+      prev &&
+      !newDay &&
+      !divider &&
+      prev.dataset.from === node.dataset.from &&
+      new Date(at) - new Date(prev.dataset.at) < GROUP_MS;
+    node.classList.toggle("continued", Boolean(continued));
+  }
+
+  /** Move the unread divider (null: none). */
+  setDivider(id) {
+    const old = this.list.querySelector(".divider")?.closest(".msg");
+    this.conv.firstUnread = id;
+    if (old) this.decorate(old);
+    const node = id === null ? null : this.node(id);
+    if (node) this.decorate(node);
+  }
+}

@@ -1,0 +1,178 @@
+// The side panel (conversations, people, blocked) and the conversation
+// header. Lists are updated in place by key, so focus survives updates.
+
+import { $, attr, el, reconcile, text } from "./dom.js";
+import { lastSeen, when } from "./format.js";
+import { EVERYONE } from "./store.js";
+
+export class Sidebar {
+  /** actions: open(key), unblock(name), draft(key) */
+  constructor(store, actions) {
+    this.store = store;
+    this.actions = actions;
+  }
+
+  render() {
+    this.conversations();
+    this.people();
+    this.blocked();
+  }
+
+  conversations() {
+    const s = this.store;
+    reconcile($("conversations"), s.conversations(), {
+      key: (c) => c.key,
+      create: (c) => {
+        const button = el(
+          "button",
+          {
+            type: "button",
+            class: "conv-item",
+            "data-key": c.key,
+            onclick: () => this.actions.open(c.key),
+          },
+          el("span", { class: "dot", "aria-hidden": "true" }),
+          el(
+            "span",
+            { class: "conv-text" },
+            el(
+              "span",
+              { class: "conv-line" },
+              el("span", { class: "conv-name", text: c.name }),
+              el("span", { class: "conv-time" }),
+            ),
+            el(
+              "span",
+              { class: "conv-line" },
+              el("span", { class: "preview", dir: "auto" }),
+              el("span", { class: "badge" }),
+            ),
+          ),
+        );
+        return el("li", {}, button);
+      },
+      update: (li, c) => {
+        const button = li.firstChild;
+        const active = c.key === s.open;
+        button.classList.toggle("active", active);
+        attr(button, "aria-current", active ? "true" : null);
+        button.querySelector(".dot").className =
+          "dot" + (c.key === EVERYONE ? " all" : s.online.has(c.key) ? " on" : "");
+        const last = c.last;
+        let preview = "";
+        const draft = c.key !== s.open && this.actions.draft(c.key);
+        if (c.key !== EVERYONE && s.isTyping(c.key)) preview = "typing…";
+        else if (draft) preview = `Draft: ${draft.replace(/\s+/g, " ")}`;
+        else if (last)
+          preview =
+            (last.from === s.me ? "You: " : c.key === EVERYONE ? `${last.from}: ` : "") +
+            last.body.replace(/\s+/g, " ");
+        else if (c.key === EVERYONE) preview = "Messages to everyone";
+        const p = button.querySelector(".preview");
+        text(p, preview);
+        p.classList.toggle("typing", preview === "typing…");
+        p.classList.toggle("draft", Boolean(draft) && preview.startsWith("Draft: "));
+        text(button.querySelector(".conv-time"), last ? when(last.sent_at) : "");
+        const badge = button.querySelector(".badge");
+        badge.hidden = !c.unread;
+        text(badge, c.unread ? String(c.unread) : "");
+        attr(badge, "aria-label", c.unread ? `${c.unread} unread` : null);
+        button.classList.toggle("has-unread", c.unread > 0);
+      },
+      fallback: () => $("conversations").querySelector("button"),
+    });
+    $("known-users").replaceChildren(...s.knownNames().map((n) => el("option", { value: n })));
+  }
+
+  people() {
+    const s = this.store;
+    const people = s.people();
+    const online = people.filter((p) => p.online).length;
+    text($("online-count"), online ? `${online} online` : "");
+    $("people-empty").hidden = people.length > 0;
+    reconcile($("people"), people, {
+      key: (p) => p.username,
+      create: (p) =>
+        el(
+          "li",
+          {},
+          el(
+            "button",
+            {
+              type: "button",
+              class: "person",
+              "data-name": p.username,
+              onclick: () => this.actions.open(p.username),
+            },
+            el("span", { class: "dot", "aria-hidden": "true" }),
+            el("span", { class: "conv-name", text: p.username }),
+            el("span", { class: "seen muted small-text" }),
+          ),
+        ),
+      update: (li, p) => {
+        const button = li.firstChild;
+        button.classList.toggle("online", p.online);
+        button.querySelector(".dot").className = "dot" + (p.online ? " on" : "");
+        text(
+          button.querySelector(".seen"),
+          p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
+        );
+        attr(button, "title", `Message ${p.username}`);
+      },
+      fallback: () => $("people").querySelector("button") || $("new-chat-name"),
+    });
+  }
+
+  blocked() {
+    const s = this.store;
+    $("blocked-empty").hidden = s.blocked.length > 0;
+    reconcile($("blocked"), s.blocked, {
+      key: (name) => name,
+      create: (name) =>
+        el(
+          "li",
+          { class: "blocked-item" },
+          el("span", { class: "conv-name", text: name }),
+          el("button", {
+            type: "button",
+            class: "secondary small",
+            text: "Unblock",
+            "aria-label": `Unblock ${name}`,
+            onclick: () => this.actions.unblock(name),
+          }),
+        ),
+      update: () => {},
+      fallback: (i) => {
+        const buttons = $("blocked").querySelectorAll("button");
+        return buttons[Math.max(0, Math.min(i, buttons.length - 1))] || $("blocked-heading");
+      },
+    });
+  }
+
+  header() {
+    const s = this.store;
+    const c = s.current;
+    text($("conv-title"), c.name);
+    attr($("conv-title"), "title", c.name);
+    const toggle = $("block-toggle");
+    const status = $("conv-presence");
+    if (c.key === EVERYONE) {
+      toggle.hidden = true;
+      const others = [...s.online].filter((n) => n !== s.me).length;
+      text(status, others ? `${others} online` : "nobody else online");
+      status.className = "presence";
+      return;
+    }
+    const blocked = s.blocked.includes(c.key);
+    toggle.hidden = false;
+    text(toggle, blocked ? "Unblock" : "Block");
+    attr(toggle, "aria-label", `${blocked ? "Unblock" : "Block"} ${c.key}`);
+    attr(toggle, "title", `${blocked ? "Unblock" : "Block"} ${c.key}`);
+    const online = s.online.has(c.key);
+    const seen = s.recent.get(c.key)?.last_seen;
+    let state = online ? "online" : seen ? lastSeen(seen) : "offline";
+    if (s.isTyping(c.key)) state = "typing…";
+    text(status, state);
+    status.className = "presence" + (online ? " on" : "") + (state === "typing…" ? " typing" : "");
+  }
+}
