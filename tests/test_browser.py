@@ -745,6 +745,21 @@ def test_log_out_ends_the_chat_session(accounts, server, open_page):
     assert "/accounts/login/" in bob.url
 
 
+def test_admin_user_list_shows_every_column_at_1280(server, new_page):
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    User.objects.create(username="admin", is_staff=True, is_superuser=True)
+    User.objects.bulk_create(User(username=f"user{i}") for i in range(5))
+    page = new_page()
+    page.context.add_cookies([session_cookie("admin", server)])
+    page.goto(server.http + "/admin/accounts/user/")
+    results = page.locator("#changelist .results")
+    assert results.evaluate("r => r.scrollWidth <= r.clientWidth")
+    assert page.locator("#result_list thead th").last.is_visible()
+    shot(page, "admin-users-1280")
+
+
 # --- The outbox -------------------------------------------------------------------------------------
 
 
