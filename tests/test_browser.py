@@ -65,6 +65,14 @@ def browser():
 # --- Helpers --------------------------------------------------------------------------------
 
 
+def expect(*args):
+    """Playwright's expect (imported late: Playwright may be missing, and then the tests skip)."""
+    from playwright.sync_api import expect as expect_
+
+    expect_.set_options(timeout=TIMEOUT)
+    return expect_(*args)
+
+
 def run_async(coroutine):
     """Run a coroutine beside Playwright's sync API, which owns this thread's loop."""
     with ThreadPoolExecutor(1) as pool:
@@ -160,7 +168,7 @@ def focused(page):
 
 
 def wait_for_text(page, element_id, text):
-    page.wait_for_function("([id, text]) => document.getElementById(id).textContent === text", arg=[element_id, text])
+    expect(page.locator(f"#{element_id}")).to_have_text(text)
 
 
 def scroll_top(page):
@@ -368,7 +376,7 @@ def test_conversation_opens_at_the_first_unread_below_a_divider(accounts, server
     assert bob.title() == "(40) Chat"
     shot(bob, "chat-unread-divider")
     bob.locator("#messages").evaluate("box => box.scrollTop = box.scrollHeight")
-    bob.wait_for_function("document.title === 'Chat'")
+    expect(bob).to_have_title("Chat")
     assert bob.locator(".conv-item[data-key=alice] .badge").is_hidden()
     assert bob.get_attribute("#favicon", "href").endswith("/favicon.svg")
 
@@ -465,7 +473,7 @@ def test_incoming_message_leaves_the_reader_where_they_are(accounts, server, ope
     shot(bob, "chat-new-messages-pill")
     bob.click("#new-pill")
     assert visible_in_messages(bob, ".msg:has(.body:text-is('are you there?'))")
-    bob.wait_for_function("document.title === 'Chat'")
+    expect(bob).to_have_title("Chat")
     assert bob.locator("#new-pill").is_hidden()
 
 
@@ -725,7 +733,7 @@ def test_older_history_loads_as_the_reader_scrolls_up(accounts, make_server, ope
     bob.wait_for_selector("#message-list .body:text-is('message 119')")
     assert bob.locator("#message-list .msg").count() == 50
     bob.locator("#messages").evaluate("box => box.scrollTop = 0")
-    bob.wait_for_function("document.querySelectorAll('#message-list .msg').length === 100")
+    expect(bob.locator("#message-list .msg")).to_have_count(100)
     # The view stays on what was read, not on the newly loaded top.
     assert visible_in_messages(bob, ".msg:has(.body:text-is('message 70'))")
     bob.click("#load-earlier")  # the same by button, for the keyboard
