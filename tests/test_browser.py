@@ -129,7 +129,7 @@ def stored_bodies(sender, to=None):
     """What `sender` sent to `to` (None: to everyone), as the database has it."""
     from messaging.models import Message
 
-    sent = Message.objects.filter(sender__username=sender)
+    sent = Message.objects.filter(sender__username=sender, deleted_at__isnull=True)
     sent = sent.filter(recipient__username=to) if to else sent.filter(kind="broadcast")
     return list(sent.order_by("id").values_list("body", flat=True))
 
@@ -399,6 +399,8 @@ def test_offline_user_sees_what_waited_marked(accounts, server, open_page):
     message = bob.locator(".msg", has_text="while you were away")
     message.locator(".tag:text('waited while you were offline')").wait_for()
     shot(bob, "chat-waited")
+    # Alice's ticks follow: read now (it said "sent" while bob was away).
+    alice.wait_for_selector(".msg.mine .ticks[data-state=read][title=Read]")
 
 
 def test_broadcast_reaches_two_others(accounts, server, open_page):
@@ -789,6 +791,136 @@ def test_fast_sends_wait_their_turn_and_arrive_once_even_across_a_reload(account
     assert alice.locator(".msg.pending").count() == 0
     assert alice.locator(".msg.mine[data-id]").all_inner_texts() == alice.locator(".msg.mine").all_inner_texts()
     assert stored_bodies("alice", "bob") == bodies
+
+
+def test_an_answer_lost_with_the_connection_still_sends_exactly_once(accounts, server, open_page):
+    """The reply to a send is lost as the connection drops: the page sends it
+    again after reconnecting, with the same client_id, and the server stores
+    it once."""
+    accounts("alice", "bob")
+    alice = open_page("alice")
+    dropped = []
+
+    def route(ws):
+        upstream = ws.connect_to_server()
+
+        def to_page(message):
+            frame = json.loads(message)
+            if not dropped and frame.get("type") == "ok" and "delivered" in frame:
+                dropped.append(frame)
+                upstream.close()
+                ws.close()
+            else:
+                ws.send(message)
+
+        upstream.on_message(to_page)
+        ws.on_message(upstream.send)
+
+    alice.route_web_socket(re.compile(r"/ws/chat/$"), route)
+    alice.reload()
+    alice.wait_for_selector("#status[data-state=online]")
+    open_chat(alice, "bob")
+    say(alice, "exactly once")
+    alice.wait_for_selector("#status[data-state=offline]")
+    alice.wait_for_selector(".msg.mine[data-id] .body:text-is('exactly once')", timeout=20_000)
+    assert len(dropped) == 1
+    assert alice.locator(".msg.mine").count() == 1
+    assert stored_bodies("alice", "bob") == ["exactly once"]
+
+
+# --- Protocol 1.1 in the page -------------------------------------------------------------------
+
+
+def test_ticks_and_typing_between_two_people(accounts, server, open_page):
+    accounts("alice", "bob")
+    alice, bob = open_page("alice"), open_page("bob")
+    open_chat(bob, "alice")
+    open_chat(alice, "bob")
+    alice.focus("#body")
+    alice.keyboard.type("are you th")
+    expect(bob.locator("#conv-presence")).to_have_text("typing…")
+    shot(bob, "chat-typing")
+    bob.click(".conv-item[data-key='*']")
+    expect(bob.locator(".conv-item[data-key=alice] .preview")).to_have_text("typing…")
+    alice.keyboard.type("ere?")
+    alice.keyboard.press("Enter")
+    bob.wait_for_selector(".conv-item[data-key=alice] .badge:text-is('1')")
+    assert bob.inner_text(".conv-item[data-key=alice] .preview") == "are you there?"
+    alice.wait_for_selector(".msg.mine .ticks[data-state=delivered]")
+    bob.click(".conv-item[data-key=alice]")
+    alice.wait_for_selector(".msg.mine .ticks[data-state=read]")
+    expect(bob.locator("#conv-presence")).to_have_text("online")
+    shot(alice, "chat-read")
+
+
+def test_edit_and_delete_ones_own_messages(accounts, server, open_page):
+    accounts("alice", "bob")
+    alice, bob = open_page("alice"), open_page("bob")
+    open_chat(bob, "alice")
+    open_chat(alice, "bob")
+    say(alice, "frist try")
+    say(alice, "to be deleted")
+    bob.wait_for_selector(".msg .body:text-is('to be deleted')")
+    # Keyboard: to the first message with the arrows, E edits it.
+    alice.focus("#messages")
+    alice.keyboard.press("ArrowUp")
+    alice.keyboard.press("ArrowUp")
+    assert "frist try" in alice.evaluate("document.activeElement.textContent")
+    alice.keyboard.press("e")
+    expect(alice.locator(".edit-box")).to_be_focused()
+    alice.keyboard.press("Control+a")
+    alice.keyboard.type("first try")
+    shot(alice, "chat-editing")
+    alice.keyboard.press("Enter")
+    alice.wait_for_selector(".msg.mine:has(.body:text-is('first try')) .edited-label")
+    bob.wait_for_selector(".msg:has(.body:text-is('first try')) .edited-label")
+    # Mouse: hover, the bin, then confirm.
+    last = alice.locator(".msg.mine").last
+    last.hover()
+    last.locator("[data-action=delete]").click()
+    last.locator(".confirm button:text('Delete')").click()
+    alice.wait_for_selector(".msg .body:text-is('to be deleted')", state="detached")
+    bob.wait_for_selector(".msg .body:text-is('to be deleted')", state="detached")
+    assert focused(alice) is not None
+    assert bob.inner_text(".conv-item[data-key=alice] .preview") == "first try"
+    # Up in the empty text box edits the last one.
+    alice.focus("#body")
+    alice.keyboard.press("ArrowUp")
+    expect(alice.locator(".edit-box")).to_have_value("first try")
+    alice.keyboard.press("Escape")
+    assert stored_bodies("alice", "bob") == ["first try"]
+
+
+def test_search_people_and_messages_from_the_keyboard(accounts, server, open_page):
+    accounts("alice", "bob", "carol")
+    peer_sends(server, "bob", "alice", "the quick brown fox", "lunch at noon?", read_by_recipient=True)
+    peer_sends(server, "carol", None, "Quick question for everyone")
+    alice = open_page("alice", bypass_csp=True)
+    alice.keyboard.press("Control+k")
+    expect(alice.locator("#search-input")).to_be_focused()
+    alice.keyboard.type("quick")
+    results = alice.locator("#search-messages .result")
+    expect(results).to_have_count(2)
+    assert "carol · Everyone" in results.nth(0).inner_text()
+    assert "bob · bob" in results.nth(1).inner_text()
+    assert results.nth(1).locator("mark").inner_text() == "quick"
+    axe(alice, "search open")
+    shot(alice, "chat-search")
+    alice.keyboard.press("ArrowDown")
+    alice.keyboard.press("ArrowDown")
+    alice.keyboard.press("Enter")
+    alice.wait_for_selector("#conv-title:text-is('bob')")
+    expect(alice.locator(".msg:has(.body:text-is('the quick brown fox'))")).to_be_focused()
+    # People: "/" opens it too; Enter on a name opens the conversation.
+    alice.focus("#messages")
+    alice.keyboard.press("/")
+    alice.keyboard.press("Control+a")
+    alice.keyboard.type("car")
+    expect(alice.locator("#search-people .result")).to_have_count(1)
+    alice.keyboard.press("ArrowDown")
+    alice.keyboard.press("Enter")
+    alice.wait_for_selector("#conv-title:text-is('carol')")
+    expect(alice.locator("#body")).to_be_focused()
 
 
 # --- Alerts and accessibility -------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 // The chat page: protocol 1.1 over one WebSocket (docs/protocol.md), as ES
 // modules with no build step. This module wires the others together:
 // connection.js (the socket), store.js (what the page knows), outbox.js
-// (sending), messages.js, sidebar.js and composer.js (the view), alerts.js.
+// (sending), messages.js, sidebar.js, composer.js and search.js (the view),
+// alerts.js.
 
 import { Alerts } from "./alerts.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el } from "./dom.js";
-import { trimBody } from "./format.js";
+import { bodyLength, number, trimBody } from "./format.js";
 import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
+import { Search } from "./search.js";
 import { Sidebar } from "./sidebar.js";
-import { EVERYONE, MAX_PAGE, PAGE_SIZE, Saved, Store } from "./store.js";
+import { EVERYONE, MAX_BODY_CHARS, MAX_PAGE, PAGE_SIZE, Saved, Store } from "./store.js";
 
 const app = $("app");
 const me = app.dataset.username;
@@ -23,7 +25,7 @@ let live = false; // logged in on the current socket
 let stopped = false; // replaced or ended: no reconnecting by itself
 let elsewhere = false; // this socket was told the user is online elsewhere
 let wantTakeover = false;
-let loadingEarlier = false;
+let loadingEarlier = null; // the older page on its way
 const supports = { typing: true }; // switched off when the server refuses an op
 
 const conn = new Connection({
@@ -45,7 +47,12 @@ const list = new MessageList({
   earlier: $("load-earlier"),
   empty: $("empty"),
   me,
-  hooks: { nearTop: loadEarlier, atBottom: markRead, pending: pendingAction },
+  hooks: {
+    nearTop: loadEarlier,
+    atBottom: markRead,
+    pending: pendingAction,
+    message: messageAction,
+  },
 });
 const outbox = new Outbox({
   saved,
@@ -59,9 +66,14 @@ const composer = new Composer({
   hooks: {
     send: (key, body) => outbox.add(key, body),
     typing,
-    editLast: () => false,
+    editLast,
     announce: (t) => alerts.announce(t),
   },
+});
+new Search(store, {
+  request: (type, fields) => conn.request(type, fields),
+  open: (key) => openConversation(key, { focus: true }),
+  jump: jumpTo,
 });
 
 // --- Connection and session -------------------------------------------------------
@@ -151,6 +163,15 @@ function frameArrived(frame) {
     case "typing":
       typingArrived(frame);
       break;
+    case "receipt":
+      receiptArrived(frame);
+      break;
+    case "message_edited":
+      edited(frame);
+      break;
+    case "message_deleted":
+      deleted(frame.id);
+      break;
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
@@ -223,14 +244,12 @@ async function loadLatest(c) {
   return null;
 }
 
-async function openConversation(key, { focus = false } = {}) {
+async function openConversation(key, { focus = false, reveal = focus } = {}) {
   const previous = store.current;
   const c = store.conv(key);
-  if (focus) {
-    // Chosen by the person: on a narrow screen the conversation replaces the list.
-    app.classList.add("show-conversation");
-    composer.focus();
-  }
+  // Chosen by the person: on a narrow screen the conversation replaces the list.
+  if (reveal) app.classList.add("show-conversation");
+  if (focus) composer.focus();
   if (previous === c && c.loaded && list.conv === c) return;
   if (previous !== c) previous.firstUnread = null;
   store.open = key;
@@ -260,26 +279,44 @@ async function refreshOpen() {
   markRead();
 }
 
-async function loadEarlier() {
+/** The page before the oldest message shown (one request at a time). */
+function loadEarlier() {
   const c = store.current;
-  if (loadingEarlier || c.complete || !c.loaded || !c.messages.size || !live) return;
-  loadingEarlier = true;
+  if (loadingEarlier) return loadingEarlier;
+  if (c.complete || !c.loaded || !c.messages.size || !live) return Promise.resolve();
   list.setLoading(true);
-  const reply = await conn.request("history", {
-    with: c.peer,
-    before: c.oldestId(),
-    limit: PAGE_SIZE,
-  });
-  loadingEarlier = false;
-  list.setLoading(false);
-  if (reply.type !== "ok" || store.current !== c) return;
-  const older = reply.messages.filter((m) => !c.messages.has(m.id));
-  for (const m of older) {
-    store.seen.add(m.id);
-    c.add(m);
+  loadingEarlier = (async () => {
+    const reply = await conn.request("history", {
+      with: c.peer,
+      before: c.oldestId(),
+      limit: PAGE_SIZE,
+    });
+    loadingEarlier = null;
+    list.setLoading(false);
+    if (reply.type !== "ok" || store.current !== c) return;
+    const older = reply.messages.filter((m) => !c.messages.has(m.id) && !store.deleted.has(m.id));
+    for (const m of older) {
+      store.seen.add(m.id);
+      c.add(m);
+    }
+    c.complete = reply.messages.length < PAGE_SIZE;
+    list.prepend(older);
+  })();
+  return loadingEarlier;
+}
+
+/** Open a conversation at one message (a search result), loading back to it. */
+async function jumpTo(key, id) {
+  await openConversation(key, { reveal: true });
+  const c = store.conv(key);
+  for (
+    let pages = 0;
+    !c.messages.has(id) && !c.complete && pages < 20 && store.current === c;
+    pages++
+  ) {
+    await loadEarlier();
   }
-  c.complete = reply.messages.length < PAGE_SIZE;
-  list.prepend(older);
+  if (store.current === c && !list.jumpTo(id)) alerts.announce("That message is no longer here.");
 }
 
 function markRead() {
@@ -315,7 +352,7 @@ function ack(id) {
 
 function received(msg) {
   ack(msg.id); // held by the page now, shown or not
-  if (store.seen.has(msg.id)) return; // pushed again: already here
+  if (store.seen.has(msg.id) || store.deleted.has(msg.id)) return; // pushed again, or deleted since
   store.seen.add(msg.id);
   const c = store.conv(store.keyOf(msg));
   c.add(msg);
@@ -407,6 +444,83 @@ function pendingAction(action, cid) {
     openConversation(entry.key, { focus: true });
     composer.value = composer.value ? `${composer.value}\n${entry.body}` : entry.body;
   }
+}
+
+// --- Receipts, edits and deletions (protocol 1.1) --------------------------------------
+
+function receiptArrived({ status, by, id, up_to: upTo }) {
+  const c = store.convs.get(by);
+  if (!c) return;
+  const changed = [];
+  for (const m of c.messages.values()) {
+    if (m.from !== me) continue;
+    if (status === "delivered" && m.id === id && !m.delivered) m.delivered = true;
+    else if (status === "read" && m.id <= upTo && !m.read) m.read = m.delivered = true;
+    else continue;
+    changed.push(m);
+  }
+  if (list.conv === c) for (const m of changed) list.update(m);
+}
+
+function messageAction(action, id) {
+  if (action === "edit") list.startEdit(id, saveEdit);
+  else if (action === "delete") list.confirmDelete(id, deleteMessage);
+}
+
+/** Up in an empty text box edits one's last message here. */
+function editLast() {
+  const c = store.current;
+  const mine = c.sorted().filter((m) => m.from === me);
+  if (!mine.length || list.conv !== c) return false;
+  list.startEdit(mine[mine.length - 1].id, saveEdit);
+  return true;
+}
+
+async function saveEdit(id, body) {
+  const trimmed = trimBody(body);
+  if (!trimmed) return "A message cannot be empty: delete it instead.";
+  if (bodyLength(body) > MAX_BODY_CHARS)
+    return `Too long: at most ${number(MAX_BODY_CHARS)} characters.`;
+  if (store.find(id)?.messages.get(id)?.body === trimmed) return null;
+  const reply = await conn.request("edit", { id, body });
+  if (reply.type !== "ok") {
+    return reply.code === "disconnected"
+      ? "Not saved: you are offline."
+      : `Not saved: ${reply.message}`;
+  }
+  edited({ id, body: trimmed, edited_at: reply.edited_at });
+  return null;
+}
+
+function edited({ id, body, edited_at: editedAt }) {
+  const c = store.find(id);
+  if (!c) return;
+  c.add({ ...c.messages.get(id), body, edited_at: editedAt });
+  if (list.conv === c) list.update(c.messages.get(id));
+  sidebar.conversations();
+}
+
+async function deleteMessage(id) {
+  const reply = await conn.request("delete", { id });
+  if (reply.type !== "ok" && reply.code !== "unknown_message") {
+    return reply.code === "disconnected"
+      ? "Not deleted: you are offline."
+      : `Not deleted: ${reply.message}`;
+  }
+  deleted(id);
+  return null;
+}
+
+function deleted(id) {
+  store.deleted.add(id); // a push that overtook the deletion stays away
+  const c = store.find(id);
+  if (!c) return;
+  const msg = c.messages.get(id);
+  if (msg.from !== me && msg.id > c.readUpTo && c.unread > 0) c.unread -= 1;
+  c.remove(id);
+  if (list.conv === c) list.remove(id);
+  sidebar.conversations();
+  unreadChanged();
 }
 
 // --- Typing ---------------------------------------------------------------------------------

@@ -20,12 +20,25 @@ const MARKS = {
 };
 
 export class MessageList {
-  /** hooks: nearTop(), atBottom(), pending(action, cid), message(action, id) */
+  /** hooks: nearTop(), atBottom(), pending(action, cid), message(action, id)
+   * (action: "edit" or "delete", on one's own messages) */
   constructor({ box, list, pill, earlier, empty, me, hooks }) {
     Object.assign(this, { box, list, pill, earlier, empty, me, hooks });
     this.conv = null;
     this.fresh = 0; // messages that came in below the view
     box.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    box.addEventListener("keydown", (e) => this.keys(e));
+    list.addEventListener("click", (e) => {
+      const button = e.target.closest("[data-action]");
+      if (button)
+        this.hooks.message(button.dataset.action, Number(button.closest(".msg").dataset.id));
+    });
+    // A message's own buttons are in the tab order only while it has focus.
+    list.addEventListener("focusin", (e) => this.tabbable(e.target.closest(".msg"), true));
+    list.addEventListener("focusout", (e) => {
+      const node = e.target.closest(".msg");
+      if (node && !node.contains(e.relatedTarget)) this.tabbable(node, false);
+    });
     pill.addEventListener("click", () => {
       this.scrollToBottom();
       this.box.focus({ preventScroll: true });
@@ -149,9 +162,163 @@ export class MessageList {
     const node = this.node(id);
     if (!node) return;
     const next = node.nextElementSibling;
+    const hadFocus = node.contains(document.activeElement);
     node.remove();
     if (next) this.decorate(next);
+    if (hadFocus) (next || this.list.lastElementChild || this.box).focus({ preventScroll: true });
     this.updateChrome();
+  }
+
+  /** Bring a message into view, give it focus and flash it (search results). */
+  jumpTo(id) {
+    const node = this.node(id);
+    if (!node) return false;
+    node.scrollIntoView({ block: "center" });
+    node.focus({ preventScroll: true });
+    node.classList.remove("flash");
+    void node.offsetWidth; // restart the animation
+    node.classList.add("flash");
+    return true;
+  }
+
+  // --- Keyboard ---------------------------------------------------------------------------
+
+  tabbable(node, yes) {
+    if (!node) return;
+    for (const button of node.querySelectorAll(".actions button")) button.tabIndex = yes ? 0 : -1;
+  }
+
+  /** In the message list: arrows move between messages, Home and End to the
+   * first and last; on one's own, E edits and Delete deletes. */
+  keys(e) {
+    if (e.target.closest("textarea, input, .confirm") || e.altKey || e.ctrlKey || e.metaKey) return;
+    const all = [...this.list.querySelectorAll(".msg")];
+    if (!all.length) return;
+    const current = e.target.closest(".msg");
+    let next = null;
+    if (e.key === "ArrowUp" || e.key === "ArrowDown") {
+      const step = e.key === "ArrowUp" ? -1 : 1;
+      const i = current ? all.indexOf(current) + step : this.lastVisible(all);
+      next = all[Math.max(0, Math.min(all.length - 1, i))];
+    } else if (e.key === "Home" && current) next = all[0];
+    else if (e.key === "End" && current) next = all[all.length - 1];
+    else if (e.key === "Escape" && current) next = this.box;
+    else if (current?.querySelector(".actions") && e.target === current) {
+      const id = Number(current.dataset.id);
+      if (e.key === "e" || e.key === "E") this.hooks.message("edit", id);
+      else if (e.key === "Delete") this.hooks.message("delete", id);
+      else return;
+      e.preventDefault();
+      return;
+    }
+    if (!next) return;
+    e.preventDefault();
+    next.focus({ preventScroll: true });
+    if (next !== this.box) next.scrollIntoView({ block: "nearest" });
+  }
+
+  /** Index of the lowest message in view (where the arrow keys start). */
+  lastVisible(all) {
+    const bottom = this.box.getBoundingClientRect().bottom;
+    for (let i = all.length - 1; i >= 0; i--)
+      if (all[i].getBoundingClientRect().top < bottom) return i;
+    return all.length - 1;
+  }
+
+  // --- Editing and deleting one's own messages ---------------------------------------------
+
+  /** An editor in place of the body; save(id, text) resolves to an error text or null. */
+  startEdit(id, save) {
+    const node = this.node(id);
+    if (!node || node.classList.contains("editing")) return;
+    const body = node.querySelector(".body");
+    const area = el("textarea", {
+      class: "edit-box",
+      dir: "auto",
+      rows: "1",
+      "aria-label": "Edit your message",
+    });
+    area.value = body.dataset.text;
+    const error = el("p", { class: "edit-error small-text", role: "alert", hidden: true });
+    const form = el(
+      "form",
+      { class: "editor" },
+      area,
+      el(
+        "div",
+        { class: "editor-buttons" },
+        el("span", { class: "hint small-text", text: "Enter saves, Esc cancels" }),
+        el("button", {
+          type: "button",
+          class: "secondary small",
+          text: "Cancel",
+          onclick: () => close(),
+        }),
+        el("button", { type: "submit", class: "small", text: "Save" }),
+      ),
+      error,
+    );
+    const close = () => {
+      form.remove();
+      body.hidden = false;
+      node.classList.remove("editing");
+      node.focus({ preventScroll: true });
+    };
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const problem = await save(id, area.value);
+      if (problem) {
+        error.textContent = problem;
+        error.hidden = false;
+        area.focus();
+      } else close();
+    });
+    area.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        close();
+      } else if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    body.hidden = true;
+    body.after(form);
+    node.classList.add("editing");
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
+
+  /** Ask first; remove(id) resolves to an error text or null. */
+  confirmDelete(id, remove) {
+    const node = this.node(id);
+    if (!node || node.querySelector(".confirm")) return;
+    const problem = el("span", { class: "edit-error", role: "alert" });
+    const close = () => {
+      box.remove();
+      node.focus({ preventScroll: true });
+    };
+    const yes = el("button", { type: "button", class: "danger small", text: "Delete" });
+    const box = el(
+      "div",
+      { class: "confirm", role: "group", "aria-label": "Delete this message?" },
+      el("span", { text: "Delete it for everyone?" }),
+      yes,
+      el("button", { type: "button", class: "secondary small", text: "Cancel", onclick: close }),
+      problem,
+    );
+    yes.addEventListener("click", async () => {
+      const error = await remove(id);
+      if (error) problem.textContent = error;
+    });
+    box.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        close();
+      }
+    });
+    node.querySelector(".bubble").append(box);
+    yes.focus();
   }
 
   /** The outbox entries of this conversation, after its messages. */
@@ -185,6 +352,33 @@ export class MessageList {
   messageNode(msg) {
     const node = this.shell(msg.from, msg.sent_at);
     node.dataset.id = msg.id;
+    if (msg.from === this.me) {
+      // Reached with the mouse on hover, with the keyboard once the message
+      // has focus (see keys()).
+      const action = (name, label) =>
+        el(
+          "button",
+          {
+            type: "button",
+            class: "icon-button",
+            "data-action": name,
+            "aria-label": label,
+            title: label,
+            tabindex: "-1",
+          },
+          icon(name),
+        );
+      node
+        .querySelector(".bubble")
+        .append(
+          el(
+            "div",
+            { class: "actions" },
+            action("edit", "Edit message"),
+            action("delete", "Delete message"),
+          ),
+        );
+    }
     this.fill(node, msg);
     return node;
   }
@@ -210,7 +404,7 @@ export class MessageList {
       el("div", { class: "body", dir: "auto" }),
       el("div", { class: "foot" }),
     );
-    const node = el("li", { class: "msg" + (mine ? " mine" : "") }, bubble);
+    const node = el("li", { class: "msg" + (mine ? " mine" : ""), tabindex: "-1" }, bubble);
     node.dataset.from = from;
     node.dataset.at = at;
     return node;
@@ -236,25 +430,48 @@ export class MessageList {
       if (state === "sent" && msg.waiting)
         title = `Sent: ${msg.to} is offline, and gets it at their next login`;
     }
-    this.setMark(node, state, title);
+    this.setMark(node, state, title, msg.edited_at);
     const foot = node.querySelector(".foot");
     foot.replaceChildren(...(msg.note ? [el("span", { class: "note", text: msg.note })] : []));
     foot.hidden = !msg.note;
   }
 
-  /** The corner mark: ticks of one's own messages, a clock while queued. */
-  setMark(node, state, title = null) {
+  /** The corner mark: "edited", ticks of one's own messages, a clock while queued. */
+  setMark(node, state, title = null, editedAt = null) {
     const bubble = node.querySelector(".bubble");
     let mark = bubble.querySelector(":scope > .mark");
-    bubble.classList.toggle("has-mark", state !== null);
-    if (state === null) return mark?.remove();
-    const [name, words] = MARKS[state];
+    const key = `${state}|${title}|${editedAt}`;
+    bubble.classList.toggle("has-mark", state !== null || Boolean(editedAt));
+    bubble.classList.toggle("edited", Boolean(editedAt));
+    if (state === null && !editedAt) return mark?.remove();
     if (!mark) bubble.append((mark = el("span", { class: "mark" })));
-    if (mark.dataset.state === state && mark.title === (title || words)) return;
-    mark.dataset.state = state;
-    mark.className = `mark ${["sending", "queued"].includes(state) ? "pending-mark" : "ticks"}`;
-    mark.title = title || words;
-    mark.replaceChildren(icon(name), el("span", { class: "visually-hidden", text: words }));
+    if (mark.dataset.key === key) return;
+    mark.dataset.key = key;
+    const parts = [];
+    if (editedAt)
+      parts.push(
+        el("span", {
+          class: "edited-label",
+          title: `Edited ${fullTime(editedAt)}`,
+          text: "edited",
+        }),
+      );
+    if (state !== null) {
+      const [name, words] = MARKS[state];
+      parts.push(
+        el(
+          "span",
+          {
+            class: `state ${["sending", "queued"].includes(state) ? "pending-mark" : "ticks"}`,
+            "data-state": state,
+            title: title || words,
+          },
+          icon(name),
+          el("span", { class: "visually-hidden", text: words }),
+        ),
+      );
+    }
+    mark.replaceChildren(...parts);
   }
 
   fillPending(node, entry) {

@@ -77,6 +77,7 @@ export class Store {
     this.recent = new Map(); // username -> {username, online, last_seen}
     this.blocked = [];
     this.seen = new Set(); // message ids already shown
+    this.deleted = new Set(); // ids deleted while the page was open
     this.typing = new Map(); // username -> time their "typing" expires
     this.conv(EVERYONE);
   }
