@@ -39,7 +39,7 @@ export class Alerts {
   showMuted() {
     const button = $("mute");
     attr(button, "aria-pressed", this.muted ? "true" : "false");
-    button.title = this.muted ? "Sound is off" : "Sound is on";
+    button.title = this.muted ? "Sounds are off: turn them on" : "Sounds are on: mute them";
     button.querySelector(".sound-on").hidden = this.muted;
     button.querySelector(".sound-off").hidden = !this.muted;
   }

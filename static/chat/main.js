@@ -129,6 +129,15 @@ async function loggedIn() {
   setStatus("online", "Connected");
   outbox.flush();
   outboxChanged();
+  // What other conversations missed while offline (one's own messages from
+  // elsewhere, edits, deletions) is not pushed: they load again when opened.
+  for (const c of store.convs.values()) {
+    if (c !== store.current && c.loaded) {
+      c.loaded = false;
+      c.complete = false;
+      c.messages.clear();
+    }
+  }
   await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
   await refreshOpen();
 }
