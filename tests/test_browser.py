@@ -977,6 +977,12 @@ def test_dark_theme_follows_the_system(accounts, server, open_page):
     say(alice, "good evening")
     alice.wait_for_selector(".msg.mine[data-id]")
     shot(alice, "chat-dark-1280")
+    phone = open_page("bob", viewport=PHONE, color_scheme="dark")
+    phone.focus(".conv-item[data-key=alice]")
+    phone.keyboard.press("Enter")
+    phone.wait_for_selector(".msg .body:text-is('good evening')")
+    phone.keyboard.press("Shift+Tab")  # keyboard focus, as it shows in the dark
+    shot(phone, "chat-dark-390")
 
 
 def test_no_serious_accessibility_problem_in_the_main_states(accounts, server, new_page, open_page):
