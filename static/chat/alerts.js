@@ -10,12 +10,29 @@ export class Alerts {
     this.icons = icons; // base URL of favicon.svg, favicon-1.svg … favicon-9plus.svg
     this.muted = saved.get("muted", false);
     this.audio = null;
-    this.sounds = 0;
     this.chimedAt = 0;
     const mute = $("mute");
     mute.addEventListener("click", () => this.setMuted(!this.muted));
     this.showMuted();
     this.setUpNotifications();
+    // Browsers let a page make sound only after the person has interacted
+    // with it: make the audio context then, so the first chime is heard.
+    const unlock = () => {
+      this.context()?.resume();
+      removeEventListener("pointerdown", unlock);
+      removeEventListener("keydown", unlock);
+    };
+    addEventListener("pointerdown", unlock);
+    addEventListener("keydown", unlock);
+  }
+
+  context() {
+    try {
+      this.audio ||= new AudioContext();
+    } catch {
+      /* no audio here */
+    }
+    return this.audio;
   }
 
   // --- Unread count ----------------------------------------------------------------
@@ -49,9 +66,9 @@ export class Alerts {
     const now = Date.now();
     if (this.muted || now - this.chimedAt < 1500) return; // one for a burst
     this.chimedAt = now;
+    const ctx = this.context();
+    if (!ctx) return;
     try {
-      this.audio ||= new AudioContext();
-      const ctx = this.audio;
       const gain = ctx.createGain();
       gain.connect(ctx.destination);
       const t = ctx.currentTime;
@@ -66,7 +83,6 @@ export class Alerts {
         osc.start(t + i * 0.09);
         osc.stop(t + 0.35);
       });
-      this.sounds += 1;
     } catch {
       /* no audio here */
     }
