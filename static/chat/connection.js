@@ -1,5 +1,5 @@
 // The one WebSocket: requests matched to replies by ref, events handed on,
-// reconnection with backoff. Who the connection is belongs to main.js.
+// reconnection with backoff. Who the connection is belongs to chat.js.
 
 const MAX_DELAY = 30000;
 
