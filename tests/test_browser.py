@@ -709,6 +709,28 @@ def test_reconnects_after_the_server_restarts(accounts, server, open_page):
     assert bob.locator("#message-list .body:text-is('after the restart')").count() == 1
 
 
+def test_an_ended_session_reconnects_or_asks_to_log_in_as_the_server_says(accounts, server, open_page):
+    from django.contrib.sessions.models import Session
+
+    from messaging.models import Presence
+
+    accounts("alice", "bob")
+    bob = open_page("bob")
+    # Its presence gone (as when the heartbeat expired): "reconnect", by itself.
+    with bob.expect_websocket(timeout=15_000):
+        Presence.objects.filter(user__username="bob").delete()
+    bob.wait_for_selector("#status[data-state=online]")
+    assert bob.locator("#banner").is_hidden()
+    peer_sends(server, "alice", "bob", "still there?")
+    bob.wait_for_selector(".conv-item[data-key=alice] .badge:text-is('1')")
+    # Its session logged out elsewhere: "login", which the person is asked to do.
+    Session.objects.all().delete()
+    bob.wait_for_selector("#banner:has-text('log in again')")
+    shot(bob, "chat-session-ended")
+    bob.click("#banner-action:text('Log in again')")
+    bob.wait_for_url("**/accounts/login/**")
+
+
 def test_narrow_screen_and_keyboard(accounts, server, open_page):
     accounts("alice", "bob")
     page = open_page("alice", viewport=PHONE)

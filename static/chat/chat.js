@@ -195,14 +195,29 @@ function frameArrived(frame) {
       setStatus("offline", "Open elsewhere");
       break;
     case "session_ended":
-      stopped = true;
-      live = false;
-      showBanner(frame.reason || "The server ended your session.", "Reconnect", () => {
-        stopped = false;
-        conn.connect();
-      });
-      setStatus("offline", "Disconnected");
+      sessionEnded(frame);
       break;
+  }
+}
+
+/** The server ends the socket (code 4003) and says what to do next. */
+function sessionEnded({ reason, action }) {
+  live = false;
+  if (action === "reconnect") {
+    // Only the connection expired: the closing socket reconnects, with backoff.
+    setStatus("offline", "Reconnecting…");
+    return;
+  }
+  stopped = true;
+  setStatus("offline", "Disconnected");
+  if (action === "login") {
+    showBanner(reason || "Your session ended.", "Log in again", () => (location.href = loginUrl));
+  } else {
+    // "stop" (an administrator ended it), or a server that does not say.
+    showBanner(reason || "The server ended your session.", "Reconnect", () => {
+      stopped = false;
+      conn.connect();
+    });
   }
 }
 
