@@ -854,6 +854,50 @@ def test_an_answer_lost_with_the_connection_still_sends_exactly_once(accounts, s
     assert stored_bodies("alice", "bob") == ["exactly once"]
 
 
+def test_a_waiting_message_pushed_after_the_conversation_list_counts_once(accounts, server, new_page):
+    """The conversation list already counts a message still pending; when its
+    push comes after the list (held back here to make sure it does), it is
+    not counted again."""
+    accounts("alice", "bob")
+    peer_sends(server, "alice", "bob", "waiting for you")
+    held, acks, listed = [], [], []
+
+    def route(ws):
+        upstream = ws.connect_to_server()
+
+        def to_page(message):
+            frame = json.loads(message)
+            if frame.get("type") == "message" and not listed:
+                held.append(message)  # until the conversation list is there
+                return
+            ws.send(message)
+            if frame.get("type") == "ok" and "conversations" in frame:
+                listed.append(frame)
+                for pushed in held:
+                    ws.send(pushed)
+
+        def to_server(message):
+            if json.loads(message).get("type") == "ack":
+                acks.append(message)
+            upstream.send(message)
+
+        upstream.on_message(to_page)
+        ws.on_message(to_server)
+
+    bob = new_page()
+    bob.route_web_socket(re.compile(r"/ws/chat/$"), route)
+    bob.context.add_cookies([session_cookie("bob", server)])
+    bob.goto(server.http + "/")
+    bob.wait_for_selector("#status[data-state=online]")
+    for _ in range(100):  # until the held push has been taken in (and acked)
+        if acks:
+            break
+        bob.wait_for_timeout(50)
+    assert held and acks
+    expect(bob).to_have_title("(1) Chat")
+    assert bob.inner_text(".conv-item[data-key=alice] .badge") == "1"
+
+
 # --- Protocol 1.1 in the page -------------------------------------------------------------------
 
 

@@ -379,9 +379,11 @@ function received(msg) {
   if (store.seen.has(msg.id) || store.deleted.has(msg.id)) return; // pushed again, or deleted since
   store.seen.add(msg.id);
   const c = store.conv(store.keyOf(msg));
+  // Known from the conversation list or history: counted in `unread` already.
+  const known = c.messages.has(msg.id);
   c.add(msg);
   const shown = c === store.current && list.conv === c && c.loaded;
-  if (msg.from !== me) {
+  if (msg.from !== me && !known) {
     store.typing.delete(msg.from);
     const seenNow = shown && !document.hidden && list.atBottom();
     if (!seenNow) {
