@@ -8,7 +8,8 @@ if (note) {
   const tick = () => {
     const ms = until - Date.now();
     if (ms > 0) {
-      note.textContent = `Too many failed logins. Try again in ${Math.ceil(ms / 1000)} s.`;
+      const seconds = Math.ceil(ms / 1000);
+      note.textContent = `Too many login attempts. Try again in ${seconds} second${seconds === 1 ? "" : "s"}.`;
       button.disabled = true;
       setTimeout(tick, ms % 1000 || 1000);
     } else {

@@ -233,6 +233,7 @@ async function loadConversations() {
     for (const m of c.messages.values())
       if (m.id > entry.last.id && m.from !== me && m.id > c.readUpTo) newer += 1;
     c.unread = entry.unread + newer; // the open one is marked read again below if it is seen
+    c.listedUpTo = entry.last.id;
     c.add(entry.last);
   }
   sidebar.conversations();
@@ -379,8 +380,9 @@ function received(msg) {
   if (store.seen.has(msg.id) || store.deleted.has(msg.id)) return; // pushed again, or deleted since
   store.seen.add(msg.id);
   const c = store.conv(store.keyOf(msg));
-  // Known from the conversation list or history: counted in `unread` already.
-  const known = c.messages.has(msg.id);
+  // Known from history, or not newer than what the conversation list
+  // counted: in `unread` already (pushes of waiting messages come after it).
+  const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
   c.add(msg);
   const shown = c === store.current && list.conv === c && c.loaded;
   if (msg.from !== me && !known) {

@@ -17,6 +17,7 @@ export class Conversation {
     this.complete = false; // no older history to load
     this.firstUnread = null; // id the unread divider goes before, while open
     this.readUpTo = 0;
+    this.listedUpTo = 0; // the last id the conversation list counted in `unread`
     this.touched = 0; // opened by hand with no message yet: sorts it first
   }
 
