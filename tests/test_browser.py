@@ -219,12 +219,8 @@ def new_page(browser, page_errors):
 @pytest.fixture(scope="module")
 def module_server(django_db_setup, django_db_blocker):
     """One server for the module's tests (starting one costs a second or two)."""
-    # A heartbeat every 2 s rather than 0.5: a tick that runs while a
-    # connection is between joining the hub and claiming its presence ends
-    # that connection ("Your connection expired"), a server race reported
-    # with this change; a slower pump makes it rarer here.
     with django_db_blocker.unblock():
-        srv = Server(CHAT_PUMP_SECONDS=2).start()
+        srv = Server().start()
     yield srv
     srv.stop()
 
