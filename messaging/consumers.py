@@ -141,6 +141,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.login_deadline = asyncio.get_running_loop().call_later(
             settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue
         )
+        # A page logged in by its cookie sends no login: it asks for batched
+        # presence in the URL (/ws/chat/?presence_batch=1).
+        self.presence_batched = b"presence_batch=1" in (self.scope.get("query_string") or b"").split(b"&")
         scope_user = self.scope.get("user")
         if scope_user is not None and scope_user.is_authenticated:
             try:
@@ -470,14 +473,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
         client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
         sent = await writer.submit(services.SendRequest(sender=self.me, to_username=to, body=body, client_id=client_id))
-        return {"id": sent.message.id, "delivered": "live" if sent.live else "stored"}
+        return {
+            "id": sent.message.id,
+            "delivered": "live" if sent.live else "stored",
+            "sent_at": wire.timestamp(sent.message.sent_at),
+        }
 
     @op("broadcast")
     async def op_broadcast(self, request: Request) -> dict[str, Any]:
         body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
         client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
         done = await writer.submit(services.BroadcastRequest(sender=self.me, body=body, client_id=client_id))
-        return {"id": done.message.id, "live": done.live, "stored": done.stored}
+        return {
+            "id": done.message.id,
+            "live": done.live,
+            "stored": done.stored,
+            "sent_at": wire.timestamp(done.message.sent_at),
+        }
 
     @op("edit")
     async def op_edit(self, request: Request) -> dict[str, Any]:

@@ -185,7 +185,8 @@ def typing_recipient(*, sender: UserModel, username: str) -> int | None:
 
 
 def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
-    """One entry per private peer and one for broadcasts, latest first."""
+    """One entry per private peer and one for broadcasts, latest first, with
+    how many messages to the user are unread and where their read mark is."""
     last: dict[int | None, int] = {}  # peer id (None: broadcasts) -> last message id
     alive = Q(deleted_at__isnull=True)
     for row in Message.objects.filter(alive, sender=user).values("recipient_id").annotate(m=Max("id")):
@@ -204,8 +205,8 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         .annotate(n=Count("id"))
         .values_list("message__sender_id", "n")
     )
-    broadcast_mark = ReadMark.objects.filter(user=user, peer=None).values_list("up_to", flat=True).first() or 0
-    unread[None] = received.filter(message__kind=Message.Kind.BROADCAST, message_id__gt=broadcast_mark).count()
+    marks: dict[int | None, int] = dict(ReadMark.objects.filter(user=user).values_list("peer_id", "up_to"))
+    unread[None] = received.filter(message__kind=Message.Kind.BROADCAST, message_id__gt=marks.get(None, 0)).count()
 
     messages = (
         with_receipts(Message.objects.all(), user=user)
@@ -218,6 +219,7 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
             "with": names.get(peer) if peer is not None else None,
             "last": message_object(messages[mid], viewer_id=user.pk),
             "unread": unread.get(peer, 0),
+            "read_up_to": marks.get(peer, 0),
         }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])
     ]

@@ -522,3 +522,46 @@ async def test_admin_disconnect_tells_the_user_why_and_closes(users):
     assert await a.closed_with() == 4003
     assert await b.event("presence", username="alice", online=False)
     await b.close()
+
+
+async def test_batched_presence_carries_every_change_in_one_frame(users, settings):
+    settings.CHAT_PRESENCE_BATCH_SECONDS = 0.2
+    watcher = await connected()
+    await watcher.login("alice", presence_batch=True)
+    others = [await connected(name) for name in ("bob", "carol")]
+    await others[0].close()  # bob came and went: listed once, as he is now
+    batch = await watcher.event("presence_batch")  # her own arrival too, as presence events do
+    assert batch == {"type": "presence_batch", "online": ["alice", "carol"], "offline": ["bob"]}
+    assert not [f for f in watcher.kept if f["type"] == "presence"]
+    await others[1].close()
+    assert await watcher.event("presence_batch", offline=["carol"])
+    await watcher.close()
+
+
+async def test_a_cookie_connection_asks_for_batched_presence_in_its_url(users, settings):
+    settings.CHAT_PRESENCE_BATCH_SECONDS = 0.2
+    http = Client()
+    await sync_to_async(http.login)(username="alice", password=PASSWORD)
+    cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
+    page = ChatClient(headers=[(b"cookie", cookie)])
+    page.comm = type(page.comm)(page.comm.application, "/ws/chat/?presence_batch=1", headers=[(b"cookie", cookie)])
+    page.transport.comm = page.comm
+    await page.connect()
+    b = await connected("bob")
+    assert (await page.event("presence_batch"))["online"] == ["alice", "bob"]
+    assert not [f for f in page.kept if f["type"] == "presence" and f["username"] == "bob"]
+    await b.close()
+    await page.close()
+
+
+async def test_replies_carry_what_the_page_needs(users):
+    a = await connected("alice")
+    b = await connected("bob")
+    sent = await a.ok("send", to="bob", body="hi")
+    assert sent["sent_at"].endswith("+00:00")
+    assert (await a.ok("broadcast", body="all"))["sent_at"]
+    await b.ok("read", up_to=sent["id"], **{"with": "alice"})
+    convs = {c["with"]: c for c in (await b.ok("conversations"))["conversations"]}
+    assert (convs["alice"]["read_up_to"], convs[None]["read_up_to"]) == (sent["id"], 0)
+    await a.close()
+    await b.close()

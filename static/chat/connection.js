@@ -23,7 +23,8 @@ export class Connection {
 
   get url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws/chat/`;
+    // Batched presence for the cookie login too, which sends no login frame.
+    return `${scheme}//${location.host}/ws/chat/?presence_batch=1`;
   }
 
   get isOpen() {
