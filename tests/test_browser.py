@@ -841,7 +841,7 @@ def test_an_answer_lost_with_the_connection_still_sends_exactly_once(accounts, s
         upstream.on_message(to_page)
         ws.on_message(upstream.send)
 
-    alice.route_web_socket(re.compile(r"/ws/chat/$"), route)
+    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
     alice.reload()
     alice.wait_for_selector("#status[data-state=online]")
     open_chat(alice, "bob")
@@ -889,7 +889,7 @@ def test_waiting_messages_pushed_after_the_conversation_list_count_once(accounts
         ws.on_message(to_server)
 
     bob = new_page()
-    bob.route_web_socket(re.compile(r"/ws/chat/$"), route)
+    bob.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
     bob.context.add_cookies([session_cookie("bob", server)])
     bob.goto(server.http + "/")
     bob.wait_for_selector("#status[data-state=online]")
