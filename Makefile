@@ -12,8 +12,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 2000
-# Extra daphne flags, e.g. DAPHNE_ARGS=--proxy-headers behind a reverse proxy
-# (then also set TRUSTED_PROXIES; see docs/deploy.md).
+# Extra daphne flags. Behind a reverse proxy set TRUSTED_PROXIES instead of
+# daphne's --proxy-headers, which believes anyone's X-Forwarded-For
+# (docs/deploy.md).
 DAPHNE_ARGS ?=
 # `make cluster N=3` starts N processes on PORT, PORT+1, ...
 N ?= 2
@@ -116,6 +117,7 @@ lint: install-dev
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/python manage.py makemigrations --check --dry-run
+	$(MAKE) --no-print-directory lint-js
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -89,7 +89,10 @@ def _lock_state(username: str, ip: str, now: datetime) -> tuple[float, int]:
     attempts = LoginAttempt.objects.filter(username=username, ip=ip)
     last_success = attempts.filter(result=LoginAttempt.Result.SUCCESS).aggregate(m=Max("id"))["m"] or 0
     last_lock = (
-        attempts.filter(id__gt=last_success, locked_until__isnull=False).order_by("-id").only("id", "locked_until").first()
+        attempts.filter(id__gt=last_success, locked_until__isnull=False)
+        .order_by("-id")
+        .only("id", "locked_until")
+        .first()
     )
     if last_lock and last_lock.locked_until and last_lock.locked_until > now:
         return (last_lock.locked_until - now).total_seconds(), 0

@@ -48,7 +48,10 @@ def manage(env, *args):
 def start_server(env, port):
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(200):
         try:
@@ -110,7 +113,9 @@ async def run_round(urls, clients_n, messages, rate):
     clients = [Client(f"bench{i + 1}", urls[i % len(urls)]) for i in range(clients_n)]
     await asyncio.gather(*(c.open() for c in clients))
     t0 = time.perf_counter()
-    replies = await asyncio.gather(*(c.request("login", username=c.name, password=PASSWORD, takeover=True) for c in clients))
+    replies = await asyncio.gather(
+        *(c.request("login", username=c.name, password=PASSWORD, takeover=True) for c in clients)
+    )
     login_s = time.perf_counter() - t0
     assert all(r[1]["type"] == "ok" for r in replies), replies[:3]
     await asyncio.sleep(0.5)  # let presence settle
@@ -189,7 +194,9 @@ def main():
         if args.scaleout:
             subprocess.run(["psql", args.database_url, "-qc", f"DROP DATABASE IF EXISTS {db}"], check=False)
     setup = "PostgreSQL + Redis, 2 processes" if args.scaleout else "SQLite, 1 process"
-    print(f"{setup}: {args.clients} clients x {args.messages} msgs at {args.rate}/s each, median of {args.rounds} rounds")
+    print(
+        f"{setup}: {args.clients} clients x {args.messages} msgs at {args.rate}/s each, median of {args.rounds} rounds"
+    )
     for key in results[0]:
         print(f"  {key:<14} {statistics.median(r[key] for r in results):10.1f}")
 

@@ -57,7 +57,9 @@ USER_DATA = {
 }
 
 # Written by hand: cut off in the middle, as a crash of the old server left it.
-TRUNCATED = {"dave.json": '{"signup_timestamp": "2017-04-11 12:30:00.000000", "to_be_delivered": [{"status": 2, "message": "trunc'}
+TRUNCATED = {
+    "dave.json": '{"signup_timestamp": "2017-04-11 12:30:00.000000", "to_be_delivered": [{"status": 2, "message": "trunc'
+}
 # Files that editors on Windows saved with a byte order mark.
 WITH_BOM = {"walt"}
 

@@ -51,7 +51,15 @@ def test_import_is_a_dry_run_by_default(sample):
 
 def test_import_the_sample(sample):
     out = run("chat_import", str(sample.parent), "--commit")
-    assert set(User.objects.values_list("username", flat=True)) == {"alice", "bob", "carol", "dave", "eve", "zoë", "walt"}
+    assert set(User.objects.values_list("username", flat=True)) == {
+        "alice",
+        "bob",
+        "carol",
+        "dave",
+        "eve",
+        "zoë",
+        "walt",
+    }
     # Passwords are hashed, and work.
     assert "wonderland42" not in User.objects.get(username="alice").password
     assert authenticate(username="alice", password="wonderland42")
@@ -64,10 +72,17 @@ def test_import_the_sample(sample):
     assert "frank.json: no such user" in out and "dave.json: not valid JSON" in out
     assert "sender ghost does not exist" in out and "ghost does not exist" in out
     # Blocks and pending messages.
-    assert set(Block.objects.values_list("blocker__username", "blocked__username")) == {("alice", "dave"), ("carol", "bob")}
-    alice_pending = Delivery.objects.filter(recipient__username="alice", acked_at=None).select_related("message__sender")
+    assert set(Block.objects.values_list("blocker__username", "blocked__username")) == {
+        ("alice", "dave"),
+        ("carol", "bob"),
+    }
+    alice_pending = Delivery.objects.filter(recipient__username="alice", acked_at=None).select_related(
+        "message__sender"
+    )
     assert sorted((d.message.sender.username, d.message.kind) for d in alice_pending) == [
-        ("bob", "private"), ("carol", "broadcast"), ("eve", "private")
+        ("bob", "private"),
+        ("carol", "broadcast"),
+        ("eve", "private"),
     ]
     html = Message.objects.get(sender__username="eve")
     assert html.body == '<b>bold?</b> & "quotes"' and html.sent_at.year == 2017
@@ -139,7 +154,9 @@ def test_import_a_broadcast_to_several_is_one_message(tmp_path):
 
 
 def test_seed_users_idempotent_with_messages():
-    out = run("chat_seed", "--users", "50", "--prefix", "load", "--password", "pw-for-all", "--messages", "30", "--seed", "1")
+    out = run(
+        "chat_seed", "--users", "50", "--prefix", "load", "--password", "pw-for-all", "--messages", "30", "--seed", "1"
+    )
     assert "50 user(s) created" in out and "30 message(s) sent" in out
     assert authenticate(username="load7", password="pw-for-all")
     out = run("chat_seed", "--users", "60", "--prefix", "load", "--messages", "30")

@@ -144,6 +144,7 @@ def test_server_start_clears_rows_of_dead_processes_on_this_host(alice, bob):
 def test_of_two_simultaneous_logins_exactly_one_wins():
     alice = make_user("alice")
     for round_ in range(5):
+
         def claim(round_=round_):
             return services.presence_claim(user=alice, channel_name=f"c{threading.get_ident()}-{round_}")
 

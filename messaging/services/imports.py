@@ -31,7 +31,7 @@ def message_import(
         fields = {"kind": kind, "sender": sender, "recipient": recipient, "body": body, "sent_at": sent_at}
         message = Message.objects.filter(**fields).order_by("id").first()
         created = message is None
-        if created:
+        if message is None:
             message = Message.objects.create(**fields)
         have = set(Delivery.objects.filter(message=message).values_list("recipient_id", flat=True))
         new = [Delivery(message=message, recipient=r) for r in recipients if r.pk not in have]

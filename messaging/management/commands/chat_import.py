@@ -112,7 +112,7 @@ class Command(BaseCommand):
 
     def read_csv(self, csv_path):
         """{username: (line number, password)}: first row wins."""
-        rows = {}
+        rows: dict[str, tuple[int, str]] = {}
         try:
             text = csv_path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as e:
@@ -148,7 +148,7 @@ class Command(BaseCommand):
 
     def read_data(self, data_dir, rows):
         """{username: parsed file} for the well-formed files of known users."""
-        data = {}
+        data: dict[str, object] = {}
         if not data_dir.is_dir():
             return data
         for path in sorted(data_dir.glob("*.json")):
