@@ -212,7 +212,7 @@ async def drain(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     """A user with `drain` messages waiting logs in: login `ok` to the last one."""
     tracker = Tracker()
     (client,) = await open_many(["drain"], stack.urls, tracker)
-    extra = {"bench_pending": sizes.drain} if stack.target == "bare" else {}
+    extra: dict[str, Any] = {"bench_pending": sizes.drain} if stack.target == "bare" else {}
     asked_at = time.perf_counter()
     reply = await client.login(**extra)
     # The reply's future resumes us after the reader may have taken some

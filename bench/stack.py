@@ -197,7 +197,7 @@ class Stack:
 
         with psycopg.connect(self.o.pg_url, autocommit=True) as conn:
             for statement in statements:
-                conn.execute(statement)  # type: ignore[call-overload]
+                conn.execute(statement)
 
     def _redis_cleanup(self) -> None:
         import redis
