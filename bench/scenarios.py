@@ -42,7 +42,7 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             pairs=2, window=4, seconds=1.0, rates=[20, 50], rate_seconds=1.0, grace=2.0, fanout=[10], broadcasts=2,
-            drain=200, idle=20, storm=[10, 20], storm_concurrency=5, settle=0.3,
+            drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2,
         )  # fmt: skip
 
     def users(self) -> int:
@@ -67,7 +67,7 @@ async def _pairs(stack: Stack, sizes: Sizes, tracker: Tracker) -> tuple[list[Ben
     names = [f"u{i}" for i in range(1, 2 * sizes.pairs + 1)]
     clients = await open_many(names, stack.urls, tracker)
     await login_many(clients)
-    await quiet(clients, seconds=1 + sizes.settle / 2)  # presence of the logins settles
+    await quiet(clients, seconds=0.2 + sizes.settle)  # presence of the logins settles
     return clients[: sizes.pairs], clients[sizes.pairs :]
 
 
@@ -189,7 +189,7 @@ async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
         tracker = Tracker()
         clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
         await login_many(clients)
-        await quiet(clients, seconds=1 + sizes.settle / 2)
+        await quiet(clients, seconds=0.2 + sizes.settle)
         broadcaster, receivers = clients[-1], clients[:-1]
         times = []
         for k in range(sizes.broadcasts):
@@ -269,7 +269,7 @@ async def storm(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
             clients = await open_many([f"u{i}" for i in range(1, n + 1)], stack.urls, tracker)
             seconds = await login_many(clients, concurrency=sizes.storm_concurrency, presence_batch=batch)
             # A batch goes out at most once a second (CHAT_PRESENCE_BATCH_SECONDS).
-            await quiet(clients, seconds=1.5 + sizes.settle / 2, timeout=120)
+            await quiet(clients, seconds=(1.2 if batch else 0.3) + sizes.settle / 2, timeout=120)
             frames = sum(c.presence_frames for c in clients)
             row = {"users": n, "login_s": round(seconds, 2), "presence_frames": frames}
             rows.append({**row, "frames_per_user": round(frames / n, 2)})
