@@ -86,8 +86,12 @@ def text(results: Results) -> str:
         for target in TARGETS:
             for mode, mode_rows in _get(results, "storm", target).items():
                 for r in mode_rows:
-                    rows.append([target, mode, r["users"], r["login_s"], r["presence_frames"], r["frames_per_user"]])
-        head = ["", "presence", "users", "login s", "frames", "frames/user"]
+                    # A batch goes to each connection at most once a second while
+                    # the storm lasts (and once more after): per user-second.
+                    per_s = r["presence_frames"] / (r["users"] * (r["login_s"] + 1))
+                    figures = [r["users"], r["login_s"], r["presence_frames"], r["frames_per_user"], round(per_s, 2)]
+                    rows.append([target, mode, *figures])
+        head = ["", "presence", "users", "login s", "frames", "frames/user", "per user-s"]
         out.append(_table("\nLogin storm: presence frames received by all clients", head, rows))
     return "\n".join(out)
 

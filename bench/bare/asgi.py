@@ -38,6 +38,12 @@ def _group(username: str) -> str:
 class BareConsumer(AsyncWebsocketConsumer):
     username = ""
 
+    async def disconnect(self, code: int) -> None:
+        # Leave the groups: a closed connection must not stay in `everyone`.
+        if self.username:
+            await self.channel_layer.group_discard(_group(self.username), self.channel_name)
+            await self.channel_layer.group_discard(EVERYONE, self.channel_name)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
             frame = json.loads(text_data or "")
@@ -47,6 +53,9 @@ class BareConsumer(AsyncWebsocketConsumer):
             return
         ref = frame.get("ref")
         if op == "login":
+            if self.username:
+                await self.reply({"type": "error", "ref": ref, "code": "already_logged_in"})
+                return
             self.username = str(frame.get("username") or frame.get("token") or "anon")
             await self.channel_layer.group_add(_group(self.username), self.channel_name)
             await self.channel_layer.group_add(EVERYONE, self.channel_name)
