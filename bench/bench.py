@@ -96,13 +96,11 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-async def run_target(stack: Stack, scenarios: list[str], sizes: Sizes) -> dict[str, Any]:
-    out = {}
+async def run_target(stack: Stack, scenarios: list[str], sizes: Sizes, out: dict[str, Any]) -> None:
     for name in scenarios:
         log(f"  {stack.target}: {name}")
-        out[name] = await SCENARIOS[name](stack, sizes, log)
+        out[name][stack.target] = await SCENARIOS[name](stack, sizes, log)
         await asyncio.sleep(0.5)
-    return out
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -115,8 +113,8 @@ def raise_open_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every target, every chosen scenario; the results."""
+def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """Every target, every chosen scenario, into `results` (so far, when interrupted)."""
     raise_open_files()  # a thousand connections here, and in the servers (they inherit it)
     signal.signal(signal.SIGTERM, _interrupt)
     sizes = sizes_of(args)
@@ -126,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack=args.stack, server=args.server, layer=args.layer, processes=args.processes, pg_url=args.pg_url,
         redis_url=args.redis_url, users=sizes.users(), pending=sizes.drain if "drain" in scenarios else 0, log=log,
     )  # fmt: skip
-    results: dict[str, Any] = {
+    results.update({
         "meta": {
             "stack": args.stack,
             "server": args.server,
@@ -138,15 +136,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sizes": vars(sizes),
         },  # fmt: skip
         "scenarios": {s: {} for s in scenarios},
-    }
+    })  # fmt: skip
     for target in targets:
         stack = Stack(target, options)
         try:
             log(f"{target}: starting ({args.stack}, {args.server}, {stack.n} process(es), {options.users} users)")
             stack.start()
             log(f"{target}: serving on {', '.join(stack.urls)}")
-            for name, figures in asyncio.run(run_target(stack, scenarios, sizes)).items():
-                results["scenarios"][name][target] = figures
+            asyncio.run(run_target(stack, scenarios, sizes, results["scenarios"]))
         except Exception:
             log(f"{target}: failed; server log:\n{stack.server_log()}")
             raise
@@ -165,11 +162,15 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    results: dict[str, Any] = {}
+    code = 0
     try:
-        results = run(args)
+        run(args, results)
     except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
+        log("interrupted; everything started was stopped; results so far:")
+        code = 130
+    if not results:
+        return code
     print(report.text(results))
     if args.json:
         report.write_json(results, args.json)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         report.plot(results, args.plot)
         log(f"plot in {args.plot}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":
