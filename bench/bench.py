@@ -55,6 +55,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stack", choices=["sqlite", "scaleout"], default="sqlite")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--layer", choices=["core", "pubsub"], default="core", help="channels_redis layer (scaleout)")
+    p.add_argument(
+        "--bare-layer",
+        choices=["stock", "project"],
+        default="stock",
+        help="bare app on one process: Channels' InMemoryChannelLayer, or the project's (chatsite/layers.py)",
+    )
     p.add_argument("--processes", type=int, default=0, help="server processes (default: 1 sqlite, 2 scaleout)")
     p.add_argument("--scenarios", default=",".join(ORDER), help=f"comma-separated, of {','.join(ORDER)}")
     p.add_argument("--targets", default="project,bare", help="project, bare or both")
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     options = Options(
         stack=args.stack, server=args.server, layer=args.layer, processes=args.processes, pg_url=args.pg_url,
         redis_url=args.redis_url, users=sizes.users(), pending=sizes.drain if "drain" in scenarios else 0, log=log,
+        extra_env={"BENCH_BARE_LAYER": args.bare_layer},
     )  # fmt: skip
     results.update({
         "meta": {

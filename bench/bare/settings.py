@@ -1,8 +1,9 @@
 """Settings of the bare reference app: Channels and nothing else.
 
 No database, no sessions, no middleware: the in-memory channel layer in one
-process, or channels_redis (``REDIS_URL``; ``CHANNEL_LAYER_BACKEND=pubsub``
-for ``RedisPubSubChannelLayer``) when the load generator starts several.
+process (Channels' own, or the project's with ``BENCH_BARE_LAYER=project``),
+or channels_redis (``REDIS_URL``; ``CHANNEL_LAYER_BACKEND=pubsub`` for
+``RedisPubSubChannelLayer``) when the load generator starts several.
 """
 
 import os
@@ -32,7 +33,10 @@ elif _redis:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    # Channels' own in-memory layer by default; BENCH_BARE_LAYER=project uses the
+    # project's slimmer one (chatsite/layers.py: no deep copy, no sweep per call).
+    _memory = "chatsite.layers" if os.environ.get("BENCH_BARE_LAYER") == "project" else "channels.layers"
+    CHANNEL_LAYERS = {"default": {"BACKEND": f"{_memory}.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 LOGGING = {
     "version": 1,
