@@ -128,8 +128,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     targets = [t for t in ("project", "bare") if t in args.targets.split(",")]
     options = Options(
         stack=args.stack, server=args.server, layer=args.layer, processes=args.processes, pg_url=args.pg_url,
-        redis_url=args.redis_url, users=sizes.users(), pending=sizes.drain if "drain" in scenarios else 0, log=log,
-        extra_env={"BENCH_BARE_LAYER": args.bare_layer},
+        redis_url=args.redis_url, users=sizes.users(scenarios), log=log,
+        pending=sizes.drain if "drain" in scenarios else 0, extra_env={"BENCH_BARE_LAYER": args.bare_layer},
     )  # fmt: skip
     results.update({
         "meta": {

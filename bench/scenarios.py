@@ -45,9 +45,11 @@ class Sizes:
             drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2,
         )  # fmt: skip
 
-    def users(self) -> int:
-        """How many users to seed: the most any scenario logs in at once."""
-        return max(2 * self.pairs, max(self.fanout) + 1, self.idle, max(self.storm))
+    def users(self, scenarios: Sequence[str] = ORDER) -> int:
+        """How many users to seed: the most any of `scenarios` logs in at once."""
+        needs = {"closed": 2 * self.pairs, "open": 2 * self.pairs, "fanout": max(self.fanout) + 1}
+        needs.update(idle=self.idle, storm=max(self.storm), drain=0)
+        return max([2, *(needs[s] for s in scenarios)])
 
 
 def pct(values: Sequence[float], p: float) -> float | None:
