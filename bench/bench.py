@@ -123,6 +123,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     """Every target, every chosen scenario, into `results` (so far, when interrupted)."""
     raise_open_files()  # a thousand connections here, and in the servers (they inherit it)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     sizes = sizes_of(args)
     scenarios = [s for s in ORDER if s in args.scenarios.split(",")]
     targets = [t for t in ("project", "bare") if t in args.targets.split(",")]
