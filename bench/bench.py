@@ -1,205 +1,193 @@
-"""Benchmark: a load generator against real chat servers on this machine.
+"""Load generator: the chat server against a bare Channels app, one command.
 
-    .venv/bin/python bench/bench.py                       # SQLite, one process
-    .venv/bin/python bench/bench.py --scaleout            # PostgreSQL + Redis, two processes
+    .venv/bin/python bench/bench.py                          # every scenario, SQLite, daphne
+    .venv/bin/python bench/bench.py --quick                  # tiny sizes (CI)
+    .venv/bin/python bench/bench.py --stack scaleout --layer pubsub --server uvicorn
+    .venv/bin/python bench/bench.py --scenarios closed,open --rates 100,200,500 --json r.json --plot r.png
 
-It makes a fresh database, seeds users (manage.py chat_seed), starts daphne
-(rate limit off), logs N clients in over WebSockets, then measures:
+For each target (the project, then the bare reference app of bench/bare/)
+it makes a fresh database in a temp dir (SQLite) or a fresh PostgreSQL
+database (scaleout: with Redis and two processes), migrates, seeds users
+with a cheap password hasher (bench/cheap_hash_settings.py), starts the
+servers with the rate limits off, runs the chosen scenarios, and stops and
+cleans up, Ctrl+C included. Scenarios:
 
-- login: time for every client to log in (Argon2 is most of it);
-- private: each client sends messages to random others; latency is from
-  sending a `send` to the recipient receiving the `message` event, and
-  "ok" latency is from sending to the sender's `ok`;
-- broadcast: one client broadcasts; time until every other client has it.
+  closed  10 pairs, 8 messages in flight per sender, 8 s: delivered/s, CPU-ms per message
+  open    private messages at each --rates: p50/p90/p99 send -> recipient, undelivered after 5 s
+  drain   10,000 messages waiting for a user: login ok -> last one arrived
+  idle    1,000 idle logged-in connections: server RSS per connection
+  storm   250/500/1,000 logins, 20 at a time: presence frames, with and without presence_batch
+  fanout  a broadcast to 100 and 1,000 online users: median time until all have it (10 broadcasts)
 
-It only talks to 127.0.0.1 and stops by itself. Each figure is the median
-of --rounds runs; compare configurations within one run of this script.
+Clients and servers share this machine: compare the project with the bare
+app (and configurations) within one run, not figures across machines.
 """
+
+from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import random
-import socket
-import statistics
-import subprocess
+import platform
+import resource
+import signal
 import sys
-import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import websockets
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench-password-42"
+from bench import report  # noqa: E402
+from bench.scenarios import ORDER, SCENARIOS, Sizes  # noqa: E402
+from bench.stack import Options, Stack  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def manage(env, *args):
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+T0 = time.perf_counter()
 
 
-def start_server(env, port):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def log(line: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {line}", flush=True)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stack", choices=["sqlite", "scaleout"], default="sqlite")
+    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--layer", choices=["core", "pubsub"], default="core", help="channels_redis layer (scaleout)")
+    p.add_argument(
+        "--bare-layer",
+        choices=["stock", "project"],
+        default="stock",
+        help="bare app on one process: Channels' InMemoryChannelLayer, or the project's (chatsite/layers.py)",
     )
-    for _ in range(200):
+    p.add_argument("--processes", type=int, default=0, help="server processes (default: 1 sqlite, 2 scaleout)")
+    p.add_argument("--scenarios", default=",".join(ORDER), help=f"comma-separated, of {','.join(ORDER)}")
+    p.add_argument("--targets", default="project,bare", help="project, bare or both")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all (CI)")
+    p.add_argument("--rates", help="open loop: offered messages/s, comma-separated (default 100,200,500)")
+    p.add_argument("--fanout", help="online users per broadcast, comma-separated (default 100,1000)")
+    p.add_argument("--drain", type=int, help="messages waiting (default 10000)")
+    p.add_argument("--idle", type=int, help="idle connections (default 1000)")
+    p.add_argument("--storm", help="login storm sizes, comma-separated (default 250,500,1000)")
+    p.add_argument("--seconds", type=float, help="closed loop duration (default 8)")
+    p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres", help="scaleout: server to use")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--json", help="write the raw results here")
+    p.add_argument("--plot", help="draw the latency curve and the sizes into this PNG")
+    args = p.parse_args(argv)
+    unknown = set(args.scenarios.split(",")) - set(ORDER)
+    if unknown:
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.layer == "pubsub" and args.stack != "scaleout":
+        p.error("--layer pubsub needs --stack scaleout")
+    return args
+
+
+def sizes_of(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    if args.rates:
+        sizes.rates = ints(args.rates)
+    if args.fanout:
+        sizes.fanout = ints(args.fanout)
+    if args.storm:
+        sizes.storm = ints(args.storm)
+    if args.drain is not None:
+        sizes.drain = args.drain
+    if args.idle is not None:
+        sizes.idle = args.idle
+    if args.seconds is not None:
+        sizes.seconds = args.seconds
+    return sizes
+
+
+async def run_target(stack: Stack, scenarios: list[str], sizes: Sizes, out: dict[str, Any]) -> None:
+    for name in scenarios:
+        log(f"  {stack.target}: {name}")
+        out[name][stack.target] = await SCENARIOS[name](stack, sizes, log)
+        await asyncio.sleep(0.5)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def raise_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """Every target, every chosen scenario, into `results` (so far, when interrupted)."""
+    raise_open_files()  # a thousand connections here, and in the servers (they inherit it)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
+    sizes = sizes_of(args)
+    scenarios = [s for s in ORDER if s in args.scenarios.split(",")]
+    targets = [t for t in ("project", "bare") if t in args.targets.split(",")]
+    options = Options(
+        stack=args.stack, server=args.server, layer=args.layer, processes=args.processes, pg_url=args.pg_url,
+        redis_url=args.redis_url, users=sizes.users(scenarios), log=log,
+        pending=sizes.drain if "drain" in scenarios else 0, extra_env={"BENCH_BARE_LAYER": args.bare_layer},
+    )  # fmt: skip
+    results.update({
+        "meta": {
+            "stack": args.stack,
+            "server": args.server,
+            "layer": args.layer if args.stack == "scaleout" else "in-memory",
+            "processes": args.processes or (2 if args.stack == "scaleout" else 1),
+            "quick": args.quick,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "sizes": vars(sizes),
+        },  # fmt: skip
+        "scenarios": {s: {} for s in scenarios},
+    })  # fmt: skip
+    for target in targets:
+        stack = Stack(target, options)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
+            log(f"{target}: starting ({args.stack}, {args.server}, {stack.n} process(es), {options.users} users)")
+            stack.start()
+            log(f"{target}: serving on {', '.join(stack.urls)}")
+            asyncio.run(run_target(stack, scenarios, sizes, results["scenarios"]))
+        except Exception:
+            log(f"{target}: failed; server log:\n{stack.server_log()}")
+            raise
+        finally:
+            stack.stop()
+            log(f"{target}: stopped, cleaned up")
+    return results
 
 
-class Client:
-    def __init__(self, name, url):
-        self.name, self.url = name, url
-        self.ref = 0
-        self.waiting = {}
-        self.received = {}  # body -> receive time
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    import os
 
-    async def open(self):
-        self.ws = await websockets.connect(self.url, max_size=None)
-        self.reader = asyncio.create_task(self.read())
-
-    async def read(self):
-        async for raw in self.ws:
-            now = time.perf_counter()
-            frame = json.loads(raw)
-            if frame["type"] in ("ok", "error") and frame.get("ref") in self.waiting:
-                self.waiting.pop(frame["ref"]).set_result((now, frame))
-            elif frame["type"] == "message":
-                self.received[frame["body"]] = now
-                await self.ws.send(json.dumps({"type": "ack", "ids": [frame["id"]]}))
-
-    async def request(self, type, **fields):
-        self.ref += 1
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[self.ref] = future
-        await self.ws.send(json.dumps({"type": type, "ref": self.ref, **fields}))
-        return await future
-
-    async def close(self):
-        await self.ws.close()
-        self.reader.cancel()
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.platform()}"
 
 
-async def wait_until(predicate, timeout=60):
-    deadline = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("messages did not all arrive")
-        await asyncio.sleep(0.005)
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] * 1000
-
-
-async def run_round(urls, clients_n, messages, rate):
-    clients = [Client(f"bench{i + 1}", urls[i % len(urls)]) for i in range(clients_n)]
-    await asyncio.gather(*(c.open() for c in clients))
-    t0 = time.perf_counter()
-    replies = await asyncio.gather(
-        *(c.request("login", username=c.name, password=PASSWORD, takeover=True) for c in clients)
-    )
-    login_s = time.perf_counter() - t0
-    assert all(r[1]["type"] == "ok" for r in replies), replies[:3]
-    await asyncio.sleep(0.5)  # let presence settle
-
-    sent = {}  # body -> (send time, recipient, ok time)
-    rng = random.Random(1)
-
-    async def talk(client):
-        for k in range(messages):
-            peer = rng.choice([c for c in clients if c is not client])
-            body = f"{client.name}-{k}"
-            start = time.perf_counter()
-            done, reply = await client.request("send", to=peer.name, body=body)
-            assert reply["type"] == "ok", reply
-            sent[body] = (start, peer, done)
-            await asyncio.sleep(1 / rate)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(talk(c) for c in clients))
-    await wait_until(lambda: all(body in peer.received for body, (_, peer, _) in sent.items()))
-    private_s = time.perf_counter() - t0
-    latencies = [peer.received[body] - start for body, (start, peer, _) in sent.items()]
-    ok_latencies = [done - start for body, (start, _, done) in sent.items()]
-
-    body = "broadcast-" + str(time.time())
-    start = time.perf_counter()
-    await clients[0].request("broadcast", body=body)
-    await wait_until(lambda: all(body in c.received for c in clients[1:]))
-    fanout = max(c.received[body] for c in clients[1:]) - start
-
-    await asyncio.gather(*(c.close() for c in clients))
-    return {
-        "login_s": login_s,
-        "msgs_per_s": len(sent) / private_s,
-        "p50_ms": pct(latencies, 0.5),
-        "p95_ms": pct(latencies, 0.95),
-        "p99_ms": pct(latencies, 0.99),
-        "ok_p50_ms": pct(ok_latencies, 0.5),
-        "broadcast_ms": fanout * 1000,
-    }
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=20, help="per client")
-    parser.add_argument("--rate", type=float, default=10, help="messages per second per client")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scaleout", action="store_true", help="PostgreSQL + Redis, two server processes")
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    args = parser.parse_args()
-
-    env = {**os.environ, "CHAT_RATE_LIMIT_COUNT": "0", "LOG_LEVEL": "ERROR"}
-    tmp = tempfile.mkdtemp(prefix="chat-bench-")
-    if args.scaleout:
-        db = f"chatbench{os.getpid()}"
-        base = args.database_url.rsplit("/", 1)[0]
-        subprocess.run(["psql", args.database_url, "-qc", f"CREATE DATABASE {db}"], check=True)
-        env.update(DATABASE_URL=f"{base}/{db}", REDIS_URL=args.redis_url, CHANNEL_LAYER_PREFIX=f"bench{os.getpid()}")
-    else:
-        env.update(DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3")
-    env.pop("REDIS_URL", None) if not args.scaleout else None
-    procs = []
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    results: dict[str, Any] = {}
+    code = 0
     try:
-        manage(env, "migrate", "--noinput")
-        manage(env, "chat_seed", "--users", str(args.clients), "--prefix", "bench", "--password", PASSWORD)
-        ports = [free_port() for _ in range(2 if args.scaleout else 1)]
-        procs = [start_server(env, p) for p in ports]
-        urls = [f"ws://127.0.0.1:{p}/ws/chat/" for p in ports]
-        results = [asyncio.run(run_round(urls, args.clients, args.messages, args.rate)) for _ in range(args.rounds)]
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
-        if args.scaleout:
-            subprocess.run(["psql", args.database_url, "-qc", f"DROP DATABASE IF EXISTS {db}"], check=False)
-    setup = "PostgreSQL + Redis, 2 processes" if args.scaleout else "SQLite, 1 process"
-    print(
-        f"{setup}: {args.clients} clients x {args.messages} msgs at {args.rate}/s each, median of {args.rounds} rounds"
-    )
-    for key in results[0]:
-        print(f"  {key:<14} {statistics.median(r[key] for r in results):10.1f}")
+        run(args, results)
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped; results so far:")
+        code = 130
+    if not results:
+        return code
+    print(report.text(results))
+    if args.json:
+        report.write_json(results, args.json)
+        log(f"raw results in {args.json}")
+    if args.plot:
+        report.plot(results, args.plot)
+        log(f"plot in {args.plot}")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

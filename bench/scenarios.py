@@ -1,0 +1,293 @@
+"""The scenarios: each drives one started ``Stack`` and returns its figures.
+
+All run in the load generator's one event loop; times are perf_counter
+seconds, reported in ms. Every scenario opens its own connections and closes
+them, so they run in any order (the CLI's order puts fan-out last: a
+broadcast leaves a pending message for every offline user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.clients import BenchClient, Tracker, close_many, login_many, open_many, quiet
+from bench.stack import Stack
+
+Log = Callable[[str], None]
+ORDER = ["closed", "open", "drain", "idle", "storm", "fanout"]
+
+
+@dataclass
+class Sizes:
+    pairs: int = 10
+    window: int = 8
+    seconds: float = 8.0
+    rates: list[int] = field(default_factory=lambda: [100, 200, 500])
+    rate_seconds: float = 5.0
+    grace: float = 5.0
+    fanout: list[int] = field(default_factory=lambda: [100, 1000])
+    broadcasts: int = 10
+    drain: int = 10_000
+    idle: int = 1000
+    storm: list[int] = field(default_factory=lambda: [250, 500, 1000])
+    storm_concurrency: int = 20
+    settle: float = 2.0  # seconds for disconnects (and their presence) to settle between steps
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            pairs=2, window=4, seconds=1.0, rates=[20, 50], rate_seconds=1.0, grace=2.0, fanout=[10], broadcasts=2,
+            drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2,
+        )  # fmt: skip
+
+    def users(self, scenarios: Sequence[str] = ORDER) -> int:
+        """How many users to seed: the most any of `scenarios` logs in at once."""
+        needs = {"closed": 2 * self.pairs, "open": 2 * self.pairs, "fanout": max(self.fanout) + 1}
+        needs.update(idle=self.idle, storm=max(self.storm), drain=0)
+        return max([2, *(needs[s] for s in scenarios)])
+
+
+def pct(values: Sequence[float], p: float) -> float | None:
+    """The p-quantile of seconds, in ms (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000, 1)
+
+
+def cpu_per_message(before: dict[str, float], after: dict[str, float], delivered: int) -> dict[str, float | None]:
+    """CPU-ms per delivered message, per component."""
+    return {k: (round((after[k] - before[k]) * 1000 / delivered, 3) if delivered else None) for k in after}
+
+
+async def _pairs(stack: Stack, sizes: Sizes, tracker: Tracker) -> tuple[list[BenchClient], list[BenchClient]]:
+    names = [f"u{i}" for i in range(1, 2 * sizes.pairs + 1)]
+    clients = await open_many(names, stack.urls, tracker)
+    await login_many(clients)
+    await quiet(clients, seconds=0.2 + sizes.settle)  # presence of the logins settles
+    return clients[: sizes.pairs], clients[sizes.pairs :]
+
+
+async def closed_loop(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """Senders each keep `window` messages in flight (sent, not yet received
+    by the recipient) for `seconds`: delivered/s at saturation."""
+    tracker = Tracker()
+    senders, recipients = await _pairs(stack, sizes, tracker)
+    run = uuid.uuid4().hex[:6]
+    errors = 0
+    bodies: list[str] = []
+    start = time.perf_counter()
+    end = start + sizes.seconds
+    cpu0 = stack.cpu()
+
+    async def one(sender: BenchClient, recipient: BenchClient, body: str) -> None:
+        nonlocal errors
+        try:
+            await sender.send(recipient.name, body)
+            await asyncio.wait_for(tracker.wait_for(body), 30)
+        except Exception:  # noqa: BLE001  (an error reply or a timeout: counted, not fatal)
+            errors += 1
+
+    async def sender_loop(k: int) -> None:
+        gate = asyncio.Semaphore(sizes.window)
+        tasks = []
+        seq = 0
+        while time.perf_counter() < end:
+            await gate.acquire()
+            seq += 1
+            body = f"c{run}-{k}-{seq}"
+            bodies.append(body)
+            task = asyncio.ensure_future(one(senders[k], recipients[k], body))
+            task.add_done_callback(lambda _t: gate.release())
+            tasks.append(task)
+        await asyncio.gather(*tasks)
+
+    await asyncio.gather(*(sender_loop(k) for k in range(sizes.pairs)))
+    cpu1 = stack.cpu()
+    in_window = sum(1 for b in bodies if tracker.received.get(b, end + 1) <= end)
+    delivered = sum(1 for b in bodies if b in tracker.received)
+    latencies = tracker.latencies(bodies)
+    await close_many(senders + recipients)
+    result = {
+        "delivered_per_s": round(in_window / sizes.seconds, 1),
+        "sent": len(bodies),
+        "delivered": delivered,
+        "errors": errors,
+        "p50_ms": pct(latencies, 0.5),
+        "p99_ms": pct(latencies, 0.99),
+        "cpu_ms_per_msg": cpu_per_message(cpu0, cpu1, delivered),
+    }
+    log(f"    closed loop: {result['delivered_per_s']}/s delivered, p50 {result['p50_ms']} ms, errors {errors}")
+    return result
+
+
+async def open_loop(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """Sends at each offered rate, whatever the replies: the latency curve."""
+    tracker = Tracker()
+    senders, recipients = await _pairs(stack, sizes, tracker)
+    run = uuid.uuid4().hex[:6]
+    points = []
+    for rate in sizes.rates:
+        total = max(1, int(rate * sizes.rate_seconds))
+        bodies = [f"o{run}-{rate}-{i}" for i in range(total)]
+        errors = 0
+
+        async def one(i: int, body: str) -> None:
+            nonlocal errors
+            try:
+                await senders[i % sizes.pairs].send(recipients[i % sizes.pairs].name, body)
+            except Exception:  # noqa: BLE001  (counted)
+                errors += 1
+
+        cpu0 = stack.cpu()
+        start = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(i, body)))
+        last_send = time.perf_counter()
+        offered = total / max(last_send - start, 1e-9) if total > 1 else float(rate)
+        waiting = [
+            asyncio.wait_for(tracker.wait_for(b), max(0.01, last_send + sizes.grace - time.perf_counter()))
+            for b in bodies
+        ]
+        await asyncio.gather(*waiting, return_exceptions=True)
+        cpu1 = stack.cpu()
+        latencies = tracker.latencies(bodies)
+        delivered = len(latencies)
+        point = {
+            "rate": rate,
+            "achieved_offered_per_s": round(offered, 1),
+            "sent": total,
+            "errors": errors,
+            "p50_ms": pct(latencies, 0.5),
+            "p90_ms": pct(latencies, 0.9),
+            "p99_ms": pct(latencies, 0.99),
+            "undelivered_after_grace": total - delivered,
+            "cpu_ms_per_msg": cpu_per_message(cpu0, cpu1, delivered),
+        }
+        points.append(point)
+        log(
+            f"    {rate}/s offered: p50 {point['p50_ms']} p90 {point['p90_ms']} p99 {point['p99_ms']} ms,"
+            f" {point['undelivered_after_grace']} undelivered"
+        )
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(sizes.settle / 2)
+    await close_many(senders + recipients)
+    return {"points": points, "grace_s": sizes.grace}
+
+
+async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """One user broadcasts to N online: median time until the last has it."""
+    out = {}
+    for n in sizes.fanout:
+        tracker = Tracker()
+        clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
+        await login_many(clients)
+        await quiet(clients, seconds=0.2 + sizes.settle)
+        broadcaster, receivers = clients[-1], clients[:-1]
+        times = []
+        for k in range(sizes.broadcasts):
+            body = f"fan-{uuid.uuid4().hex[:8]}-{k}"
+            done = tracker.wait_for(body, count=len(receivers))
+            start = time.perf_counter()
+            await broadcaster.s.ok("broadcast", body=body)
+            try:
+                times.append(await asyncio.wait_for(done, 60) - start)
+            except TimeoutError:
+                log(f"    broadcast {k} to {n}: only {tracker.counts.get(body, 0)} got it within 60 s")
+        await close_many(clients)
+        out[str(n)] = {"median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times)}
+        log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it")
+        await asyncio.sleep(sizes.settle)  # the disconnects settle
+    return out
+
+
+async def drain(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """A user with `drain` messages waiting logs in: login `ok` to the last one."""
+    tracker = Tracker()
+    (client,) = await open_many(["drain"], stack.urls, tracker)
+    extra: dict[str, Any] = {"bench_pending": sizes.drain} if stack.target == "bare" else {}
+    asked_at = time.perf_counter()
+    reply = await client.login(**extra)
+    # The reply's future resumes us after the reader may have taken some
+    # messages already: the first message bounds when the ok arrived.
+    ok_at = min(time.perf_counter(), client.first_message or float("inf"))
+    expected = sizes.drain if stack.target == "bare" else int(reply.get("pending", 0))
+    deadline = ok_at + 300
+    while client.messages < expected and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    last = max(tracker.last.values(), default=ok_at)
+    await close_many([client])
+    seconds = last - ok_at
+    result = {
+        "pending": expected,
+        "received": client.messages,
+        "seconds": round(seconds, 3),
+        "from_login_request_s": round(last - asked_at, 3),
+        "per_s": round(client.messages / seconds, 1) if seconds > 0 else None,
+    }
+    log(f"    drain: {client.messages}/{expected} in {result['seconds']} s")
+    return result
+
+
+async def idle(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """N logged-in idle connections: the server's memory per connection."""
+    await asyncio.sleep(sizes.settle / 2)
+    before = stack.rss_kib()
+    tracker = Tracker()
+    clients = await open_many([f"u{i}" for i in range(1, sizes.idle + 1)], stack.urls, tracker)
+    await login_many(clients)
+    await quiet(clients, seconds=sizes.settle)
+    after = stack.rss_kib()
+    await close_many(clients)
+    per = (after - before) / sizes.idle
+    result = {
+        "connections": sizes.idle,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_conn": round(per, 1),
+    }
+    log(f"    idle: {before} -> {after} KiB RSS, {per:.1f} KiB per connection")
+    await asyncio.sleep(sizes.settle)
+    return result
+
+
+async def storm(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """N users log in, a few at a time; presence frames everyone received,
+    with and without the `presence_batch` login option."""
+    out: dict[str, Any] = {}
+    for batch in (True, False):
+        rows = []
+        for n in sizes.storm:
+            tracker = Tracker()
+            clients = await open_many([f"u{i}" for i in range(1, n + 1)], stack.urls, tracker)
+            seconds = await login_many(clients, concurrency=sizes.storm_concurrency, presence_batch=batch)
+            # A batch goes out at most once a second (CHAT_PRESENCE_BATCH_SECONDS).
+            await quiet(clients, seconds=(1.2 if batch else 0.3) + sizes.settle / 2, timeout=120)
+            frames = sum(c.presence_frames for c in clients)
+            row = {"users": n, "login_s": round(seconds, 2), "presence_frames": frames}
+            rows.append({**row, "frames_per_user": round(frames / n, 2)})
+            mode = "presence_batch" if batch else "presence"
+            log(f"    {n} logins ({mode}): {seconds:.2f} s, {frames} presence frames")
+            await close_many(clients)
+            await asyncio.sleep(sizes.settle)  # the disconnects settle
+        out["batch" if batch else "plain"] = rows
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Stack, Sizes, Log], Awaitable[dict[str, Any]]]] = {
+    "closed": closed_loop,
+    "open": open_loop,
+    "drain": drain,
+    "idle": idle,
+    "storm": storm,
+    "fanout": fanout,
+}

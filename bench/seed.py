@@ -1,0 +1,67 @@
+"""Seed a benchmark database: users, and messages waiting for one user.
+
+    python -m bench.seed --users 1100 --prefix u --password P [--pending 10000 --to drain --sender drainsrc]
+
+Run with the benchmark's settings (``DJANGO_SETTINGS_MODULE=bench.cheap_hash_settings``):
+users come from ``accounts.services.user_bulk_create`` (one MD5 hash for all);
+pending messages are bulk-inserted as the project's own rows (a ``Message``
+and its ``Delivery`` each, as ``message_import`` writes them), in one
+transaction: seconds for ten thousand, where ten thousand sends would take
+a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.cheap_hash_settings")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=0)
+    parser.add_argument("--prefix", default="u")
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--pending", type=int, default=0)
+    parser.add_argument("--to", default="drain")
+    parser.add_argument("--sender", default="drainsrc")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.db import transaction
+    from django.utils import timezone
+
+    from accounts import services as accounts
+    from accounts.models import User
+    from messaging.models import Delivery, Message
+
+    names = [f"{args.prefix}{i}" for i in range(1, args.users + 1)]
+    if args.pending:
+        names += [args.to, args.sender]
+    accounts.user_bulk_create(usernames=names, password=args.password)
+    if args.pending:
+        sender, recipient = User.objects.get(username=args.sender), User.objects.get(username=args.to)
+        now = timezone.now()
+        with transaction.atomic():
+            for start in range(0, args.pending, 2000):
+                n = min(2000, args.pending - start)
+                messages = Message.objects.bulk_create(
+                    Message(
+                        kind=Message.Kind.PRIVATE,
+                        sender=sender,
+                        recipient=recipient,
+                        body=f"waiting {start + i}",
+                        sent_at=now,
+                    )
+                    for i in range(n)
+                )
+                Delivery.objects.bulk_create(Delivery(message=m, recipient=recipient) for m in messages)
+    print(f"seeded {len(names)} users, {args.pending} pending at {time.strftime('%X')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The load generator works: `bench/bench.py --quick`, every scenario, against
+the project (and the bare reference app), on SQLite and on PostgreSQL + Redis.
+
+No figure is asserted (this machine is shared); only that every scenario ran
+to the end and every message it sent arrived.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from .conftest import need
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ["closed", "open", "drain", "idle", "storm", "fanout"]
+
+
+def run_bench(tmp_path, *args):
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    proc = subprocess.run(
+        [sys.executable, "bench/bench.py", "--quick", "--json", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def check(results, target):
+    sc = results["scenarios"]
+    assert set(sc) == set(SCENARIOS)
+    closed = sc["closed"][target]
+    assert closed["sent"] > 0 and closed["delivered"] == closed["sent"] and closed["errors"] == 0
+    for point in sc["open"][target]["points"]:
+        assert point["errors"] == 0 and point["undelivered_after_grace"] == 0
+    drain = sc["drain"][target]
+    assert drain["pending"] == drain["received"] == results["meta"]["sizes"]["drain"]
+    assert sc["idle"][target]["rss_after_kib"] > 0
+    for fan in sc["fanout"][target].values():
+        assert fan["broadcasts"] == results["meta"]["sizes"]["broadcasts"]
+    storm = sc["storm"][target]
+    assert [r["users"] for r in storm["batch"]] == [r["users"] for r in storm["plain"]]
+    if target == "project":
+        assert all(r["presence_frames"] > 0 for r in storm["batch"] + storm["plain"])
+
+
+def test_quick_run_of_every_scenario_on_sqlite(tmp_path):
+    results, stdout = run_bench(tmp_path, "--plot", str(tmp_path / "plot.png"))
+    check(results, "project")
+    check(results, "bare")
+    assert "Closed loop" in stdout and (tmp_path / "plot.png").stat().st_size > 0
+
+
+@pytest.mark.scaleout
+def test_quick_run_of_every_scenario_on_postgresql_and_redis(tmp_path):
+    need(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    need(bool(settings.REDIS_URL), "Redis (REDIS_URL)")
+    pg = settings.DATABASES["default"]
+    pg_url = f"postgres://{pg['USER']}@{pg['HOST'] or '127.0.0.1'}:{pg['PORT'] or 5432}/{pg['NAME']}"
+    results, _ = run_bench(tmp_path, "--stack", "scaleout", "--targets", "project", "--pg-url", pg_url,
+                           "--redis-url", settings.REDIS_URL)  # fmt: skip
+    check(results, "project")
+    assert results["scenarios"]["closed"]["project"]["cpu_ms_per_msg"]["postgres"] is not None
