@@ -199,8 +199,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
         dropdb = None
-        if args.existing:
-            os.environ["DATABASE_URL"] = args.database_url
+        if args.existing or args.database_url.startswith("sqlite:"):
+            os.environ["DATABASE_URL"] = args.database_url  # a SQLite file is seeded where it is named
         elif args.database_url:
             name = f"search_bench_{uuid.uuid4().hex[:8]}"
             base = args.database_url.rsplit("/", 1)[0]
