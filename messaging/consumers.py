@@ -389,9 +389,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             page = await events.run_then_push(services.delivery_flush_page, user=user, after=after, limit=PENDING_PAGE)
             if not page:
                 return
-            for message in page:
-                self.write(wire.message_event(message, stored=True))
-            after = page[-1].id
+            for event in page:
+                self.write(event)
+            after = page[-1]["id"]
             if not await self.drained():
                 return  # what is left is pushed again later, or at the next login
 

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from chatsite.errors import ServiceError
-from messaging import events, selectors, services
+from messaging import events, selectors, services, wire
 from messaging.models import Delivery, Message, Presence
 
 from .helpers import make_user
@@ -80,14 +80,27 @@ def test_broadcast_reaches_all_but_sender_and_blockers(alice, bob):
 
 
 @pytest.mark.django_db
+def test_a_flushed_page_is_the_message_events_of_what_waited(alice, bob):
+    private = services.message_send(sender=alice, to_username="bob", body="hi").message
+    services.message_edit(user=alice, message_id=private.id, body="hi!")
+    everyone = services.message_broadcast(sender=alice, body="all").message
+    expected = [
+        wire.message_event(Message.objects.select_related("sender", "recipient").get(pk=m.pk), stored=True)
+        for m in (private, everyone)
+    ]
+    assert services.delivery_flush_page(user=bob) == expected
+    assert expected[0]["edited_at"] is not None and expected[1]["to"] is None
+
+
+@pytest.mark.django_db
 def test_flush_ack_and_redeliver(alice, bob, settings):
     settings.CHAT_REDELIVER_SECONDS = 30
     m1 = services.message_send(sender=alice, to_username="bob", body="1").message
     m2 = services.message_send(sender=alice, to_username="bob", body="2").message
-    assert [m.id for m in services.delivery_flush_page(user=bob)] == [m1.id, m2.id]
-    assert [m.id for m in services.delivery_flush_page(user=bob, after=m1.id)] == [m2.id]
+    assert [m["id"] for m in services.delivery_flush_page(user=bob)] == [m1.id, m2.id]
+    assert [m["id"] for m in services.delivery_flush_page(user=bob, after=m1.id)] == [m2.id]
     services.delivery_ack(user=bob, ids=[m1.id])
-    assert [m.id for m in services.delivery_flush_page(user=bob)] == [m2.id]
+    assert [m["id"] for m in services.delivery_flush_page(user=bob)] == [m2.id]
     services.presence_claim(user=bob, channel_name="chan-bob")
     assert services.delivery_redeliver(channel_names=["chan-bob"]) == 0  # pushed just now
     Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))

@@ -68,17 +68,20 @@ def delivery_ack(*, user: UserModel, ids: Sequence[int]) -> int:
     return result
 
 
-def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[Message]:
+def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[wire.MessageEvent]:
     """The next `limit` messages pending for `user` after id `after`, oldest
-    first, marked as pushed now (so the re-push waits its turn)."""
+    first, as `message` events, marked as pushed now (so the re-push waits
+    its turn). Read as plain rows: at login this may run for thousands."""
     with transaction.atomic():
-        pending = Delivery.objects.filter(
-            recipient=user, acked_at__isnull=True, message_id__gt=after, message__deleted_at__isnull=True
+        pending = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message_id__gt=after)
+        rows = list(
+            pending.filter(message__deleted_at__isnull=True)
+            .order_by("message_id")
+            .values_list(*wire.MESSAGE_ROW)[:limit]
         )
-        rows = list(pending.select_related("message__sender", "message__recipient").order_by("message_id")[:limit])
         if rows:
-            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(pushed_at=timezone.now())
-    return [d.message for d in rows]
+            pending.filter(message_id__lte=rows[-1][0]).update(pushed_at=timezone.now())
+    return [wire.message_event_row(row, stored=True) for row in rows]
 
 
 def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000) -> int:
