@@ -1,6 +1,6 @@
 """The channel layers: the in-memory one of the embedded default, without
 the costs that Channels' own pays on every message, and channels_redis's
-made to outlive a Redis restart.
+two (lists, and pub/sub) made to outlive a Redis restart.
 
 Channels' ``InMemoryChannelLayer`` deep-copies every message it queues,
 sweeps every channel and group for expired entries on every ``receive``
@@ -22,8 +22,14 @@ import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsRedisPubSubChannelLayer
+from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
+from channels_redis.utils import _wrap_close
 
 log = logging.getLogger("chat")
+
+# What Redis going away raises, through redis-py.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
@@ -85,7 +91,7 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         while True:
             try:
                 message = await super().receive(channel)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            except REDIS_DOWN:
                 if not self.down:
                     self.down = True
                     self.outages += 1
@@ -96,3 +102,83 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
                 self.down = False
                 log.warning("Redis is back")
             return message
+
+
+class RedisPubSubChannelLayer(ChannelsRedisPubSubChannelLayer):
+    """channels_redis's pub/sub layer: a group is a Redis channel that each
+    process holding a member subscribes to once, and a message is one
+    PUBLISH, delivered at once or never (no queue, capacity nor expiry in
+    Redis; nothing to expire, so nothing to renew either).
+
+    Through a Redis restart, redis-py reconnects the subscription and
+    subscribes again to every channel and group it had (``PubSub.on_connect``),
+    and ``receive`` waits on a local queue that an outage does not touch:
+    connections stay open. What is published meanwhile is lost, and pushed
+    again from its pending delivery. Here the outage is logged once (not a
+    traceback a second) and counted in ``outages``, as the other layer does,
+    and ``group_add`` of a channel that already ended (a connection closing
+    while the hub renews its groups) does nothing instead of raising.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outages = 0
+        self.down = False
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = self._layers[loop] = _PubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+            return layer
+
+
+class _PubSubLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards = [_PubSubShard(shard.host, self) for shard in self._shards]
+
+    async def group_add(self, group: str, channel: str) -> None:
+        if channel not in self.channels:
+            return  # its receive ended: the connection is gone
+        try:
+            await super().group_add(group, channel)
+        except BaseException:
+            # Not subscribed (Redis is down): forget the member too, or a
+            # later group_add would think it subscribed.
+            members = self.groups.get(self._get_group_channel_name(group))
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self.groups[self._get_group_channel_name(group)]
+            raise
+
+
+class _PubSubShard(RedisSingleShardConnection):
+    retry_seconds = 1.0
+
+    async def _do_receiving(self) -> None:
+        proxy = self.channel_layer.channel_layer
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    if proxy.down:
+                        proxy.down = False
+                        log.warning("Redis is back")
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN:
+                if not proxy.down:
+                    proxy.down = True
+                    proxy.outages += 1
+                    log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+                await asyncio.sleep(self.retry_seconds)
+            except Exception:
+                log.exception("channel layer: unexpected error receiving from Redis")
+                await asyncio.sleep(self.retry_seconds)
