@@ -14,6 +14,7 @@ changes an event after sending it or while handling it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -157,20 +158,34 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):
 
 
 class _PubSubShard(RedisSingleShardConnection):
+    """One Redis connection's subscriptions. channels_redis's receiver polls
+    every 0.1 s until the first subscription; this one is woken by it, so
+    the first events of a process are not held back."""
+
     retry_seconds = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscribed = asyncio.Event()
+
+    async def subscribe(self, channel: str) -> None:
+        await super().subscribe(channel)
+        self.subscribed.set()
 
     async def _do_receiving(self) -> None:
         proxy = self.channel_layer.channel_layer
         while True:
             try:
-                if self._pubsub and self._pubsub.subscribed:
+                if not (self._pubsub and self._pubsub.subscribed):
+                    self.subscribed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.subscribed.wait(), self.retry_seconds)
+                else:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
                     if proxy.down:
                         proxy.down = False
                         log.warning("Redis is back")
                     self._receive_message(message)
-                else:
-                    await asyncio.sleep(0.1)
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN:
