@@ -25,7 +25,7 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsRedisPubSubChannelLayer
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _wrap_close, decode_hosts
 
 log = logging.getLogger("chat")
 
@@ -139,7 +139,9 @@ class RedisPubSubChannelLayer(ChannelsRedisPubSubChannelLayer):
 class _PubSubLoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._shards = [_PubSubShard(shard.host, self) for shard in self._shards]
+        self._shards: list[RedisSingleShardConnection] = [
+            _PubSubShard(host, self) for host in decode_hosts(kwargs.get("hosts", args[0] if args else None))
+        ]
 
     async def group_add(self, group: str, channel: str) -> None:
         if channel not in self.channels:
