@@ -101,9 +101,7 @@ async def test_idle_connections_outlive_every_client_timeout():
     need(bool(settings.REDIS_URL), "Redis (REDIS_URL)")
     servers = {layer: [Server(CHANNEL_LAYER=layer), Server(CHANNEL_LAYER=layer)] for layer in LAYERS}
     try:
-        for pair in servers.values():
-            for server in pair:
-                server.start()
+        await asyncio.gather(*(asyncio.to_thread(server.start) for pair in servers.values() for server in pair))
         await signup(servers["core"][0].url, "alice", "bob", "carol", "dave")
         users = {"core": ("alice", "bob"), "pubsub": ("carol", "dave")}
         peers = {}
