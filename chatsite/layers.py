@@ -143,6 +143,13 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):
             _PubSubShard(host, self) for host in decode_hosts(kwargs.get("hosts", args[0] if args else None))
         ]
 
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        try:
+            await super()._subscribe_to_channel(channel)
+        except BaseException:
+            self.channels.pop(channel, None)  # Redis is down: the consumer does not start
+            raise
+
     async def group_add(self, group: str, channel: str) -> None:
         if channel not in self.channels:
             return  # its receive ended: the connection is gone
