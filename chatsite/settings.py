@@ -174,9 +174,9 @@ REDIS_HOST = {
 # Which of channels_redis's layers carries the pushes between processes:
 # "pubsub" (a PUBLISH to a Redis channel per group or connection, which the
 # processes holding a member subscribe to), or "core" (a Redis list per
-# channel, a sorted set per group). Pub/sub by measurement: about 3x the
-# messages for a third of the CPU (docs/deploy.md, "Choosing the Redis
-# channel layer").
+# channel, a sorted set per group). Pub/sub by measurement: 2.4-2.9x the
+# messages for a third of the server CPU (docs/deploy.md, "Choosing the
+# Redis channel layer").
 CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "").strip().lower() or "pubsub"
 if CHANNEL_LAYER not in {"core", "pubsub"}:
     raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")
