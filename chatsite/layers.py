@@ -1,6 +1,6 @@
 """The channel layers: the in-memory one of the embedded default, without
 the costs that Channels' own pays on every message, and channels_redis's
-made to outlive a Redis restart.
+two (lists, and pub/sub) made to outlive a Redis restart.
 
 Channels' ``InMemoryChannelLayer`` deep-copies every message it queues,
 sweeps every channel and group for expired entries on every ``receive``
@@ -14,6 +14,7 @@ changes an event after sending it or while handling it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -22,8 +23,14 @@ import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsRedisPubSubChannelLayer
+from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
+from channels_redis.utils import _wrap_close, decode_hosts
 
 log = logging.getLogger("chat")
+
+# What Redis going away raises, through redis-py.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
@@ -85,7 +92,7 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         while True:
             try:
                 message = await super().receive(channel)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            except REDIS_DOWN:
                 if not self.down:
                     self.down = True
                     self.outages += 1
@@ -96,3 +103,106 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
                 self.down = False
                 log.warning("Redis is back")
             return message
+
+
+class RedisPubSubChannelLayer(ChannelsRedisPubSubChannelLayer):
+    """channels_redis's pub/sub layer: a group is a Redis channel that each
+    process holding a member subscribes to once, and a message is one
+    PUBLISH, delivered at once or never (no queue, capacity nor expiry in
+    Redis; nothing to expire, so nothing to renew either).
+
+    Through a Redis restart, redis-py reconnects the subscription and
+    subscribes again to every channel and group it had (``PubSub.on_connect``),
+    and ``receive`` waits on a local queue that an outage does not touch:
+    connections stay open. What is published meanwhile is lost, and pushed
+    again from its pending delivery. Here the outage is logged once (not a
+    traceback a second) and counted in ``outages``, as the other layer does,
+    and ``group_add`` of a channel that already ended (a connection closing
+    while the hub renews its groups) does nothing instead of raising.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outages = 0
+        self.down = False
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = self._layers[loop] = _PubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+            return layer
+
+
+class _PubSubLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards: list[RedisSingleShardConnection] = [
+            _PubSubShard(host, self) for host in decode_hosts(kwargs.get("hosts", args[0] if args else None))
+        ]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        try:
+            await super()._subscribe_to_channel(channel)
+        except BaseException:
+            self.channels.pop(channel, None)  # Redis is down: the consumer does not start
+            raise
+
+    async def group_add(self, group: str, channel: str) -> None:
+        if channel not in self.channels:
+            return  # its receive ended: the connection is gone
+        try:
+            await super().group_add(group, channel)
+        except BaseException:
+            # Not subscribed (Redis is down): forget the member too, or a
+            # later group_add would think it subscribed.
+            members = self.groups.get(self._get_group_channel_name(group))
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self.groups[self._get_group_channel_name(group)]
+            raise
+
+
+class _PubSubShard(RedisSingleShardConnection):
+    """One Redis connection's subscriptions. channels_redis's receiver polls
+    every 0.1 s until the first subscription; this one is woken by it, so
+    the first events of a process are not held back."""
+
+    retry_seconds = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscribed = asyncio.Event()
+
+    async def subscribe(self, channel: str) -> None:
+        await super().subscribe(channel)
+        self.subscribed.set()
+
+    async def _do_receiving(self) -> None:
+        proxy = self.channel_layer.channel_layer
+        while True:
+            try:
+                if not (self._pubsub and self._pubsub.subscribed):
+                    self.subscribed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.subscribed.wait(), self.retry_seconds)
+                else:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    if proxy.down:
+                        proxy.down = False
+                        log.warning("Redis is back")
+                    self._receive_message(message)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN:
+                if not proxy.down:
+                    proxy.down = True
+                    proxy.outages += 1
+                    log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+                await asyncio.sleep(self.retry_seconds)
+            except Exception:
+                log.exception("channel layer: unexpected error receiving from Redis")
+                await asyncio.sleep(self.retry_seconds)

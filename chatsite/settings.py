@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHAT_VAR_DIR", BASE_DIR / "var"))
@@ -170,7 +171,25 @@ REDIS_HOST = {
     "health_check_interval": 30,
     "retry_on_timeout": True,
 }
-if REDIS_URL:
+# Which of channels_redis's layers carries the pushes between processes:
+# "pubsub" (a PUBLISH to a Redis channel per group or connection, which the
+# processes holding a member subscribe to), or "core" (a Redis list per
+# channel, a sorted set per group). Pub/sub by measurement: 2.4-2.9x the
+# messages for a third of the server CPU (docs/deploy.md, "Choosing the
+# Redis channel layer").
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "").strip().lower() or "pubsub"
+if CHANNEL_LAYER not in {"core", "pubsub"}:
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")
+if REDIS_URL and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            # Nothing queued in Redis: no capacity, expiry nor group expiry
+            # to set. Riding out a Redis restart (chatsite/layers.py).
+            "BACKEND": "chatsite.layers.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_HOST], "prefix": CHANNEL_LAYER_PREFIX},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # channels_redis's, riding out a Redis restart (chatsite/layers.py).

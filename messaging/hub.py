@@ -31,8 +31,10 @@ from .pump import pump
 
 log = logging.getLogger("chat")
 
-# How often the hub joins its connections' user groups again: channel
-# layers forget a member after a day (channels_redis's group_expiry).
+# How often the hub joins its connections' user groups again: the core
+# Redis layer forgets a member after a day (channels_redis's group_expiry).
+# The pub/sub layer keeps memberships in the process (and redis-py renews
+# its subscriptions after a reconnect): joining again changes nothing there.
 USER_GROUPS_REFRESH_SECONDS = 3600
 
 

@@ -179,11 +179,14 @@ async def test_kill_9_of_one_of_two_processes(start_servers):
 
 
 @processes
-async def test_redis_restarting_under_traffic(start_servers, private_redis):
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+async def test_redis_restarting_under_traffic(start_servers, private_redis, layer):
     """The connections wait Redis out; what was sent meanwhile is stored and
     arrives from its pending delivery once Redis is back; no process needs
-    a restart."""
-    one, two = start_servers(2, REDIS_URL=private_redis.url, **FAST)
+    a restart. With each of channels_redis's layers (settings.CHANNEL_LAYER):
+    the core one's processes join their groups again, the pub/sub one's
+    subscriptions are renewed by redis-py."""
+    one, two = start_servers(2, REDIS_URL=private_redis.url, CHANNEL_LAYER=layer, **FAST)
     await signup(one.url, "alice", "bob")
     a, b = await logged_in(one.url, "alice"), await logged_in(two.url, "bob")
     sent = await a.ok("send", to="bob", body="before")

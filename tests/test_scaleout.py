@@ -1,4 +1,5 @@
-"""Two server processes sharing PostgreSQL and the Redis channel layer.
+"""Two server processes sharing PostgreSQL and the Redis channel layer
+(the one settings.CHANNEL_LAYER names; the idle test runs both).
 
 Run by `make test` with DATABASE_URL and REDIS_URL set (its scale-out half).
 """
@@ -16,6 +17,8 @@ from .helpers import PASSWORD
 from .servers import Peer, Server, signup
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.django_db(transaction=True)]
+# channels_redis's layers (settings.CHANNEL_LAYER); the other tests run on the default.
+LAYERS = ("core", "pubsub")
 
 
 @pytest.fixture
@@ -89,17 +92,35 @@ async def test_lockout_is_shared_by_the_processes(two_servers):
         assert (await p2.request("login", username="alice", password=PASSWORD))["code"] == "locked"
 
 
-async def test_idle_connections_outlive_every_client_timeout(two_servers):
+async def test_idle_connections_outlive_every_client_timeout():
     """Nothing on the path (redis-py's socket timeout, channels_redis's
-    blocking receive, daphne's pings) may end a quiet connection."""
-    one, two = two_servers
-    await signup(one.url, "alice", "bob")
-    async with Peer(one.url) as a, Peer(two.url) as b:
-        await a.ok("login", username="alice", password=PASSWORD)
-        await b.ok("login", username="bob", password=PASSWORD)
+    blocking receive or its subscription, daphne's pings) may end a quiet
+    connection: with each of channels_redis's layers, side by side, so the
+    suite waits once."""
+    need(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    need(bool(settings.REDIS_URL), "Redis (REDIS_URL)")
+    servers = {layer: [Server(CHANNEL_LAYER=layer), Server(CHANNEL_LAYER=layer)] for layer in LAYERS}
+    try:
+        await asyncio.gather(*(asyncio.to_thread(server.start) for pair in servers.values() for server in pair))
+        await signup(servers["core"][0].url, "alice", "bob", "carol", "dave")
+        users = {"core": ("alice", "bob"), "pubsub": ("carol", "dave")}
+        peers = {}
+        for layer, (one, two) in servers.items():
+            a, b = await Peer(one.url).__aenter__(), await Peer(two.url).__aenter__()
+            peers[layer] = (a, b)
+            await a.ok("login", username=users[layer][0], password=PASSWORD)
+            await b.ok("login", username=users[layer][1], password=PASSWORD)
         await asyncio.sleep(35)
-        sent = await a.ok("send", to="bob", body="still there?")
-        assert sent["delivered"] == "live"
-        assert (await b.event("message", timeout=10))["id"] == sent["id"]
-        assert (await b.ok("send", to="alice", body="yes"))["delivered"] == "live"
-        assert (await a.event("message", timeout=10))["body"] == "yes"
+        for layer, (a, b) in peers.items():
+            first, second = users[layer]
+            sent = await a.ok("send", to=second, body="still there?")
+            assert sent["delivered"] == "live", layer
+            assert (await b.event("message", timeout=10))["id"] == sent["id"]
+            assert (await b.ok("send", to=first, body="yes"))["delivered"] == "live", layer
+            assert (await a.event("message", timeout=10))["body"] == "yes"
+            await a.close()
+            await b.close()
+    finally:
+        for pair in servers.values():
+            for server in pair:
+                server.stop()
