@@ -54,7 +54,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stack", choices=["sqlite", "scaleout"], default="sqlite")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
-    p.add_argument("--layer", choices=["core", "pubsub"], default="core", help="channels_redis layer (scaleout)")
+    p.add_argument(
+        "--layer", choices=["core", "pubsub"], default="pubsub", help="channels_redis layer (scaleout; CHANNEL_LAYER)"
+    )
     p.add_argument(
         "--bare-layer",
         choices=["stock", "project"],
@@ -79,8 +81,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.scenarios.split(",")) - set(ORDER)
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.layer == "pubsub" and args.stack != "scaleout":
-        p.error("--layer pubsub needs --stack scaleout")
+    if args.layer == "core" and args.stack != "scaleout":
+        p.error("--layer core needs --stack scaleout")
     return args
 
 

@@ -110,10 +110,7 @@ class Stack:
                 DATABASE_URL=f"{base}/{self.dbname}",
                 REDIS_URL=self.o.redis_url,
                 CHANNEL_LAYER_PREFIX=self.tag,
-                # No such switch in chatsite/settings.py yet: the bench settings
-                # (and the bare app) read CHANNEL_LAYER_BACKEND; CHANNEL_LAYER is
-                # the name planned on the `layer` branch.
-                CHANNEL_LAYER_BACKEND=self.o.layer,
+                # The project's switch (chatsite/settings.py); the bare app reads it too.
                 CHANNEL_LAYER=self.o.layer,
             )
         else:

@@ -33,6 +33,25 @@ log = logging.getLogger("chat")
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+class Outages:
+    """Redis going away and coming back, logged once each and counted in
+    ``outages`` (which tests watch), instead of a traceback a second."""
+
+    outages = 0
+    down = False
+
+    def redis_down(self) -> None:
+        if not self.down:
+            self.down = True
+            self.outages += 1
+            log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+
+    def redis_up(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("Redis is back")
+
+
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     sweep_interval = 1.0
     _swept_at = 0.0
@@ -69,7 +88,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 pass  # as Channels' layers do: a full channel misses group messages
 
 
-class RedisChannelLayer(ChannelsRedisChannelLayer):
+class RedisChannelLayer(Outages, ChannelsRedisChannelLayer):
     """channels_redis's layer, whose receive waits out a Redis outage.
 
     channels_redis raises from ``receive`` when Redis goes away, and Channels
@@ -83,29 +102,19 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
 
     retry_seconds = 1.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.outages = 0  # times Redis went away
-        self.down = False
-
     async def receive(self, channel: str) -> dict[str, Any]:
         while True:
             try:
                 message = await super().receive(channel)
             except REDIS_DOWN:
-                if not self.down:
-                    self.down = True
-                    self.outages += 1
-                    log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+                self.redis_down()
                 await asyncio.sleep(self.retry_seconds)
                 continue
-            if self.down:
-                self.down = False
-                log.warning("Redis is back")
+            self.redis_up()
             return message
 
 
-class RedisPubSubChannelLayer(ChannelsRedisPubSubChannelLayer):
+class RedisPubSubChannelLayer(Outages, ChannelsRedisPubSubChannelLayer):
     """channels_redis's pub/sub layer: a group is a Redis channel that each
     process holding a member subscribes to once, and a message is one
     PUBLISH, delivered at once or never (no queue, capacity nor expiry in
@@ -120,11 +129,6 @@ class RedisPubSubChannelLayer(ChannelsRedisPubSubChannelLayer):
     and ``group_add`` of a channel that already ended (a connection closing
     while the hub renews its groups) does nothing instead of raising.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.outages = 0
-        self.down = False
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
@@ -191,17 +195,12 @@ class _PubSubShard(RedisSingleShardConnection):
                         await asyncio.wait_for(self.subscribed.wait(), self.retry_seconds)
                 else:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    if proxy.down:
-                        proxy.down = False
-                        log.warning("Redis is back")
+                    proxy.redis_up()
                     self._receive_message(message)
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN:
-                if not proxy.down:
-                    proxy.down = True
-                    proxy.outages += 1
-                    log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+                proxy.redis_down()
                 await asyncio.sleep(self.retry_seconds)
             except Exception:
                 log.exception("channel layer: unexpected error receiving from Redis")

@@ -2,7 +2,7 @@
 
 No database, no sessions, no middleware: the in-memory channel layer in one
 process (Channels' own, or the project's with ``BENCH_BARE_LAYER=project``),
-or channels_redis (``REDIS_URL``; ``CHANNEL_LAYER_BACKEND=pubsub`` for
+or channels_redis (``REDIS_URL``; ``CHANNEL_LAYER=pubsub`` as in the project for
 ``RedisPubSubChannelLayer``) when the load generator starts several.
 """
 
@@ -18,7 +18,7 @@ USE_TZ = True
 
 _redis = os.environ.get("REDIS_URL", "")
 _prefix = os.environ.get("CHANNEL_LAYER_PREFIX", "bare")
-if _redis and os.environ.get("CHANNEL_LAYER_BACKEND", "core") == "pubsub":
+if _redis and os.environ.get("CHANNEL_LAYER", "pubsub") == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
