@@ -281,7 +281,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             content = await self.decode_json(text_data) if text_data is not None else frames.decode(None, bytes_data)
         except ServiceError as e:
             await self.settle(MAX_IN_FLIGHT - 1)
-            self.track(self.respond(None, e))
+            self.track(self.respond(e.ref if isinstance(e, frames.FrameError) else None, e))
             return
         await self.receive_json(content)
 

@@ -23,6 +23,25 @@ USERNAME_MAX = 150
 PASSWORD_MAX = 1024
 
 
+class FrameError(ServiceError):
+    """A frame refused as a whole, with the `ref` it carried where that
+    could still be read (the reply echoes it, as every reply does)."""
+
+    def __init__(self, code: str, message: str, *, ref: Any = None) -> None:
+        super().__init__(code, message)
+        self.ref = ref
+
+
+def _ref_of(text: str) -> Any:
+    """The `ref` of a frame too large to serve, if it is a JSON object:
+    the frame is bounded by the server's message limit, so this is cheap."""
+    try:
+        content = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    return content.get("ref") if isinstance(content, dict) else None
+
+
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
@@ -48,7 +67,7 @@ def decode(text: str | None, data: bytes | None) -> dict[str, Any]:
         raise ServiceError("bad_request", "Send JSON in text frames, not binary ones.")
     limit = settings.CHAT_MAX_FRAME_BYTES
     if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
-        raise ServiceError("too_large", f"A frame may be at most {limit} bytes.")
+        raise FrameError("too_large", f"A frame may be at most {limit} bytes.", ref=_ref_of(text))
     try:
         content = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):

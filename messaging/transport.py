@@ -159,7 +159,10 @@ class DaphneTransport(Transport):
         # Autobahn copies the factory's limits onto each protocol when it
         # connects; a larger incoming frame fails the connection (1009).
         # (Its message limit also applies to what we send, so it stays.)
+        # Without failByDrop=False it drops the TCP connection instead of
+        # closing with 1009, and the client cannot tell why.
         self.protocol.maxFramePayloadSize = size
+        self.protocol.failByDrop = False
 
 
 def _unwrap(send: AsgiSend) -> AsgiSend:

@@ -61,8 +61,9 @@ async def test_ref_is_echoed_unchanged(users):
 
 async def test_frame_over_64_kib_is_too_large(users):
     c = await connected("alice")
-    await c.send_raw(json.dumps({"type": "broadcast", "body": "x" * (64 * 1024)}))
-    assert (await c.reply())["code"] == "too_large"
+    await c.send_raw(json.dumps({"type": "broadcast", "ref": "big", "body": "x" * (64 * 1024)}))
+    reply = await c.reply()
+    assert (reply["code"], reply["ref"]) == ("too_large", "big")  # the ref is echoed all the same
     # Counted in UTF-8 bytes, not characters.
     await c.send_raw(json.dumps({"type": "broadcast", "body": "é" * 40000}, ensure_ascii=False))
     assert (await c.reply())["code"] == "too_large"

@@ -37,8 +37,11 @@ async def test_chat_over_a_real_socket(server):
 
 async def test_a_frame_over_a_mebibyte_closes_that_socket_only(server):
     await signup(server.url, "alice")
-    async with Peer(server.url) as a, Peer(server.url) as b:
+    async with Peer(server.url) as a, Peer(server.url) as b, Peer(server.url) as c:
         await b.ok("login", username="alice", password=PASSWORD)
+        # Over the 128 KiB the server reads: a close frame saying why.
+        await c.ws.send(json.dumps({"type": "online", "pad": "x" * (200 * 1024)}))
+        assert await c.wait_closed() == 1009
         await a.ws.send("x" * (2 * 1024 * 1024))
         # Autobahn fails the connection (1009, or a dropped socket mid-send).
         assert await a.wait_closed() in (None, 1009)
