@@ -246,6 +246,10 @@ CHAT_PASSWORD_FAILURES_PER_ADDRESS = env_int("CHAT_PASSWORD_FAILURES_PER_ADDRESS
 CHAT_PASSWORD_WINDOW_SECONDS = env_float("CHAT_PASSWORD_WINDOW_SECONDS", 600)
 CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)
 CHAT_SIGNUP_WINDOW_SECONDS = env_float("CHAT_SIGNUP_WINDOW_SECONDS", 3600)
+# Addresses (or networks) the two budgets above do not apply to: by default
+# this machine itself. Clients come from elsewhere, or through a proxy that
+# must then be in TRUSTED_PROXIES (else everyone would look like it).
+CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", ["127.0.0.0/8", "::1"])
 # Password hashes one process computes at once (the rest wait their turn).
 CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or 2)
 

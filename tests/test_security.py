@@ -83,6 +83,29 @@ def test_failed_logins_per_address_are_budgeted_across_usernames(settings):
 
 
 @pytest.mark.django_db
+def test_this_machine_is_exempt_from_the_address_budgets_but_not_from_the_lockout(settings):
+    """By default loopback has no address budget (the machine's own tests,
+    load generators and operators sign up and log in many users); the
+    (username, IP) lockout still holds for it."""
+    from chatsite import settings as defaults
+
+    settings.CHAT_ADDRESS_BUDGET_EXEMPT = defaults.CHAT_ADDRESS_BUDGET_EXEMPT
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 1
+    settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 2
+    for i in range(3):
+        accounts.user_signup(username=f"local{i}", password=PASSWORD, ip="127.0.0.1")
+        accounts.user_signup(username=f"v6local{i}", password=PASSWORD, ip="::1")
+    for i in range(3):
+        assert login_codes(f"random{i}", "x") == ["invalid_credentials"]
+    assert login_codes("local0", PASSWORD) == ["ok"]
+    assert login_codes("local1", "wrong", times=4) == ["invalid_credentials"] * 3 + ["locked"]
+    accounts.user_signup(username="remote", password=PASSWORD, ip="10.0.0.1")
+    with pytest.raises(ServiceError) as refused:
+        accounts.user_signup(username="remote2", password=PASSWORD, ip="10.0.0.1")
+    assert refused.value.code == "rate_limited"
+
+
+@pytest.mark.django_db
 def test_refused_while_locked_attempts_are_recorded():
     make_user("alice")
     login_codes("alice", "wrong", times=3)
