@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, authenticate, get_user_model
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth import hashers as django_hashers
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -233,7 +233,7 @@ def passwords_hash(
     if jobs == 1 or total < 2:
         encoded = []
         for password in passwords:
-            encoded.append(make_password(password))
+            encoded.append(django_hashers.make_password(password))
             if progress:
                 progress(len(encoded), total)
         return encoded
@@ -360,7 +360,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     ten thousand users. Existing names are skipped. `progress(n)` is called
     after each batch of n names.
     """
-    encoded = make_password(password)
+    encoded = django_hashers.make_password(password)
     usernames = [_clean_username(name) for name in usernames]
     created = 0
     for i in range(0, len(usernames), batch_size):

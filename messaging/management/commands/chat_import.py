@@ -44,7 +44,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, path: str, commit: bool = False, timezone: str = "", **options: Any) -> None:
-        jobs = options.get("jobs") or os.cpu_count() or 1
+        jobs = options.get("jobs", os.cpu_count() or 1)
         if jobs < 1:
             raise CommandError("--jobs must be at least 1")
         try:
