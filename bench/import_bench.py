@@ -16,8 +16,11 @@ Then it times, each as wall-clock time:
   start-up included);
 - again: the same --commit a second time (imports nothing twice);
 
-and prints the ratio commit / hash (the goal: at most 1.25). The figures
-are the median of --rounds. The dry run's counts must equal the commit's.
+and prints the ratio commit / hash (the goal: at most 1.25). It also gives
+the CPU time of each (user + system, the process and its workers; not the
+PostgreSQL server's) and their ratio, which other load on the machine moves
+much less than wall-clock time. The figures are the median of --rounds. The
+dry run's counts must equal the commit's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,25 +45,31 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 from tests.legacy import write_legacy_copy  # noqa: E402
 
 
-def hash_all(passwords: list[str], jobs: int) -> float:
-    """Seconds to hash `passwords` with make_password on `jobs` processes."""
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def hash_all(passwords: list[str], jobs: int) -> tuple[float, float]:
+    """(seconds, CPU seconds) to hash `passwords` with make_password on `jobs` processes."""
     from django.contrib.auth.hashers import make_password
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     with ProcessPoolExecutor(jobs) as pool:
         list(pool.map(make_password, passwords, chunksize=max(1, len(passwords) // (jobs * 8))))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
-def manage(env: dict[str, str], *args: str) -> tuple[float, str]:
-    """Run manage.py; (seconds, its last line of output)."""
-    start = time.perf_counter()
+def manage(env: dict[str, str], *args: str) -> tuple[float, float, str]:
+    """Run manage.py; (seconds, CPU seconds of it and its workers, its summary line)."""
+    start, cpu = time.perf_counter(), children_cpu()
     done = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, children_cpu() - cpu
     lines = done.stdout.strip().splitlines()
-    return seconds, next((line for line in lines if "Imported:" in line or "Would import:" in line), "")
+    return seconds, cpu, next((line for line in lines if "Imported:" in line or "Would import:" in line), "")
 
 
 def counts(summary: str) -> str:
@@ -107,18 +117,27 @@ def one_round(args: argparse.Namespace, n: int) -> dict[str, float]:
                 stdout=subprocess.DEVNULL,
             )
             passwords = [f"bench-{n}-{i}" for i in range(args.users)]
-            hashed = hash_all(passwords, args.jobs)
-            dry, dry_summary = manage(env, "chat_import", str(folder))
-            commit, summary = manage(env, "chat_import", str(folder), "--commit", "--jobs", str(args.jobs))
-            again, again_summary = manage(env, "chat_import", str(folder), "--commit", "--jobs", str(args.jobs))
+            hashed, hashed_cpu = hash_all(passwords, args.jobs)
+            dry, _, dry_summary = manage(env, "chat_import", str(folder))
+            commit, commit_cpu, summary = manage(env, "chat_import", str(folder), "--commit", "--jobs", str(args.jobs))
+            again, _, again_summary = manage(env, "chat_import", str(folder), "--commit", "--jobs", str(args.jobs))
         finally:
             db.drop()
     if counts(dry_summary) != counts(summary):
         raise SystemExit(f"The dry run's counts differ:\n  {dry_summary}\n  {summary}")
     print(f"round {n}: {summary}")
     print(f"  again: {again_summary}")
-    figures = {"hash": hashed, "dry run": dry, "commit": commit, "again": again, "ratio": commit / hashed}
-    print("  " + ", ".join(f"{k} {v:.2f}" + ("" if k == "ratio" else " s") for k, v in figures.items()), flush=True)
+    figures = {
+        "hash": hashed,
+        "dry run": dry,
+        "commit": commit,
+        "again": again,
+        "ratio": commit / hashed,
+        "hash CPU": hashed_cpu,
+        "commit CPU": commit_cpu,
+        "CPU ratio": commit_cpu / hashed_cpu,
+    }
+    print("  " + ", ".join(f"{k} {v:.2f}" + ("" if "ratio" in k else " s") for k, v in figures.items()), flush=True)
     return figures
 
 
@@ -140,7 +159,7 @@ def main() -> None:
     print("median:")
     for what in rounds[0]:
         value = statistics.median(r[what] for r in rounds)
-        print(f"  {what}: {value:.2f}" + ("" if what == "ratio" else " s"))
+        print(f"  {what}: {value:.2f}" + ("" if "ratio" in what else " s"))
 
 
 if __name__ == "__main__":
