@@ -224,10 +224,10 @@ def blocks_import(
         pair = (_ref(blocker), _ref(blocked))
         if pair[0] == pair[1]:
             results.append(BlockImported(error="You cannot block yourself."))
-        elif not blocked.is_active:
-            results.append(BlockImported(error=f"There is no user {blocked.username!r}."))
         elif pair in seen:
             results.append(BlockImported())
+        elif not blocked.is_active:
+            results.append(BlockImported(error=f"There is no user {blocked.username!r}."))
         else:
             seen.add(pair)
             new.append((blocker, blocked))
