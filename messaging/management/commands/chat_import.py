@@ -85,7 +85,7 @@ class Command(BaseCommand):
                 if not bars or bars[-1].desc != name:
                     if bars:
                         bars[-1].close()
-                    bars.append(tqdm(total=total, desc=name, unit="", file=sys.stderr, dynamic_ncols=True))
+                    bars.append(tqdm(total=total, desc=name, unit="", file=sys.stderr))
                 bars[-1].update(done - bars[-1].n)
 
             return update
