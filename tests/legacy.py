@@ -76,3 +76,72 @@ def write_legacy_sample(root: Path) -> Path:
     for filename, text in TRUNCATED.items():
         (data / filename).write_text(text, encoding="utf-8")
     return folder
+
+
+def write_legacy_copy(root: Path, *, users: int, messages: int, seed: int = 0) -> Path:
+    """A realistic server_resources/ of `users` users holding `messages`
+    pending messages in all, under `root`; its path. The benchmark's data
+    (bench/import_bench.py), and a bigger test's.
+
+    Deterministic for a seed. Besides plain names and passwords it has the
+    sample's awkward cases, in proportion: non-ASCII names, passwords that
+    need CSV quoting, a duplicate and a password-less row, data files with
+    a byte order mark, one without a user and one cut off, broadcasts held
+    for several recipients (one message each), senders and blocked users
+    who do not exist, HTML and emoji in bodies, a message held twice.
+    """
+    import csv
+    import io
+    import random
+    from datetime import datetime, timedelta
+
+    rng = random.Random(seed)
+    names = [f"zoë{i}" if i % 97 == 5 else f"user{i}" for i in range(1, users + 1)]
+    folder = root / "server_resources"
+    data = folder / "user_data"
+    data.mkdir(parents=True)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for i, name in enumerate(names):
+        password = f"pw-{i}-{rng.randrange(10**8)}"
+        if i % 50 == 3:
+            password = f'say "hi", {password}'
+        writer.writerow([name, password])
+    if users >= 2:
+        writer.writerow([names[1], "a-second-row"])  # reported, the first row wins
+    writer.writerow(["mallory"])  # no password
+    (folder / "user_pass.csv").write_text(out.getvalue(), encoding="utf-8")
+
+    start = datetime(2017, 4, 10, 9, 0, 0)
+    bodies = ["hi!", "are you there?", '<b>bold?</b> & "quotes"', "ça va? 👋", "see you tomorrow", "lunch?"]
+    pending: dict[str, list[dict]] = {name: [] for name in names}
+    made = 0
+    while made < messages:
+        sender = "ghost" if rng.random() < 0.01 else rng.choice(names)
+        when = str(start + timedelta(seconds=rng.randrange(10**7), microseconds=rng.randrange(10**6)))
+        body = f"{rng.choice(bodies)} #{made}"
+        if rng.random() < 0.1:  # a broadcast, held for up to 5 of those offline
+            for name in rng.sample(names, min(len(names), rng.randint(1, 5))):
+                if made < messages:
+                    pending[name].append(_message(sender, body, when, operation=7))
+                    made += 1
+            continue
+        pending[rng.choice(names)].append(_message(sender, body, when))
+        made += 1
+    for i, name in enumerate(names):
+        blocked = rng.sample(names, 1) if i % 10 == 0 else []
+        if i % 100 == 7:
+            blocked.append("ghost")
+        content = {
+            "signup_timestamp": str(start + timedelta(minutes=i)),
+            "to_be_delivered": pending[name],
+            "blocked": blocked,
+        }
+        if i == 2 and pending[name]:
+            content["to_be_delivered"] = [*pending[name], pending[name][0]]  # held twice: one delivery
+        encoding = "utf-8-sig" if i % 40 == 9 else "utf-8"
+        (data / f"{name}.json").write_text(json.dumps(content, ensure_ascii=False), encoding=encoding)
+    (data / "frank.json").write_text(json.dumps(USER_DATA["frank"]), encoding="utf-8")  # no such user
+    if users >= 5:  # cut off: reported, its user imported with nothing pending
+        (data / f"{names[4]}.json").write_text('{"signup_timestamp": "2017-04-11 12:30:00", "to_be', encoding="utf-8")
+    return folder

@@ -2,7 +2,10 @@
 
 import io
 import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -14,7 +17,7 @@ from messaging import services
 from messaging.models import Block, Delivery, Message, Presence
 
 from .helpers import make_user
-from .legacy import write_legacy_sample
+from .legacy import write_legacy_copy, write_legacy_sample
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -148,6 +151,72 @@ def test_import_a_broadcast_to_several_is_one_message(tmp_path):
     message = Message.objects.get()
     assert message.kind == "broadcast" and message.deliveries.count() == 2
     assert message.sent_at.isoformat() == "2017-01-01T09:00:00+00:00"
+
+
+def test_import_dry_run_hashes_and_writes_nothing(sample):
+    with mock.patch("django.contrib.auth.hashers.make_password", side_effect=AssertionError("hashed")) as hasher:
+        out = run("chat_import", str(sample))
+    assert hasher.call_count == 0
+    assert User.objects.count() == 0 and Message.objects.count() == 0 and Block.objects.count() == 0
+    committed = run("chat_import", str(sample), "--commit", "--jobs", "2")
+    would = out.split("Would import: ")[1].split(".")[0]
+    assert f"Imported: {would}." in committed
+    # Every line of the report is the same, too.
+    assert out.splitlines()[:-2] == committed.splitlines()[:-1]
+
+
+def test_import_in_parallel_gives_working_passwords(tmp_path):
+    folder = write_legacy_copy(tmp_path, users=30, messages=200, seed=1)
+    out = run("chat_import", str(folder), "--commit", "--jobs", "2")
+    assert "30 users, 0 users existing" in out
+    first = (folder / "user_pass.csv").read_text(encoding="utf-8").splitlines()[0]
+    name, password = first.split(",")
+    assert authenticate(username=name, password=password)
+    assert "0 users, 30 users existing, 0 messages, 0 deliveries, 0 blocks" in run(
+        "chat_import", str(folder), "--commit"
+    )
+
+
+def test_import_rejects_bad_jobs(sample):
+    with pytest.raises(CommandError, match="--jobs"):
+        run("chat_import", str(sample), "--jobs", "-1")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_import_progress_only_on_a_terminal(sample, capsys):
+    run("chat_import", str(sample), "--commit")
+    assert capsys.readouterr().err == ""  # stdout is not a terminal: no bar
+    User.objects.all().delete()
+    terminal = Terminal()
+    call_command("chat_import", str(sample), "--commit", stdout=terminal)
+    err = capsys.readouterr().err
+    assert "hashing passwords" in err and "100%" in err and "writing messages" in err
+    assert "hashing" not in terminal.getvalue()  # the report stays clean
+    call_command("chat_import", str(sample), "--commit", "--verbosity", "0", stdout=Terminal())
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.timeout(600)  # five Django processes: slow on a busy machine
+def test_import_bench_runs(tmp_path):
+    """bench/import_bench.py at a tiny size (it makes its own database)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["TMPDIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "bench/import_bench.py", "--users", "12", "--messages", "60", "--rounds", "1", "--jobs", "2"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Imported: 12 users" in done.stdout and "ratio" in done.stdout
+    assert "again: Imported: 0 users, 12 users existing, 0 messages, 0 deliveries, 0 blocks" in done.stdout
 
 
 # --- chat_seed -------------------------------------------------------------------
