@@ -7,9 +7,11 @@ thousand socket writes, not a thousand channel-layer messages (on Redis, a
 thousand list pushes) and a thousand receive loops.
 
 Presence comes two ways. A connection that asked for it at login gets
-``presence_batch`` frames: at most one per ``CHAT_PRESENCE_BATCH_SECONDS``
-with every change since the last, so a thousand users logging in cost each
-connection a few frames, not a thousand. Other connections get one
+``presence_batch`` frames with every change since the last, at most one
+per ``batch_interval``: CHAT_PRESENCE_BATCH_SECONDS, stretched as more
+connections here listen, so that a login storm of N users costs each
+connection a bounded number of frames and all of them about N frames, not
+N squared. Other connections get one
 ``presence`` event per change, as protocol 1.0 says.
 
 The registry is bookkeeping of the sockets this process holds, not business
@@ -159,7 +161,8 @@ class Hub:
                     self.batch_task = asyncio.get_running_loop().create_task(self._send_batch())
 
     async def _send_batch(self) -> None:
-        await asyncio.sleep(settings.CHAT_PRESENCE_BATCH_SECONDS)
+        listeners = sum(1 for connection in self.connections.values() if connection.presence_batched)
+        await asyncio.sleep(batch_interval(listeners))
         changes, self.changes = self.changes, {}
         frame: wire.PresenceBatch = {
             "type": "presence_batch",
@@ -170,6 +173,18 @@ class Hub:
         for connection in list(self.connections.values()):
             if connection.presence_batched:
                 connection.deliver([text])
+
+
+def batch_interval(listeners: int) -> float:
+    """Seconds between presence_batch frames with `listeners` connections
+    taking them: CHAT_PRESENCE_BATCH_SECONDS, times one more for every
+    CHAT_PRESENCE_BATCH_USERS of them, at most CHAT_PRESENCE_BATCH_MAX_SECONDS.
+    A storm of N logins lasts about N / (logins a second); a listener gets a
+    frame per interval, so N / CHAT_PRESENCE_BATCH_USERS per interval keeps
+    its frames (and all frames over N) bounded as N grows."""
+    base = settings.CHAT_PRESENCE_BATCH_SECONDS
+    stretched = base * max(1.0, listeners / max(1, settings.CHAT_PRESENCE_BATCH_USERS))
+    return min(stretched, max(base, settings.CHAT_PRESENCE_BATCH_MAX_SECONDS))
 
 
 hub = Hub()

@@ -539,6 +539,23 @@ async def test_batched_presence_carries_every_change_in_one_frame(users, setting
     await watcher.close()
 
 
+def test_the_batch_interval_stretches_with_listeners_so_a_storm_stays_linear(settings):
+    """Frames per listener over a storm of N logins at a steady login rate:
+    storm seconds / interval. With the interval growing with N, that stays
+    bounded, so all frames grow with N, not N squared (up to the cap)."""
+    from messaging.hub import batch_interval
+
+    settings.CHAT_PRESENCE_BATCH_SECONDS = 1
+    settings.CHAT_PRESENCE_BATCH_USERS = 500
+    settings.CHAT_PRESENCE_BATCH_MAX_SECONDS = 10
+    assert [batch_interval(n) for n in (0, 1, 500, 1000, 2500, 100_000)] == [1, 1, 1, 2, 5, 10]
+    logins_per_second = 200
+    per_listener = [(n / logins_per_second) / batch_interval(n) for n in (1000, 2000, 4000)]
+    assert max(per_listener) == min(per_listener)
+    settings.CHAT_PRESENCE_BATCH_MAX_SECONDS = 0  # never below the base interval
+    assert batch_interval(5000) == 1
+
+
 async def test_a_cookie_connection_asks_for_batched_presence_in_its_url(users, settings):
     settings.CHAT_PRESENCE_BATCH_SECONDS = 0.2
     http = Client()
