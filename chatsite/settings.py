@@ -286,8 +286,8 @@ CHAT_RECENT_SECONDS = 3600
 CHAT_PRESENCE_BATCH_SECONDS = env_float("CHAT_PRESENCE_BATCH_SECONDS", 1)
 # ... stretched by one interval per this many listening connections of a
 # process, up to the maximum (messaging/hub.py: a login storm stays linear).
-CHAT_PRESENCE_BATCH_USERS = env_int("CHAT_PRESENCE_BATCH_USERS", 500)
-CHAT_PRESENCE_BATCH_MAX_SECONDS = env_float("CHAT_PRESENCE_BATCH_MAX_SECONDS", 10)
+CHAT_PRESENCE_BATCH_USERS = env_int("CHAT_PRESENCE_BATCH_USERS", 100)
+CHAT_PRESENCE_BATCH_MAX_SECONDS = env_float("CHAT_PRESENCE_BATCH_MAX_SECONDS", 5)
 # Sending exactly once: how long a client_id is remembered.
 CHAT_CLIENT_ID_SECONDS = 24 * 3600
 # How often a process deletes rows nobody needs any more (client ids older
