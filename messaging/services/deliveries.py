@@ -80,7 +80,9 @@ def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) ->
             .values_list(*wire.MESSAGE_ROW)[:limit]
         )
         if rows:
-            pending.filter(message_id__lte=rows[-1][0]).update(pushed_at=timezone.now())
+            # The rows read, not an id range: a message committed meanwhile
+            # with a lower id (ids are taken before commit) was not pushed.
+            pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
     return [wire.message_event_row(row, stored=True) for row in rows]
 
 
