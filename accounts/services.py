@@ -212,24 +212,6 @@ def _clean_username(username: str) -> str:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
 
 
-def user_import(*, username, password, date_joined=None):
-    """Create a user brought over from elsewhere; (user, created).
-
-    The password is hashed as any other, but not held to today's password
-    rules: the person already has it. An existing name is left untouched.
-    """
-    username = _clean_username(username)
-    existing = User.objects.filter(username_key=names.fold(username)).first()
-    if existing is not None:
-        return existing, False
-    user = User(username=username)
-    user.set_password(password)
-    if date_joined is not None:
-        user.date_joined = date_joined
-    user.save()
-    return user, True
-
-
 def passwords_hash(
     *, passwords: Sequence[str], jobs: int | None = None, progress: Callable[[int, int], None] | None = None
 ) -> list[str]:
@@ -309,8 +291,8 @@ def users_import(
 ) -> list[UserImported]:
     """Create users brought over from elsewhere, in bulk; one result each.
 
-    As user_import: passwords are hashed as any other but not held to
-    today's rules, and a name that exists (or came earlier in `users`, as
+    Passwords are hashed as any other but not held to today's rules (the
+    people already have them), and a name that exists (or came earlier in `users`, as
     people read names) is left untouched (created False). Passwords are
     hashed in parallel (passwords_hash: `jobs`, `progress`) before a
     transaction is opened, so the database is not held while they are; the

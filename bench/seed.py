@@ -5,7 +5,7 @@
 Run with the benchmark's settings (``DJANGO_SETTINGS_MODULE=bench.cheap_hash_settings``):
 users come from ``accounts.services.user_bulk_create`` (one MD5 hash for all);
 pending messages are bulk-inserted as the project's own rows (a ``Message``
-and its ``Delivery`` each, as ``message_import`` writes them), in one
+and its ``Delivery`` each, as ``messages_import`` writes them), in one
 transaction: seconds for ten thousand, where ten thousand sends would take
 a minute.
 """

@@ -14,7 +14,6 @@ from .imports import (
     Progress,
     blocks_import,
     legacy_import,
-    message_import,
     messages_import,
 )
 from .maintenance import records_prune
@@ -70,7 +69,6 @@ __all__ = [
     "message_delete",
     "message_edit",
     "legacy_import",
-    "message_import",
     "message_send",
     "messages_broadcast",
     "messages_import",

@@ -2,8 +2,7 @@
 
 `legacy_import` is the whole import of the old server's files (read by
 messaging.legacy), as the chat_import command runs it; `messages_import`
-and `blocks_import` are its bulk writes, `message_import` the one-message
-form. Every write is idempotent: importing the same thing twice creates
+and `blocks_import` are its bulk writes. Every write is idempotent: importing the same thing twice creates
 nothing new. A dry run reads what is there to report exactly what would be
 done, and writes (and hashes) nothing.
 """
@@ -32,33 +31,6 @@ Progress = Callable[[str], Callable[[int, int], None]]
 
 BATCH = 500
 T = TypeVar("T")
-
-
-def message_import(
-    *,
-    sender: UserModel,
-    recipients: Sequence[UserModel],
-    body: str,
-    sent_at: datetime,
-    kind: str = Message.Kind.PRIVATE,
-) -> tuple[Message, bool, int]:
-    """Bring over a message accepted elsewhere, pending for `recipients`.
-
-    Idempotent: the same (kind, sender, body, sent_at) is one message, and a
-    recipient gets one delivery of it. Returns (message, created, new deliveries).
-    Nothing is pushed: imports run while the chat is being set up.
-    """
-    recipient = recipients[0] if kind == Message.Kind.PRIVATE else None
-    with transaction.atomic():
-        fields = {"kind": kind, "sender": sender, "recipient": recipient, "body": body, "sent_at": sent_at}
-        message = Message.objects.filter(**fields).order_by("id").first()
-        created = message is None
-        if message is None:
-            message = Message.objects.create(**fields)
-        have = set(Delivery.objects.filter(message=message).values_list("recipient_id", flat=True))
-        new = [Delivery(message=message, recipient=r) for r in recipients if r.pk not in have]
-        Delivery.objects.bulk_create(new)
-    return message, created, len(new)
 
 
 def _ref(user: UserModel) -> Hashable:
