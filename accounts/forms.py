@@ -3,8 +3,8 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from chatsite.errors import ServiceError
-from chatsite.proxies import UNKNOWN, parse_ip
+from core.addresses import UNKNOWN, parse_ip
+from core.errors import ServiceError
 
 from . import services
 

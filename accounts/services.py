@@ -25,8 +25,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from chatsite.errors import ServiceError
-from chatsite.proxies import parse_ip, trusted_networks
+from core.addresses import parse_ip, trusted_networks
+from core.errors import ServiceError
 
 from . import hashing, names
 from .models import LoginAttempt, SignupAttempt

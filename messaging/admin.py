@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts import services as accounts
 from accounts.models import LoginAttempt, User
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from . import selectors, services
 from .models import Block, Message

@@ -27,7 +27,7 @@ from django.conf import settings
 from accounts import selectors as account_selectors
 from accounts import services as accounts
 from accounts.models import User as UserModel
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from . import events, frames, selectors, services, wire
 from .frames import PASSWORD_MAX, USERNAME_MAX, Request

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 MAX_ID = 2**63 - 1
 MAX_ACK_IDS = 1000

@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User as UserModel
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from .models import FTS_TABLE, Block, Delivery, Message, Presence, ReadMark
 from .wire import MessageObject, message_object, timestamp

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from . import events, services
 

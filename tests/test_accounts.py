@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import LoginAttempt
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from .helpers import PASSWORD, make_user
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 from messaging import events, selectors, services, wire
 from messaging.models import Delivery, Message, Presence
 

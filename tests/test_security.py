@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from accounts import services as accounts
 from accounts.models import LoginAttempt, SignupAttempt
-from chatsite.errors import ServiceError
-from chatsite.proxies import client_of, trusted_networks
+from chatsite.proxies import client_of
+from core.addresses import trusted_networks
+from core.errors import ServiceError
 from messaging import services
 from messaging.models import ClientRequest, Message
 from messaging.writer import Writer

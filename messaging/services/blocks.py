@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from accounts.models import User as UserModel
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from ..models import Block, Delivery
 from ..selectors import user_by_name

@@ -23,7 +23,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from accounts.models import User as UserModel
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Block, ClientRequest, Delivery, Message, Presence

@@ -16,7 +16,7 @@ from django.utils.crypto import constant_time_compare
 
 from accounts.models import User as UserModel
 from accounts.services import account_deactivate
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from .. import events
 from ..models import Presence

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from accounts.models import User as UserModel
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import ReadMark

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from accounts import services as accounts
-from chatsite.errors import ServiceError
+from core.errors import ServiceError
 from messaging import services as messaging
 from messaging.models import Message
 

@@ -1,0 +1,17 @@
+"""The error type services raise; the consumer and views turn it into the
+protocol's error frame or a form error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """A refused request: `code` is the protocol's error code, `message` the
+    human text, `extra` more fields of the error frame (e.g. retry_after)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
