@@ -268,6 +268,9 @@ async def test_send_live_and_stored(users):
         "body": "hello bob",
         "sent_at": event["sent_at"],
         "edited_at": None,
+        "room": None,
+        "reply_to": None,
+        "reactions": {},
         "stored": False,
     }
     assert event["sent_at"].endswith("+00:00")
@@ -416,7 +419,10 @@ async def test_history_pages_oldest_first(users):
     assert [m["id"] for m in page] == ids[3:]
     earlier = (await a.ok("history", before=ids[3], limit=100, **{"with": "bob"}))["messages"]
     assert [m["id"] for m in earlier] == ids[:3]
-    assert set(earlier[0]) == {"id", "kind", "from", "to", "body", "sent_at", "edited_at", "delivered", "read"}
+    assert set(earlier[0]) == {
+        *("id", "kind", "from", "to", "body", "sent_at", "edited_at", "delivered", "read"),
+        *("room", "reply_to", "reactions"),  # protocol 1.2
+    }
     broadcasts = (await a.ok("history", **{"with": None}))["messages"]
     assert [m["body"] for m in broadcasts] == ["everyone"]
     await a.error("history", "unknown_user", **{"with": "nobody"})

@@ -20,11 +20,14 @@ from .maintenance import records_prune
 from .messages import (
     Broadcasted,
     BroadcastRequest,
+    RoomSendRequest,
     SendRequest,
     Sent,
     message_broadcast,
+    message_room_send,
     message_send,
     messages_broadcast,
+    messages_room_send,
     messages_send,
 )
 from .presence import (
@@ -39,7 +42,18 @@ from .presence import (
     presence_tick,
     user_deactivate,
 )
+from .reactions import message_react
 from .reads import ReadRequest, conversation_read, conversations_read
+from .rooms import (
+    MembersAdded,
+    RoomCreated,
+    room_admin_set,
+    room_create,
+    room_leave,
+    room_member_remove,
+    room_members_add,
+    room_rename,
+)
 
 __all__ = [
     "HOST",
@@ -50,10 +64,13 @@ __all__ = [
     "BroadcastRequest",
     "Broadcasted",
     "ImportReport",
+    "MembersAdded",
     "MessageImport",
     "MessageImported",
     "Progress",
     "ReadRequest",
+    "RoomCreated",
+    "RoomSendRequest",
     "SendRequest",
     "Sent",
     "block_create",
@@ -68,10 +85,13 @@ __all__ = [
     "message_broadcast",
     "message_delete",
     "message_edit",
+    "message_react",
+    "message_room_send",
     "legacy_import",
     "message_send",
     "messages_broadcast",
     "messages_import",
+    "messages_room_send",
     "messages_send",
     "presence_claim",
     "presence_clear_dead_processes",
@@ -82,5 +102,11 @@ __all__ = [
     "presence_tick",
     "records_prune",
     "requests_apply",
+    "room_admin_set",
+    "room_create",
+    "room_leave",
+    "room_member_remove",
+    "room_members_add",
+    "room_rename",
     "user_deactivate",
 ]

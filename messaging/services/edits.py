@@ -18,7 +18,7 @@ from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Delivery, Message
-from ..selectors import live_presence
+from ..selectors import live_presence, message_viewers_online
 from .messages import clean_body
 
 
@@ -39,6 +39,10 @@ def _tell_recipients(message: Message, frame: dict[str, Any]) -> None:
     if message.kind == Message.Kind.PRIVATE:
         assert message.recipient_id is not None
         events.push_frames(message.recipient_id, [frame])
+        return
+    if message.kind == Message.Kind.ROOM:
+        # Members online who still have it (not those who left since).
+        events.push_to_users([frame], user_ids=message_viewers_online(message) - {message.sender_id})
         return
     online = set(live_presence().values_list("user_id", flat=True))
     received = set(
