@@ -23,8 +23,11 @@ class Room(models.Model):
 class RoomMember(models.Model):
     """`user` is in `room`; `joined_at` picks the next admin when the last leaves."""
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships")
+    # Indexed by the unique (room, user) and by (user, room) below.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships", db_index=False
+    )
     admin = models.BooleanField(default=False)
     joined_at = models.DateTimeField()
 
@@ -55,11 +58,16 @@ class Message(models.Model):
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
-    # Set for a room message only.
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
+    # Set for a room message only. The two are indexed only where set (Meta):
+    # most messages have neither, and every insert would pay for them.
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+    )
     # A message of the same conversation this one answers; a deleted one
     # keeps its row, so this only goes null if the row itself goes.
-    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     body = models.TextField()
     sent_at = models.DateTimeField(db_index=True)
     edited_at = models.DateTimeField(null=True, blank=True)
@@ -77,6 +85,8 @@ class Message(models.Model):
             models.Index(
                 fields=["sender", "room", "id"], name="messaging_msg_sender_room", condition=Q(room__isnull=False)
             ),
+            # What answers a message, when it goes (SET_NULL).
+            models.Index(fields=["reply_to"], name="messaging_msg_reply_to", condition=Q(reply_to__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(
@@ -96,7 +106,8 @@ class Reaction(models.Model):
     """`user` reacted to `message` with `emoji`; the first row of an emoji
     (lowest id) sets its place among the message's reactions."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    # Indexed by the unique (message, user, emoji).
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     emoji = models.CharField(max_length=32)
     created_at = models.DateTimeField()

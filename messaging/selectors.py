@@ -367,70 +367,53 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
 # --- Rooms ----------------------------------------------------------------------------
 
 
-def room_objects(memberships: list[RoomMember]) -> dict[tuple[int, int], RoomObject]:
-    """Room objects keyed (room id, user id), each as that member sees it.
+def room_objects(memberships: QuerySet[RoomMember]) -> dict[tuple[int, int], RoomObject]:
+    """Room objects keyed (room id, user id), each as that member sees it,
+    for memberships of one user (`rooms`) or of one room (its events).
 
-    A few grouped queries for any number of memberships: those of one user
-    (`rooms`) or of one room (its `room` events). Needs `room` loaded."""
-    if not memberships:
-        return {}
-    room_ids = {m.room_id for m in memberships}
-    user_ids = {m.user_id for m in memberships}
-    counts = dict(
-        RoomMember.objects.filter(room__in=room_ids)
-        .values("room_id")
-        .annotate(n=Count("id"))
-        .values_list("room_id", "n")
+    One query for all of them, each figure a subquery through an index:
+    `last` walks the room's messages newest first to the first one the
+    member can see, `unread` counts the room's messages after the member's
+    mark (as many as are unread), not every delivery of the member."""
+    delivered = Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=OuterRef(OuterRef("user"))))
+    in_room = Message.objects.filter(room=OuterRef("room"), deleted_at__isnull=True).order_by()
+    counted = in_room.filter(delivered, id__gt=OuterRef("mark")).values("room").annotate(n=Count("id")).values("n")
+    members = RoomMember.objects.filter(room=OuterRef("room")).order_by().values("room").annotate(n=Count("id"))
+    rows = list(
+        memberships.select_related("room").annotate(
+            member_count=Subquery(members.values("n")),
+            mark=Coalesce(
+                Subquery(ReadMark.objects.filter(user=OuterRef("user"), room=OuterRef("room")).values("up_to")[:1]),
+                Value(0),
+            ),
+            last_id=Subquery(
+                in_room.filter(Q(sender=OuterRef("user")) | Q(delivered)).order_by("-id").values("id")[:1]
+            ),
+            unread=Coalesce(Subquery(counted), Value(0)),
+        )
     )
-    received = Delivery.objects.filter(
-        recipient__in=user_ids, message__room__in=room_ids, message__deleted_at__isnull=True
+    page = list(
+        Message.objects.filter(pk__in={m.last_id for m in rows if m.last_id}).select_related("sender", "recipient")
     )
-    last: dict[tuple[int, int], int] = {}
-    for room_id, user_id, m in (
-        received.values("message__room_id", "recipient_id")
-        .annotate(m=Max("message_id"))
-        .values_list("message__room_id", "recipient_id", "m")
-    ):
-        last[(room_id, user_id)] = m
-    for room_id, user_id, m in (
-        Message.objects.filter(sender__in=user_ids, room__in=room_ids, deleted_at__isnull=True)
-        .values("room_id", "sender_id")
-        .annotate(m=Max("id"))
-        .values_list("room_id", "sender_id", "m")
-    ):
-        last[(room_id, user_id)] = max(last.get((room_id, user_id), 0), m)
-    mark = ReadMark.objects.filter(user=OuterRef("recipient"), room=OuterRef("message__room")).values("up_to")[:1]
-    unread: dict[tuple[int, int], int] = {}
-    for room_id, user_id, n in (
-        received.annotate(mark=Coalesce(Subquery(mark), Value(0)))
-        .filter(message_id__gt=F("mark"))
-        .values("message__room_id", "recipient_id")
-        .annotate(n=Count("id"))
-        .values_list("message__room_id", "recipient_id", "n")
-    ):
-        unread[(room_id, user_id)] = n
-    page = list(Message.objects.filter(pk__in=set(last.values())).select_related("sender", "recipient"))
     objects = dict(zip([m.id for m in page], message_objects(page), strict=True))
-    result: dict[tuple[int, int], RoomObject] = {}
-    for member in memberships:
-        key = (member.room_id, member.user_id)
-        result[key] = {
-            "id": member.room_id,
-            "name": member.room.name,
-            "member_count": counts.get(member.room_id, 0),
-            "admin": member.admin,
-            "created_at": timestamp(member.room.created_at) or "",
-            "last": objects.get(last[key]) if key in last else None,
-            "unread": unread.get(key, 0),
+    return {
+        (m.room_id, m.user_id): {
+            "id": m.room_id,
+            "name": m.room.name,
+            "member_count": m.member_count,
+            "admin": m.admin,
+            "created_at": timestamp(m.room.created_at) or "",
+            "last": objects.get(m.last_id),
+            "unread": m.unread,
         }
-    return result
+        for m in rows
+    }
 
 
 def room_list(*, user: UserModel) -> list[RoomObject]:
     """Every room of `user`, latest message first, rooms without one last
     (newest room first among those)."""
-    memberships = list(RoomMember.objects.filter(user=user).select_related("room"))
-    rooms = list(room_objects(memberships).values())
+    rooms = list(room_objects(RoomMember.objects.filter(user=user)).values())
     rooms.sort(key=lambda r: (r["last"]["id"] if r["last"] else 0, r["id"]), reverse=True)
     return rooms
 

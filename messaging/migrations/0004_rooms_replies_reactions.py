@@ -73,6 +73,7 @@ class Migration(migrations.Migration):
             name="reply_to",
             field=models.ForeignKey(
                 blank=True,
+                db_index=False,
                 null=True,
                 on_delete=django.db.models.deletion.SET_NULL,
                 related_name="+",
@@ -90,7 +91,10 @@ class Migration(migrations.Migration):
             model_name="reaction",
             name="message",
             field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="reactions", to="messaging.message"
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="reactions",
+                to="messaging.message",
             ),
         ),
         migrations.AddField(
@@ -105,6 +109,7 @@ class Migration(migrations.Migration):
             name="room",
             field=models.ForeignKey(
                 blank=True,
+                db_index=False,
                 null=True,
                 on_delete=django.db.models.deletion.CASCADE,
                 related_name="messages",
@@ -130,6 +135,12 @@ class Migration(migrations.Migration):
                 condition=models.Q(("room__isnull", False)),
                 fields=["sender", "room", "id"],
                 name="messaging_msg_sender_room",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("reply_to__isnull", False)), fields=["reply_to"], name="messaging_msg_reply_to"
             ),
         ),
         migrations.AddConstraint(
@@ -162,13 +173,14 @@ class Migration(migrations.Migration):
             model_name="roommember",
             name="room",
             field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="members", to="messaging.room"
+                db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name="members", to="messaging.room"
             ),
         ),
         migrations.AddField(
             model_name="roommember",
             name="user",
             field=models.ForeignKey(
+                db_index=False,
                 on_delete=django.db.models.deletion.CASCADE,
                 related_name="room_memberships",
                 to=settings.AUTH_USER_MODEL,

@@ -109,9 +109,8 @@ def _tell(room_id: int, changes: Sequence[tuple[wire.RoomChange, str | None]], *
     added among them) but `skip`: one copy of the room object each, as that
     member now sees it."""
     targets = room_online_member_ids(room_id) - set(skip)
-    memberships = list(RoomMember.objects.filter(room_id=room_id, user__in=targets).select_related("room"))
     frames: dict[int, list[wire.RoomEvent]] = {}
-    for (_, user_id), room in room_objects(memberships).items():
+    for (_, user_id), room in room_objects(RoomMember.objects.filter(room_id=room_id, user__in=targets)).items():
         frames[user_id] = [wire.room_event(change, room, username=username) for change, username in changes]
     events.push_rooms(frames)
 
@@ -122,7 +121,7 @@ def _drop_pending(room_id: int, user: UserModel) -> None:
 
 
 def _as_it_was(member: RoomMember) -> wire.RoomObject:
-    return room_objects([member])[(member.room_id, member.user_id)]
+    return room_objects(RoomMember.objects.filter(pk=member.pk))[(member.room_id, member.user_id)]
 
 
 def room_create(*, user: UserModel, name: str, usernames: Sequence[str] = ()) -> RoomCreated:
