@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer."""
+"""ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer,
+the lifespan (where the server sends one) to the process's runtime."""
 
 import os
 
@@ -10,7 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from messaging.routing import websocket_urlpatterns  # noqa: E402
+from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
@@ -19,6 +20,7 @@ application = ClientAddress(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
+            "lifespan": lifespan,
             "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )

@@ -81,17 +81,32 @@ class LayerDown(Exception):
     """The channel layer failed a moment ago; pushes are skipped for a second."""
 
 
-_down_until = 0.0
+class Breaker:
+    """After a failure (Redis unreachable), pushes fail at once for a second
+    instead of each waiting on a connect timeout: the writer must not crawl,
+    and what is lost is pushed again from the database. Owned, like the rest
+    of a process's state, by ``messaging.runtime`` (which resets it)."""
+
+    def __init__(self) -> None:
+        self.down_until = 0.0
+
+    def reset(self) -> None:
+        self.down_until = 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self.down_until:
+            raise LayerDown("the channel layer failed a moment ago")
+
+    def tripped(self) -> None:
+        self.down_until = time.monotonic() + 1.0
+
+
+breaker = Breaker()
 
 
 async def send(push: Push) -> None:
-    """Send one push now. After a failure (Redis unreachable), pushes fail at
-    once for a second instead of each waiting on a connect timeout: the
-    writer must not crawl, and what is lost is pushed again from the
-    database."""
-    global _down_until
-    if time.monotonic() < _down_until:
-        raise LayerDown("the channel layer failed a moment ago")
+    """Send one push now, unless the breaker is open."""
+    breaker.check()
     layer = get_channel_layer()
     try:
         if push.to == "group":
@@ -99,7 +114,7 @@ async def send(push: Push) -> None:
         else:
             await layer.send(push.target, push.event)
     except Exception:
-        _down_until = time.monotonic() + 1.0
+        breaker.tripped()
         raise
 
 

@@ -1,9 +1,11 @@
 import logging
+from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
-from .consumers import ChatConsumer
+from .connection import ChatConsumer
+from .runtime import runtime
 
 log = logging.getLogger("chat")
 
@@ -15,6 +17,25 @@ class NoSuchEndpoint(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         log.info("refused a WebSocket to %s", self.scope.get("path"))
         await self.close()
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI lifespan, where the server sends one (uvicorn; daphne sends
+    none, and the first connection starts the runtime instead): start the
+    process's runtime, and stop it at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await runtime.start()
+            except Exception as e:
+                await send({"type": "lifespan.startup.failed", "message": str(e)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await runtime.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 websocket_urlpatterns = [

@@ -63,6 +63,11 @@ class Transport:
     def unsent_bytes(self) -> int:
         return self._outbox_bytes
 
+    def peer_gone(self) -> bool:
+        """The socket is closed or closing: what the client sent before is
+        not worth serving."""
+        return not self.open
+
     def inbound_backlog(self) -> int:
         return 0
 
@@ -133,6 +138,9 @@ class DaphneTransport(Transport):
         self.open = False
         if self.protocol.state == self.protocol.STATE_OPEN:
             self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+    def peer_gone(self) -> bool:
+        return not self._usable()
 
     def unsent_bytes(self) -> int:
         t = getattr(self.protocol, "transport", None)

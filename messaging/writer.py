@@ -33,17 +33,20 @@ class Writer:
     def __init__(self) -> None:
         self.queue: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         self.task: asyncio.Task[None] | None = None
-        self.batches = 0  # for the benchmark's report
-        self.requests = 0
 
     async def submit(self, request: services.BatchRequest) -> Any:
         """Apply one request; its result, or its ServiceError raised."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.queue.append((request, future))
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+        if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
         return await future
+
+    async def drain(self) -> None:
+        """Wait for what was handed over to be committed (at shutdown)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self) -> None:
         # Let the requests that arrive in this turn of the loop join the first batch.
@@ -67,8 +70,6 @@ class Writer:
 
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]
-        self.batches += 1
-        self.requests += len(requests)
         try:
             results = await events.run_then_push(services.requests_apply, requests=requests)
         except Exception:
@@ -92,6 +93,3 @@ class Writer:
                 future.set_exception(result if isinstance(result, ServiceError) else RuntimeError(str(result)))
             else:
                 future.set_result(result)
-
-
-writer = Writer()

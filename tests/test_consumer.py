@@ -15,8 +15,8 @@ from django.test import Client
 from django.utils import timezone
 
 from messaging import services
-from messaging.hub import hub
 from messaging.models import Delivery, Message, Presence
+from messaging.runtime import runtime
 
 from .helpers import PASSWORD, ChatClient, amake_user, connected
 
@@ -213,7 +213,7 @@ async def test_takeover_with_password(users):
     # holds now), and nobody was told of a presence change.
     await second.ok("online")
     row = await sync_to_async(Presence.objects.get)(user__username="alice")
-    assert list(hub.connections) == [row.channel_name]
+    assert list(runtime.hub.connections) == [row.channel_name]
     assert not [e for e in second.kept if e["type"] == "presence"]
     await second.close()
 

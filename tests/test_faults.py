@@ -18,7 +18,7 @@ from django.db import connection
 from chatclient.protocol import Closed, ReplyError
 from messaging import events, services
 from messaging.models import Message
-from messaging.writer import writer
+from messaging.runtime import runtime
 
 from .conftest import need
 from .helpers import PASSWORD, amake_user, connected
@@ -272,8 +272,8 @@ async def test_a_push_lost_after_the_commit_fails_nothing_and_repeats_nothing(mo
 
     monkeypatch.setattr(events, "send", unreachable)
     sent = await asyncio.gather(
-        writer.submit(services.SendRequest(sender=alice, to_username="bob", body="one")),
-        writer.submit(services.SendRequest(sender=carol, to_username="bob", body="two")),
+        runtime.writer.submit(services.SendRequest(sender=alice, to_username="bob", body="one")),
+        runtime.writer.submit(services.SendRequest(sender=carol, to_username="bob", body="two")),
     )
     assert [s.message.body for s in sent] == ["one", "two"]
     monkeypatch.undo()

@@ -209,9 +209,9 @@ def test_a_batch_holds_a_few_broadcasts_and_the_rest_wait():
 
 @pytest.mark.django_db(transaction=True)
 async def test_pending_messages_at_login_come_in_pages_each_once_in_order(monkeypatch):
-    from messaging import consumers
+    from messaging import connection
 
-    monkeypatch.setattr(consumers, "PENDING_PAGE", 100)
+    monkeypatch.setattr(connection, "PENDING_PAGE", 100)
     alice = await amake_user("alice")
     await amake_user("bob")
     for i in range(350):
