@@ -9,12 +9,13 @@ grow the server's memory, and one that floods must be slowed down. So:
   is ``partial(Server.handle_reply, protocol)``: through that protocol
   (autobahn on Twisted) we write frames directly, read the Twisted write
   buffer's size, pause and resume reading, and cap the size of an incoming
-  message. Every test runs on daphne, so a change in those internals fails
-  the suite, not production;
+  message. Those internals are pinned (requirements.in) and checked by
+  tests/test_adapters.py, so an upgrade that moves them fails the suite,
+  not production;
 - under any other server (uvicorn), frames go through a small outbox that
   a task drains with the ASGI ``send``; what is unsent is what waits there.
   Such servers stop reading a client whose frames the application has not
-  taken yet.
+  taken yet. tests/test_uvicorn.py runs the project under uvicorn.
 """
 
 from __future__ import annotations
