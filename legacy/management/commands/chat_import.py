@@ -5,7 +5,7 @@ what --commit would do, but hashes no password and writes nothing. --commit
 hashes the new users' passwords on every core (--jobs), writes the users in
 one transaction, then the messages, deliveries and blocks in bulk in a
 second. Running it again imports nothing twice. The work is in
-messaging.legacy (reading) and messaging.services.legacy_import (writing).
+legacy.files (reading) and legacy.services.legacy_import (writing).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from messaging import services
-from messaging.legacy import LegacyError, legacy_read
+from legacy import services
+from legacy.files import LegacyError, legacy_read
 
 
 class Command(BaseCommand):

@@ -1,10 +1,11 @@
 """Bringing over what the old server held: users, undelivered messages, blocks.
 
 `legacy_import` is the whole import of the old server's files (read by
-messaging.legacy), as the chat_import command runs it; `messages_import`
-and `blocks_import` are its bulk writes. Every write is idempotent: importing the same thing twice creates
-nothing new. A dry run reads what is there to report exactly what would be
-done, and writes (and hashes) nothing.
+legacy.files), as the chat_import command runs it; `users_import` (.users),
+`messages_import` and `blocks_import` are its bulk writes. Every write is
+idempotent: importing the same thing twice creates nothing new. A dry run
+reads what is there to report exactly what would be done, and writes (and
+hashes) nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from accounts import services as accounts
 from accounts.models import User as UserModel
+from messaging.models import Block, Delivery, Message
 
-from ..legacy import Legacy
-from ..models import Block, Delivery, Message
+from ..files import Legacy
+from .users import UserImport, users_import
 
 # Progress of a long import: given a phase's name, a function called with
 # (steps done, steps in all) as the phase goes.
@@ -239,9 +240,9 @@ class ImportReport:
 def legacy_import(
     *, legacy: Legacy, commit: bool = False, jobs: int | None = None, progress: Progress | None = None
 ) -> ImportReport:
-    """Import what the old server's files hold (messaging.legacy.legacy_read).
+    """Import what the old server's files hold (legacy.files.legacy_read).
 
-    Users first (accounts.users_import: passwords hashed on `jobs` processes,
+    Users first (users_import: passwords hashed on `jobs` processes,
     then one transaction), then messages, deliveries and blocks in a second
     transaction. Without `commit` it is a dry run: nothing is hashed or
     written, and the report is the one `commit` would give. Running it again
@@ -258,13 +259,13 @@ def legacy_import(
     for name in names:
         file = legacy.files.get(name)
         wanted.append(
-            accounts.UserImport(
+            UserImport(
                 username=name,
                 password=legacy.users[name][1],
                 date_joined=file.signup_timestamp if file else None,
             )
         )
-    outcomes = accounts.users_import(
+    outcomes = users_import(
         users=wanted, dry_run=not commit, jobs=jobs, progress=progress("hashing passwords") if progress else None
     )
     users: dict[str, UserModel] = {}
