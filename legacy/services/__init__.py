@@ -6,18 +6,20 @@ from .imports import (
     ImportReport,
     MessageImport,
     MessageImported,
+    NameClash,
     Progress,
     blocks_import,
     legacy_import,
     messages_import,
 )
-from .users import UserImport, UserImported, passwords_hash, users_import
+from .users import UserImport, UserImported, passwords_hash, users_import, users_not_imported
 
 __all__ = [
     "BlockImported",
     "ImportReport",
     "MessageImport",
     "MessageImported",
+    "NameClash",
     "Progress",
     "UserImport",
     "UserImported",
@@ -26,4 +28,5 @@ __all__ = [
     "messages_import",
     "passwords_hash",
     "users_import",
+    "users_not_imported",
 ]

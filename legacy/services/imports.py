@@ -24,7 +24,7 @@ from accounts.models import User as UserModel
 from messaging.models import Block, Delivery, Message
 
 from ..files import Legacy
-from .users import UserImport, users_import
+from .users import UserImport, users_import, users_not_imported
 
 # Progress of a long import: given a phase's name, a function called with
 # (steps done, steps in all) as the phase goes.
@@ -237,8 +237,26 @@ class ImportReport:
         self.lines.append(("skip", f"{where}: {why}"))
 
 
+class NameClash(Exception):
+    """Names of the old server that accounts the import did not create
+    already have here: `clashes` is [(old name, existing username)]."""
+
+    def __init__(self, clashes: list[tuple[str, str]]) -> None:
+        self.clashes = clashes
+        shown = ", ".join(name if name == taken else f"{name} (taken as {taken})" for name, taken in clashes)
+        super().__init__(
+            f"{len(clashes)} name(s) of the old server belong to accounts the import did not create: {shown}. "
+            "Their pending messages and blocks would go to those accounts."
+        )
+
+
 def legacy_import(
-    *, legacy: Legacy, commit: bool = False, jobs: int | None = None, progress: Progress | None = None
+    *,
+    legacy: Legacy,
+    commit: bool = False,
+    merge: bool = False,
+    jobs: int | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import what the old server's files hold (legacy.files.legacy_read).
 
@@ -247,6 +265,12 @@ def legacy_import(
     transaction. Without `commit` it is a dry run: nothing is hashed or
     written, and the report is the one `commit` would give. Running it again
     imports nothing twice, so an import cut short is simply run again.
+
+    A name that an account here already has, one the import did not create
+    (someone signed up with it), is taken for someone else: NameClash,
+    before anything is hashed or written, unless `merge` says they are the
+    same people (their accounts then get the old server's pending messages
+    and blocks).
     """
     report = ImportReport()
     counts = report.counts
@@ -265,9 +289,19 @@ def legacy_import(
                 date_joined=file.signup_timestamp if file else None,
             )
         )
-    outcomes = users_import(
-        users=wanted, dry_run=not commit, jobs=jobs, progress=progress("hashing passwords") if progress else None
-    )
+    outcomes = users_import(users=wanted, dry_run=True)
+    if not merge:
+        existing = [o.user for o in outcomes if o.user is not None and not o.created]
+        strangers = {u.pk for u in users_not_imported(existing)}
+        clashes = [
+            (name, o.user.username)
+            for name, o in zip(names, outcomes, strict=True)
+            if o.user is not None and o.user.pk in strangers
+        ]
+        if clashes:
+            raise NameClash(clashes)
+    if commit:
+        outcomes = users_import(users=wanted, jobs=jobs, progress=progress("hashing passwords") if progress else None)
     users: dict[str, UserModel] = {}
     for name, outcome in zip(names, outcomes, strict=True):
         if outcome.user is None:

@@ -6,7 +6,7 @@ have these passwords."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +22,7 @@ from accounts.services import username_clean
 from core.errors import ServiceError
 
 from .. import hashing
+from ..models import ImportedUser
 
 User = get_user_model()
 
@@ -106,12 +107,13 @@ def users_import(
     """Create users brought over from elsewhere, in bulk; one result each.
 
     Passwords are hashed as any other but not held to today's rules (the
-    people already have them), and a name that exists (or came earlier in `users`, as
-    people read names) is left untouched (created False). Passwords are
+    people already have them), and a name that exists (or came earlier in
+    `users`, as people read names) is left untouched (created False). Passwords are
     hashed in parallel (passwords_hash: `jobs`, `progress`) before a
     transaction is opened, so the database is not held while they are; the
-    users are then written in one transaction. A dry run hashes nothing
-    and writes nothing, and returns the same results.
+    users are then written in one transaction, each recorded as imported
+    (ImportedUser). A dry run hashes nothing and writes nothing, and
+    returns the same results.
     """
     cleaned: list[str | ServiceError] = []
     for u in users:
@@ -149,6 +151,14 @@ def users_import(
         User.objects.bulk_create([u for k, (u, _) in new.items() if k not in taken], batch_size=batch_size)
         missing = [k for k, (u, _) in new.items() if u.pk is None and k not in taken]
         saved = _existing_by_key(missing) if missing else {}
+        ImportedUser.objects.bulk_create(
+            [
+                ImportedUser(user_id=saved[k].pk if u.pk is None else u.pk)
+                for k, (u, _) in new.items()
+                if k not in taken
+            ],
+            batch_size=batch_size,
+        )
     out = []
     for r in results:
         held, key = r.user, str(r.user.username_key) if r.user else ""
@@ -159,3 +169,14 @@ def users_import(
         else:
             out.append(r)
     return out
+
+
+def users_not_imported(users: Iterable[UserModel], batch_size: int = 500) -> list[UserModel]:
+    """Those of `users` (saved) that the import did not create: someone
+    signed up, or was seeded, with the name."""
+    saved = [u for u in users if u.pk is not None]
+    imported: set[int] = set()
+    for i in range(0, len(saved), batch_size):
+        ids = [u.pk for u in saved[i : i + batch_size]]
+        imported.update(ImportedUser.objects.filter(user_id__in=ids).values_list("user_id", flat=True))
+    return [u for u in saved if u.pk not in imported]
