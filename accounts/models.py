@@ -10,9 +10,9 @@ class User(AbstractUser):
 
     username = models.CharField(
         "username",
-        max_length=150,
+        max_length=names.USERNAME_MAX,
         unique=True,
-        help_text="150 characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
+        help_text=f"{names.USERNAME_MAX} characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
         validators=[UnicodeUsernameValidator(), names.validate_one_script],
         error_messages={"unique": "A user with that username already exists."},
     )
@@ -49,7 +49,7 @@ class LoginAttempt(models.Model):
         FAILURE = "failure", "wrong credentials"
         LOCKED = "locked", "refused: locked"
 
-    username = models.CharField(max_length=150, db_index=True)
+    username = models.CharField(max_length=names.USERNAME_MAX, db_index=True)
     ip = models.GenericIPAddressField(unpack_ipv4=True)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     result = models.CharField(max_length=10, choices=Result.choices)
@@ -72,7 +72,7 @@ class SignupAttempt(models.Model):
 
     ip = models.GenericIPAddressField(unpack_ipv4=True)
     at = models.DateTimeField(auto_now_add=True)
-    username = models.CharField(max_length=150)
+    username = models.CharField(max_length=names.USERNAME_MAX)
 
     class Meta:
         indexes = [models.Index(fields=["ip", "at"], name="accounts_signup_address")]

@@ -71,7 +71,7 @@ def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserMod
         raise ServiceError(
             "rate_limited", f"Too many sign-ups from your address. Try again in {wait} seconds.", retry_after=wait
         )
-    SignupAttempt.objects.create(ip=ip, username=username[:150])
+    SignupAttempt.objects.create(ip=ip, username=username[: names.USERNAME_MAX])
     username = username_clean(username)
     try:
         validate_password(password, User(username=username))

@@ -14,12 +14,12 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts.names import USERNAME_MAX
 from core.errors import ServiceError
 
 MAX_ID = 2**63 - 1
 MAX_ACK_IDS = 1000
 MAX_DEPTH = 32
-USERNAME_MAX = 150
 PASSWORD_MAX = 1024
 
 
