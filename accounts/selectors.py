@@ -18,6 +18,11 @@ from .models import User as UserModel
 
 User = get_user_model()
 
+# The longest resume token: a token is a Django session key (session_create),
+# 32 characters today and at most 40, the session table's key column. A
+# longer one is no session, and is not looked up.
+TOKEN_MAX = 40
+
 
 class SessionEnded(enum.Enum):
     """Why a session no longer logs its user in."""
@@ -42,7 +47,7 @@ def _sessions_data(session_keys: Collection[str], batch_size: int = 500) -> dict
     cached_db, which writes through) is read in one query per
     `batch_size` keys, any other loaded key by key by its SessionStore."""
     store = import_module(settings.SESSION_ENGINE).SessionStore
-    keys = [k for k in dict.fromkeys(session_keys) if k]
+    keys = [k for k in dict.fromkeys(session_keys) if k and len(k) <= TOKEN_MAX]
     found: dict[str, Mapping[str, Any]] = {}
     if issubclass(store, DatabaseSessionStore):
         model = store.get_model_class()
@@ -59,7 +64,8 @@ def _sessions_data(session_keys: Collection[str], batch_size: int = 500) -> dict
 
 
 def sessions_check(session_keys: Collection[str]) -> dict[str, SessionCheck]:
-    """Whether each Django session still logs its user in: not logged out,
+    """Whether each Django session (or resume token: its key) still logs its
+    user in: a key of at most TOKEN_MAX characters, not logged out,
     not expired, the account active, and the session made since the
     user's password last changed (Django's session auth hash). The one
     rule for resume tokens, browser sessions and live sockets alike."""

@@ -183,6 +183,7 @@ def test_a_session_is_checked_by_one_rule_with_any_engine(settings, engine):
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     tokens = {u.username: services.session_create(user=u) for u in (alice, bob, carol)}
     assert selectors.user_for_session(tokens["alice"]) == alice
+    assert selectors.user_for_session(tokens["alice"] + "x" * (selectors.TOKEN_MAX + 1)) is None
     services.session_end(session_key=tokens["bob"])
     alice.set_password("brand-new-password-1")
     alice.save()
