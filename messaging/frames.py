@@ -105,10 +105,6 @@ class Request:
         self.content = content
         self.invalid_code = invalid_code
 
-    @property
-    def type(self) -> str:
-        return self.content["type"]
-
     def has(self, name: str) -> bool:
         return name in self.content
 

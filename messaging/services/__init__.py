@@ -29,7 +29,7 @@ from .presence import (
     presence_tick,
     user_deactivate,
 )
-from .reads import ReadRequest, conversation_read, conversations_read
+from .reads import ReadRequest, conversations_read
 
 __all__ = [
     "HOST",
@@ -43,7 +43,6 @@ __all__ = [
     "Sent",
     "block_create",
     "block_delete",
-    "conversation_read",
     "conversations_read",
     "deliveries_ack",
     "delivery_ack",
