@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
@@ -30,7 +32,7 @@ class User(AbstractUser):
         super().clean()
         self.username_key = names.fold(self.username)
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # Derived from the username, however it was set (admin, shell, services).
         self.username_key = names.fold(self.username)
         if kwargs.get("update_fields") is not None and "username" in kwargs["update_fields"]:
@@ -63,7 +65,7 @@ class LoginAttempt(models.Model):
             models.Index(fields=["ip", "at"], name="accounts_attempt_address"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.username} from {self.ip}: {self.result}"
 
 

@@ -8,6 +8,7 @@ admin's login form.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -165,7 +166,7 @@ def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
     return user
 
 
-def login_unlock(*, username, ip=None):
+def login_unlock(*, username: str, ip: str | None = None) -> int:
     """Forget failed and refused attempts, which lifts any lockout."""
     attempts = LoginAttempt.objects.filter(username=username).exclude(result=LoginAttempt.Result.SUCCESS)
     if ip is not None:
@@ -174,7 +175,7 @@ def login_unlock(*, username, ip=None):
     return deleted
 
 
-def session_create(*, user) -> str:
+def session_create(*, user: UserModel) -> str:
     """A Django session logged in as `user`, for a client that is not a
     browser; its key is the protocol's resume token. It ends like any other
     session: logout, a password change, deactivation, expiry."""
@@ -193,7 +194,7 @@ def session_end(*, session_key: str) -> None:
         import_module(settings.SESSION_ENGINE).SessionStore(session_key).delete()
 
 
-def login_attempts_prune(*, older_than):
+def login_attempts_prune(*, older_than: datetime) -> int:
     """Delete login attempts older than `older_than` that no lock depends on."""
     deleted, _ = LoginAttempt.objects.filter(at__lt=older_than).exclude(locked_until__gt=timezone.now()).delete()
     return deleted
@@ -209,7 +210,13 @@ def username_clean(username: str) -> str:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
 
 
-def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
+def user_bulk_create(
+    *,
+    usernames: Iterable[str],
+    password: str,
+    batch_size: int = 1000,
+    progress: Callable[[int], object] | None = None,
+) -> int:
     """Create many users sharing one password (seeding); return how many were new.
 
     The password is hashed once: hashing it per user would take minutes for
@@ -232,7 +239,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     return created
 
 
-def account_deactivate(*, user):
+def account_deactivate(*, user: UserModel) -> None:
     """No more logins for this account. (Ending its live connection is the
     chat's part: messaging.services.user_deactivate.)"""
     User.objects.filter(pk=user.pk).update(is_active=False)
