@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from core.addresses import UNKNOWN, parse_ip
 from core.errors import ServiceError
 
-from . import services
+from . import names, services
 
 
 def client_ip(request) -> str:
@@ -49,7 +49,7 @@ class AdminLoginForm(LoginForm, AdminAuthenticationForm):
 
 class SignupForm(forms.Form):
     username = forms.CharField(
-        max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
+        max_length=names.USERNAME_MAX, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
     )
     password1 = forms.CharField(
         label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})

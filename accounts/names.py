@@ -15,6 +15,10 @@ import unicodedata
 
 from django.core.exceptions import ValidationError
 
+from core.protocol import USERNAME_MAX
+
+__all__ = ["USERNAME_MAX", "fold", "normalize", "scripts", "validate_one_script"]
+
 # Scripts that one language writes together.
 _MIXES = [frozenset({"CJK", "HIRAGANA", "KATAKANA"}), frozenset({"CJK", "HANGUL"})]
 

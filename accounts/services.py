@@ -8,10 +8,7 @@ admin's login form.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -28,7 +25,7 @@ from django.utils import timezone
 from core.addresses import parse_ip, trusted_networks
 from core.errors import ServiceError
 
-from . import hashing, names
+from . import names
 from .models import LoginAttempt, SignupAttempt
 from .models import User as UserModel
 
@@ -75,8 +72,8 @@ def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserMod
         raise ServiceError(
             "rate_limited", f"Too many sign-ups from your address. Try again in {wait} seconds.", retry_after=wait
         )
-    SignupAttempt.objects.create(ip=ip, username=username[:150])
-    username = _clean_username(username)
+    SignupAttempt.objects.create(ip=ip, username=username[: names.USERNAME_MAX])
+    username = username_clean(username)
     try:
         validate_password(password, User(username=username))
     except ValidationError as e:
@@ -169,7 +166,7 @@ def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
     return user
 
 
-def login_unlock(*, username, ip=None):
+def login_unlock(*, username: str, ip: str | None = None) -> int:
     """Forget failed and refused attempts, which lifts any lockout."""
     attempts = LoginAttempt.objects.filter(username=username).exclude(result=LoginAttempt.Result.SUCCESS)
     if ip is not None:
@@ -178,7 +175,7 @@ def login_unlock(*, username, ip=None):
     return deleted
 
 
-def session_create(*, user) -> str:
+def session_create(*, user: UserModel) -> str:
     """A Django session logged in as `user`, for a client that is not a
     browser; its key is the protocol's resume token. It ends like any other
     session: logout, a password change, deactivation, expiry."""
@@ -197,14 +194,15 @@ def session_end(*, session_key: str) -> None:
         import_module(settings.SESSION_ENGINE).SessionStore(session_key).delete()
 
 
-def login_attempts_prune(*, older_than):
+def login_attempts_prune(*, older_than: datetime) -> int:
     """Delete login attempts older than `older_than` that no lock depends on."""
     deleted, _ = LoginAttempt.objects.filter(at__lt=older_than).exclude(locked_until__gt=timezone.now()).delete()
     return deleted
 
 
-def _clean_username(username: str) -> str:
-    """The username as stored (NFKC), or ServiceError invalid."""
+def username_clean(username: str) -> str:
+    """The username as stored (NFKC), or ServiceError invalid: signing up,
+    seeding and the old server's import all take names through it."""
     username = names.normalize(username)
     try:
         return User._meta.get_field("username").clean(username, None)
@@ -212,142 +210,13 @@ def _clean_username(username: str) -> str:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
 
 
-def passwords_hash(
-    *, passwords: Sequence[str], jobs: int | None = None, progress: Callable[[int, int], None] | None = None
-) -> list[str]:
-    """`passwords` hashed as make_password hashes them, in the same order.
-
-    Argon2 costs a tenth of a second or more of CPU per password, so they are
-    hashed in chunks by `jobs` worker processes (default: one per core);
-    `jobs=1` hashes here, in this process. `progress(done, total)` is
-    called as chunks are done.
-    """
-    jobs = jobs or os.cpu_count() or 1
-    total = len(passwords)
-    if jobs == 1 or total < 2:
-        encoded = []
-        for password in passwords:
-            encoded.append(django_hashers.make_password(password))
-            if progress:
-                progress(len(encoded), total)
-        return encoded
-    # Small chunks keep every worker busy to the end and the progress moving;
-    # big enough that sending them costs nothing next to the hashing.
-    size = max(1, min(32, len(passwords) // (jobs * 8)))
-    chunks = [passwords[i : i + size] for i in range(0, len(passwords), size)]
-    results: list[list[str]] = [[] for _ in chunks]
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(chunks)),
-        initializer=hashing.worker_setup,
-        initargs=(list(settings.PASSWORD_HASHERS),),
-    ) as pool:
-        futures = {pool.submit(hashing.hash_chunk, chunk): i for i, chunk in enumerate(chunks)}
-        done = 0
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            done += len(results[i])
-            if progress:
-                progress(done, total)
-    return [e for chunk in results for e in chunk]
-
-
-@dataclass(frozen=True)
-class UserImport:
-    """A user brought over from elsewhere, with the password in clear."""
-
-    username: str
-    password: str
-    date_joined: datetime | None = None
-
-
-@dataclass(frozen=True)
-class UserImported:
-    """What users_import did with one UserImport: `user` is None (and
-    `error` says why) when the name is not valid here. In a dry run a user
-    to be created is not saved (no pk)."""
-
-    user: UserModel | None
-    created: bool = False
-    error: str | None = None
-
-
-def _existing_by_key(keys: Sequence[str], batch_size: int = 500) -> dict[str, UserModel]:
-    found: dict[str, UserModel] = {}
-    for i in range(0, len(keys), batch_size):
-        for user in User.objects.filter(username_key__in=keys[i : i + batch_size]):
-            if user.username_key is not None:
-                found[user.username_key] = user
-    return found
-
-
-def users_import(
+def user_bulk_create(
     *,
-    users: Sequence[UserImport],
-    dry_run: bool = False,
-    jobs: int | None = None,
-    batch_size: int = 500,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[UserImported]:
-    """Create users brought over from elsewhere, in bulk; one result each.
-
-    Passwords are hashed as any other but not held to today's rules (the
-    people already have them), and a name that exists (or came earlier in `users`, as
-    people read names) is left untouched (created False). Passwords are
-    hashed in parallel (passwords_hash: `jobs`, `progress`) before a
-    transaction is opened, so the database is not held while they are; the
-    users are then written in one transaction. A dry run hashes nothing
-    and writes nothing, and returns the same results.
-    """
-    cleaned: list[str | ServiceError] = []
-    for u in users:
-        try:
-            cleaned.append(_clean_username(u.username))
-        except ServiceError as e:
-            cleaned.append(e)
-    keys = [names.fold(c) for c in cleaned if isinstance(c, str)]
-    existing = _existing_by_key(list(dict.fromkeys(keys)))
-    seen: dict[str, UserModel] = dict(existing)
-    new: dict[str, tuple[UserModel, str]] = {}
-    results: list[UserImported] = []
-    for u, name in zip(users, cleaned, strict=True):
-        if isinstance(name, ServiceError):
-            results.append(UserImported(user=None, error=name.message))
-            continue
-        key = names.fold(name)
-        if key in seen:
-            results.append(UserImported(user=seen[key]))
-            continue
-        user = User(username=name, username_key=key)
-        if u.date_joined is not None:
-            user.date_joined = u.date_joined
-        seen[key] = user
-        new[key] = (user, u.password)
-        results.append(UserImported(user=user, created=True))
-    if dry_run or not new:
-        return results
-    encoded = passwords_hash(passwords=[p for _, p in new.values()], jobs=jobs, progress=progress)
-    for (user, _), password in zip(new.values(), encoded, strict=True):
-        user.password = password
-    with transaction.atomic():
-        # Names taken while the passwords were hashed are left as they are.
-        taken = _existing_by_key(list(new))
-        User.objects.bulk_create([u for k, (u, _) in new.items() if k not in taken], batch_size=batch_size)
-        missing = [k for k, (u, _) in new.items() if u.pk is None and k not in taken]
-        saved = _existing_by_key(missing) if missing else {}
-    out = []
-    for r in results:
-        held, key = r.user, str(r.user.username_key) if r.user else ""
-        if held is not None and key in taken and held is not taken[key]:
-            out.append(UserImported(user=taken[key]))
-        elif held is not None and held.pk is None:
-            out.append(UserImported(user=saved[key], created=r.created))
-        else:
-            out.append(r)
-    return out
-
-
-def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
+    usernames: Iterable[str],
+    password: str,
+    batch_size: int = 1000,
+    progress: Callable[[int], object] | None = None,
+) -> int:
     """Create many users sharing one password (seeding); return how many were new.
 
     The password is hashed once: hashing it per user would take minutes for
@@ -355,7 +224,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     after each batch of n names.
     """
     encoded = django_hashers.make_password(password)
-    usernames = [_clean_username(name) for name in usernames]
+    usernames = [username_clean(name) for name in usernames]
     created = 0
     for i in range(0, len(usernames), batch_size):
         batch = usernames[i : i + batch_size]
@@ -370,7 +239,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     return created
 
 
-def account_deactivate(*, user):
+def account_deactivate(*, user: UserModel) -> None:
     """No more logins for this account. (Ending its live connection is the
     chat's part: messaging.services.user_deactivate.)"""
     User.objects.filter(pk=user.pk).update(is_active=False)

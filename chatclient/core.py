@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .connection import CLOSE_LOGIN_DEADLINE, CLOSE_REPLACED, ConnectFailed, Connection, ConnectionLost, NotAChatServer
+from core.protocol import CLOSE_POLICY, CLOSE_REPLACED
+
+from .connection import ConnectFailed, Connection, ConnectionLost, NotAChatServer
 from .text import clean, clock, explain, names, receipt, render_message, username_problem
 
 __all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
@@ -187,9 +189,10 @@ class ChatClient:
             if self.ended is None and conn.close_code == CLOSE_REPLACED:
                 self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
             if self.ended is None and self.token is None:
-                if conn.close_code == CLOSE_LOGIN_DEADLINE:
-                    # Anonymous connections are closed after a while: open
-                    # the next one when it is needed.
+                if conn.close_code == CLOSE_POLICY:
+                    # Anonymous connections are closed after a while
+                    # (CHAT_LOGIN_DEADLINE_SECONDS): open the next one when
+                    # it is needed.
                     await self.wanted.wait()
                 # Tried once at once, quietly: most likely the server is there.
                 await self._reconnect(lost="Lost the connection to the server. Reconnecting…")

@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "messaging",
+    "legacy",
 ]
 
 MIDDLEWARE = [

@@ -36,6 +36,7 @@ from django.conf import settings
 
 from accounts.models import User as UserModel
 from core.errors import ServiceError
+from core.protocol import CLOSE_POLICY
 
 from . import events, frames, services, wire
 from .frames import Request
@@ -50,7 +51,6 @@ INBOUND_PAUSE_AT = 16  # frames read by the server and not yet taken
 INBOUND_RESUME_AT = 4
 PENDING_PAGE = 500  # messages of one page of what waited
 PENDING_PAGE_BYTES = 256 * 1024  # and their bodies' bytes, at most
-CLOSE_POLICY = 1008
 # What was pushed from what waited and not acked yet, at most, before the
 # next page waits for acks: small mailboxes go out at once, big ones at the
 # pace of the client's acks.

@@ -33,6 +33,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+# Close codes for connections the server ends: the protocol's, shared with
+# the terminal client.
+from core.protocol import CLOSE_ENDED, CLOSE_REPLACED
+
 from . import wire
 
 log = logging.getLogger("chat")
@@ -45,10 +49,6 @@ FRAMES = "chat.frames"  # forward frames to the client
 END = "chat.end"  # forward a frame, then close with a code
 HUB_FRAMES = "hub.frames"  # to every logged-in connection of a process, but some
 HUB_PRESENCE = "hub.presence"  # a user came online or went offline
-
-# Close codes for connections the server ends.
-CLOSE_REPLACED = 4001
-CLOSE_ENDED = 4003
 
 
 def user_group(user_id: int) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts.names import USERNAME_MAX
 from core.errors import ServiceError
 
 MAX_ID = 2**63 - 1
 MAX_ACK_IDS = 1000
 MAX_DEPTH = 32
-USERNAME_MAX = 150
 PASSWORD_MAX = 1024
 
 
@@ -104,10 +104,6 @@ class Request:
     def __init__(self, content: dict[str, Any], invalid_code: str):
         self.content = content
         self.invalid_code = invalid_code
-
-    @property
-    def type(self) -> str:
-        return self.content["type"]
 
     def has(self, name: str) -> bool:
         return name in self.content

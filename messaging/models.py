@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.selectors import TOKEN_MAX
+
 # SQLite's full-text index of message bodies (FTS5, kept in step by
 # triggers; migration 0003). PostgreSQL uses a GIN index on the table itself.
 FTS_TABLE = "messaging_message_fts"
@@ -113,7 +115,7 @@ class Presence(models.Model):
     # one behind its resume token), and the user's session auth hash then:
     # a logout ends the session, a password change changes the hash, and
     # either ends the connection.
-    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    session_key = models.CharField(max_length=TOKEN_MAX, blank=True, db_index=True)
     auth_hash = models.CharField(max_length=128, blank=True)
 
     class Meta:

@@ -78,18 +78,6 @@ def pending_count(*, user: UserModel) -> int:
     return Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
 
 
-def pending_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[Message]:
-    """Messages pending for `user` with ids above `after`, oldest first."""
-    rows = (
-        Delivery.objects.filter(
-            recipient=user, acked_at__isnull=True, message_id__gt=after, message__deleted_at__isnull=True
-        )
-        .select_related("message__sender", "message__recipient")
-        .order_by("message_id")[:limit]
-    )
-    return [d.message for d in rows]
-
-
 # --- Conversations ------------------------------------------------------------------
 
 

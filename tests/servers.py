@@ -27,7 +27,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_database_url():
+def database_url_for_servers():
     s = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
@@ -44,7 +44,7 @@ class Server:
         self.args = list(args)  # more daphne flags, e.g. --proxy-headers
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url_for_servers(),
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",

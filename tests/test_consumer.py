@@ -18,7 +18,7 @@ from messaging import services
 from messaging.models import Delivery, Message, Presence
 from messaging.runtime import runtime
 
-from .helpers import PASSWORD, ChatClient, amake_user, connected
+from .helpers import PASSWORD, ProtocolClient, amake_user, connected
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -170,7 +170,7 @@ async def test_session_cookie_logs_the_connection_in_and_logout_ends_the_session
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    c = await ChatClient(
+    c = await ProtocolClient(
         headers=[(b"cookie", cookie), (b"origin", b"http://localhost"), (b"host", b"localhost")]
     ).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
@@ -183,8 +183,8 @@ async def test_session_conflict_stays_anonymous_and_takeover_moves_it(users):
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    first = await ChatClient(headers=[(b"cookie", cookie)]).connect()
-    second = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    first = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    second = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     error = await second.event("error")
     assert error["code"] == "already_online" and "ref" not in error
     assert (await second.ok("whoami"))["username"] is None
@@ -561,7 +561,7 @@ async def test_a_cookie_connection_asks_for_batched_presence_in_its_url(users, s
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    page = ChatClient(headers=[(b"cookie", cookie)])
+    page = ProtocolClient(headers=[(b"cookie", cookie)])
     page.comm = type(page.comm)(page.comm.application, "/ws/chat/?presence_batch=1", headers=[(b"cookie", cookie)])
     page.transport.comm = page.comm
     await page.connect()

@@ -22,7 +22,7 @@ from messaging import services
 from messaging.models import ClientRequest, Message
 from messaging.writer import Writer
 
-from .helpers import PASSWORD, ChatClient, amake_user, connected, make_user
+from .helpers import PASSWORD, ProtocolClient, amake_user, connected, make_user
 
 User = get_user_model()
 
@@ -238,7 +238,7 @@ async def test_an_http_logout_ends_the_socket_of_that_session(settings):
     settings.CHAT_PUMP_SECONDS = 0.1
     await amake_user("alice")
     http, cookie = await sync_to_async(cookie_of)("alice")
-    c = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    c = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
     await sync_to_async(http.post)("/accounts/logout/")
     ended = await c.event("session_ended")
@@ -285,8 +285,8 @@ async def test_takeover_rechecks_the_session():
     the user once that session is logged out."""
     await amake_user("alice")
     http, cookie = await sync_to_async(cookie_of)("alice")
-    first = await ChatClient(headers=[(b"cookie", cookie)]).connect()
-    spare = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    first = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    spare = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     assert (await spare.event("error"))["code"] == "already_online"
     await sync_to_async(http.post)("/accounts/logout/")
     await spare.error("login", "bad_request", takeover=True)
@@ -347,7 +347,9 @@ async def test_rotating_forwarded_for_does_not_dodge_the_lockout(settings):
 async def test_behind_a_trusted_proxy_each_client_has_its_own_lockout(settings):
     settings.TRUSTED_PROXIES = ["127.0.0.1"]
     await amake_user("alice")
-    behind = [await ChatClient(headers=[(b"x-forwarded-for", f"198.51.100.{i}".encode())]).connect() for i in (1, 2)]
+    behind = [
+        await ProtocolClient(headers=[(b"x-forwarded-for", f"198.51.100.{i}".encode())]).connect() for i in (1, 2)
+    ]
     for _ in range(3):
         await behind[0].error("login", "invalid_credentials", username="alice", password="guess")
     await behind[0].error("login", "locked", username="alice", password=PASSWORD)

@@ -7,14 +7,14 @@ from typing import Any
 
 from accounts import selectors as account_selectors
 from accounts import services as accounts
+from accounts.selectors import TOKEN_MAX
 from core.errors import ServiceError
+from core.protocol import CLOSE_NORMAL
 
 from .. import frames, selectors
 from ..frames import PASSWORD_MAX, USERNAME_MAX, Request
 from ..runtime import runtime
 from .registry import Connection, Reply, op, read
-
-TOKEN_MAX = 200  # the contract's bound on a resume token
 
 
 @op("whoami", login=False, invalid="bad_request")
@@ -40,8 +40,9 @@ async def login(conn: Connection, request: Request) -> Reply:
     if request.has("token"):
         # A resume token: no password, no lockout, no hash to compute.
         session_key = request.text("token", max_length=frames.MAX_ID)
-        user = await read(account_selectors.user_for_session, session_key=session_key[:TOKEN_MAX])
-        if user is None or len(session_key) > TOKEN_MAX:
+        too_long = len(session_key) > TOKEN_MAX  # no such token: not worth a query
+        user = None if too_long else await read(account_selectors.user_for_session, session_key=session_key)
+        if user is None:
             raise ServiceError("invalid_credentials", "That token is not valid (any more); log in with a password.")
         token = session_key
     elif takeover and not request.has("username") and not request.has("password"):
@@ -72,4 +73,4 @@ async def logout(conn: Connection, request: Request) -> Reply:
     session_key = conn.identity.session_key
     await conn.log_out()
     await read(accounts.session_end, session_key=session_key)
-    return Reply({}, then=lambda: conn.close(1000))
+    return Reply({}, then=lambda: conn.close(CLOSE_NORMAL))

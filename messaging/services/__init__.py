@@ -6,16 +6,6 @@ from .batch import BatchRequest, requests_apply
 from .blocks import block_create, block_delete
 from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
 from .edits import message_delete, message_edit
-from .imports import (
-    BlockImported,
-    ImportReport,
-    MessageImport,
-    MessageImported,
-    Progress,
-    blocks_import,
-    legacy_import,
-    messages_import,
-)
 from .maintenance import records_prune
 from .messages import (
     Broadcasted,
@@ -39,27 +29,20 @@ from .presence import (
     presence_tick,
     user_deactivate,
 )
-from .reads import ReadRequest, conversation_read, conversations_read
+from .reads import ReadRequest, conversations_read
 
 __all__ = [
     "HOST",
     "PID",
     "AckRequest",
     "BatchRequest",
-    "BlockImported",
     "BroadcastRequest",
     "Broadcasted",
-    "ImportReport",
-    "MessageImport",
-    "MessageImported",
-    "Progress",
     "ReadRequest",
     "SendRequest",
     "Sent",
     "block_create",
     "block_delete",
-    "blocks_import",
-    "conversation_read",
     "conversations_read",
     "deliveries_ack",
     "delivery_ack",
@@ -68,10 +51,8 @@ __all__ = [
     "message_broadcast",
     "message_delete",
     "message_edit",
-    "legacy_import",
     "message_send",
     "messages_broadcast",
-    "messages_import",
     "messages_send",
     "presence_claim",
     "presence_clear_dead_processes",

@@ -33,10 +33,3 @@ def conversations_read(*, requests: Sequence[ReadRequest]) -> list[bool | Servic
                 events.push_frames(r.peer.pk, [wire.receipt_read(r.up_to, by=r.user.username)])
             results.append(moved)
     return results
-
-
-def conversation_read(*, user: UserModel, peer: UserModel | None, up_to: int) -> bool:
-    """Mark the conversation with `peer` (None: broadcasts) read up to `up_to`."""
-    result = conversations_read(requests=[ReadRequest(user=user, peer=peer, up_to=up_to)])[0]
-    assert not isinstance(result, ServiceError)
-    return result

@@ -2,9 +2,10 @@
 
 import random
 import sys
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from accounts import services as accounts
@@ -29,7 +30,7 @@ LINES = [
 class Command(BaseCommand):
     help = "Create N users PREFIX1..PREFIXN sharing one password; idempotent."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=100, help="how many users (default %(default)s)")
         parser.add_argument("--prefix", default="user", help="name prefix (default %(default)s)")
         parser.add_argument("--password", default="chat-password", help="their password (default %(default)s)")
@@ -41,7 +42,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable conversations")
 
-    def handle(self, *args, users, prefix, password, messages, seed, **options):
+    def handle(
+        self, *args: Any, users: int, prefix: str, password: str, messages: int, seed: int | None, **options: Any
+    ) -> None:
         if users < 1:
             raise CommandError("--users must be at least 1")
         names = [f"{prefix}{i}" for i in range(1, users + 1)]
@@ -55,7 +58,7 @@ class Command(BaseCommand):
         if messages:
             self.seed_messages(names, messages, seed, progress)
 
-    def seed_messages(self, names, count, seed, progress):
+    def seed_messages(self, names: list[str], count: int, seed: int | None, progress: bool) -> None:
         User = get_user_model()
         people = list(User.objects.filter(username__in=names, is_active=True))
         if len(people) < 2:
