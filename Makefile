@@ -12,7 +12,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 2000
-# Extra daphne flags. Behind a reverse proxy set TRUSTED_PROXIES instead of
+# Extra daphne flags. daphne runs with -v 0: no access log line per request
+# (load balancers probe /readyz every second; nginx logs access), and what
+# the chat logs follows LOG_FORMAT; `--access-log -` brings it back. Behind a reverse proxy set TRUSTED_PROXIES instead of
 # daphne's --proxy-headers, which believes anyone's X-Forwarded-For
 # (docs/deploy.md).
 DAPHNE_ARGS ?=
@@ -65,7 +67,7 @@ run: install
 	  export ALLOWED_HOSTS='*'; echo "Accepting any Host name; set ALLOWED_HOSTS to restrict."; fi; \
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/), up to $$(ulimit -n) open files"; \
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
 	  $(DAPHNE_ARGS) chatsite.asgi:application
 
 # N processes on consecutive ports sharing PostgreSQL and Redis, for a local
@@ -78,7 +80,7 @@ cluster: install
 	trap 'kill 0' INT TERM EXIT; \
 	for i in $$(seq 0 $$(($(N) - 1))); do \
 	  port=$$(($(PORT) + i)); echo "Process $$((i + 1)) of $(N) on http://$(HOST):$$port/"; \
-	  $(BIN)/daphne -b $(HOST) -p $$port --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	  $(BIN)/daphne -b $(HOST) -p $$port -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
 	    $(DAPHNE_ARGS) chatsite.asgi:application & \
 	done; wait
 

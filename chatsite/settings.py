@@ -92,6 +92,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before anything else (chatsite/health.py).
+    "chatsite.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "chatsite.security.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -310,6 +312,13 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
+
+# --- Operations ---------------------------------------------------------------
+
+# /readyz gives each check (database and migrations, Redis) this long before
+# it answers 503; a success of the migration check is trusted this long.
+CHAT_READYZ_TIMEOUT_SECONDS = env_float("CHAT_READYZ_TIMEOUT_SECONDS", 1.5)
+CHAT_READYZ_MIGRATIONS_CACHE_SECONDS = env_float("CHAT_READYZ_MIGRATIONS_CACHE_SECONDS", 60)
 
 # --- Static files, i18n -----------------------------------------------------
 

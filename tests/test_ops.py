@@ -1,0 +1,193 @@
+"""Running it like a service: probes, logs, backups, locked migrations,
+commands that say which database they use."""
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.db.utils import ConnectionHandler
+from django.test import override_settings
+
+from chatsite import health
+
+from .servers import free_port
+
+
+@pytest.fixture(autouse=True)
+def fresh_probes():
+    """Each test starts with no cached migration check, Redis client or
+    check in flight."""
+
+    def reset():
+        health._migrations_ok_at = None
+        health._redis_client = None
+        health._running.clear()
+
+    reset()
+    yield
+    reset()
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A port that accepts connections and never answers: a hung service."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def get(client, path):
+    response = client.get(path)
+    return response.status_code, json.loads(response.content)
+
+
+# --- /healthz and /readyz ---------------------------------------------------------
+
+
+def test_healthz_touches_no_database(client):
+    # No django_db mark: any query would raise.
+    status, body = get(client, "/healthz")
+    assert status == 200 and body == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_needs_no_login_nor_allowed_host(client):
+    # A load balancer probes by address, with whatever Host header.
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:2000")
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_ok(client):
+    status, body = get(client, "/readyz")
+    assert status == 200, body
+    assert body["status"] == "ok" and body["failed"] == []
+    assert body["checks"]["database"] == "ok"
+    assert ("redis" in body["checks"]) == bool(health.settings.REDIS_URL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_is_not_logged(client, caplog, monkeypatch):
+    monkeypatch.setattr(health, "check_database", lambda: (_ for _ in ()).throw(RuntimeError("down")))
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            assert client.get("/readyz").status_code == 503
+            assert client.get("/healthz").status_code == 200
+    assert not [r for r in caplog.records if "readyz" in r.getMessage() or "healthz" in r.getMessage()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_names_unapplied_migrations(client, monkeypatch):
+    from django.db.migrations.executor import MigrationExecutor
+
+    monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("accounts", "9999_x")])
+    status, body = get(client, "/readyz")
+    assert status == 503 and body["failed"] == ["database"]
+    assert "1 migration(s) not applied" in body["checks"]["database"]
+    monkeypatch.undo()
+    assert get(client, "/readyz")[0] == 200
+
+
+def unreachable_database(port):
+    """A connection handler whose default database is on `port`."""
+    settings = {**connection.settings_dict}
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server to stop")
+    settings.update(HOST="127.0.0.1", PORT=str(port))
+    return ConnectionHandler({"default": settings})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["closed", "silent"])
+def test_readyz_without_postgresql_answers_503_in_time_then_recovers(client, monkeypatch, kind):
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(silent_server()) if kind == "silent" else free_port()
+        monkeypatch.setattr(health, "connections", unreachable_database(port))
+        started = time.monotonic()
+        status, body = get(client, "/readyz")
+        took = time.monotonic() - started
+    assert status == 503 and body["failed"] == ["database"], body
+    assert took < 2 + 1  # bound 2 s, with a margin for a busy machine
+    monkeypatch.undo()
+    health._running.clear()  # the hung check is still held by its thread
+    assert get(client, "/readyz")[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_with_a_hung_database_answers_503_in_time(client, monkeypatch):
+    # Any engine: a check that does not return (SQLite stuck on a lock, a
+    # network that drops packets) is a 503 at the deadline.
+    release = threading.Event()
+    monkeypatch.setattr(health, "check_database", lambda: release.wait(10))
+    started = time.monotonic()
+    status, body = get(client, "/readyz")
+    took = time.monotonic() - started
+    # A second probe waits on the same check instead of starting another.
+    get(client, "/readyz")
+    release.set()
+    assert status == 503 and body["checks"]["database"] == "timeout"
+    assert took < 2 + 1
+    assert health._pool._max_workers == 4 and len(health._running) >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["closed", "silent"])
+def test_readyz_without_redis_answers_503_in_time_then_recovers(client, kind):
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(silent_server()) if kind == "silent" else free_port()
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{port}/0"):
+            started = time.monotonic()
+            status, body = get(client, "/readyz")
+            took = time.monotonic() - started
+    assert status == 503 and body["failed"] == ["redis"], body
+    assert body["checks"]["database"] == "ok"
+    assert took < 2 + 1
+    health._redis_client = None
+    if health.settings.REDIS_URL:  # the real one, on the scale-out stack
+        deadline = time.monotonic() + 5
+        while (status := get(client, "/readyz")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status == 200
+
+
+@pytest.mark.scaleout
+@pytest.mark.django_db(transaction=True)
+def test_readyz_survives_a_redis_restart(client, monkeypatch):
+    """The same client object answers again once Redis is back."""
+    from .conftest import need
+
+    need(health.settings.REDIS_URL, "Redis")
+    assert get(client, "/readyz")[0] == 200
+    health._redis_client.connection_pool.disconnect()  # as a restart would
+    assert get(client, "/readyz")[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_probes_are_answered_by_a_real_server():
+    """As `make run` starts it: -v 0, so no access log line per probe."""
+    import urllib.request
+
+    from .servers import Server
+
+    server = Server(args=["-v", "0"], LOG_LEVEL="INFO").start()
+    request = urllib.request.Request(f"{server.http}/healthz", headers={"Host": "10.9.8.7"})
+
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"{server.http}/readyz", timeout=5) as r:
+            assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+        for _ in range(5):
+            urllib.request.urlopen(f"{server.http}/readyz", timeout=5).close()
+    finally:
+        server.stop()
+    assert "readyz" not in server.log_text() and "healthz" not in server.log_text()
