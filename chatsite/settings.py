@@ -94,6 +94,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # /healthz and /readyz, answered before anything else (chatsite/health.py).
     "chatsite.health.HealthMiddleware",
+    # A request id for the log lines of each request (chatsite/logs.py).
+    "chatsite.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "chatsite.security.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -335,12 +337,26 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# LOG_FORMAT=json: every line one JSON object (time, level, logger, process,
+# message, request_id); text by default (chatsite/logs.py). Imported by
+# path, not as a module: settings must not import Django's HTTP machinery.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "chatsite.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "chatsite.logs.TextFormatter"},
+        "json": {"()": "chatsite.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {
         "chat": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
+        # SQL with its parameters (password hashes, message bodies) is never
+        # logged, whatever LOG_LEVEL and DEBUG say.
+        "django.db.backends": {"level": "INFO"},
     },
 }

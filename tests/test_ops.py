@@ -2,8 +2,11 @@
 commands that say which database they use."""
 
 import contextlib
+import io
 import json
 import logging
+import os
+import re
 import socket
 import threading
 import time
@@ -191,3 +194,95 @@ def test_probes_are_answered_by_a_real_server():
     finally:
         server.stop()
     assert "readyz" not in server.log_text() and "healthz" not in server.log_text()
+
+
+# --- Logs -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def log_capture(logger_name, formatter):
+    """What `logger_name` writes through the project's handler (its filter
+    and `formatter`), as text."""
+    from chatsite.logs import ContextFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_text_lines_have_time_level_and_process():
+    from chatsite.logs import TextFormatter
+
+    with log_capture("chat", TextFormatter()) as out:
+        logging.getLogger("chat").warning("closing %s: %s", "alice", "too slow")
+    line = out.getvalue().strip()
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING \[{os.getpid()}\] chat: closing alice: too slow", line
+    ), line
+
+
+@pytest.mark.django_db
+def test_json_lines_carry_the_request_id(client):
+    from chatsite.logs import JsonFormatter
+
+    with log_capture("django.request", JsonFormatter()) as out:
+        response = client.get("/no-such-page/", HTTP_X_REQUEST_ID="req-42")
+        client.get("/no-such-page/", HTTP_X_REQUEST_ID="not an id\n{}")
+    assert response["X-Request-ID"] == "req-42"
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert set(first) == {"time", "level", "logger", "process", "message", "request_id"}
+    assert first["level"] == "WARNING" and first["logger"] == "django.request" and first["process"] == os.getpid()
+    assert first["request_id"] == "req-42" and "/no-such-page/" in first["message"]
+    assert re.fullmatch(r"[0-9a-f]{32}", second["request_id"])  # a bad one is replaced
+
+
+def test_secrets_are_masked_in_messages_and_tracebacks():
+    from chatsite.logs import JsonFormatter
+
+    with log_capture("chat", JsonFormatter()) as out:
+        log = logging.getLogger("chat")
+        log.warning("frame %s", '{"type": "login", "username": "alice", "password": "hunter2-secret"}')
+        try:
+            raise ValueError("bad row: body='meet me at noon', token=abcdef123456")
+        except ValueError:
+            log.exception("request failed")
+    text = out.getvalue()
+    for secret in ("hunter2-secret", "meet me at noon", "abcdef123456"):
+        assert secret not in text
+    assert all(json.loads(line) for line in text.splitlines())
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_real_server_logs_json_lines_without_secrets():
+    """LOG_FORMAT=json: every line the process writes is one JSON object, and
+    a signup, a failed login, a message and a refused socket leave no
+    password, token or body in them."""
+    from chatclient.protocol import Closed
+
+    from .servers import Peer, Server, signup
+
+    server = Server(args=["-v", "0"], LOG_FORMAT="json", LOG_LEVEL="DEBUG").start()
+    try:
+        await signup(server.url, "alice", "bob", password="s3cret-Passw0rd")
+        async with Peer(server.url) as a:
+            await a.request("login", username="alice", password="wrong-Passw0rd")
+            login = await a.ok("login", username="alice", password="s3cret-Passw0rd")
+            await a.ok("send", to="bob", body="the body nobody logs")
+        with contextlib.suppress(Closed, OSError, Exception):
+            async with Peer(server.url.replace("/ws/chat/", "/ws/nope/")):
+                pass
+    finally:
+        server.stop()
+    text = server.log_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines, "the server logged nothing (the refused socket is logged at INFO)"
+    assert all({"time", "level", "logger", "process", "message"} <= set(line) for line in lines)
+    for secret in ("s3cret-Passw0rd", "wrong-Passw0rd", "the body nobody logs", login.get("token") or "no-token"):
+        assert secret not in text
