@@ -286,3 +286,53 @@ async def test_a_real_server_logs_json_lines_without_secrets():
     assert all({"time", "level", "logger", "process", "message"} <= set(line) for line in lines)
     for secret in ("s3cret-Passw0rd", "wrong-Passw0rd", "the body nobody logs", login.get("token") or "no-token"):
         assert secret not in text
+
+
+# --- Commands say which database they use ------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run_command(*args, **kwargs):
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err, **kwargs)
+    return out.getvalue(), err.getvalue()
+
+
+def test_database_description_names_engine_and_database_not_the_password(monkeypatch):
+    from messaging.management.database import database_description
+
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", "pa55-word-xyz")
+    text = database_description()
+    assert str(connection.settings_dict["NAME"]) in text and "pa55-word-xyz" not in text
+    assert text.startswith("SQLite database" if connection.vendor == "sqlite" else "PostgreSQL database")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", [("chat_presence",), ("chat_seed", "--users", "2")])
+def test_commands_say_which_database_on_stderr(command):
+    out, err = run_command(*command)
+    assert err.splitlines()[0].startswith("Using the ") and str(connection.settings_dict["NAME"]) in err
+    assert "Using the" not in out  # stdout stays the command's own output
+    assert run_command(*command, verbosity=0)[1] == ""
+
+
+@pytest.mark.django_db
+def test_seed_writes_messages_in_bulk_with_progress_on_a_terminal(monkeypatch, django_assert_max_num_queries):
+    from messaging.models import Delivery, Message
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    run_command("chat_seed", "--users", "20", "--prefix", "bulk")
+    # 1,200 messages: a few queries per batch of 500, not several per message.
+    with django_assert_max_num_queries(60):
+        out, _ = run_command("chat_seed", "--users", "20", "--prefix", "bulk", "--messages", "1200", "--seed", "3")
+    assert "1200 message(s) sent" in out
+    assert Message.objects.filter(sender__username__startswith="bulk").count() == 1200
+    assert Delivery.objects.filter(message__sender__username__startswith="bulk", acked_at__isnull=True).count() == 1200
+    assert "1200/1200" in terminal.getvalue() and "msg" in terminal.getvalue()

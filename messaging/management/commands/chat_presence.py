@@ -1,11 +1,11 @@
-from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from messaging import selectors, services
+from messaging.management.database import DatabaseCommand
 from messaging.models import Presence
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "List who is online; with --prune, drop presence the heartbeat missed."
 
     def add_arguments(self, parser):
