@@ -57,8 +57,11 @@ upgrade: install-dev
 	$(LOCK) --upgrade requirements.in -o requirements.txt
 	$(LOCK) --upgrade requirements-dev.in -o requirements-dev.txt
 
+# chat_migrate: migrate under a lock, so processes started at once (the
+# README's scale-out snippet, `make cluster` beside a `make run`) migrate
+# one after the other instead of together.
 run: install
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py chat_migrate
 	$(BIN)/python manage.py chat_presence --prune
 	@# Served beyond this machine (HOST=0.0.0.0) with no ALLOWED_HOSTS given,
 	@# accept any Host name so the LAN address works; the WebSocket origin
@@ -74,7 +77,7 @@ run: install
 # try of the scale-out path: DATABASE_URL and REDIS_URL must be set.
 cluster: install
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "Set DATABASE_URL and REDIS_URL (see docs/deploy.md)"; exit 2; }
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py chat_migrate
 	$(BIN)/python manage.py chat_presence --prune
 	@ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	trap 'kill 0' INT TERM EXIT; \

@@ -336,3 +336,115 @@ def test_seed_writes_messages_in_bulk_with_progress_on_a_terminal(monkeypatch, d
     assert Message.objects.filter(sender__username__startswith="bulk").count() == 1200
     assert Delivery.objects.filter(message__sender__username__startswith="bulk", acked_at__isnull=True).count() == 1200
     assert "1200/1200" in terminal.getvalue() and "msg" in terminal.getvalue()
+
+
+# --- Migrations under a lock ---------------------------------------------------------
+
+
+def manage(*args, database_url, wait=True, **env):
+    """manage.py in a subprocess against `database_url`."""
+    import subprocess
+    import sys
+
+    from .servers import ROOT
+
+    environ = {**os.environ, "DATABASE_URL": database_url, **env}
+    environ.pop("REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc
+
+
+@contextlib.contextmanager
+def migration_lock_held():
+    """Hold the lock chat_migrate takes, as another process migrating would."""
+    import fcntl
+
+    from messaging.management.commands.chat_migrate import LOCK_KEY
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+    else:
+        with open(str(connection.settings_dict["NAME"]) + ".migrate-lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chat_migrate_waits_for_another_migration():
+    from .servers import test_database_url
+
+    with migration_lock_held():
+        proc = manage("chat_migrate", "--wait", "60", database_url=test_database_url())
+        # It says it waits, and does not finish while the lock is held.
+        line = ""
+        while "waiting" not in line and proc.poll() is None:
+            line = proc.stderr.readline()
+        assert "Another process is migrating; waiting for it." in line
+        time.sleep(0.5)
+        assert proc.poll() is None
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "No migrations to apply" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chat_migrate_gives_up_after_its_wait():
+    from .servers import test_database_url
+
+    with migration_lock_held():
+        proc = manage("chat_migrate", "--wait", "0.5", database_url=test_database_url())
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "held the migration lock" in err
+
+
+@contextlib.contextmanager
+def fresh_database():
+    """A new, empty PostgreSQL database (or SQLite file), dropped after."""
+    import tempfile
+    import uuid
+
+    if connection.vendor == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/fresh.sqlite3"
+        return
+    import psycopg
+
+    name = f"ops_fresh_{uuid.uuid4().hex[:8]}"
+    s = connection.settings_dict
+    admin = dict(host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"] or "postgres", dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://{admin['user']}@{admin['host']}:{admin['port']}/{name}"
+    finally:
+        with psycopg.connect(**admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.django_db
+def test_two_processes_migrate_a_fresh_database_at_once():
+    """The README's scale-out start: two `make run` at once on a new database."""
+    with fresh_database() as url:
+        procs = [manage("chat_migrate", database_url=url) for _ in range(2)]
+        results = [(p.returncode, out, err) for p in procs for out, err in [p.communicate(timeout=300)]]
+        for code, _out, err in results:
+            assert code == 0, err
+        assert sum("Applying accounts.0001_initial" in out for _, out, _ in results) == 1
+        check = manage("migrate", "--check", database_url=url)
+        assert check.wait(timeout=120) == 0
