@@ -448,3 +448,121 @@ def test_two_processes_migrate_a_fresh_database_at_once():
         assert sum("Applying accounts.0001_initial" in out for _, out, _ in results) == 1
         check = manage("migrate", "--check", database_url=url)
         assert check.wait(timeout=120) == 0
+
+
+# --- Backups ---------------------------------------------------------------------------
+
+
+class Sender(threading.Thread):
+    """Sends messages in a loop through the service, noting when each send
+    returned ok (its own database connection, as a server process has)."""
+
+    def __init__(self, sender, recipient):
+        super().__init__(daemon=True)
+        self.sender, self.recipient = sender, recipient
+        self.done = []  # (monotonic time the send returned, message id)
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self):
+        from django.db import connections
+
+        from messaging import services
+
+        try:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                sent = services.message_send(
+                    sender=self.sender, to_username=self.recipient.username, body=f"m{n}", rate_limit=False
+                )
+                self.done.append((time.monotonic(), sent.message.pk))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        finally:
+            connections.close_all()
+
+
+def restored_message_ids(backup, tmp_path):
+    """Restore `backup` into a fresh database and list its message ids."""
+    if connection.vendor == "sqlite":
+        import shutil
+        import sqlite3
+
+        fresh = tmp_path / "restored.sqlite3"
+        shutil.copy(backup, fresh)  # the documented restore: put the file in place
+        db = sqlite3.connect(fresh)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            return {row[0] for row in db.execute("SELECT id FROM messaging_message")}
+        finally:
+            db.close()
+    import subprocess
+
+    import psycopg
+
+    with fresh_database() as url:
+        restored = subprocess.run(
+            ["pg_restore", "--no-owner", f"--dbname={url}", str(backup)], capture_output=True, text=True
+        )
+        assert restored.returncode == 0, restored.stderr
+        with psycopg.connect(url) as db:
+            return {row[0] for row in db.execute("SELECT id FROM messaging_message")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_backup_while_messages_are_sent_has_every_acknowledged_message(tmp_path):
+    from .helpers import make_user
+
+    if connection.vendor == "postgresql":
+        import shutil
+
+        from .conftest import need
+
+        need(shutil.which("pg_dump") and shutil.which("pg_restore"), "pg_dump and pg_restore")
+    sender = Sender(make_user("alice"), make_user("bob"))
+    sender.start()
+    try:
+        while len(sender.done) < 20 and sender.error is None:
+            time.sleep(0.05)
+        started = time.monotonic()
+        acknowledged = {pk for at, pk in sender.done if at < started}
+        out, err = run_command("chat_backup", str(tmp_path / "chat.backup"))
+        while len(sender.done) < len(acknowledged) + 20 and sender.error is None:
+            time.sleep(0.05)  # sends went on during the backup
+    finally:
+        sender.stop.set()
+        sender.join(30)
+    assert sender.error is None, sender.error
+    assert "Backed up" in out and "Using the" in err
+    restored = restored_message_ids(tmp_path / "chat.backup", tmp_path)
+    assert acknowledged and acknowledged <= restored
+    assert not (tmp_path / "chat.backup.partial").exists()
+
+
+@pytest.mark.django_db
+def test_backup_refuses_to_overwrite(tmp_path):
+    from django.core.management import CommandError
+
+    (tmp_path / "old.backup").write_text("keep me")
+    with pytest.raises(CommandError, match="exists"):
+        run_command("chat_backup", str(tmp_path / "old.backup"))
+    assert (tmp_path / "old.backup").read_text() == "keep me"
+
+
+def test_pg_dump_command_hides_the_password(monkeypatch):
+    from messaging.management.commands.chat_backup import pg_dump_command
+
+    settings = {"NAME": "chat", "HOST": "db.internal", "PORT": "5432", "USER": "chat", "PASSWORD": "pa55-xyz"}
+    command = pg_dump_command(settings, "/backups/chat.dump")
+    assert command == [
+        "pg_dump",
+        "--format=custom",
+        "--no-owner",
+        "--file=/backups/chat.dump",
+        "--host=db.internal",
+        "--port=5432",
+        "--username=chat",
+        "chat",
+    ]
+    assert "pa55-xyz" not in " ".join(command)
