@@ -260,6 +260,31 @@ CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or
 # Resume tokens (protocol 1.1) are sessions too; this is how long they last.
 CHAT_TOKEN_SECONDS = env_int("CHAT_TOKEN_SECONDS", 14 * 24 * 3600)
 
+# Password resets by email: a link valid this long, and once (it carries
+# the password's hash). Requests per client address and per email address,
+# per window (0 turns a budget off).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_SECONDS", 3600)
+CHAT_RESETS_PER_ADDRESS = env_int("CHAT_RESETS_PER_ADDRESS", 10)
+CHAT_RESETS_PER_ACCOUNT = env_int("CHAT_RESETS_PER_ACCOUNT", 3)
+CHAT_RESET_WINDOW_SECONDS = env_float("CHAT_RESET_WINDOW_SECONDS", 3600)
+# A deleted account's name is kept from new sign-ups this many days.
+CHAT_DELETED_NAME_DAYS = env_int("CHAT_DELETED_NAME_DAYS", 30)
+
+# --- Email ------------------------------------------------------------------
+
+# Console by default (the reset link lands in the server's log); for
+# production EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and
+# the SMTP settings below.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
