@@ -3,21 +3,14 @@ header; screenshots at phone and desktop widths go to test-artifacts/."""
 
 import pytest
 
+from . import test_browser as chat_browser
 from .helpers import PASSWORD
 from .servers import signup
-from .test_browser import (  # noqa: F401 - fixtures
-    ARTIFACTS,
-    PHONE,
-    WIDE,
-    browser,
-    expect,
-    module_server,
-    new_page,
-    open_page,
-    page_errors,
-    run_async,
-    server,
-)
+from .test_browser import ARTIFACTS, PHONE, WIDE, expect, run_async
+
+# The chat page's browser fixtures: one Chromium and one server per module.
+browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
+module_server, server, open_page = chat_browser.module_server, chat_browser.server, chat_browser.open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
