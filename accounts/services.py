@@ -306,6 +306,16 @@ def login_attempts_prune(*, older_than):
     return deleted
 
 
+def account_records_prune(*, now: datetime) -> dict[str, int]:
+    """Forget password-reset requests past their window and name holds past
+    their date: neither limits anything any more."""
+    resets, _ = PasswordResetAttempt.objects.filter(
+        at__lt=now - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS)
+    ).delete()
+    holds, _ = NameHold.objects.filter(until__lt=now).delete()
+    return {"reset requests": resets, "name holds": holds}
+
+
 def _clean_username(username: str) -> str:
     """The username as stored (NFKC), or ServiceError invalid."""
     username = names.normalize(username)

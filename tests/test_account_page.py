@@ -350,3 +350,20 @@ def test_delete_my_account_removes_what_is_personal_and_keeps_the_other_side(set
         accounts.user_signup(username="deleted-999", password=NEW)
     NameHold.objects.update(until=timezone.now() - timedelta(seconds=1))
     assert accounts.user_signup(username="Alice", password=NEW).username == "Alice"
+
+
+def test_old_reset_requests_and_past_name_holds_are_pruned(settings):
+    from accounts.models import PasswordResetAttempt
+
+    now = timezone.now()
+    PasswordResetAttempt.objects.create(ip="198.51.100.1", email="a@example.com")
+    PasswordResetAttempt.objects.create(ip="198.51.100.1", email="b@example.com")
+    PasswordResetAttempt.objects.filter(email="a@example.com").update(
+        at=now - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS + 1)
+    )
+    NameHold.objects.create(username_key="gone", until=now - timedelta(days=1))
+    NameHold.objects.create(username_key="held", until=now + timedelta(days=1))
+    pruned = services.records_prune()
+    assert pruned["reset requests"] == 1 and pruned["name holds"] == 1
+    assert list(NameHold.objects.values_list("username_key", flat=True)) == ["held"]
+    assert list(PasswordResetAttempt.objects.values_list("email", flat=True)) == ["b@example.com"]
