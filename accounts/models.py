@@ -81,3 +81,32 @@ class SignupAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.ip}"
+
+
+class NameHold(models.Model):
+    """The name of a deleted account, kept from new sign-ups until `until`,
+    so nobody can pose as that person to their contacts right away."""
+
+    username_key = models.CharField(max_length=600, unique=True)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.username_key} until {self.until:%Y-%m-%d}"
+
+
+class PasswordResetAttempt(models.Model):
+    """One request for a password-reset email, for its two budgets: per
+    client address, and per email address (an account)."""
+
+    ip = models.GenericIPAddressField(unpack_ipv4=True)
+    email = models.CharField(max_length=254)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["ip", "at"], name="accounts_reset_address"),
+            models.Index(fields=["email", "at"], name="accounts_reset_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reset for {self.email} from {self.ip}"

@@ -18,6 +18,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.auth import hashers as django_hashers
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
@@ -26,10 +27,13 @@ from core.addresses import parse_ip, trusted_networks
 from core.errors import ServiceError
 
 from . import names
-from .models import LoginAttempt, SignupAttempt
+from .models import LoginAttempt, NameHold, PasswordResetAttempt, SignupAttempt
 from .models import User as UserModel
 
 User = get_user_model()
+
+# Deleted accounts are renamed deleted-<id>; nobody may sign up so.
+DELETED_PREFIX = "deleted-"
 
 
 def _validation_text(error: ValidationError) -> str:
@@ -58,10 +62,11 @@ def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: d
     return max(1, math.ceil((times[-1] + timedelta(seconds=window) - now).total_seconds()))
 
 
-def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserModel:
+def user_signup(*, username: str, password: str, ip: str = "0.0.0.0", email: str = "") -> UserModel:
     """Create an account (not logged in). ServiceError invalid, username_taken,
     or rate_limited when this address has signed up too often lately (every
-    attempt counts, so probing which names are taken is as slow as signing up)."""
+    attempt counts, so probing which names are taken is as slow as signing up).
+    `email` is optional: it is only for resetting a forgotten password."""
     wait = _address_wait(
         SignupAttempt.objects.filter(ip=ip),
         budget=_address_budget(settings.CHAT_SIGNUPS_PER_ADDRESS, ip),
@@ -78,13 +83,111 @@ def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserMod
         validate_password(password, User(username=username))
     except ValidationError as e:
         raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
-    if User.objects.filter(username_key=names.fold(username)).exists():
+    email = _clean_email(email)
+    if _name_unavailable(names.fold(username)):
         raise ServiceError("username_taken", f"The username {username!r} is taken.")
     try:
         with transaction.atomic():
-            return User.objects.create_user(username=username, password=password)
+            return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:
         raise ServiceError("username_taken", f"The username {username!r} is taken.") from None
+
+
+def _name_unavailable(key: str) -> bool:
+    """Taken, held after an account's deletion, or of the deleted-<id> form."""
+    return (
+        key.startswith(DELETED_PREFIX)
+        or User.objects.filter(username_key=key).exists()
+        or NameHold.objects.filter(username_key=key, until__gt=timezone.now()).exists()
+    )
+
+
+def _clean_email(email: str) -> str:
+    """The address as stored ("" for none), or ServiceError invalid."""
+    email = User.objects.normalize_email((email or "").strip())
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ServiceError("invalid", "Email: enter a valid email address.") from None
+    return email
+
+
+def user_email_set(*, user: UserModel, email: str) -> str:
+    """Set (or with "" remove) the address password resets are sent to."""
+    user.email = _clean_email(email)
+    User.objects.filter(pk=user.pk).update(email=user.email)
+    return user.email
+
+
+def password_change(*, user: UserModel, old_password: str, new_password: str, ip: str) -> None:
+    """Change the password, knowing the old one.
+
+    The old password is checked by user_authenticate, so a wrong one counts
+    toward the login lockout like a failed login (a stolen session cannot
+    be used to guess it). The new one must pass the validators. Every
+    session and resume token of the user made before now stops working:
+    they carry the hash of the old password (the caller keeps its own with
+    update_session_auth_hash), and live sockets are closed by the presence
+    check, which compares the same hash. ServiceError
+    invalid_credentials, locked, invalid."""
+    try:
+        user_authenticate(username=user.username, password=old_password, ip=ip)
+    except ServiceError as e:
+        if e.code == "invalid_credentials":
+            raise ServiceError("invalid_credentials", "Your current password is wrong.") from None
+        raise
+    try:
+        validate_password(new_password, user)
+    except ValidationError as e:
+        raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
+
+
+def password_reset_budget(*, email: str, ip: str) -> bool:
+    """Count a request for a reset email; whether to send one.
+
+    ServiceError rate_limited when this client address asked too often
+    (CHAT_RESETS_PER_ADDRESS per window): that says nothing about any
+    account. Past CHAT_RESETS_PER_ACCOUNT for one email address it returns
+    False, and the caller sends nothing but answers as usual, so the answer
+    never tells whether an address has an account, and nobody can flood a
+    mailbox."""
+    now = timezone.now()
+    email = (email or "").strip().lower()[:254]
+    window = settings.CHAT_RESET_WINDOW_SECONDS
+    wait = _address_wait(
+        PasswordResetAttempt.objects.filter(ip=ip),
+        budget=_address_budget(settings.CHAT_RESETS_PER_ADDRESS, ip),
+        window=window,
+        now=now,
+    )
+    if wait:
+        raise ServiceError(
+            "rate_limited", f"Too many requests from your address. Try again in {wait} seconds.", retry_after=wait
+        )
+    recent = PasswordResetAttempt.objects.filter(email=email, at__gte=now - timedelta(seconds=window)).count()
+    PasswordResetAttempt.objects.create(ip=ip, email=email)
+    return settings.CHAT_RESETS_PER_ACCOUNT <= 0 or recent < settings.CHAT_RESETS_PER_ACCOUNT
+
+
+def account_anonymise(*, user: UserModel) -> None:
+    """The accounts half of deleting an account (messaging.services.
+    account_delete is the whole): no login, no personal data, the name
+    renamed to deleted-<id> so others' conversations stay readable, and the
+    old name held from new sign-ups for CHAT_DELETED_NAME_DAYS. A new
+    unusable password changes the session hash: every session and resume
+    token ends."""
+    key = names.fold(user.username)
+    until = timezone.now() + timedelta(days=settings.CHAT_DELETED_NAME_DAYS)
+    NameHold.objects.update_or_create(username_key=key, defaults={"until": until})
+    user.username = f"{DELETED_PREFIX}{user.pk}"
+    user.email = ""
+    user.first_name = user.last_name = ""
+    user.is_active = user.is_staff = user.is_superuser = False
+    user.set_unusable_password()
+    user.save()
 
 
 def _serialize_pair(username: str, ip: str) -> None:
@@ -198,6 +301,16 @@ def login_attempts_prune(*, older_than: datetime) -> int:
     """Delete login attempts older than `older_than` that no lock depends on."""
     deleted, _ = LoginAttempt.objects.filter(at__lt=older_than).exclude(locked_until__gt=timezone.now()).delete()
     return deleted
+
+
+def account_records_prune(*, now: datetime) -> dict[str, int]:
+    """Forget password-reset requests past their window and name holds past
+    their date: neither limits anything any more."""
+    resets, _ = PasswordResetAttempt.objects.filter(
+        at__lt=now - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS)
+    ).delete()
+    holds, _ = NameHold.objects.filter(until__lt=now).delete()
+    return {"reset requests": resets, "name holds": holds}
 
 
 def username_clean(username: str) -> str:

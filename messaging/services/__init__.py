@@ -2,6 +2,7 @@
 after (``events`` defers pushes to ``on_commit``); errors are ServiceError
 with a protocol error code. Callers import from here."""
 
+from .accounts import account_delete
 from .batch import BatchRequest, requests_apply
 from .blocks import block_create, block_delete
 from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
@@ -41,6 +42,7 @@ __all__ = [
     "ReadRequest",
     "SendRequest",
     "Sent",
+    "account_delete",
     "block_create",
     "block_delete",
     "conversations_read",

@@ -7,16 +7,17 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.services import login_attempts_prune
+from accounts.services import account_records_prune, login_attempts_prune
 
 from ..models import ClientRequest
 
 
 def records_prune() -> dict[str, int]:
-    """Forget client ids older than a day and old login attempts."""
+    """Forget client ids older than a day, old login attempts, and
+    password-reset requests and name holds that no longer limit anything."""
     now = timezone.now()
     client_ids, _ = ClientRequest.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.CHAT_CLIENT_ID_SECONDS)
     ).delete()
     attempts = login_attempts_prune(older_than=now - timedelta(days=settings.CHAT_LOGIN_ATTEMPTS_KEEP_DAYS))
-    return {"client ids": client_ids, "login attempts": attempts}
+    return {"client ids": client_ids, "login attempts": attempts, **account_records_prune(now=now)}

@@ -1,13 +1,14 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.utils import timezone
 
 from messaging import selectors, services
+from messaging.management.database import DatabaseCommand
 from messaging.models import Presence
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "List who is online; with --prune, drop presence the heartbeat missed."
 
     def add_arguments(self, parser: CommandParser) -> None:

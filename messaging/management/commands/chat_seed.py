@@ -5,12 +5,13 @@ import sys
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
 from accounts import services as accounts
 from core.errors import ServiceError
 from messaging import services as messaging
+from messaging.management.database import DatabaseCommand
 from messaging.models import Message
 
 LINES = [
@@ -26,8 +27,12 @@ LINES = [
     "brb",
 ]
 
+# Messages stored per transaction: messages_send writes a batch with one
+# bulk insert of messages and one of deliveries.
+BATCH = 500
 
-class Command(BaseCommand):
+
+class Command(DatabaseCommand):
     help = "Create N users PREFIX1..PREFIXN sharing one password; idempotent."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -48,7 +53,8 @@ class Command(BaseCommand):
         if users < 1:
             raise CommandError("--users must be at least 1")
         names = [f"{prefix}{i}" for i in range(1, users + 1)]
-        progress = options.get("verbosity", 1) > 0 and sys.stdout.isatty()
+        # A bar on a terminal only: in a log or a pipe it would be noise.
+        progress = options.get("verbosity", 1) > 0 and sys.stderr.isatty()
         try:
             with tqdm(total=len(names), unit="user", disable=not progress) as bar:
                 created = accounts.user_bulk_create(usernames=names, password=password, progress=bar.update)
@@ -67,12 +73,19 @@ class Command(BaseCommand):
             self.stdout.write("They have messages already; none added.")
             return
         rng = random.Random(seed)
-        for _ in tqdm(range(count), unit="msg", disable=not progress):
-            sender, recipient = rng.sample(people, 2)
-            try:
-                messaging.message_send(
-                    sender=sender, to_username=recipient.username, body=rng.choice(LINES), rate_limit=False
-                )
-            except ServiceError:
-                pass  # e.g. the recipient blocks the sender: like a user, move on
-        self.stdout.write(f"{count} message(s) sent.")
+        sent = 0
+        with tqdm(total=count, unit="msg", disable=not progress) as bar:
+            for start in range(0, count, BATCH):
+                requests = []
+                for _ in range(min(BATCH, count - start)):
+                    sender, recipient = rng.sample(people, 2)
+                    requests.append(
+                        messaging.SendRequest(
+                            sender=sender, to_username=recipient.username, body=rng.choice(LINES), rate_limit=False
+                        )
+                    )
+                # A refusal (the recipient blocks the sender) is skipped, as a user would move on.
+                results = messaging.messages_send(requests=requests)
+                sent += sum(not isinstance(r, ServiceError) for r in results)
+                bar.update(len(requests))
+        self.stdout.write(f"{sent} message(s) sent.")
