@@ -2,9 +2,14 @@
 break the server's reading of them. Through the consumer, and against a
 real daphne server where the transport is what is tested."""
 
-import pytest
+import asyncio
+import json
 
-from .helpers import amake_user, connected
+import pytest
+import websockets
+
+from .helpers import PASSWORD, amake_user, connected
+from .servers import Peer, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,3 +43,40 @@ async def test_a_too_large_frame_with_an_overflowing_ref_is_answered():
     assert (reply["type"], reply["code"], reply["ref"]) == ("error", "too_large", None), reply
     assert (await client.ok("whoami"))["username"] is None
     await client.close()
+
+
+# --- A message in fragments ---------------------------------------------------------
+
+KiB = 1024
+
+
+async def test_a_message_in_fragments_is_limited_as_a_whole(server):
+    """The 128 KiB limit is on the message, not the frame: a client sending
+    one message in 60 KiB fragments is closed with 1009 as soon as the
+    fragments announced pass the limit, while it still holds the rest of
+    its megabyte; the server never buffered more than the limit."""
+    await signup(server.url, "alice")
+    ws = await websockets.connect(server.url, max_size=2**20)
+    closed = asyncio.ensure_future(ws.wait_closed())
+
+    async def fragments():
+        yield '{"type": "whoami", "pad": "'
+        for _ in range(3):  # 180 KiB announced: past the limit
+            yield "x" * (60 * KiB)
+        # The rest of the megabyte waits for the server to read what came.
+        await asyncio.wait_for(asyncio.shield(closed), 10)
+        for _ in range(14):
+            yield "x" * (60 * KiB)
+        yield '"}'
+
+    with pytest.raises(websockets.ConnectionClosed):
+        await ws.send(fragments())
+    assert ws.close_code == 1009
+    # Fragments under the limit are one message, served as any other.
+    async with Peer(server.url) as peer:
+        await peer.ok("login", username="alice", password=PASSWORD)
+        request = json.dumps({"type": "whoami", "ref": "split", "pad": "y" * (30 * KiB)})
+        await peer.ws.send(request[i : i + 8 * KiB] for i in range(0, len(request), 8 * KiB))
+        reply = await peer.first(lambda f: f.get("ref") == "split", what="reply")
+        assert (reply["type"], reply["username"]) == ("ok", "alice")
+    assert "Traceback" not in server.log_text()
