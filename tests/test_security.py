@@ -19,7 +19,7 @@ from chatsite.proxies import client_of
 from core.addresses import trusted_networks
 from core.errors import ServiceError
 from messaging import services
-from messaging.models import ClientRequest, Message
+from messaging.models import ClientRequest, Edit, Message
 from messaging.writer import Writer
 
 from .helpers import PASSWORD, ProtocolClient, amake_user, connected, make_user
@@ -451,9 +451,13 @@ def test_old_records_are_pruned(settings):
     services.message_send(sender=alice, to_username="bob", body="x", client_id="a")
     services.message_send(sender=alice, to_username="bob", body="y", client_id="b")
     ClientRequest.objects.filter(client_id="a").update(created_at=timezone.now() - timedelta(days=2))
-    assert services.records_prune() == {"client ids": 1, "login attempts": 1}
+    edited = Message.objects.get(body="x").pk
+    for body in ("x2", "x3"):
+        services.message_edit(user=alice, message_id=edited, body=body)
+    Edit.objects.filter(pk=Edit.objects.order_by("id").first().pk).update(edited_at=timezone.now() - timedelta(hours=2))
+    assert services.records_prune() == {"client ids": 1, "login attempts": 1, "edits": 1}
     assert LoginAttempt.objects.count() == 1 and ClientRequest.objects.get().client_id == "b"
-    assert Message.objects.count() == 2  # the messages stay
+    assert Message.objects.count() == 2 and Edit.objects.count() == 1  # the messages stay
 
 
 @pytest.mark.django_db

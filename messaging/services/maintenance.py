@@ -9,14 +9,19 @@ from django.utils import timezone
 
 from accounts.services import login_attempts_prune
 
-from ..models import ClientRequest
+from ..models import ClientRequest, Edit
 
 
 def records_prune() -> dict[str, int]:
-    """Forget client ids older than a day and old login attempts."""
+    """Forget client ids older than a day, old login attempts, and edits
+    no rate limit counts any more (kept an hour at least, should the
+    window be made longer)."""
     now = timezone.now()
+    edits, _ = Edit.objects.filter(
+        edited_at__lt=now - timedelta(seconds=max(settings.CHAT_RATE_LIMIT_SECONDS, 3600))
+    ).delete()
     client_ids, _ = ClientRequest.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.CHAT_CLIENT_ID_SECONDS)
     ).delete()
     attempts = login_attempts_prune(older_than=now - timedelta(days=settings.CHAT_LOGIN_ATTEMPTS_KEEP_DAYS))
-    return {"client ids": client_ids, "login attempts": attempts}
+    return {"client ids": client_ids, "login attempts": attempts, "edits": edits}
