@@ -225,6 +225,9 @@ def username_clean(username: str) -> str:
     seeding and the old server's import all take names through it."""
     username = names.normalize(username)
     try:
+        # First, alone: Django's own validator refuses these characters too,
+        # with a message that does not say what is wrong.
+        names.validate_no_bidi_controls(username)
         return User._meta.get_field("username").clean(username, None)
     except ValidationError as e:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None

@@ -14,6 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.checks import run_checks
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
@@ -459,6 +460,38 @@ def test_names_mixing_alphabets_are_refused(name):
     with pytest.raises(ServiceError) as refused:
         accounts.user_signup(username=name, password=PASSWORD)
     assert refused.value.code == "invalid" and "one alphabet" in refused.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "control",
+    [
+        "\u202a",
+        "\u202b",
+        "\u202c",
+        "\u202d",
+        "\u202e",
+        "\u2066",
+        "\u2067",
+        "\u2068",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u061c",
+    ],
+)
+async def test_names_with_direction_controls_are_refused_clearly(control):
+    """ "\u202eecila" shows as "alice": a name may carry no control that
+    changes the direction of text, and the error says why, on the socket
+    as on the page (one service), and in the admin (the model's field)."""
+    client = await connected()
+    refused = await client.error("signup", "invalid", username=f"{control}ecila", password=PASSWORD)
+    assert "direction controls" in refused["message"] and f"U+{ord(control):04X}" in refused["message"]
+    assert "Enter a valid username" not in refused["message"]
+    await client.close()
+    with pytest.raises(ValidationError) as invalid:
+        await sync_to_async(User(username=f"ali{control}ce", password="x").full_clean)()
+    assert "direction controls" in str(invalid.value)
 
 
 @pytest.mark.django_db
