@@ -15,7 +15,7 @@ class User(AbstractUser):
         max_length=names.USERNAME_MAX,
         unique=True,
         help_text=f"{names.USERNAME_MAX} characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
-        validators=[UnicodeUsernameValidator(), names.validate_one_script],
+        validators=[names.validate_no_bidi_controls, UnicodeUsernameValidator(), names.validate_one_script],
         error_messages={"unique": "A user with that username already exists."},
     )
     # The name as people read it (accounts.names.fold): unique, so "Alice"

@@ -7,6 +7,7 @@ admin's login form.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from core.addresses import parse_ip, trusted_networks
+from core.addresses import in_networks, trusted_networks, untrusted_forwarding
 from core.errors import ServiceError
 
 from . import names
@@ -31,6 +32,7 @@ from .models import LoginAttempt, NameHold, PasswordResetAttempt, SignupAttempt
 from .models import User as UserModel
 
 User = get_user_model()
+log = logging.getLogger("chat")
 
 # Deleted accounts are renamed deleted-<id>; nobody may sign up so.
 DELETED_PREFIX = "deleted-"
@@ -41,14 +43,32 @@ def _validation_text(error: ValidationError) -> str:
 
 
 def _address_budget(budget: int, ip: str) -> int:
-    """`budget`, or 0 (no budget) for an address in CHAT_ADDRESS_BUDGET_EXEMPT:
-    by default this machine itself (its tests, load generators, operators),
-    while clients arrive from elsewhere, or through a proxy in
-    TRUSTED_PROXIES with their own address. The (username, IP) lockout
-    applies to every address."""
-    address = parse_ip(ip)
-    exempt = trusted_networks(list(settings.CHAT_ADDRESS_BUDGET_EXEMPT))
-    return 0 if address is not None and any(address in network for network in exempt) else budget
+    """`budget`, or 0 (no budget) for an address in CHAT_ADDRESS_BUDGET_EXEMPT
+    (nobody by default). Never 0 for a request a proxy nobody trusted
+    forwarded: its address is the proxy's, shared by every client behind
+    it. The (username, IP) lockout applies to every address."""
+    if not in_networks(ip, trusted_networks(list(settings.CHAT_ADDRESS_BUDGET_EXEMPT))):
+        return budget
+    if untrusted_forwarding.get():
+        _warn_exempt_proxy(ip)
+        return budget
+    return 0
+
+
+_warned: set[str] = set()
+
+
+def _warn_exempt_proxy(ip: str) -> None:
+    """Say so, loudly but once per address and process: the exemption is
+    refused, and the operator should list the proxy in TRUSTED_PROXIES."""
+    if ip in _warned:
+        return
+    _warned.add(ip)
+    log.warning(
+        "A proxy at %s forwards clients (X-Forwarded-For) but is not in TRUSTED_PROXIES: every client behind it"
+        " has its address, so CHAT_ADDRESS_BUDGET_EXEMPT does not spare it. List the proxy in TRUSTED_PROXIES.",
+        ip,
+    )
 
 
 def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: datetime) -> int:
@@ -318,6 +338,9 @@ def username_clean(username: str) -> str:
     seeding and the old server's import all take names through it."""
     username = names.normalize(username)
     try:
+        # First, alone: Django's own validator refuses these characters too,
+        # with a message that does not say what is wrong.
+        names.validate_no_bidi_controls(username)
         return User._meta.get_field("username").clean(username, None)
     except ValidationError as e:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None

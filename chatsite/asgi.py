@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer,
 the lifespan (where the server sends one) to the process's runtime."""
 
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -11,6 +12,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 
 from .proxies import ClientAddress  # noqa: E402
@@ -25,3 +27,7 @@ application = ClientAddress(
         }
     )
 )
+
+# daphne runs no system checks: say at start what `check --deploy` would.
+for _warning in address_exemption_warnings():
+    logging.getLogger("chat").warning("%s", _warning)

@@ -34,9 +34,11 @@ def env_float(name, default):
     return float(value) if value else default
 
 
-def env_list(name, default):
+def env_list(name, default, *, empty_means_empty=False):
+    """A comma-separated list. Unset is the default; set and empty is the
+    default too, unless `empty_means_empty` (where "none" must be sayable)."""
     value = os.environ.get(name)
-    if value is None or value.strip() == "":
+    if value is None or (value.strip() == "" and not empty_means_empty):
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -251,10 +253,12 @@ CHAT_PASSWORD_FAILURES_PER_ADDRESS = env_int("CHAT_PASSWORD_FAILURES_PER_ADDRESS
 CHAT_PASSWORD_WINDOW_SECONDS = env_float("CHAT_PASSWORD_WINDOW_SECONDS", 600)
 CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)
 CHAT_SIGNUP_WINDOW_SECONDS = env_float("CHAT_SIGNUP_WINDOW_SECONDS", 3600)
-# Addresses (or networks) the two budgets above do not apply to: by default
-# this machine itself. Clients come from elsewhere, or through a proxy that
-# must then be in TRUSTED_PROXIES (else everyone would look like it).
-CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", ["127.0.0.0/8", "::1"])
+# Addresses (or networks) the two budgets above do not apply to: nobody by
+# default (set and empty means nobody too). Sparing this machine's own load
+# generators (127.0.0.0/8,::1) is an operator's choice: a proxy on the same
+# machine that is not in TRUSTED_PROXIES would make every client look like
+# loopback (docs/deploy.md, "What the per-address budgets do behind a proxy").
+CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", [], empty_means_empty=True)
 # Password hashes one process computes at once (the rest wait their turn).
 CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or 2)
 

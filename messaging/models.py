@@ -168,3 +168,19 @@ class ClientRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sender} {self.client_id!r} → #{self.message_id}"
+
+
+class Edit(models.Model):
+    """One edit of a message, kept only while it counts against its
+    sender's rate limit: an edit is pushed to every recipient like a new
+    message, so it costs like one (records_prune forgets old ones)."""
+
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    edited_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["sender", "edited_at"], name="messaging_edit_sender_time")]
+
+    def __str__(self) -> str:
+        return f"{self.sender} edited #{self.message_id} at {self.edited_at}"

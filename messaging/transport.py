@@ -9,9 +9,9 @@ grow the server's memory, and one that floods must be slowed down. So:
   is ``partial(Server.handle_reply, protocol)``: through that protocol
   (autobahn on Twisted) we write frames directly, read the Twisted write
   buffer's size, pause and resume reading, and cap the size of an incoming
-  message. Those internals are pinned (requirements.in) and checked by
-  tests/test_adapters.py, so an upgrade that moves them fails the suite,
-  not production;
+  message, however many fragments it comes in. Those internals are pinned
+  (requirements.in) and checked by tests/test_adapters.py, so an upgrade
+  that moves them fails the suite, not production;
 - under any other server (uvicorn), frames go through a small outbox that
   a task drains with the ASGI ``send``; what is unsent is what waits there.
   Such servers stop reading a client whose frames the application has not
@@ -167,11 +167,29 @@ class DaphneTransport(Transport):
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it
         # connects; a larger incoming frame fails the connection (1009).
-        # (Its message limit also applies to what we send, so it stays.)
-        # Without failByDrop=False it drops the TCP connection instead of
-        # closing with 1009, and the client cannot tell why.
-        self.protocol.maxFramePayloadSize = size
-        self.protocol.failByDrop = False
+        # Its maxMessagePayloadSize would also limit what we send (a page
+        # of history is larger), so the message limit is ours: at the start
+        # of each fragment, autobahn has added the fragment's announced
+        # length to the message's total, and we fail the connection before
+        # reading a byte of it. Without that, a message sent in fragments
+        # under the frame limit was buffered whole, whatever its size.
+        # Without failByDrop=False autobahn drops the TCP connection instead
+        # of closing with 1009, and the client cannot tell why.
+        protocol = self.protocol
+        protocol.maxFramePayloadSize = size
+        protocol.failByDrop = False
+        frame_begin = protocol.onMessageFrameBegin
+
+        def limited_frame_begin(length: int) -> None:
+            frame_begin(length)
+            total = protocol.message_data_total_length
+            if total > size and not protocol.failedByMe:
+                protocol.wasMaxMessagePayloadSizeExceeded = True
+                protocol._max_message_size_exceeded(
+                    total, size, f"received WebSocket message size {total} exceeds the limit of {size} octets"
+                )
+
+        protocol.onMessageFrameBegin = limited_frame_begin
 
 
 def _unwrap(send: AsgiSend) -> AsgiSend:

@@ -74,6 +74,24 @@ def test_autobahn_protocol_has_what_the_transport_calls():
         assert name in options, name
 
 
+def test_autobahn_adds_up_a_message_as_each_fragment_begins():
+    """limit_message_size() wraps the protocol's onMessageFrameBegin: autobahn
+    must call it through the instance before reading the fragment, with the
+    message's running total already counting it, and fail the connection
+    through _max_message_size_exceeded (1009)."""
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    assert "self.onMessageFrameBegin(length)" in inspect.getsource(WebSocketServerProtocol._onMessageFrameBegin)
+    begin = inspect.getsource(WebSocketProtocol.onMessageFrameBegin)
+    assert "self.message_data_total_length += length" in begin
+    assert "self.message_data_total_length = 0" in inspect.getsource(WebSocketProtocol.onMessageBegin)
+    assert "if not self.failedByMe:" in inspect.getsource(WebSocketProtocol.onMessageFrameData)
+    params = inspect.signature(WebSocketProtocol._max_message_size_exceeded).parameters
+    assert list(params) == ["self", "msg_size", "max_msg_size", "reason"]
+    assert "wasMaxMessagePayloadSizeExceeded" in inspect.getsource(WebSocketProtocol)
+
+
 def test_twisted_keeps_its_write_buffer_where_unsent_bytes_reads_it():
     from twisted.internet.abstract import FileDescriptor
 

@@ -11,7 +11,7 @@ ServiceError in the result list, never an exception that fails the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from accounts.models import User as UserModel
 from core.errors import ServiceError
 
 from .. import events, wire
-from ..models import Block, ClientRequest, Delivery, Message, Presence
+from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence
 from ..selectors import live_presence, online_cutoff
 
 User = get_user_model()
@@ -75,9 +75,10 @@ def clean_body(body: str) -> str:
     return body
 
 
-class _RateLimits:
+class RateLimits:
     """How many messages each sender may still send in this window: every
-    message counts against CHAT_RATE_LIMIT_COUNT, and broadcasts, which
+    message and every edit counts against CHAT_RATE_LIMIT_COUNT (an edit
+    is pushed to every recipient like a message), and broadcasts, which
     write a row per user, also against CHAT_BROADCAST_RATE_COUNT."""
 
     def __init__(self, sender_ids: set[int], now: datetime, *, broadcasts: bool = False):
@@ -88,11 +89,19 @@ class _RateLimits:
         self.now = now
         self.state: dict[int, tuple[int, datetime]] = {}
         if self.limit > 0 and sender_ids:
-            recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=now - timedelta(seconds=self.window))
+            since = now - timedelta(seconds=self.window)
+            recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=since)
             if broadcasts:
                 recent = recent.filter(kind=Message.Kind.BROADCAST)
-            for row in recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")):
-                self.state[row["sender"]] = (row["n"], row["oldest"])
+            self._add(recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")))
+            if not broadcasts:
+                edits = Edit.objects.filter(sender__in=sender_ids, edited_at__gt=since)
+                self._add(edits.values("sender").annotate(n=Count("id"), oldest=Min("edited_at")))
+
+    def _add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            n, oldest = self.state.get(row["sender"], (0, row["oldest"]))
+            self.state[row["sender"]] = (n + row["n"], min(oldest, row["oldest"]))
 
     def take(self, sender_id: int) -> None:
         """Count one more message, or raise rate_limited."""
@@ -212,7 +221,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             )
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
-        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
         for i in todo:
@@ -270,8 +279,8 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
         limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
-        rates = _RateLimits(limited, now)
-        broadcast_rates = _RateLimits(limited, now, broadcasts=True)
+        rates = RateLimits(limited, now)
+        broadcast_rates = RateLimits(limited, now, broadcasts=True)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]

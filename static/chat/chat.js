@@ -8,7 +8,7 @@ import { Alerts } from "./alerts.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el } from "./dom.js";
-import { bodyLength, number, trimBody } from "./format.js";
+import { bodyLength, isolate, neutralLinks, number, trimBody } from "./format.js";
 import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Search } from "./search.js";
@@ -409,7 +409,9 @@ function tell(msg, c, shown) {
   );
   if (document.hidden || !shown) alerts.chime();
   if (document.hidden)
-    alerts.notify(`${msg.from}${where}`, msg.body, () => openConversation(c.key));
+    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(msg.body)), () =>
+      openConversation(c.key),
+    );
 }
 
 // --- Sending ---------------------------------------------------------------------------------
