@@ -31,7 +31,7 @@ def address_exemption_warnings() -> list[str]:
         f"CHAT_ADDRESS_BUDGET_EXEMPT spares {', '.join(spared)}, where a proxy may connect from: every client it"
         " forwards without X-Forwarded-For has its address, and would escape the per-address sign-up and password"
         " budgets. (A proxy that sends X-Forwarded-For without being in TRUSTED_PROXIES is refused the exemption,"
-        " with a warning in the log.) In production leave CHAT_ADDRESS_BUDGET_EXEMPT empty, the default, and list"
+        " with a warning in the log.) In production set CHAT_ADDRESS_BUDGET_EXEMPT= (empty: nobody) and list"
         " the proxy in TRUSTED_PROXIES."
     ]
 

@@ -4,6 +4,7 @@ the lifespan (where the server sends one) to the process's runtime."""
 import logging
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -28,6 +29,8 @@ application = ClientAddress(
     )
 )
 
-# daphne runs no system checks: say at start what `check --deploy` would.
-for _warning in address_exemption_warnings():
+# daphne runs no system checks: behind a proxy (TRUSTED_PROXIES set), say at
+# start what `check --deploy` would. (Without one, sparing loopback is the
+# default for this machine's own tools, not worth a warning at every start.)
+for _warning in address_exemption_warnings() if settings.TRUSTED_PROXIES else []:
     logging.getLogger("chat").warning("%s", _warning)

@@ -253,12 +253,13 @@ CHAT_PASSWORD_FAILURES_PER_ADDRESS = env_int("CHAT_PASSWORD_FAILURES_PER_ADDRESS
 CHAT_PASSWORD_WINDOW_SECONDS = env_float("CHAT_PASSWORD_WINDOW_SECONDS", 600)
 CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)
 CHAT_SIGNUP_WINDOW_SECONDS = env_float("CHAT_SIGNUP_WINDOW_SECONDS", 3600)
-# Addresses (or networks) the two budgets above do not apply to: nobody by
-# default (set and empty means nobody too). Sparing this machine's own load
-# generators (127.0.0.0/8,::1) is an operator's choice: a proxy on the same
-# machine that is not in TRUSTED_PROXIES would make every client look like
-# loopback (docs/deploy.md, "What the per-address budgets do behind a proxy").
-CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", [], empty_means_empty=True)
+# Addresses (or networks) the two budgets above do not apply to: this
+# machine by default (its own tests, load generators and the protocol's
+# black-box checks sign up many users), nobody when set and empty. A request
+# a proxy not in TRUSTED_PROXIES forwarded (X-Forwarded-For from loopback:
+# nginx on this machine) is never spared (docs/deploy.md, "What the
+# per-address budgets do behind a proxy").
+CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", ["127.0.0.0/8", "::1"], empty_means_empty=True)
 # Password hashes one process computes at once (the rest wait their turn).
 CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or 2)
 

@@ -111,11 +111,12 @@ def test_an_exempt_address_has_no_budget_but_keeps_the_lockout(settings):
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, []), ("", []), (" ", []), ("127.0.0.1, ::1", ["127.0.0.1", "::1"])]
+    ("value", "expected"),
+    [(None, ["127.0.0.0/8", "::1"]), ("", []), (" ", []), ("127.0.0.1, ::1", ["127.0.0.1", "::1"])],
 )
-def test_nobody_is_exempt_unless_named_and_empty_means_nobody(value, expected):
+def test_empty_means_nobody_is_exempt(value, expected):
     """`CHAT_ADDRESS_BUDGET_EXEMPT=` (empty) used to fall back to loopback,
-    so "exempt nobody" could not be said; and nobody is the default."""
+    so "exempt nobody" could not be said. Unset, this machine is spared."""
     env = {k: v for k, v in os.environ.items() if k != "CHAT_ADDRESS_BUDGET_EXEMPT"}
     if value is not None:
         env["CHAT_ADDRESS_BUDGET_EXEMPT"] = value
@@ -171,11 +172,12 @@ def test_check_deploy_warns_when_the_exemption_spares_a_proxy(settings, exempt, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_server_warns_at_start_when_the_exemption_spares_a_proxy():
-    """daphne runs no system checks: the warning is logged as it starts."""
-    server = Server(CHAT_ADDRESS_BUDGET_EXEMPT="127.0.0.0/8,::1").start()
+    """daphne runs no system checks: behind a proxy the warning is logged
+    as it starts."""
+    server = Server(CHAT_ADDRESS_BUDGET_EXEMPT="127.0.0.0/8,::1", TRUSTED_PROXIES="10.0.0.5").start()
     server.stop()
     assert "CHAT_ADDRESS_BUDGET_EXEMPT spares 127.0.0.0/8, ::1/128" in server.log_text()
-    quiet = Server(CHAT_ADDRESS_BUDGET_EXEMPT="").start()
+    quiet = Server(CHAT_ADDRESS_BUDGET_EXEMPT="", TRUSTED_PROXIES="10.0.0.5").start()
     quiet.stop()
     assert "CHAT_ADDRESS_BUDGET_EXEMPT" not in quiet.log_text()
 
