@@ -260,19 +260,23 @@ class ChatConsumer(AsyncConsumer):
     # --- Reading -----------------------------------------------------------------------
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        if self.transport.peer_gone():
-            # The client has gone; what it sent before leaving (a flood of
-            # frames still queued) is dropped, not served.
-            return
-        self.watch_inbound()
-        await self.pace()
+        gone = self.transport.peer_gone()
+        if not gone:
+            self.watch_inbound()
+            await self.pace()
         try:
             content = frames.decode(message.get("text"), message.get("bytes"))
         except ServiceError as e:
-            await self.settle(MAX_IN_FLIGHT - 1)
-            self.track(self.respond(e.ref if isinstance(e, frames.FrameError) else None, e))
+            if not gone:
+                await self.settle(MAX_IN_FLIGHT - 1)
+                self.track(self.respond(e.ref if isinstance(e, frames.FrameError) else None, e))
             return
         spec = OPS.get(content["type"]) if isinstance(content.get("type"), str) else None
+        if gone and (spec is None or not spec.lasting):
+            # The client has gone: what it asked for before leaving (a flood
+            # of typing, reads) is dropped at once, not served at its pace;
+            # only changes it still expects (sends, acks) are made.
+            return
         work = self.run(spec, content)
         if spec is not None and spec.exclusive:
             await self.settle(0)

@@ -143,3 +143,31 @@ async def test_a_flood_then_close_is_not_served_after_the_client_left(server):
         await asyncio.sleep(1)
         typing = [f for f in bob.kept if f["type"] == "typing"]
         assert len(typing) <= 10, len(typing)
+
+
+async def test_what_a_client_sent_before_leaving_still_counts_if_it_lasts(server):
+    """Of what a gone client had queued, the changes it expects are made
+    (its acks, its sends); the rest (typing, reads) is dropped."""
+    await signup(server.url, "alice", "bob")
+    async with Peer(server.url) as alice:
+        await alice.ok("login", username="alice", password=PASSWORD)
+        waiting = await alice.ok("send", to="bob", body="ack me")
+    leaving = await websockets.connect(server.url)
+    await leaving.send(json.dumps({"type": "login", "username": "bob", "password": PASSWORD}))
+    while json.loads(await leaving.recv()).get("type") != "message":
+        pass
+    for _ in range(300):
+        await leaving.send(json.dumps({"type": "history", "with": "alice"}))
+    await leaving.send(json.dumps({"type": "ack", "ids": [waiting["id"]]}))
+    await leaving.send(json.dumps({"type": "send", "to": "alice", "body": "bye"}))
+    closing = asyncio.ensure_future(leaving.close())  # a clean close, after all it sent
+    deadline = asyncio.get_running_loop().time() + 10
+    while await pending_for("bob") or not await sent_by("bob"):
+        assert asyncio.get_running_loop().time() < deadline, "the gone client's ack and send were not made"
+        await asyncio.sleep(0.1)
+    await closing
+
+
+@sync_to_async
+def sent_by(username):
+    return Message.objects.filter(sender__username=username).count()

@@ -20,7 +20,7 @@ TYPING_PAIRS = 64  # pairs a connection remembers for typing's repeat limit
 TYPING_PER_SECOND = 3  # typing events one connection may cause a second, per pair
 
 
-@op("send")
+@op("send", lasting=True)
 async def send(conn: Connection, request: Request) -> dict[str, Any]:
     to = request.username("to")
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
@@ -35,7 +35,7 @@ async def send(conn: Connection, request: Request) -> dict[str, Any]:
     }
 
 
-@op("broadcast")
+@op("broadcast", lasting=True)
 async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
@@ -48,7 +48,7 @@ async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
     }
 
 
-@op("edit")
+@op("edit", lasting=True)
 async def edit(conn: Connection, request: Request) -> dict[str, Any]:
     message_id = request.integer("id", low=1)
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
@@ -56,14 +56,14 @@ async def edit(conn: Connection, request: Request) -> dict[str, Any]:
     return {"edited_at": wire.timestamp(message.edited_at)}
 
 
-@op("delete", invalid="unknown_message")
+@op("delete", lasting=True, invalid="unknown_message")
 async def delete(conn: Connection, request: Request) -> dict[str, Any]:
     message_id = request.integer("id", low=1)
     await events.run_then_push(services.message_delete, user=conn.me, message_id=message_id)
     return {}
 
 
-@op("ack")
+@op("ack", lasting=True)
 async def ack(conn: Connection, request: Request) -> dict[str, Any]:
     ids = request.id_list("ids")
     if ids:
@@ -72,7 +72,7 @@ async def ack(conn: Connection, request: Request) -> dict[str, Any]:
     return {}
 
 
-@op("read")
+@op("read", lasting=True)
 async def read_mark(conn: Connection, request: Request) -> dict[str, Any]:
     peer = await _peer(request)
     up_to = request.integer("up_to")

@@ -9,14 +9,14 @@ from ..frames import Request
 from .registry import Connection, op, read
 
 
-@op("block")
+@op("block", lasting=True)
 async def block(conn: Connection, request: Request) -> dict[str, Any]:
     username = request.username("username")
     await events.run_then_push(services.block_create, blocker=conn.me, username=username)
     return {}
 
 
-@op("unblock", invalid="bad_request")
+@op("unblock", lasting=True, invalid="bad_request")
 async def unblock(conn: Connection, request: Request) -> dict[str, Any]:
     username = request.username("username")
     await events.run_then_push(services.block_delete, blocker=conn.me, username=username)

@@ -81,19 +81,22 @@ class Op:
     login: bool  # answers not_logged_in while anonymous
     invalid: str  # the error code for a field of the wrong type or value
     exclusive: bool  # changes who the connection is: runs alone
+    # A change the client still expects once it has gone (a send, an ack):
+    # served even if the socket closed meanwhile. Other ops then are dropped.
+    lasting: bool
 
 
 OPS: dict[str, Op] = {}
 
 
 def op(
-    name: str, *, login: bool = True, invalid: str = "invalid", exclusive: bool = False
+    name: str, *, login: bool = True, invalid: str = "invalid", exclusive: bool = False, lasting: bool = False
 ) -> Callable[[Handler], Handler]:
     """Register `handler` as the op `name`."""
 
     def register(handler: Handler) -> Handler:
         assert name not in OPS, f"op {name!r} registered twice"
-        OPS[name] = Op(handler, login, invalid, exclusive)
+        OPS[name] = Op(handler, login, invalid, exclusive, lasting)
         return handler
 
     return register

@@ -23,7 +23,7 @@ async def whoami(conn: Connection, request: Request) -> dict[str, Any]:
     return {"username": user.username if user else None}
 
 
-@op("signup", login=False)
+@op("signup", lasting=True, login=False)
 async def signup(conn: Connection, request: Request) -> dict[str, Any]:
     username = request.text("username", max_length=USERNAME_MAX)
     password = request.text("password", max_length=PASSWORD_MAX)
@@ -68,7 +68,7 @@ async def login(conn: Connection, request: Request) -> Reply:
     return Reply(result, then=conn.push_pending)
 
 
-@op("logout", invalid="bad_request", exclusive=True)
+@op("logout", lasting=True, invalid="bad_request", exclusive=True)
 async def logout(conn: Connection, request: Request) -> Reply:
     session_key = conn.identity.session_key
     await conn.log_out()
