@@ -81,8 +81,17 @@ def _database_and_migrations() -> None:
     check_migrations()
 
 
+def check_runtime() -> None:
+    """This process's machinery: not stopping, its pump alive."""
+    from messaging.runtime import runtime
+
+    trouble = runtime.trouble()
+    if trouble is not None:
+        raise RuntimeError(trouble)
+
+
 def _checks() -> dict[str, Callable[[], None]]:
-    checks: dict[str, Callable[[], None]] = {"database": _database_and_migrations}
+    checks: dict[str, Callable[[], None]] = {"database": _database_and_migrations, "process": check_runtime}
     if settings.REDIS_URL:
         checks["redis"] = check_redis
     return checks

@@ -293,10 +293,10 @@ class ChatConsumer(AsyncConsumer):
         work = self.run(spec, content)
         if spec is not None and spec.exclusive:
             await self.settle(0)
-            await self.respond(content.get("ref"), work)
+            await self.respond(content.get("ref"), work, op=content["type"])
         else:
             await self.settle(MAX_IN_FLIGHT - 1)
-            self.track(self.respond(content.get("ref"), work))
+            self.track(self.respond(content.get("ref"), work, op=content.get("type")))
 
     async def settle(self, at_most: int) -> None:
         """Wait until no more than `at_most` requests are in flight. While
@@ -335,7 +335,9 @@ class ChatConsumer(AsyncConsumer):
             raise ServiceError("not_logged_in", "Log in first.")
         return await spec.handler(self, Request(content, spec.invalid))
 
-    async def respond(self, ref: Any, work: Awaitable[dict[str, Any] | Reply] | ServiceError) -> None:
+    async def respond(
+        self, ref: Any, work: Awaitable[dict[str, Any] | Reply] | ServiceError, *, op: Any = None
+    ) -> None:
         """Write the reply to one request, after the replies to earlier ones."""
         previous, mine = self.last_reply, asyncio.get_running_loop().create_future()
         self.last_reply = mine
@@ -353,7 +355,8 @@ class ChatConsumer(AsyncConsumer):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("request failed")
+                # The op's name only: an exception's text may quote what was sent.
+                log.exception("request %s failed", op if isinstance(op, str) and op in OPS else "?")
                 frame = dict(wire.error("internal_error", "The server failed; try again.", ref=ref))
             if previous is not None:
                 await previous

@@ -66,6 +66,15 @@ class Runtime:
             self.pump.start()
             self.started = True
 
+    def trouble(self) -> str | None:
+        """Why this process should not get new clients, or None (for
+        /readyz): it is stopping, or its pump died."""
+        if self.stopping:
+            return "the process is stopping"
+        if self.started and (self.pump.task is None or self.pump.task.done()):
+            return "the background pump has stopped"
+        return None
+
     async def shutdown(self) -> None:
         """The graceful stop (SIGTERM): turn new connections away, let what
         each connection is doing finish, tell every client to reconnect
