@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from typing import Any
 
@@ -44,7 +45,8 @@ class Outages:
         if not self.down:
             self.down = True
             self.outages += 1
-            log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+            # One line, no traceback: the outage is the news, not the stack.
+            log.warning("Redis is unreachable (%s); connections wait for it", sys.exc_info()[1])
 
     def redis_up(self) -> None:
         if self.down:
