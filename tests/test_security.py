@@ -272,7 +272,11 @@ def test_broadcasts_have_their_own_rate_limit(settings):
     services.message_send(sender=alice, to_username="bob", body="private still fine")
 
 
-def test_rate_limits_are_logged_once_a_window_however_fast_the_flood(settings, caplog):
+@pytest.mark.django_db
+def test_rate_limits_are_logged_once_a_window_however_fast_the_flood(settings, caplog, monkeypatch):
+    from messaging.services import messages
+
+    monkeypatch.setattr(messages, "_rate_limit_logged", {})
     settings.CHAT_RATE_LIMIT_COUNT = 1
     alice = make_user("alice")
     make_user("bob")
