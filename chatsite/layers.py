@@ -28,6 +28,8 @@ from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsRedisPubSub
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
 from channels_redis.utils import _wrap_close, decode_hosts
 
+from core import metrics
+
 log = logging.getLogger("chat")
 
 # What Redis going away raises, through redis-py.
@@ -45,6 +47,7 @@ class Outages:
         if not self.down:
             self.down = True
             self.outages += 1
+            metrics.layer_outages.inc()
             # One line, no traceback: the outage is the news, not the stack.
             log.warning("Redis is unreachable (%s); connections wait for it", sys.exc_info()[1])
 

@@ -35,6 +35,7 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 from core.protocol import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_LATER
 
@@ -99,6 +100,8 @@ class ChatConsumer(AsyncConsumer):
             log.info("refused a WebSocket: the channel layer is unavailable")
             await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
         finally:
+            if self in runtime.connections:
+                metrics.open_sockets.dec()
             runtime.connections.discard(self)
             # However the socket ended (a close frame, a dropped TCP
             # connection, an error, the server cancelling us), the user goes
@@ -120,6 +123,7 @@ class ChatConsumer(AsyncConsumer):
         loop = asyncio.get_running_loop()
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), loop.time()
         await self.base_send({"type": "websocket.accept"})
+        metrics.open_sockets.inc()
         runtime.connections.add(self)
         if runtime.stopping:
             self.login_deadline = loop.call_later(0, lambda: None)

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core import metrics
+
 from . import events, services
 from .hub import Hub
 from .pump import Pump
@@ -114,6 +116,7 @@ class Runtime:
 
 
 runtime = Runtime()
+metrics.logged_in.set_function(lambda: len(runtime.hub.channel_names()))
 
 
 def reset() -> None:

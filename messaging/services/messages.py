@@ -25,6 +25,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 
 from .. import events, wire
@@ -128,6 +129,7 @@ class RateLimits:
         if n >= self.limit:
             retry_after = max(1, math.ceil((oldest + timedelta(seconds=self.window) - self.now).total_seconds()))
             _log_rate_limited(sender_id, self.window)
+            metrics.rate_limited.inc()
             raise ServiceError(
                 "rate_limited", f"Too many messages. Try again in {retry_after} seconds.", retry_after=retry_after
             )
