@@ -20,15 +20,19 @@ _pending_at = -PENDING_EVERY_SECONDS
 
 
 def allowed(request: HttpRequest) -> bool:
+    """A bearer token, or every address the request came through (the peer
+    and what X-Forwarded-For names) in CHAT_METRICS_ALLOWED: nginx on this
+    machine forwarding a stranger is not this machine."""
     token = settings.CHAT_METRICS_TOKEN
     given = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return True
-    address = parse_ip(request.META.get("REMOTE_ADDR", ""))
-    return address is not None and any(
-        address in network
-        for network in trusted_networks(list(settings.CHAT_METRICS_ALLOWED))
-        if network.version == address.version
+    networks = trusted_networks(list(settings.CHAT_METRICS_ALLOWED))
+    hops = [request.META.get("REMOTE_ADDR", ""), *request.headers.get("X-Forwarded-For", "").split(",")]
+    addresses = [parse_ip(hop) for hop in hops if hop.strip()]
+    return bool(addresses) and all(
+        address is not None and any(address in n for n in networks if n.version == address.version)
+        for address in addresses
     )
 
 

@@ -27,6 +27,8 @@ def scrape(server):
 
 def test_metrics_are_for_this_machine_or_a_token(client, settings):
     assert client.get("/metrics").status_code == 200  # the test client is 127.0.0.1
+    # nginx on this machine forwarding a stranger is not this machine
+    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 404
     settings.CHAT_METRICS_ALLOWED = []
     assert client.get("/metrics").status_code == 404
     settings.CHAT_METRICS_TOKEN = "s3cret-metrics"
