@@ -12,7 +12,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 2000
-# Extra daphne flags. Behind a reverse proxy set TRUSTED_PROXIES instead of
+# Extra daphne flags. daphne runs with -v 0: no access log line per request
+# (load balancers probe /readyz every second; nginx logs access), and what
+# the chat logs follows LOG_FORMAT; `--access-log -` brings it back. Behind a reverse proxy set TRUSTED_PROXIES instead of
 # daphne's --proxy-headers, which believes anyone's X-Forwarded-For
 # (docs/deploy.md).
 DAPHNE_ARGS ?=
@@ -55,8 +57,11 @@ upgrade: install-dev
 	$(LOCK) --upgrade requirements.in -o requirements.txt
 	$(LOCK) --upgrade requirements-dev.in -o requirements-dev.txt
 
+# chat_migrate: migrate under a lock, so processes started at once (the
+# README's scale-out snippet, `make cluster` beside a `make run`) migrate
+# one after the other instead of together.
 run: install
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py chat_migrate
 	$(BIN)/python manage.py chat_presence --prune
 	@# Served beyond this machine (HOST=0.0.0.0) with no ALLOWED_HOSTS given,
 	@# accept any Host name so the LAN address works; the WebSocket origin
@@ -65,21 +70,25 @@ run: install
 	  export ALLOWED_HOSTS='*'; echo "Accepting any Host name; set ALLOWED_HOSTS to restrict."; fi; \
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/), up to $$(ulimit -n) open files"; \
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
 	  $(DAPHNE_ARGS) chatsite.asgi:application
 
 # N processes on consecutive ports sharing PostgreSQL and Redis, for a local
-# try of the scale-out path: DATABASE_URL and REDIS_URL must be set.
+# try of the scale-out path: DATABASE_URL and REDIS_URL must be set. Each is
+# supervised: one that dies (or is sent SIGTERM to restart it) starts again.
 cluster: install
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "Set DATABASE_URL and REDIS_URL (see docs/deploy.md)"; exit 2; }
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py chat_migrate
 	$(BIN)/python manage.py chat_presence --prune
 	@ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	trap 'kill 0' INT TERM EXIT; \
 	for i in $$(seq 0 $$(($(N) - 1))); do \
 	  port=$$(($(PORT) + i)); echo "Process $$((i + 1)) of $(N) on http://$(HOST):$$port/"; \
-	  $(BIN)/daphne -b $(HOST) -p $$port --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
-	    $(DAPHNE_ARGS) chatsite.asgi:application & \
+	  ( while :; do \
+	      $(BIN)/daphne -b $(HOST) -p $$port -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	        $(DAPHNE_ARGS) chatsite.asgi:application; \
+	      echo "Process on port $$port exited ($$?); starting it again in 1 s (Ctrl-C stops all)"; sleep 1; \
+	    done ) & \
 	done; wait
 
 # Debian's Chromium for the browser tests (no browser download works here).

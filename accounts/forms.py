@@ -1,12 +1,12 @@
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
 from core.addresses import UNKNOWN, parse_ip
 from core.errors import ServiceError
 
-from . import services
+from . import names, services
 
 
 def client_ip(request) -> str:
@@ -49,13 +49,19 @@ class AdminLoginForm(LoginForm, AdminAuthenticationForm):
 
 class SignupForm(forms.Form):
     username = forms.CharField(
-        max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
+        max_length=names.USERNAME_MAX, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
     )
     password1 = forms.CharField(
         label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
     )
     password2 = forms.CharField(
         label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    email = forms.EmailField(
+        label="Email (optional)",
+        required=False,
+        help_text="Only to reset a forgotten password.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
 
     def __init__(self, *args, request=None, **kwargs):
@@ -71,7 +77,10 @@ class SignupForm(forms.Form):
             return data
         try:
             self.user = services.user_signup(
-                username=data["username"], password=data["password1"], ip=client_ip(self.request)
+                username=data["username"],
+                password=data["password1"],
+                ip=client_ip(self.request),
+                email=data.get("email") or "",
             )
         except ServiceError as e:
             # The service names the field ("Username: ..."); the form shows it by the field.
@@ -81,3 +90,95 @@ class SignupForm(forms.Form):
             field = "username" if e.code == "username_taken" or e.message.startswith("Username") else "password1"
             self.add_error(field, e.message.removeprefix("Username: ").removeprefix("Password: "))
         return data
+
+
+class EmailForm(forms.Form):
+    email = forms.EmailField(
+        label="Email",
+        required=False,
+        help_text="Where a password-reset link is sent. Leave empty for none.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+
+
+def password_field(label: str, autocomplete: str) -> forms.CharField:
+    return forms.CharField(label=label, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": autocomplete}))
+
+
+class RequestForm(forms.Form):
+    """A form that needs the request: the user, the client's address."""
+
+    def __init__(self, *args, request, **kwargs):
+        self.request = request
+        super().__init__(*args, **kwargs)
+
+
+class PasswordChangeForm(RequestForm):
+    """The old password (a wrong one counts toward the login lockout) and
+    the new one twice; the service does the checks and the change."""
+
+    old_password = password_field("Current password", "current-password")
+    new_password1 = password_field("New password", "new-password")
+    new_password2 = password_field("New password again", "new-password")
+
+    def clean(self):
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        if data["new_password1"] != data["new_password2"]:
+            self.add_error("new_password2", "The two passwords differ.")
+            return data
+        try:
+            services.password_change(
+                user=self.request.user,
+                old_password=data["old_password"],
+                new_password=data["new_password1"],
+                ip=client_ip(self.request),
+            )
+        except ServiceError as e:
+            field = "new_password1" if e.code == "invalid" else "old_password"
+            self.add_error(field, e.message.removeprefix("Password: "))
+        return data
+
+
+class PasswordConfirmForm(RequestForm):
+    """The password again, before something that cannot be undone; checked
+    like a login, so it counts toward the lockout."""
+
+    password = password_field("Your password", "current-password")
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        user, ip = self.request.user, client_ip(self.request)
+        try:
+            services.user_authenticate(username=user.username, password=password, ip=ip)
+        except ServiceError as e:
+            raise ValidationError("Wrong password." if e.code == "invalid_credentials" else e.message) from None
+        return password
+
+
+class ResetRequestForm(PasswordResetForm):
+    """Django's reset form under two budgets (services.password_reset_budget):
+    too many requests from one address get an error, too many for one email
+    address are silently not sent, so the page never tells whether an
+    account has that address."""
+
+    send_allowed = True
+
+    def __init__(self, *args, request=None, **kwargs):
+        self.request = request
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        try:
+            self.send_allowed = services.password_reset_budget(email=data["email"], ip=client_ip(self.request))
+        except ServiceError as e:
+            raise ValidationError(e.message, code=e.code) from None
+        return data
+
+    def save(self, *args, **kwargs):
+        if self.send_allowed:
+            super().save(*args, **kwargs)

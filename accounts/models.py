@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
@@ -10,10 +12,10 @@ class User(AbstractUser):
 
     username = models.CharField(
         "username",
-        max_length=150,
+        max_length=names.USERNAME_MAX,
         unique=True,
-        help_text="150 characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
-        validators=[UnicodeUsernameValidator(), names.validate_one_script],
+        help_text=f"{names.USERNAME_MAX} characters or fewer, of one alphabet. Letters, digits and @/./+/-/_ only.",
+        validators=[names.validate_no_bidi_controls, UnicodeUsernameValidator(), names.validate_one_script],
         error_messages={"unique": "A user with that username already exists."},
     )
     # The name as people read it (accounts.names.fold): unique, so "Alice"
@@ -30,7 +32,7 @@ class User(AbstractUser):
         super().clean()
         self.username_key = names.fold(self.username)
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # Derived from the username, however it was set (admin, shell, services).
         self.username_key = names.fold(self.username)
         if kwargs.get("update_fields") is not None and "username" in kwargs["update_fields"]:
@@ -49,7 +51,7 @@ class LoginAttempt(models.Model):
         FAILURE = "failure", "wrong credentials"
         LOCKED = "locked", "refused: locked"
 
-    username = models.CharField(max_length=150, db_index=True)
+    username = models.CharField(max_length=names.USERNAME_MAX, db_index=True)
     ip = models.GenericIPAddressField(unpack_ipv4=True)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     result = models.CharField(max_length=10, choices=Result.choices)
@@ -63,7 +65,7 @@ class LoginAttempt(models.Model):
             models.Index(fields=["ip", "at"], name="accounts_attempt_address"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.username} from {self.ip}: {self.result}"
 
 
@@ -72,10 +74,39 @@ class SignupAttempt(models.Model):
 
     ip = models.GenericIPAddressField(unpack_ipv4=True)
     at = models.DateTimeField(auto_now_add=True)
-    username = models.CharField(max_length=150)
+    username = models.CharField(max_length=names.USERNAME_MAX)
 
     class Meta:
         indexes = [models.Index(fields=["ip", "at"], name="accounts_signup_address")]
 
     def __str__(self) -> str:
         return f"{self.username} from {self.ip}"
+
+
+class NameHold(models.Model):
+    """The name of a deleted account, kept from new sign-ups until `until`,
+    so nobody can pose as that person to their contacts right away."""
+
+    username_key = models.CharField(max_length=600, unique=True)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.username_key} until {self.until:%Y-%m-%d}"
+
+
+class PasswordResetAttempt(models.Model):
+    """One request for a password-reset email, for its two budgets: per
+    client address, and per email address (an account)."""
+
+    ip = models.GenericIPAddressField(unpack_ipv4=True)
+    email = models.CharField(max_length=254)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["ip", "at"], name="accounts_reset_address"),
+            models.Index(fields=["email", "at"], name="accounts_reset_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reset for {self.email} from {self.ip}"

@@ -6,7 +6,9 @@ next to "émile": names are compared on their NFKC form, case-folded
 only, so the database cannot be asked). And "аlice", with a Cyrillic "а",
 looks exactly like "alice": a name must keep to one script (Latin,
 Cyrillic, Greek, ...; Han may mix with kana or Hangul, as Japanese and
-Korean are written). Digits and `@.+-_` belong to every script.
+Korean are written). Digits and `@.+-_` belong to every script. And no
+name may carry the controls that change the direction text is shown in:
+"\u202eecila" would show as "alice".
 """
 
 from __future__ import annotations
@@ -14,6 +16,23 @@ from __future__ import annotations
 import unicodedata
 
 from django.core.exceptions import ValidationError
+
+from core.protocol import USERNAME_MAX
+
+__all__ = [
+    "BIDI_CONTROLS",
+    "USERNAME_MAX",
+    "fold",
+    "normalize",
+    "scripts",
+    "validate_no_bidi_controls",
+    "validate_one_script",
+]
+
+# Embeddings and overrides (U+202A-202E), isolates (U+2066-2069) and the
+# direction marks (U+200E, U+200F, U+061C): invisible, they make a name show
+# as another, and reorder whatever a page shows after it.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # Scripts that one language writes together.
 _MIXES = [frozenset({"CJK", "HIRAGANA", "KATAKANA"}), frozenset({"CJK", "HANGUL"})]
@@ -48,3 +67,13 @@ def validate_one_script(username: str) -> None:
         code="mixed_scripts",
         params={"scripts": " and ".join(sorted(s.title() for s in found))},
     )
+
+
+def validate_no_bidi_controls(username: str) -> None:
+    found = sorted({f"U+{ord(c):04X}" for c in username if c in BIDI_CONTROLS})
+    if found:
+        raise ValidationError(
+            "Names cannot contain direction controls (%(found)s): they make a name show as another one.",
+            code="bidi_controls",
+            params={"found": ", ".join(found)},
+        )

@@ -7,11 +7,9 @@ admin's login form.
 
 from __future__ import annotations
 
+import logging
 import math
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -21,18 +19,24 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.auth import hashers as django_hashers
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from core.addresses import parse_ip, trusted_networks
+from core import metrics
+from core.addresses import in_networks, trusted_networks, untrusted_forwarding
 from core.errors import ServiceError
 
-from . import hashing, names
-from .models import LoginAttempt, SignupAttempt
+from . import names
+from .models import LoginAttempt, NameHold, PasswordResetAttempt, SignupAttempt
 from .models import User as UserModel
 
 User = get_user_model()
+log = logging.getLogger("chat")
+
+# Deleted accounts are renamed deleted-<id>; nobody may sign up so.
+DELETED_PREFIX = "deleted-"
 
 
 def _validation_text(error: ValidationError) -> str:
@@ -40,14 +44,32 @@ def _validation_text(error: ValidationError) -> str:
 
 
 def _address_budget(budget: int, ip: str) -> int:
-    """`budget`, or 0 (no budget) for an address in CHAT_ADDRESS_BUDGET_EXEMPT:
-    by default this machine itself (its tests, load generators, operators),
-    while clients arrive from elsewhere, or through a proxy in
-    TRUSTED_PROXIES with their own address. The (username, IP) lockout
-    applies to every address."""
-    address = parse_ip(ip)
-    exempt = trusted_networks(list(settings.CHAT_ADDRESS_BUDGET_EXEMPT))
-    return 0 if address is not None and any(address in network for network in exempt) else budget
+    """`budget`, or 0 (no budget) for an address in CHAT_ADDRESS_BUDGET_EXEMPT
+    (nobody by default). Never 0 for a request a proxy nobody trusted
+    forwarded: its address is the proxy's, shared by every client behind
+    it. The (username, IP) lockout applies to every address."""
+    if not in_networks(ip, trusted_networks(list(settings.CHAT_ADDRESS_BUDGET_EXEMPT))):
+        return budget
+    if untrusted_forwarding.get():
+        _warn_exempt_proxy(ip)
+        return budget
+    return 0
+
+
+_warned: set[str] = set()
+
+
+def _warn_exempt_proxy(ip: str) -> None:
+    """Say so, loudly but once per address and process: the exemption is
+    refused, and the operator should list the proxy in TRUSTED_PROXIES."""
+    if ip in _warned:
+        return
+    _warned.add(ip)
+    log.warning(
+        "A proxy at %s forwards clients (X-Forwarded-For) but is not in TRUSTED_PROXIES: every client behind it"
+        " has its address, so CHAT_ADDRESS_BUDGET_EXEMPT does not spare it. List the proxy in TRUSTED_PROXIES.",
+        ip,
+    )
 
 
 def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: datetime) -> int:
@@ -61,10 +83,11 @@ def _address_wait(attempts: QuerySet[Any], *, budget: int, window: float, now: d
     return max(1, math.ceil((times[-1] + timedelta(seconds=window) - now).total_seconds()))
 
 
-def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserModel:
+def user_signup(*, username: str, password: str, ip: str = "0.0.0.0", email: str = "") -> UserModel:
     """Create an account (not logged in). ServiceError invalid, username_taken,
     or rate_limited when this address has signed up too often lately (every
-    attempt counts, so probing which names are taken is as slow as signing up)."""
+    attempt counts, so probing which names are taken is as slow as signing up).
+    `email` is optional: it is only for resetting a forgotten password."""
     wait = _address_wait(
         SignupAttempt.objects.filter(ip=ip),
         budget=_address_budget(settings.CHAT_SIGNUPS_PER_ADDRESS, ip),
@@ -75,19 +98,117 @@ def user_signup(*, username: str, password: str, ip: str = "0.0.0.0") -> UserMod
         raise ServiceError(
             "rate_limited", f"Too many sign-ups from your address. Try again in {wait} seconds.", retry_after=wait
         )
-    SignupAttempt.objects.create(ip=ip, username=username[:150])
-    username = _clean_username(username)
+    SignupAttempt.objects.create(ip=ip, username=username[: names.USERNAME_MAX])
+    username = username_clean(username)
     try:
         validate_password(password, User(username=username))
     except ValidationError as e:
         raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
-    if User.objects.filter(username_key=names.fold(username)).exists():
+    email = _clean_email(email)
+    if _name_unavailable(names.fold(username)):
         raise ServiceError("username_taken", f"The username {username!r} is taken.")
     try:
         with transaction.atomic():
-            return User.objects.create_user(username=username, password=password)
+            return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:
         raise ServiceError("username_taken", f"The username {username!r} is taken.") from None
+
+
+def _name_unavailable(key: str) -> bool:
+    """Taken, held after an account's deletion, or of the deleted-<id> form."""
+    return (
+        key.startswith(DELETED_PREFIX)
+        or User.objects.filter(username_key=key).exists()
+        or NameHold.objects.filter(username_key=key, until__gt=timezone.now()).exists()
+    )
+
+
+def _clean_email(email: str) -> str:
+    """The address as stored ("" for none), or ServiceError invalid."""
+    email = User.objects.normalize_email((email or "").strip())
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ServiceError("invalid", "Email: enter a valid email address.") from None
+    return email
+
+
+def user_email_set(*, user: UserModel, email: str) -> str:
+    """Set (or with "" remove) the address password resets are sent to."""
+    user.email = _clean_email(email)
+    User.objects.filter(pk=user.pk).update(email=user.email)
+    return user.email
+
+
+def password_change(*, user: UserModel, old_password: str, new_password: str, ip: str) -> None:
+    """Change the password, knowing the old one.
+
+    The old password is checked by user_authenticate, so a wrong one counts
+    toward the login lockout like a failed login (a stolen session cannot
+    be used to guess it). The new one must pass the validators. Every
+    session and resume token of the user made before now stops working:
+    they carry the hash of the old password (the caller keeps its own with
+    update_session_auth_hash), and live sockets are closed by the presence
+    check, which compares the same hash. ServiceError
+    invalid_credentials, locked, invalid."""
+    try:
+        user_authenticate(username=user.username, password=old_password, ip=ip)
+    except ServiceError as e:
+        if e.code == "invalid_credentials":
+            raise ServiceError("invalid_credentials", "Your current password is wrong.") from None
+        raise
+    try:
+        validate_password(new_password, user)
+    except ValidationError as e:
+        raise ServiceError("invalid", f"Password: {_validation_text(e)}") from None
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
+
+
+def password_reset_budget(*, email: str, ip: str) -> bool:
+    """Count a request for a reset email; whether to send one.
+
+    ServiceError rate_limited when this client address asked too often
+    (CHAT_RESETS_PER_ADDRESS per window): that says nothing about any
+    account. Past CHAT_RESETS_PER_ACCOUNT for one email address it returns
+    False, and the caller sends nothing but answers as usual, so the answer
+    never tells whether an address has an account, and nobody can flood a
+    mailbox."""
+    now = timezone.now()
+    email = (email or "").strip().lower()[:254]
+    window = settings.CHAT_RESET_WINDOW_SECONDS
+    wait = _address_wait(
+        PasswordResetAttempt.objects.filter(ip=ip),
+        budget=_address_budget(settings.CHAT_RESETS_PER_ADDRESS, ip),
+        window=window,
+        now=now,
+    )
+    if wait:
+        raise ServiceError(
+            "rate_limited", f"Too many requests from your address. Try again in {wait} seconds.", retry_after=wait
+        )
+    recent = PasswordResetAttempt.objects.filter(email=email, at__gte=now - timedelta(seconds=window)).count()
+    PasswordResetAttempt.objects.create(ip=ip, email=email)
+    return settings.CHAT_RESETS_PER_ACCOUNT <= 0 or recent < settings.CHAT_RESETS_PER_ACCOUNT
+
+
+def account_anonymise(*, user: UserModel) -> None:
+    """The accounts half of deleting an account (messaging.services.
+    account_delete is the whole): no login, no personal data, the name
+    renamed to deleted-<id> so others' conversations stay readable, and the
+    old name held from new sign-ups for CHAT_DELETED_NAME_DAYS. A new
+    unusable password changes the session hash: every session and resume
+    token ends."""
+    key = names.fold(user.username)
+    until = timezone.now() + timedelta(days=settings.CHAT_DELETED_NAME_DAYS)
+    NameHold.objects.update_or_create(username_key=key, defaults={"until": until})
+    user.username = f"{DELETED_PREFIX}{user.pk}"
+    user.email = ""
+    user.first_name = user.last_name = ""
+    user.is_active = user.is_staff = user.is_superuser = False
+    user.set_unusable_password()
+    user.save()
 
 
 def _serialize_pair(username: str, ip: str) -> None:
@@ -161,15 +282,20 @@ def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
         LoginAttempt.objects.create(username=username, ip=ip, result=LoginAttempt.Result.LOCKED)
         retry_after = max(1, math.ceil(remaining), address_wait)
         whom = "logins" if remaining else "failed logins from your address"
+        log.warning("login refused: %s from %s is locked for %s s (%s)", username, ip, retry_after, whom)
+        metrics.locked_out.inc()
         raise ServiceError("locked", f"Too many {whom}. Try again in {retry_after} seconds.", retry_after=retry_after)
     user = authenticate(None, username=username, password=password)
     if user is None:
+        locks = attempt.locked_until is not None
+        log.warning("login failed: %s from %s%s", username, ip, ", now locked" if locks else "")
+        metrics.failed_logins.inc()
         raise ServiceError("invalid_credentials", "Wrong username or password.")
     LoginAttempt.objects.filter(pk=attempt.pk).update(result=LoginAttempt.Result.SUCCESS, locked_until=None)
     return user
 
 
-def login_unlock(*, username, ip=None):
+def login_unlock(*, username: str, ip: str | None = None) -> int:
     """Forget failed and refused attempts, which lifts any lockout."""
     attempts = LoginAttempt.objects.filter(username=username).exclude(result=LoginAttempt.Result.SUCCESS)
     if ip is not None:
@@ -178,7 +304,7 @@ def login_unlock(*, username, ip=None):
     return deleted
 
 
-def session_create(*, user) -> str:
+def session_create(*, user: UserModel) -> str:
     """A Django session logged in as `user`, for a client that is not a
     browser; its key is the protocol's resume token. It ends like any other
     session: logout, a password change, deactivation, expiry."""
@@ -197,157 +323,42 @@ def session_end(*, session_key: str) -> None:
         import_module(settings.SESSION_ENGINE).SessionStore(session_key).delete()
 
 
-def login_attempts_prune(*, older_than):
+def login_attempts_prune(*, older_than: datetime) -> int:
     """Delete login attempts older than `older_than` that no lock depends on."""
     deleted, _ = LoginAttempt.objects.filter(at__lt=older_than).exclude(locked_until__gt=timezone.now()).delete()
     return deleted
 
 
-def _clean_username(username: str) -> str:
-    """The username as stored (NFKC), or ServiceError invalid."""
+def account_records_prune(*, now: datetime) -> dict[str, int]:
+    """Forget password-reset requests past their window and name holds past
+    their date: neither limits anything any more."""
+    resets, _ = PasswordResetAttempt.objects.filter(
+        at__lt=now - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS)
+    ).delete()
+    holds, _ = NameHold.objects.filter(until__lt=now).delete()
+    return {"reset requests": resets, "name holds": holds}
+
+
+def username_clean(username: str) -> str:
+    """The username as stored (NFKC), or ServiceError invalid: signing up,
+    seeding and the old server's import all take names through it."""
     username = names.normalize(username)
     try:
+        # First, alone: Django's own validator refuses these characters too,
+        # with a message that does not say what is wrong.
+        names.validate_no_bidi_controls(username)
         return User._meta.get_field("username").clean(username, None)
     except ValidationError as e:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
 
 
-def passwords_hash(
-    *, passwords: Sequence[str], jobs: int | None = None, progress: Callable[[int, int], None] | None = None
-) -> list[str]:
-    """`passwords` hashed as make_password hashes them, in the same order.
-
-    Argon2 costs a tenth of a second or more of CPU per password, so they are
-    hashed in chunks by `jobs` worker processes (default: one per core);
-    `jobs=1` hashes here, in this process. `progress(done, total)` is
-    called as chunks are done.
-    """
-    jobs = jobs or os.cpu_count() or 1
-    total = len(passwords)
-    if jobs == 1 or total < 2:
-        encoded = []
-        for password in passwords:
-            encoded.append(django_hashers.make_password(password))
-            if progress:
-                progress(len(encoded), total)
-        return encoded
-    # Small chunks keep every worker busy to the end and the progress moving;
-    # big enough that sending them costs nothing next to the hashing.
-    size = max(1, min(32, len(passwords) // (jobs * 8)))
-    chunks = [passwords[i : i + size] for i in range(0, len(passwords), size)]
-    results: list[list[str]] = [[] for _ in chunks]
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(chunks)),
-        initializer=hashing.worker_setup,
-        initargs=(list(settings.PASSWORD_HASHERS),),
-    ) as pool:
-        futures = {pool.submit(hashing.hash_chunk, chunk): i for i, chunk in enumerate(chunks)}
-        done = 0
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            done += len(results[i])
-            if progress:
-                progress(done, total)
-    return [e for chunk in results for e in chunk]
-
-
-@dataclass(frozen=True)
-class UserImport:
-    """A user brought over from elsewhere, with the password in clear."""
-
-    username: str
-    password: str
-    date_joined: datetime | None = None
-
-
-@dataclass(frozen=True)
-class UserImported:
-    """What users_import did with one UserImport: `user` is None (and
-    `error` says why) when the name is not valid here. In a dry run a user
-    to be created is not saved (no pk)."""
-
-    user: UserModel | None
-    created: bool = False
-    error: str | None = None
-
-
-def _existing_by_key(keys: Sequence[str], batch_size: int = 500) -> dict[str, UserModel]:
-    found: dict[str, UserModel] = {}
-    for i in range(0, len(keys), batch_size):
-        for user in User.objects.filter(username_key__in=keys[i : i + batch_size]):
-            if user.username_key is not None:
-                found[user.username_key] = user
-    return found
-
-
-def users_import(
+def user_bulk_create(
     *,
-    users: Sequence[UserImport],
-    dry_run: bool = False,
-    jobs: int | None = None,
-    batch_size: int = 500,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[UserImported]:
-    """Create users brought over from elsewhere, in bulk; one result each.
-
-    Passwords are hashed as any other but not held to today's rules (the
-    people already have them), and a name that exists (or came earlier in `users`, as
-    people read names) is left untouched (created False). Passwords are
-    hashed in parallel (passwords_hash: `jobs`, `progress`) before a
-    transaction is opened, so the database is not held while they are; the
-    users are then written in one transaction. A dry run hashes nothing
-    and writes nothing, and returns the same results.
-    """
-    cleaned: list[str | ServiceError] = []
-    for u in users:
-        try:
-            cleaned.append(_clean_username(u.username))
-        except ServiceError as e:
-            cleaned.append(e)
-    keys = [names.fold(c) for c in cleaned if isinstance(c, str)]
-    existing = _existing_by_key(list(dict.fromkeys(keys)))
-    seen: dict[str, UserModel] = dict(existing)
-    new: dict[str, tuple[UserModel, str]] = {}
-    results: list[UserImported] = []
-    for u, name in zip(users, cleaned, strict=True):
-        if isinstance(name, ServiceError):
-            results.append(UserImported(user=None, error=name.message))
-            continue
-        key = names.fold(name)
-        if key in seen:
-            results.append(UserImported(user=seen[key]))
-            continue
-        user = User(username=name, username_key=key)
-        if u.date_joined is not None:
-            user.date_joined = u.date_joined
-        seen[key] = user
-        new[key] = (user, u.password)
-        results.append(UserImported(user=user, created=True))
-    if dry_run or not new:
-        return results
-    encoded = passwords_hash(passwords=[p for _, p in new.values()], jobs=jobs, progress=progress)
-    for (user, _), password in zip(new.values(), encoded, strict=True):
-        user.password = password
-    with transaction.atomic():
-        # Names taken while the passwords were hashed are left as they are.
-        taken = _existing_by_key(list(new))
-        User.objects.bulk_create([u for k, (u, _) in new.items() if k not in taken], batch_size=batch_size)
-        missing = [k for k, (u, _) in new.items() if u.pk is None and k not in taken]
-        saved = _existing_by_key(missing) if missing else {}
-    out = []
-    for r in results:
-        held, key = r.user, str(r.user.username_key) if r.user else ""
-        if held is not None and key in taken and held is not taken[key]:
-            out.append(UserImported(user=taken[key]))
-        elif held is not None and held.pk is None:
-            out.append(UserImported(user=saved[key], created=r.created))
-        else:
-            out.append(r)
-    return out
-
-
-def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
+    usernames: Iterable[str],
+    password: str,
+    batch_size: int = 1000,
+    progress: Callable[[int], object] | None = None,
+) -> int:
     """Create many users sharing one password (seeding); return how many were new.
 
     The password is hashed once: hashing it per user would take minutes for
@@ -355,7 +366,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     after each batch of n names.
     """
     encoded = django_hashers.make_password(password)
-    usernames = [_clean_username(name) for name in usernames]
+    usernames = [username_clean(name) for name in usernames]
     created = 0
     for i in range(0, len(usernames), batch_size):
         batch = usernames[i : i + batch_size]
@@ -370,7 +381,7 @@ def user_bulk_create(*, usernames, password, batch_size=1000, progress=None):
     return created
 
 
-def account_deactivate(*, user):
+def account_deactivate(*, user: UserModel) -> None:
     """No more logins for this account. (Ending its live connection is the
     chat's part: messaging.services.user_deactivate.)"""
     User.objects.filter(pk=user.pk).update(is_active=False)

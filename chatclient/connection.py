@@ -14,9 +14,6 @@ from .protocol import Closed, EventHandler, Session, connect
 ConnectionLost = Closed
 
 CHAT_PATH = "/ws/chat/"
-CLOSE_REPLACED = 4001  # session_replaced: logged in elsewhere
-CLOSE_ENDED = 4003  # session_ended: the server ended the session
-CLOSE_LOGIN_DEADLINE = 1008  # anonymous for too long (CHAT_LOGIN_DEADLINE_SECONDS)
 
 
 class ConnectFailed(Exception):

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .connection import CLOSE_LOGIN_DEADLINE, CLOSE_REPLACED, ConnectFailed, Connection, ConnectionLost, NotAChatServer
+from core.protocol import CLOSE_POLICY, CLOSE_REPLACED
+
+from .connection import ConnectFailed, Connection, ConnectionLost, NotAChatServer
 from .text import clean, clock, explain, names, receipt, render_message, username_problem
 
 __all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
@@ -69,6 +71,9 @@ HELP = (
     + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<22}{c.help}" for c in COMMAND_LIST)
     + "\nPlain text goes where the prompt says (to bob >). Tab completes commands and names."
 )
+
+
+UNAVAILABLE_TRIES = 15  # logins tried while the server says it is briefly unavailable
 
 
 class Ended(Exception):
@@ -187,9 +192,10 @@ class ChatClient:
             if self.ended is None and conn.close_code == CLOSE_REPLACED:
                 self.ended = Ended("You logged in somewhere else, so this client stops.", 5)
             if self.ended is None and self.token is None:
-                if conn.close_code == CLOSE_LOGIN_DEADLINE:
-                    # Anonymous connections are closed after a while: open
-                    # the next one when it is needed.
+                if conn.close_code == CLOSE_POLICY:
+                    # Anonymous connections are closed after a while
+                    # (CHAT_LOGIN_DEADLINE_SECONDS): open the next one when
+                    # it is needed.
                     await self.wanted.wait()
                 # Tried once at once, quietly: most likely the server is there.
                 await self._reconnect(lost="Lost the connection to the server. Reconnecting…")
@@ -350,13 +356,21 @@ class ChatClient:
         """Log in; the error reply, or None when logged in. The password is
         not kept: the reply's resume token logs in again after a drop."""
         # What waited is pushed right after the reply: show it after saying so.
-        self.held = []
-        try:
-            reply = await self._anonymous(
-                "login", username=username, password=password, takeover=takeover, presence_batch=True
-            )
-        finally:
-            held, self.held = self.held, None
+        for tries in range(UNAVAILABLE_TRIES):
+            self.held = []
+            try:
+                reply = await self._anonymous(
+                    "login", username=username, password=password, takeover=takeover, presence_batch=True
+                )
+            finally:
+                held, self.held = self.held, None
+            if reply.get("code") != "unavailable" or tries == UNAVAILABLE_TRIES - 1:
+                break
+            # The server cannot complete a login just now (its Redis is
+            # down): it says so, and says when to try again.
+            wait = max(1, min(int(reply.get("retry_after") or 2), 30))
+            self.output(f"The server is briefly unavailable; trying again in {wait} s.")
+            await asyncio.sleep(wait)
         if reply["type"] != "ok":
             return reply
         if reply["username"] != self.username:

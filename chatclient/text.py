@@ -6,6 +6,8 @@ import re
 from datetime import datetime
 from typing import Any
 
+from core.protocol import USERNAME_MAX
+
 ERRORS = {
     "invalid_credentials": "Wrong username or password.",
     "locked": "Too many failed logins: try again in {retry_after} seconds.",
@@ -28,8 +30,8 @@ USERNAME_RULE = re.compile(r"^[\w.@+-]+\Z")
 
 def username_problem(name: str) -> str | None:
     """Why `name` cannot be a username, or None."""
-    if not USERNAME_RULE.match(name) or len(name) > 150:
-        return "A username is letters, digits and @ . + - _ only (at most 150), without spaces."
+    if not USERNAME_RULE.match(name) or len(name) > USERNAME_MAX:
+        return f"A username is letters, digits and @ . + - _ only (at most {USERNAME_MAX}), without spaces."
     return None
 
 

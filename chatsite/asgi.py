@@ -1,7 +1,10 @@
-"""ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer."""
+"""ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer,
+the lifespan (where the server sends one) to the process's runtime."""
 
+import logging
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -10,8 +13,10 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from messaging.routing import websocket_urlpatterns  # noqa: E402
+from accounts.checks import address_exemption_warnings  # noqa: E402
+from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 
+from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
@@ -19,7 +24,14 @@ application = ClientAddress(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "lifespan": lifespan,
+            "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         }
     )
 )
+
+# daphne runs no system checks: behind a proxy (TRUSTED_PROXIES set), say at
+# start what `check --deploy` would. (Without one, sparing loopback is the
+# default for this machine's own tools, not worth a warning at every start.)
+for _warning in address_exemption_warnings() if settings.TRUSTED_PROXIES else []:
+    logging.getLogger("chat").warning("%s", _warning)

@@ -8,6 +8,11 @@ right-most address the proxies did not add themselves. Behind such a proxy
 it also takes X-Forwarded-Proto, so the page's origin (https://...) matches
 the request's. The address always ends up a valid IP, so nothing
 downstream (the lockout, the admin, Django's REMOTE_ADDR) sees junk.
+
+A proxy header from a peer that is not trusted is not believed, and marks
+the request (core.addresses.untrusted_forwarding): its peer is a proxy
+nobody listed, so the address is not the client's, and the per-address
+budgets spare it nothing even if it is in CHAT_ADDRESS_BUDGET_EXEMPT.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core.addresses import UNKNOWN, Network, parse_ip, trusted_networks
+from core.addresses import PROXY_HEADERS, UNKNOWN, Network, parse_ip, trusted_networks, untrusted_forwarding
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -44,6 +49,15 @@ def client_of(scope: dict[str, Any], trusted: list[Network]) -> tuple[str, str |
     return str(address), proto if proto in ("http", "https") else None
 
 
+def forwarded_untrusted(scope: dict[str, Any], trusted: list[Network]) -> bool:
+    """Whether a peer that is not a trusted proxy sent a proxy header."""
+    client = scope.get("client") or ()
+    peer = parse_ip(str(client[0])) if client else None
+    if peer is not None and any(peer in network for network in trusted):
+        return False
+    return any(k.lower() in PROXY_HEADERS for k, _ in scope.get("headers") or [])
+
+
 class ClientAddress:
     """ASGI middleware: scope["client"] (and, behind a proxy, the scheme)."""
 
@@ -58,11 +72,18 @@ class ClientAddress:
         return self._trusted[1]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] in ("http", "websocket"):
-            address, proto = client_of(scope, self.trusted())
-            port = (scope.get("client") or (None, 0))[1] or 0
-            scope = dict(scope, client=(address, port))
-            if proto is not None:
-                secure = proto == "https"
-                scope["scheme"] = ("wss" if secure else "ws") if scope["type"] == "websocket" else proto
-        return await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        trusted = self.trusted()
+        untrusted = forwarded_untrusted(scope, trusted)
+        address, proto = client_of(scope, trusted)
+        port = (scope.get("client") or (None, 0))[1] or 0
+        scope = dict(scope, client=(address, port))
+        if proto is not None:
+            secure = proto == "https"
+            scope["scheme"] = ("wss" if secure else "ws") if scope["type"] == "websocket" else proto
+        token = untrusted_forwarding.set(untrusted)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            untrusted_forwarding.reset(token)

@@ -34,9 +34,11 @@ def env_float(name, default):
     return float(value) if value else default
 
 
-def env_list(name, default):
+def env_list(name, default, *, empty_means_empty=False):
+    """A comma-separated list. Unset is the default; set and empty is the
+    default too, unless `empty_means_empty` (where "none" must be sayable)."""
     value = os.environ.get(name)
-    if value is None or value.strip() == "":
+    if value is None or (value.strip() == "" and not empty_means_empty):
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -89,9 +91,14 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "messaging",
+    "legacy",
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before anything else (chatsite/health.py).
+    "chatsite.health.HealthMiddleware",
+    # A request id for the log lines of each request (chatsite/logs.py).
+    "chatsite.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "chatsite.security.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -246,15 +253,43 @@ CHAT_PASSWORD_FAILURES_PER_ADDRESS = env_int("CHAT_PASSWORD_FAILURES_PER_ADDRESS
 CHAT_PASSWORD_WINDOW_SECONDS = env_float("CHAT_PASSWORD_WINDOW_SECONDS", 600)
 CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)
 CHAT_SIGNUP_WINDOW_SECONDS = env_float("CHAT_SIGNUP_WINDOW_SECONDS", 3600)
-# Addresses (or networks) the two budgets above do not apply to: by default
-# this machine itself. Clients come from elsewhere, or through a proxy that
-# must then be in TRUSTED_PROXIES (else everyone would look like it).
-CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", ["127.0.0.0/8", "::1"])
+# Addresses (or networks) the two budgets above do not apply to: this
+# machine by default (its own tests, load generators and the protocol's
+# black-box checks sign up many users), nobody when set and empty. A request
+# a proxy not in TRUSTED_PROXIES forwarded (X-Forwarded-For from loopback:
+# nginx on this machine) is never spared (docs/deploy.md, "What the
+# per-address budgets do behind a proxy").
+CHAT_ADDRESS_BUDGET_EXEMPT = env_list("CHAT_ADDRESS_BUDGET_EXEMPT", ["127.0.0.0/8", "::1"], empty_means_empty=True)
 # Password hashes one process computes at once (the rest wait their turn).
 CHAT_HASHING_CONCURRENCY = env_int("CHAT_HASHING_CONCURRENCY", os.cpu_count() or 2)
 
 # Resume tokens (protocol 1.1) are sessions too; this is how long they last.
 CHAT_TOKEN_SECONDS = env_int("CHAT_TOKEN_SECONDS", 14 * 24 * 3600)
+
+# Password resets by email: a link valid this long, and once (it carries
+# the password's hash). Requests per client address and per email address,
+# per window (0 turns a budget off).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_SECONDS", 3600)
+CHAT_RESETS_PER_ADDRESS = env_int("CHAT_RESETS_PER_ADDRESS", 10)
+CHAT_RESETS_PER_ACCOUNT = env_int("CHAT_RESETS_PER_ACCOUNT", 3)
+CHAT_RESET_WINDOW_SECONDS = env_float("CHAT_RESET_WINDOW_SECONDS", 3600)
+# A deleted account's name is kept from new sign-ups this many days.
+CHAT_DELETED_NAME_DAYS = env_int("CHAT_DELETED_NAME_DAYS", 30)
+
+# --- Email ------------------------------------------------------------------
+
+# Console by default (the reset link lands in the server's log); for
+# production EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and
+# the SMTP settings below.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -312,6 +347,21 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
+# /metrics (Prometheus): open to these addresses or networks, and to a request
+# with `Authorization: Bearer CHAT_METRICS_TOKEN` when a token is set; 404 to
+# anyone else.
+CHAT_METRICS_ALLOWED = env_list("CHAT_METRICS_ALLOWED", ["127.0.0.0/8", "::1"], empty_means_empty=True)
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
+# On SIGTERM a process tells its clients to reconnect (1012), commits what
+# it holds and exits within this many seconds.
+CHAT_SHUTDOWN_SECONDS = env_float("CHAT_SHUTDOWN_SECONDS", 10)
+
+# --- Operations ---------------------------------------------------------------
+
+# /readyz gives each check (database and migrations, Redis) this long before
+# it answers 503; a success of the migration check is trusted this long.
+CHAT_READYZ_TIMEOUT_SECONDS = env_float("CHAT_READYZ_TIMEOUT_SECONDS", 1.5)
+CHAT_READYZ_MIGRATIONS_CACHE_SECONDS = env_float("CHAT_READYZ_MIGRATIONS_CACHE_SECONDS", 60)
 
 # --- Static files, i18n -----------------------------------------------------
 
@@ -328,12 +378,26 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# LOG_FORMAT=json: every line one JSON object (time, level, logger, process,
+# message, request_id); text by default (chatsite/logs.py). Imported by
+# path, not as a module: settings must not import Django's HTTP machinery.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "chatsite.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "chatsite.logs.TextFormatter"},
+        "json": {"()": "chatsite.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {
         "chat": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
+        # SQL with its parameters (password hashes, message bodies) is never
+        # logged, whatever LOG_LEVEL and DEBUG say.
+        "django.db.backends": {"level": "INFO"},
     },
 }

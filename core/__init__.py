@@ -1,3 +1,4 @@
-"""What the apps share, below all of them: the error type services raise
-and the parsing of client addresses. It imports no app and no project
+"""What the apps share, below all of them: the error services refuse with,
+the parsing of client addresses and the protocol's numbers (close codes,
+lengths) that the terminal client shares too. It imports no app and no project
 package (an import contract in `make lint` keeps it so)."""

@@ -1,5 +1,9 @@
-"""The error type services raise; the consumer and views turn it into the
-protocol's error frame or a form error."""
+"""ServiceError: how a service refuses a request, with one of the protocol's
+error codes; the consumer and views turn it into the protocol's error frame
+or a form error. messaging.frames.FrameError is a kind of it (a frame refused
+whole). Failures that are no client's doing have types of their own: the
+channel layer's (messaging.events.LayerDown), the old server's import's
+(legacy.files.LegacyError, legacy.services.NameClash)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,12 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from core import metrics
+
+# Close codes for connections the server ends: the protocol's, shared with
+# the terminal client.
+from core.protocol import CLOSE_ENDED, CLOSE_REPLACED
+
 from . import wire
 
 log = logging.getLogger("chat")
@@ -45,10 +51,6 @@ FRAMES = "chat.frames"  # forward frames to the client
 END = "chat.end"  # forward a frame, then close with a code
 HUB_FRAMES = "hub.frames"  # to every logged-in connection of a process, but some
 HUB_PRESENCE = "hub.presence"  # a user came online or went offline
-
-# Close codes for connections the server ends.
-CLOSE_REPLACED = 4001
-CLOSE_ENDED = 4003
 
 
 def user_group(user_id: int) -> str:
@@ -81,26 +83,43 @@ class LayerDown(Exception):
     """The channel layer failed a moment ago; pushes are skipped for a second."""
 
 
-_down_until = 0.0
+class Breaker:
+    """After a failure (Redis unreachable), pushes fail at once for a second
+    instead of each waiting on a connect timeout: the writer must not crawl,
+    and what is lost is pushed again from the database. Owned, like the rest
+    of a process's state, by ``messaging.runtime`` (which resets it)."""
+
+    def __init__(self) -> None:
+        self.down_until = 0.0
+
+    def reset(self) -> None:
+        self.down_until = 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self.down_until:
+            raise LayerDown("the channel layer failed a moment ago")
+
+    def tripped(self) -> None:
+        self.down_until = time.monotonic() + 1.0
+
+
+breaker = Breaker()
 
 
 async def send(push: Push) -> None:
-    """Send one push now. After a failure (Redis unreachable), pushes fail at
-    once for a second instead of each waiting on a connect timeout: the
-    writer must not crawl, and what is lost is pushed again from the
-    database."""
-    global _down_until
-    if time.monotonic() < _down_until:
-        raise LayerDown("the channel layer failed a moment ago")
+    """Send one push now, unless the breaker is open."""
+    breaker.check()
     layer = get_channel_layer()
+    started = time.perf_counter()
     try:
         if push.to == "group":
             await layer.group_send(push.target, push.event)
         else:
             await layer.send(push.target, push.event)
     except Exception:
-        _down_until = time.monotonic() + 1.0
+        breaker.tripped()
         raise
+    metrics.push_seconds.observe(time.perf_counter() - started)
 
 
 def _emit(push: Push) -> None:
@@ -209,11 +228,15 @@ def push_session_replaced(channel_name: str) -> None:
 EndAction = Literal["reconnect", "login", "stop"]
 
 
+def session_ended_frame(reason: str, *, action: EndAction) -> dict[str, Any]:
+    return {"type": "session_ended", "reason": reason, "action": action}
+
+
 def push_session_ended(channel_name: str, *, reason: str, action: EndAction) -> None:
     """End one connection, telling the client what to do next: reconnect (its
     presence expired), log in again (its session ended, the password
     changed), or stop (an operator ended it, the account was deactivated)."""
-    frame = {"type": "session_ended", "reason": reason, "action": action}
+    frame = session_ended_frame(reason, action=action)
     _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))
 
 

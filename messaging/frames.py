@@ -10,16 +10,17 @@ near the database.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.conf import settings
 
+from accounts.names import USERNAME_MAX
 from core.errors import ServiceError
 
 MAX_ID = 2**63 - 1
 MAX_ACK_IDS = 1000
 MAX_DEPTH = 32
-USERNAME_MAX = 150
 PASSWORD_MAX = 1024
 
 
@@ -32,11 +33,19 @@ class FrameError(ServiceError):
         self.ref = ref
 
 
+def _loads(text: str) -> Any:
+    """JSON as the protocol allows it: every value must be one we can send
+    back (a `ref` is echoed), so NaN, Infinity and numbers that overflow a
+    float (``1e99999``) are refused like a syntax error. Integers over
+    4,300 digits are refused by Python itself (ValueError)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _ref_of(text: str) -> Any:
     """The `ref` of a frame too large to serve, if it is a JSON object:
     the frame is bounded by the server's message limit, so this is cheap."""
     try:
-        content = json.loads(text, parse_constant=_refuse_constant)
+        content = _loads(text)
     except (ValueError, RecursionError):
         return None
     return content.get("ref") if isinstance(content, dict) else None
@@ -44,6 +53,13 @@ def _ref_of(text: str) -> Any:
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -69,7 +85,7 @@ def decode(text: str | None, data: bytes | None) -> dict[str, Any]:
     if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
         raise FrameError("too_large", f"A frame may be at most {limit} bytes.", ref=_ref_of(text))
     try:
-        content = json.loads(text, parse_constant=_refuse_constant)
+        content = _loads(text)
     except (ValueError, RecursionError):
         raise ServiceError("bad_request", "The frame is not valid JSON.") from None
     if not isinstance(content, dict):
@@ -104,10 +120,6 @@ class Request:
     def __init__(self, content: dict[str, Any], invalid_code: str):
         self.content = content
         self.invalid_code = invalid_code
-
-    @property
-    def type(self) -> str:
-        return self.content["type"]
 
     def has(self, name: str) -> bool:
         return name in self.content

@@ -29,7 +29,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import events, frames, wire
-from .pump import pump
 
 log = logging.getLogger("chat")
 
@@ -45,6 +44,7 @@ class Connection(Protocol):
     user_id: int | None
     presence_batched: bool
     logged_in: bool
+    flushing: bool  # pushing what waited at login
 
     def deliver(self, texts: list[str]) -> None: ...
 
@@ -56,7 +56,6 @@ class Hub:
         self.task: asyncio.Task[None] | None = None
         self.changes: dict[str, bool] = {}  # username -> online, since the last batch
         self.batch_task: asyncio.Task[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.starting: asyncio.Lock | None = None
         self.outages_seen = 0  # the layer's count when the user groups were last joined
         self.users_refreshed_at = time.monotonic()
@@ -70,35 +69,37 @@ class Hub:
     def leave(self, connection: Connection) -> None:
         self.connections.pop(connection.channel_name, None)
         if not self.connections:
-            self._stop()
+            self.stop()
 
-    def channel_names(self) -> list[str]:
+    def channel_names(self, *, flushing: bool = True) -> list[str]:
         """The connections that hold their user's presence (not those still
-        claiming it: the heartbeat would find no row and end them)."""
-        return [name for name, connection in self.connections.items() if connection.logged_in]
+        claiming it: the heartbeat would find no row and end them); with
+        `flushing` False, not those still pushing what waited at login."""
+        return [
+            name
+            for name, connection in self.connections.items()
+            if connection.logged_in and (flushing or not connection.flushing)
+        ]
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:
-            self._stop()
-            self.loop, self.starting = loop, asyncio.Lock()
-        async with self.starting:  # type: ignore[union-attr]
+        if self.starting is None:
+            self.starting = asyncio.Lock()
+        async with self.starting:
             if self.task is None or self.task.done():
                 layer = get_channel_layer()
                 channel = await layer.new_channel()
                 await layer.group_add(events.HUB_GROUP, channel)
                 self.channel = channel
-                self.task = loop.create_task(self._receive(layer, channel))
-                pump.start(self)
+                self.task = asyncio.get_running_loop().create_task(self._receive(layer, channel))
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         """With no connection left, nothing needs to hear anything: leave the
         group and stop (a later login starts again)."""
         for task in (self.task, self.batch_task):
             if task is not None and not task.done():
                 task.cancel()
-        if self.channel is not None and self.loop is not None and not self.loop.is_closed():
-            self.loop.create_task(self._discard(self.channel))
+        if self.channel is not None:
+            asyncio.get_running_loop().create_task(self._discard(self.channel))
         self.task = self.batch_task = self.channel = None
         self.changes = {}
 
@@ -187,6 +188,3 @@ def batch_interval(listeners: int) -> float:
     base = settings.CHAT_PRESENCE_BATCH_SECONDS
     stretched = base * max(1.0, listeners / max(1, settings.CHAT_PRESENCE_BATCH_USERS))
     return min(stretched, max(base, settings.CHAT_PRESENCE_BATCH_MAX_SECONDS))
-
-
-hub = Hub()

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.selectors import TOKEN_MAX
+
 # SQLite's full-text index of message bodies (FTS5, kept in step by
 # triggers; migration 0003). PostgreSQL uses a GIN index on the table itself.
 FTS_TABLE = "messaging_message_fts"
@@ -188,7 +190,7 @@ class Presence(models.Model):
     # one behind its resume token), and the user's session auth hash then:
     # a logout ends the session, a password change changes the hash, and
     # either ends the connection.
-    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    session_key = models.CharField(max_length=TOKEN_MAX, blank=True, db_index=True)
     auth_hash = models.CharField(max_length=128, blank=True)
 
     class Meta:
@@ -247,3 +249,19 @@ class ClientRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sender} {self.client_id!r} → #{self.message_id}"
+
+
+class Edit(models.Model):
+    """One edit of a message, kept only while it counts against its
+    sender's rate limit: an edit is pushed to every recipient like a new
+    message, so it costs like one (records_prune forgets old ones)."""
+
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    edited_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["sender", "edited_at"], name="messaging_edit_sender_time")]
+
+    def __str__(self) -> str:
+        return f"{self.sender} edited #{self.message_id} at {self.edited_at}"

@@ -5,12 +5,14 @@ tick, not per user. Each step is one service: the heartbeat of this
 process's presence rows (``presence_tick``), ending connections whose login
 no longer holds (``presence_sessions_check``), the re-push of what its users
 have not acked (``delivery_redeliver``), and now and then the clean-up of
-old rows (``records_prune``). It runs while the process holds connections.
+old rows (``records_prune``). The runtime starts and stops it; a tick with
+no connection here does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,35 +29,34 @@ log = logging.getLogger("chat")
 
 
 class Pump:
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.task: asyncio.Task[None] | None = None
-        self.cleared_dead = False
         self.pruned_at = 0.0
         self.ticked_at = 0.0  # the last tick that reached the database
         self.quiet_until = 0.0  # no expiring of others before this
 
-    def start(self, hub: Hub) -> None:
-        if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
-            self.task = asyncio.get_running_loop().create_task(self._run(hub))
+    def start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def startup(self) -> None:
-        """Once a process, before its first login: clear what a crashed
-        process on this host left behind."""
-        if not self.cleared_dead:
-            self.cleared_dead = True
-            await self._safely(services.presence_clear_dead_processes)
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.task = None
 
-    async def _run(self, hub: Hub) -> None:
-        # Stops when the last local connection goes, so nothing lingers;
-        # nothing else may stop it (the heartbeat of every connection here).
-        while hub.connections:
+    async def _run(self) -> None:
+        while True:
             await asyncio.sleep(settings.CHAT_PUMP_SECONDS)
             try:
-                await self.tick(hub)
+                await self.tick()
             except Exception:
                 log.exception("background tick failed")
 
-    async def tick(self, hub: Hub) -> None:
+    async def tick(self) -> None:
+        hub = self.hub
         names = hub.channel_names()
         if not names:
             return
@@ -73,7 +74,7 @@ class Pump:
         if await self._safely(services.presence_tick, channel_names=names, expire=now >= self.quiet_until):
             self.ticked_at = now
         await self._safely(services.presence_sessions_check, channel_names=hub.channel_names())
-        await self._safely(services.delivery_redeliver, channel_names=hub.channel_names())
+        await self._safely(services.delivery_redeliver, channel_names=hub.channel_names(flushing=False))
         if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
             self.pruned_at = time.monotonic()
             await self._safely(services.records_prune)
@@ -85,6 +86,3 @@ class Pump:
             log.exception("background %s failed", func.__name__)
             return False
         return True
-
-
-pump = Pump()

@@ -1,9 +1,12 @@
 import logging
+from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
-from .consumers import ChatConsumer
+from .connection import ChatConsumer
+from .runtime import runtime
+from .transport import on_daphne_shutdown
 
 log = logging.getLogger("chat")
 
@@ -16,6 +19,28 @@ class NoSuchEndpoint(AsyncWebsocketConsumer):
         log.info("refused a WebSocket to %s", self.scope.get("path"))
         await self.close()
 
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI lifespan, where the server sends one (uvicorn; daphne sends
+    none, and the first connection starts the runtime instead): start the
+    process's runtime, and stop it at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await runtime.start()
+            except Exception as e:
+                await send({"type": "lifespan.startup.failed", "message": str(e)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await runtime.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# daphne sends no lifespan: its stop (SIGTERM) runs the graceful one first.
+on_daphne_shutdown(runtime.shutdown)
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),

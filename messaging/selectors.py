@@ -84,20 +84,13 @@ def blocked_usernames(*, user: UserModel) -> list[str]:
     return sorted(Block.objects.filter(blocker=user).values_list("blocked__username", flat=True))
 
 
+def pending_total() -> int:
+    """Deliveries not acked yet, everyone's (through the pending index)."""
+    return Delivery.objects.filter(acked_at__isnull=True).count()
+
+
 def pending_count(*, user: UserModel) -> int:
     return Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
-
-
-def pending_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[Message]:
-    """Messages pending for `user` with ids above `after`, oldest first."""
-    rows = (
-        Delivery.objects.filter(
-            recipient=user, acked_at__isnull=True, message_id__gt=after, message__deleted_at__isnull=True
-        )
-        .select_related("message__sender", "message__recipient")
-        .order_by("message_id")[:limit]
-    )
-    return [d.message for d in rows]
 
 
 # --- Conversations ------------------------------------------------------------------
@@ -204,13 +197,54 @@ def conversation_messages(*, user: UserModel, peer: UserModel | None, room_id: i
     return messages.filter(deleted_at__isnull=True)
 
 
+def conversation_last_id(*, user: UserModel, peer: UserModel | None, room_id: int | None = None) -> int:
+    """The id of the newest message of the conversation that `user` may
+    see (0: there is none). A read mark goes no further: it marks what
+    exists, and a receipt never claims more."""
+    messages = conversation_messages(user=user, peer=peer, room_id=room_id)
+    last = messages.order_by("-id").values_list("id", flat=True).first()
+    return last or 0
+
+
+def blocks_between(*, pairs: set[tuple[int, int]]) -> set[frozenset[int]]:
+    """Those of the pairs of users where either one blocks the other."""
+    ids = {i for pair in pairs for i in pair}
+    if not ids:
+        return set()
+    rows = Block.objects.filter(blocker__in=ids, blocked__in=ids).values_list("blocker_id", "blocked_id")
+    wanted = {frozenset(pair) for pair in pairs}
+    return {frozenset(row) for row in rows} & wanted
+
+
+def message_audience(*, message: Message, among: set[int] | None = None) -> set[int]:
+    """Who may be told that `message` changed (among `among`, if given):
+    its recipients who still have it, a Delivery row (a block drops the
+    pending ones), and do not block its sender (a block also hides what
+    they had already read)."""
+    rows = Delivery.objects.filter(message=message).filter(
+        ~Exists(Block.objects.filter(blocker=OuterRef("recipient"), blocked=message.sender_id))
+    )
+    if among is not None:
+        rows = rows.filter(recipient__in=among)
+    return set(rows.values_list("recipient_id", flat=True))
+
+
+def blockers_of(*, user_id: int) -> set[int]:
+    """Whoever blocks the user."""
+    return set(Block.objects.filter(blocked=user_id).values_list("blocker_id", flat=True))
+
+
 def with_receipts(messages: QuerySet[Message], *, user: UserModel) -> QuerySet[Message]:
     """Annotate whether each private message `user` sent was delivered (its
     recipient acked it) and how far its recipient has read their
     conversation with `user` (wire.message_object turns these into
-    `delivered` and `read`)."""
+    `delivered` and `read`). Like the live receipt, the mark is not shown
+    across a block, either way."""
     acked = Delivery.objects.filter(message=OuterRef("pk"), recipient=OuterRef("recipient"), acked_at__isnull=False)
-    mark = ReadMark.objects.filter(user=OuterRef("recipient"), peer=user).values("up_to")[:1]
+    either_blocks = Block.objects.filter(
+        Q(blocker=OuterRef("user"), blocked=OuterRef("peer")) | Q(blocker=OuterRef("peer"), blocked=OuterRef("user"))
+    )
+    mark = ReadMark.objects.filter(~Exists(either_blocks), user=OuterRef("recipient"), peer=user).values("up_to")[:1]
     return messages.annotate(receipt_delivered=Exists(acked), receipt_read_up_to=Coalesce(Subquery(mark), Value(0)))
 
 
@@ -362,6 +396,21 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])
     ]
+
+
+def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
+    """What "download my data" holds besides the account itself: the
+    messages the user sent, those that reached them, and their blocks, each
+    in id order with what formatting them needs loaded (callers stream them
+    with iterator(): a user may have a million messages)."""
+    live = Message.objects.filter(deleted_at__isnull=True).select_related("sender", "recipient").order_by("id")
+    return {
+        "messages_sent": live.filter(sender=user),
+        "messages_received": live.filter(
+            Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user))
+        ).exclude(sender=user),
+        "blocks": Block.objects.filter(blocker=user).select_related("blocked").order_by("id"),
+    }
 
 
 # --- Rooms ----------------------------------------------------------------------------

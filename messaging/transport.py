@@ -9,12 +9,13 @@ grow the server's memory, and one that floods must be slowed down. So:
   is ``partial(Server.handle_reply, protocol)``: through that protocol
   (autobahn on Twisted) we write frames directly, read the Twisted write
   buffer's size, pause and resume reading, and cap the size of an incoming
-  message. Every test runs on daphne, so a change in those internals fails
-  the suite, not production;
+  message, however many fragments it comes in. Those internals are pinned
+  (requirements.in) and checked by tests/test_adapters.py, so an upgrade
+  that moves them fails the suite, not production;
 - under any other server (uvicorn), frames go through a small outbox that
   a task drains with the ASGI ``send``; what is unsent is what waits there.
   Such servers stop reading a client whose frames the application has not
-  taken yet.
+  taken yet. tests/test_uvicorn.py runs the project under uvicorn.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import collections
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,6 +64,11 @@ class Transport:
 
     def unsent_bytes(self) -> int:
         return self._outbox_bytes
+
+    def peer_gone(self) -> bool:
+        """The socket is closed or closing: what the client sent before is
+        not worth serving."""
+        return not self.open
 
     def inbound_backlog(self) -> int:
         return 0
@@ -134,6 +141,9 @@ class DaphneTransport(Transport):
         if self.protocol.state == self.protocol.STATE_OPEN:
             self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
+    def peer_gone(self) -> bool:
+        return not self._usable()
+
     def unsent_bytes(self) -> int:
         t = getattr(self.protocol, "transport", None)
         try:
@@ -158,11 +168,29 @@ class DaphneTransport(Transport):
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it
         # connects; a larger incoming frame fails the connection (1009).
-        # (Its message limit also applies to what we send, so it stays.)
-        # Without failByDrop=False it drops the TCP connection instead of
-        # closing with 1009, and the client cannot tell why.
-        self.protocol.maxFramePayloadSize = size
-        self.protocol.failByDrop = False
+        # Its maxMessagePayloadSize would also limit what we send (a page
+        # of history is larger), so the message limit is ours: at the start
+        # of each fragment, autobahn has added the fragment's announced
+        # length to the message's total, and we fail the connection before
+        # reading a byte of it. Without that, a message sent in fragments
+        # under the frame limit was buffered whole, whatever its size.
+        # Without failByDrop=False autobahn drops the TCP connection instead
+        # of closing with 1009, and the client cannot tell why.
+        protocol = self.protocol
+        protocol.maxFramePayloadSize = size
+        protocol.failByDrop = False
+        frame_begin = protocol.onMessageFrameBegin
+
+        def limited_frame_begin(length: int) -> None:
+            frame_begin(length)
+            total = protocol.message_data_total_length
+            if total > size and not protocol.failedByMe:
+                protocol.wasMaxMessagePayloadSizeExceeded = True
+                protocol._max_message_size_exceeded(
+                    total, size, f"received WebSocket message size {total} exceeds the limit of {size} octets"
+                )
+
+        protocol.onMessageFrameBegin = limited_frame_begin
 
 
 def _unwrap(send: AsgiSend) -> AsgiSend:
@@ -174,6 +202,39 @@ def _unwrap(send: AsgiSend) -> AsgiSend:
             return send
         send = inner
     return send
+
+
+def on_daphne_shutdown(graceful: Callable[[], Awaitable[None]]) -> bool:
+    """Under daphne, run `graceful` when the server is asked to stop
+    (SIGTERM, SIGINT), before it cancels every connection. daphne cancels
+    them in a shutdown trigger of Twisted's (``Server.kill_all_applications``)
+    with nothing before it to hook: this wraps that method. Returns whether
+    daphne is the server (under uvicorn the ASGI lifespan's shutdown does it)."""
+    server_module = sys.modules.get("daphne.server")
+    if server_module is None:
+        return False
+    server_class = server_module.Server
+    original = server_class.kill_all_applications
+    if getattr(original, "graceful", None) is not None:
+        original.graceful = graceful
+        return True
+
+    def kill_all_applications(self: Any) -> Any:
+        from twisted.internet import defer
+
+        async def first() -> None:
+            try:
+                await kill_all_applications.graceful()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("the graceful stop failed")
+
+        stopped = defer.Deferred.fromFuture(asyncio.ensure_future(first()))
+        stopped.addCallback(lambda _: original(self))
+        return stopped
+
+    kill_all_applications.graceful = graceful  # type: ignore[attr-defined]
+    server_class.kill_all_applications = kill_all_applications
+    return True
 
 
 def transport_for(send: AsgiSend) -> Transport:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from core import metrics
 from core.errors import ServiceError
 
 from . import events, services
@@ -33,17 +35,20 @@ class Writer:
     def __init__(self) -> None:
         self.queue: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         self.task: asyncio.Task[None] | None = None
-        self.batches = 0  # for the benchmark's report
-        self.requests = 0
 
     async def submit(self, request: services.BatchRequest) -> Any:
         """Apply one request; its result, or its ServiceError raised."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.queue.append((request, future))
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+        if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
         return await future
+
+    async def drain(self) -> None:
+        """Wait for what was handed over to be committed (at shutdown)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self) -> None:
         # Let the requests that arrive in this turn of the loop join the first batch.
@@ -67,8 +72,8 @@ class Writer:
 
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]
-        self.batches += 1
-        self.requests += len(requests)
+        metrics.batch_size.observe(len(requests))
+        started = time.perf_counter()
         try:
             results = await events.run_then_push(services.requests_apply, requests=requests)
         except Exception:
@@ -85,6 +90,7 @@ class Writer:
                     except Exception as e:
                         log.exception("request failed")
                         results.append(e)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the connection went away meanwhile
                 continue
@@ -92,6 +98,3 @@ class Writer:
                 future.set_exception(result if isinstance(result, ServiceError) else RuntimeError(str(result)))
             else:
                 future.set_result(result)
-
-
-writer = Writer()

@@ -30,19 +30,17 @@ def fast_settings(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_process_state():
-    """A new channel layer, hub, pump and writer per test: their queues and
-    tasks belong to one event loop."""
+    """A new channel layer and process runtime (hub, pump, writer, hashing
+    pool, the events breaker) per test: their queues and tasks belong to
+    one event loop."""
     from channels.layers import channel_layers
 
-    from messaging.hub import hub
-    from messaging.pump import pump
-    from messaging.writer import writer
+    from messaging import runtime
 
     def reset():
         channel_layers.backends = {}
-        for thing in (hub, pump, writer):
-            thing.__init__()
-        pump.cleared_dead = True
+        runtime.reset()
+        runtime.runtime.clear_dead_processes = False  # tests make such rows themselves
 
     reset()
     yield

@@ -46,7 +46,7 @@ class CommunicatorTransport:
             await self.comm.disconnect()
 
 
-class ChatClient(Session):
+class ProtocolClient(Session):
     """One connection to the ASGI app, with what the consumer tests need:
     raw frames, replies to requests sent without a ref, and checks that
     nothing arrived."""
@@ -58,7 +58,7 @@ class ChatClient(Session):
         self.comm.scope["client"] = client
         super().__init__(CommunicatorTransport(self.comm), timeout=3)
 
-    async def connect(self) -> ChatClient:
+    async def connect(self) -> ProtocolClient:
         connected_, _ = await self.comm.connect()
         assert connected_
         self.start()
@@ -93,9 +93,9 @@ class ChatClient(Session):
         return await self.wait_closed(timeout)
 
 
-async def connected(username=None, **kwargs) -> ChatClient:
+async def connected(username=None, **kwargs) -> ProtocolClient:
     """A connected client, logged in as `username` when given."""
-    client = await ChatClient(**kwargs).connect()
+    client = await ProtocolClient(**kwargs).connect()
     if username:
         await client.login(username)
     return client

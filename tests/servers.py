@@ -27,7 +27,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_database_url():
+def database_url_for_servers():
     s = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
@@ -35,14 +35,16 @@ def test_database_url():
 
 
 class Server:
-    """One daphne process serving chatsite.asgi on a free port."""
+    """One server process (daphne, or uvicorn with `kind="uvicorn"`)
+    serving chatsite.asgi on a free port."""
 
-    def __init__(self, port=None, args=(), **env):
+    def __init__(self, port=None, args=(), kind="daphne", **env):
+        self.kind = kind
         self.port = port or free_port()
         self.args = list(args)  # more daphne flags, e.g. --proxy-headers
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url_for_servers(),
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",
@@ -65,9 +67,14 @@ class Server:
         self.log = open(ROOT / "var" / f"server-{self.port}.log", "ab")
         if not hasattr(self, "log_from"):
             self.log_from = self.log.tell()
-        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.args]
+        if self.kind == "uvicorn":
+            # As bench/stack.py runs it (the figures docs/performance.md publishes).
+            server = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
+            server += ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", *self.args]
+        else:
+            server = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.args]
         self.proc = subprocess.Popen(
-            [*daphne, "chatsite.asgi:application"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+            [*server, "chatsite.asgi:application"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import LoginAttempt
 from core.errors import ServiceError
 
@@ -167,3 +167,46 @@ class TestPages:
         assert b"Try again in 60 seconds" in response.content
         assert not client.get("/").wsgi_request.user.is_authenticated
         assert codes_of(password=PASSWORD) == ["locked"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.cached_db",
+        "django.contrib.sessions.backends.cache",
+    ],
+)
+def test_a_session_is_checked_by_one_rule_with_any_engine(settings, engine):
+    settings.SESSION_ENGINE = engine
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    tokens = {u.username: services.session_create(user=u) for u in (alice, bob, carol)}
+    assert selectors.user_for_session(tokens["alice"]) == alice
+    assert selectors.user_for_session(tokens["alice"] + "x" * (selectors.TOKEN_MAX + 1)) is None
+    services.session_end(session_key=tokens["bob"])
+    alice.set_password("brand-new-password-1")
+    alice.save()
+    carol.is_active = False
+    carol.save()
+    checks = selectors.sessions_check([*tokens.values(), "no-such-session"])
+    assert checks[tokens["alice"]] == selectors.SessionCheck(user=alice, ended=selectors.SessionEnded.PASSWORD_CHANGED)
+    assert checks[tokens["bob"]] == selectors.SessionCheck(user=None, ended=selectors.SessionEnded.GONE)
+    assert checks[tokens["carol"]].ended is selectors.SessionEnded.DEACTIVATED
+    assert checks["no-such-session"].ended is selectors.SessionEnded.GONE
+    assert [selectors.user_for_session(t) for t in tokens.values()] == [None, None, None]
+
+
+@pytest.mark.django_db
+def test_failed_logins_and_lockouts_are_logged_without_the_password(caplog, settings):
+    settings.LOGIN_FAILURE_LIMIT = 2
+    make_user("alice")
+    with caplog.at_level("WARNING", logger="chat"):
+        for _ in range(3):
+            with pytest.raises(ServiceError):
+                services.user_authenticate(username="alice", password="guess-42", ip="192.0.2.7")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "login failed: alice from 192.0.2.7" in text
+    assert "now locked" in text
+    assert "login refused: alice from 192.0.2.7 is locked" in text
+    assert "guess-42" not in text

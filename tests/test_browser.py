@@ -437,6 +437,61 @@ def test_links_are_clickable_and_markup_stays_text(accounts, server, open_page):
         assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
 
 
+def test_direction_controls_reorder_no_link_and_nothing_around_them(accounts, server, open_page):
+    """U+202E RIGHT-TO-LEFT OVERRIDE made "https://a.b/\u202egnp.exe" show as
+    a link to ".../exe.png", in the conversation and the sidebar. Every body
+    and name is now shown isolated, and a link shows its direction controls
+    (as U+FFFD) and reads left to right."""
+    accounts("alice", "bob")
+    bob = open_page("bob")
+    peer_sends(server, "alice", "bob", "see https://a.b/\u202egnp.exe \u202eton")
+    bob.click(".conv-item[data-key=alice]")
+    body = bob.locator("#message-list .msg .body").last
+    body.locator("a").wait_for()
+    link = body.locator("a")
+    assert link.inner_text() == "https://a.b/\ufffdgnp.exe"
+    assert link.get_attribute("href") == "https://a.b/%E2%80%AEgnp.exe"
+    style = "e => [getComputedStyle(e).unicodeBidi, getComputedStyle(e).direction]"
+    assert link.evaluate(style) == ["isolate", "ltr"]
+    # The letters of the link's text go left to right on the screen.
+    xs = link.evaluate(
+        """a => [...a.textContent].map((_, i) => {
+            const r = document.createRange();
+            r.setStart(a.firstChild, i);
+            r.setEnd(a.firstChild, i + 1);
+            return r.getBoundingClientRect().left;
+        })"""
+    )
+    assert xs == sorted(xs)
+    # So do they in the sidebar's preview, where the link is plain text.
+    preview = bob.locator(".conv-item[data-key=alice] .preview")
+    assert "https://a.b/\ufffdgnp.exe" in preview.inner_text()
+    g_then_x = preview.evaluate(
+        """p => {
+            const node = p.firstChild, text = node.textContent;
+            const left = (i) => {
+                const r = document.createRange();
+                r.setStart(node, i);
+                r.setEnd(node, i + 1);
+                return r.getBoundingClientRect().left;
+            };
+            return [left(text.indexOf("gnp")), left(text.indexOf(".exe") + 1)];
+        }"""
+    )
+    assert g_then_x[0] < g_then_x[1]
+    isolated = {
+        "the body": body,
+        "the sender's name": bob.locator("#message-list .msg .from").last,
+        "the conversation's name": bob.locator(".conv-item[data-key=alice] .conv-name"),
+        "the preview": bob.locator(".conv-item[data-key=alice] .preview"),
+        "the title": bob.locator("#conv-title"),
+        "my name": bob.locator(".topbar .me"),
+    }
+    for what, element in isolated.items():
+        assert element.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate", what
+    shot(bob, "bidi-controls-isolated")
+
+
 # --- Defects of issue 12, each failing on the page before it ----------------------------------------
 
 

@@ -104,6 +104,33 @@ def test_import_twice_imports_nothing_twice(sample):
     assert counts == (User.objects.count(), Message.objects.count(), Delivery.objects.count(), Block.objects.count())
 
 
+def test_import_refuses_names_that_accounts_it_did_not_create_have(sample):
+    """Someone signed up as "alice" (and "Bob") before the import: the old
+    server's alice is not them, so nothing of hers may go to that account."""
+    make_user("alice")
+    make_user("Bob")
+    for commit in ([], ["--commit"]):
+        with pytest.raises(CommandError, match="--merge") as refused:
+            run("chat_import", str(sample), *commit)
+        assert "alice" in str(refused.value) and "bob (taken as Bob)" in str(refused.value)
+    assert User.objects.count() == 2
+    assert Message.objects.count() == 0 and Delivery.objects.count() == 0 and Block.objects.count() == 0
+
+
+def test_import_with_merge_gives_an_existing_account_what_was_pending(sample):
+    alice = make_user("alice")
+    out = run("chat_import", str(sample), "--commit", "--merge")
+    assert "6 users, 1 users existing" in out
+    assert Block.objects.filter(blocker=alice, blocked__username="dave").exists()
+    assert Delivery.objects.filter(recipient=alice).count() == 3
+    # Accounts the import made are its own: a second run needs no --merge,
+    # but alice's still does.
+    with pytest.raises(CommandError, match="alice"):
+        run("chat_import", str(sample), "--commit")
+    alice.delete()  # the import makes its own alice now, and leaves the rest
+    assert "1 users, 6 users existing" in run("chat_import", str(sample), "--commit")
+
+
 def test_import_an_empty_folder(tmp_path):
     out = run("chat_import", str(write(tmp_path / "r", "")), "--commit")
     assert "0 users" in out

@@ -15,10 +15,10 @@ from django.test import Client
 from django.utils import timezone
 
 from messaging import services
-from messaging.hub import hub
 from messaging.models import Delivery, Message, Presence
+from messaging.runtime import runtime
 
-from .helpers import PASSWORD, ChatClient, amake_user, connected
+from .helpers import PASSWORD, ProtocolClient, amake_user, connected
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -170,7 +170,7 @@ async def test_session_cookie_logs_the_connection_in_and_logout_ends_the_session
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    c = await ChatClient(
+    c = await ProtocolClient(
         headers=[(b"cookie", cookie), (b"origin", b"http://localhost"), (b"host", b"localhost")]
     ).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
@@ -183,8 +183,8 @@ async def test_session_conflict_stays_anonymous_and_takeover_moves_it(users):
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    first = await ChatClient(headers=[(b"cookie", cookie)]).connect()
-    second = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    first = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    second = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     error = await second.event("error")
     assert error["code"] == "already_online" and "ref" not in error
     assert (await second.ok("whoami"))["username"] is None
@@ -213,7 +213,7 @@ async def test_takeover_with_password(users):
     # holds now), and nobody was told of a presence change.
     await second.ok("online")
     row = await sync_to_async(Presence.objects.get)(user__username="alice")
-    assert list(hub.connections) == [row.channel_name]
+    assert list(runtime.hub.connections) == [row.channel_name]
     assert not [e for e in second.kept if e["type"] == "presence"]
     await second.close()
 
@@ -567,7 +567,7 @@ async def test_a_cookie_connection_asks_for_batched_presence_in_its_url(users, s
     http = Client()
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
-    page = ChatClient(headers=[(b"cookie", cookie)])
+    page = ProtocolClient(headers=[(b"cookie", cookie)])
     page.comm = type(page.comm)(page.comm.application, "/ws/chat/?presence_batch=1", headers=[(b"cookie", cookie)])
     page.transport.comm = page.comm
     await page.connect()
@@ -589,3 +589,13 @@ async def test_replies_carry_what_the_page_needs(users):
     assert (convs["alice"]["read_up_to"], convs[None]["read_up_to"]) == (sent["id"], 0)
     await a.close()
     await b.close()
+
+
+async def test_signup_may_give_an_email_for_a_forgotten_password():
+    c = await connected()
+    await c.ok("signup", username="dora", password=PASSWORD, email="dora@example.com")
+    user = await sync_to_async(get_user_model().objects.get)(username="dora")
+    assert user.email == "dora@example.com"
+    await c.error("signup", "invalid", username="eve", password=PASSWORD, email="not an address")
+    assert not await sync_to_async(get_user_model().objects.filter(username="eve").exists)()
+    await c.close()

@@ -1,7 +1,6 @@
 """The import's services against the database: reading the old files
-(messaging.legacy), hashing in parallel and importing users
-(accounts.services), messages, blocks and the whole import
-(messaging.services.imports). The command is in test_commands.py."""
+(legacy.files), hashing in parallel and importing users, messages, blocks
+and the whole import (legacy.services). The command is in test_commands.py."""
 
 import json
 from datetime import UTC, datetime
@@ -14,9 +13,8 @@ from django.contrib.auth.hashers import check_password, identify_hasher
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts import services as accounts
-from messaging import services
-from messaging.legacy import legacy_read
+from legacy import services
+from legacy.files import legacy_read
 from messaging.models import Block, Delivery, Message
 
 from .helpers import make_user
@@ -65,7 +63,7 @@ def test_read_the_sample_reports_what_it_skips(tmp_path):
 def test_passwords_hash_in_parallel_gives_passwords_that_check(jobs):
     passwords = [f"secret-{i}" for i in range(40)] + ['comma, "quotes"', "ünïcode"]
     done = []
-    encoded = accounts.passwords_hash(passwords=passwords, jobs=jobs, progress=lambda n, total: done.append((n, total)))
+    encoded = services.passwords_hash(passwords=passwords, jobs=jobs, progress=lambda n, total: done.append((n, total)))
     assert len(encoded) == len(passwords) and len(set(encoded)) == len(passwords)  # one salt each
     for password, e in zip(passwords, encoded, strict=True):
         assert identify_hasher(e).algorithm == "md5"  # the settings' hasher, in the workers too
@@ -77,32 +75,32 @@ def test_passwords_hash_in_parallel_gives_passwords_that_check(jobs):
 def test_users_import_creates_new_users_leaves_others():
     make_user("existing")
     users = [
-        accounts.UserImport(username="ann", password="pw-ann", date_joined=datetime(2017, 1, 1, tzinfo=UTC)),
-        accounts.UserImport(username="existing", password="other"),
-        accounts.UserImport(username="ANN", password="pw-2"),  # the same name as people read it
-        accounts.UserImport(username="bad name", password="pw"),
+        services.UserImport(username="ann", password="pw-ann", date_joined=datetime(2017, 1, 1, tzinfo=UTC)),
+        services.UserImport(username="existing", password="other"),
+        services.UserImport(username="ANN", password="pw-2"),  # the same name as people read it
+        services.UserImport(username="bad name", password="pw"),
     ]
-    results = accounts.users_import(users=users, jobs=2)
+    results = services.users_import(users=users, jobs=2)
     assert [r.created for r in results] == [True, False, False, False]
     assert results[3].user is None and results[3].error.startswith("Username:")
     ann = User.objects.get(username="ann")
     assert results[0].user == ann and results[2].user == ann and ann.date_joined.year == 2017
     assert authenticate(username="ann", password="pw-ann")
     assert not authenticate(username="existing", password="other")
-    again = accounts.users_import(users=users)
+    again = services.users_import(users=users)
     assert [r.created for r in again] == [False, False, False, False]
     assert User.objects.count() == 2
 
 
 def test_users_import_dry_run_hashes_and_writes_nothing():
     make_user("existing")
-    users = [accounts.UserImport(username=n, password="pw") for n in ("ann", "existing", "ben")]
+    users = [services.UserImport(username=n, password="pw") for n in ("ann", "existing", "ben")]
     with (
         mock.patch("django.contrib.auth.hashers.make_password", side_effect=AssertionError("hashed")),
-        mock.patch("accounts.services.passwords_hash", side_effect=AssertionError("hashed")),
+        mock.patch("legacy.services.users.passwords_hash", side_effect=AssertionError("hashed")),
         CaptureQueriesContext(connection) as queries,
     ):
-        results = accounts.users_import(users=users, dry_run=True)
+        results = services.users_import(users=users, dry_run=True)
     assert [r.created for r in results] == [True, False, True]
     assert results[0].user.pk is None and writes(queries) == []
     assert User.objects.count() == 1
@@ -175,7 +173,7 @@ def test_legacy_import_dry_run_reports_what_commit_does(tmp_path):
     legacy = legacy_read(path=write_legacy_copy(tmp_path, users=60, messages=400, seed=3), zone=PARIS)
     with (
         mock.patch("django.contrib.auth.hashers.make_password", side_effect=AssertionError("hashed")),
-        mock.patch("accounts.services.ProcessPoolExecutor", side_effect=AssertionError("hashed")),
+        mock.patch("legacy.services.users.ProcessPoolExecutor", side_effect=AssertionError("hashed")),
         CaptureQueriesContext(connection) as queries,
     ):
         dry = services.legacy_import(legacy=legacy)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.errors import ServiceError
 from messaging import events, selectors, services, wire
-from messaging.models import Delivery, Message, Presence
+from messaging.models import Delivery, Edit, Message, Presence, ReadMark
 
 from .helpers import make_user
 from .test_accounts import run_parallel
@@ -190,3 +190,116 @@ def test_conversations_only_show_what_is_mine(alice, bob):
     assert [c["with"] for c in selectors.conversation_list(user=alice)] == ["bob"]
     assert [c["with"] for c in selectors.conversation_list(user=carol)] == ["bob"]
     assert selectors.conversation_list(user=carol)[0]["last"]["body"] == "b->c"
+
+
+# --- Hostile clients, round two (issue 18): edits and reads through blocks ----------
+
+
+def read(user, peer, up_to):
+    """Whether the mark moved (a batch of one)."""
+    return services.conversations_read(requests=[services.ReadRequest(user=user, peer=peer, up_to=up_to)])[0]
+
+
+def frames_to(pushes, user):
+    """The frame types pushed to one user's own group."""
+    return [f["type"] for p in pushes if p.target == events.user_group(user.pk) for f in p.event["frames"]]
+
+
+@pytest.mark.django_db
+def test_edits_and_deletes_reach_only_who_has_the_message_and_does_not_block(alice, bob, capture_pushes):
+    """Bob blocks alice: an edit or a delete of what she sent him, read or
+    still pending (the block dropped it), does not reach him; carol, who
+    has hers, is told."""
+    carol = make_user("carol")
+    for user in (bob, carol):
+        online(user)
+    read = services.message_send(sender=alice, to_username="bob", body="read").message
+    services.deliveries_ack(requests=[services.AckRequest(user=bob, ids=[read.pk])])
+    pending = services.message_send(sender=alice, to_username="bob", body="pending").message
+    Delivery.objects.filter(message=pending).update(pushed_at=None)
+    to_carol = services.message_send(sender=alice, to_username="carol", body="hi carol").message
+    services.block_create(blocker=bob, username="alice")
+    assert not Delivery.objects.filter(message=pending).exists()
+    with capture_pushes() as pushes:
+        services.message_edit(user=alice, message_id=read.pk, body="edited")
+        services.message_edit(user=alice, message_id=pending.pk, body="edited")
+        services.message_delete(user=alice, message_id=read.pk)
+        services.message_edit(user=alice, message_id=to_carol.pk, body="hello carol")
+        services.message_delete(user=alice, message_id=to_carol.pk)
+    assert frames_to(pushes, bob) == []
+    assert frames_to(pushes, carol) == ["message_edited", "message_deleted"]
+
+
+@pytest.mark.django_db
+def test_a_broadcast_edit_skips_every_blocker_even_one_who_had_read_it(alice, bob, capture_pushes):
+    carol, dave = make_user("carol"), make_user("dave")
+    for user in (bob, carol):
+        online(user)
+    sent = services.message_broadcast(sender=alice, body="all").message
+    services.deliveries_ack(requests=[services.AckRequest(user=carol, ids=[sent.pk])])
+    services.block_create(blocker=carol, username="alice")
+    services.block_create(blocker=dave, username="alice")  # offline: may come online meanwhile
+    with capture_pushes() as pushes:
+        services.message_edit(user=alice, message_id=sent.pk, body="all, edited")
+        services.message_delete(user=alice, message_id=sent.pk)
+    assert [p.target for p in pushes] == [events.HUB_GROUP, events.HUB_GROUP]
+    for push in pushes:
+        assert {carol.pk, dave.pk, alice.pk} <= set(push.event["exclude"])
+        assert bob.pk not in push.event["exclude"]
+
+
+@pytest.mark.django_db
+def test_edits_count_against_the_send_rate_limit(alice, bob, settings):
+    """An edit is pushed like a message, so it costs like one: over the
+    limit it is rate_limited with retry_after and changes nothing, and
+    edits use up what may still be sent."""
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 3, 60
+    sent = services.message_send(sender=alice, to_username="bob", body="v0").message
+    services.message_edit(user=alice, message_id=sent.pk, body="v1")
+    services.message_edit(user=alice, message_id=sent.pk, body="v2")
+    for edit_then_send in (
+        lambda: services.message_edit(user=alice, message_id=sent.pk, body="v3"),
+        lambda: services.message_send(sender=alice, to_username="bob", body="more"),
+    ):
+        with pytest.raises(ServiceError) as e:
+            edit_then_send()
+        assert e.value.code == "rate_limited" and 1 <= e.value.extra["retry_after"] <= 60
+    sent.refresh_from_db()
+    assert sent.body == "v2" and Message.objects.count() == 1
+    # Once the window has passed, an edit goes through again.
+    Message.objects.update(sent_at=timezone.now() - timedelta(seconds=61))
+    Edit.objects.update(edited_at=timezone.now() - timedelta(seconds=61))
+    assert services.message_edit(user=alice, message_id=sent.pk, body="v3").body == "v3"
+
+
+@pytest.mark.django_db
+def test_a_read_receipt_goes_only_to_a_real_conversation_across_no_block(alice, bob, capture_pushes):
+    """`read` with any `with` and any `up_to` reached anyone: now the mark
+    stops at the conversation's last message, a conversation with no message
+    moves nothing and tells nobody, and no receipt crosses a block, whoever
+    blocks whom."""
+    carol, dave = make_user("carol"), make_user("dave")
+    last = services.message_send(sender=alice, to_username="bob", body="hi").message.pk
+    services.message_send(sender=carol, to_username="bob", body="hi")
+    services.message_send(sender=dave, to_username="bob", body="hi")
+    services.block_create(blocker=bob, username="carol")  # bob blocks the peer
+    services.block_create(blocker=dave, username="bob")  # the peer blocks bob
+    stranger = make_user("stranger")
+    with capture_pushes() as pushes:
+        assert read(bob, alice, 10**12) is True
+        assert read(bob, stranger, 10**12) is False
+        assert read(stranger, alice, last) is False
+        read(bob, carol, 10**12)
+        read(bob, dave, 10**12)
+    receipts = [f for p in pushes for f in p.event["frames"]]
+    assert receipts == [wire.receipt_read(last, by="bob")]
+    assert [p.target for p in pushes] == [events.user_group(alice.pk)]
+    assert ReadMark.objects.get(user=bob, peer=alice).up_to == last
+    assert not ReadMark.objects.filter(peer=stranger).exists()
+    assert not ReadMark.objects.filter(user=stranger).exists()
+    # Nor does the later form of the receipt, `read` in history, cross a block.
+    read(bob, dave, 10**12)
+    [theirs] = selectors.message_history(user=dave, peer=bob)
+    assert theirs["read"] is False
+    [alices] = selectors.message_history(user=alice, peer=bob)
+    assert alices["read"] is True

@@ -493,3 +493,20 @@ async def test_search_treats_query_syntax_as_words(users):
     assert len((await a.ok("search", query='"quoted" (stuff)'))["messages"]) == 1
     assert (await a.ok("search", query="stuff OR nothing"))["messages"] == []  # OR is a word, not an operator
     await a.close()
+
+
+async def test_an_edit_over_the_rate_limit_is_rate_limited_and_changes_nothing(users, settings):
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 2, 60
+    a = await connected("alice")
+    b = await connected("bob")
+    sent = (await a.ok("send", to="bob", body="v0"))["id"]
+    await b.event("message", id=sent)
+    await a.ok("edit", id=sent, body="v1")
+    refused = await a.error("edit", "rate_limited", id=sent, body="x" * 4000)
+    assert 1 <= refused["retry_after"] <= 60
+    assert (await b.event("message_edited"))["body"] == "v1"
+    await b.no_frame(0.3)
+    [message] = (await b.ok("history", **{"with": "alice"}))["messages"]
+    assert message["body"] == "v1"
+    await a.close()
+    await b.close()

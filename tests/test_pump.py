@@ -14,9 +14,9 @@ class FakeHub(Hub):
     def __init__(self):
         super().__init__()
         self.connections = {
-            "chan-1": SimpleNamespace(logged_in=True),
+            "chan-1": SimpleNamespace(logged_in=True, flushing=False),
             # Joined the hub, still claiming its presence: no row to refresh yet.
-            "chan-2": SimpleNamespace(logged_in=False),
+            "chan-2": SimpleNamespace(logged_in=False, flushing=False),
         }
 
     async def refresh(self):
@@ -41,7 +41,7 @@ def calls(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_tick_runs_each_step_once(calls):
-    await Pump().tick(FakeHub())
+    await Pump(FakeHub()).tick()
     assert [name for name, _ in calls] == [
         "presence_tick",
         "presence_sessions_check",
@@ -57,13 +57,13 @@ async def test_a_tick_runs_each_step_once(calls):
 async def test_after_an_outage_nobody_else_is_expired_for_a_while(calls, settings):
     """Every process's heartbeat stopped during a database outage: the
     first to tick again must not take the others' users for dead."""
-    pump, hub = Pump(), FakeHub()
-    await pump.tick(hub)
+    pump = Pump(FakeHub())
+    await pump.tick()
     pump.ticked_at = time.monotonic() - settings.CHAT_PRESENCE_TIMEOUT_SECONDS - 1  # the gap
-    await pump.tick(hub)
-    await pump.tick(hub)
+    await pump.tick()
+    await pump.tick()
     ticks = [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"]
     assert ticks == [True, False, False]
     pump.quiet_until = time.monotonic() - 1  # one timeout later
-    await pump.tick(hub)
+    await pump.tick()
     assert [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"][-1] is True

@@ -4,12 +4,17 @@ a real server (floods, ghosts, descriptors) are in test_abuse.py."""
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.checks import run_checks
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
@@ -19,10 +24,11 @@ from chatsite.proxies import client_of
 from core.addresses import trusted_networks
 from core.errors import ServiceError
 from messaging import services
-from messaging.models import ClientRequest, Message
+from messaging.models import ClientRequest, Edit, Message
 from messaging.writer import Writer
 
-from .helpers import PASSWORD, ChatClient, amake_user, connected, make_user
+from .helpers import PASSWORD, ProtocolClient, amake_user, connected, make_user
+from .servers import ROOT, Server
 
 User = get_user_model()
 
@@ -84,13 +90,11 @@ def test_failed_logins_per_address_are_budgeted_across_usernames(settings):
 
 
 @pytest.mark.django_db
-def test_this_machine_is_exempt_from_the_address_budgets_but_not_from_the_lockout(settings):
-    """By default loopback has no address budget (the machine's own tests,
-    load generators and operators sign up and log in many users); the
-    (username, IP) lockout still holds for it."""
-    from chatsite import settings as defaults
-
-    settings.CHAT_ADDRESS_BUDGET_EXEMPT = defaults.CHAT_ADDRESS_BUDGET_EXEMPT
+def test_an_exempt_address_has_no_budget_but_keeps_the_lockout(settings):
+    """An operator may spare this machine's load generators the address
+    budgets (CHAT_ADDRESS_BUDGET_EXEMPT=127.0.0.0/8,::1); the (username,
+    IP) lockout still holds for it."""
+    settings.CHAT_ADDRESS_BUDGET_EXEMPT = ["127.0.0.0/8", "::1"]
     settings.CHAT_SIGNUPS_PER_ADDRESS = 1
     settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 2
     for i in range(3):
@@ -104,6 +108,78 @@ def test_this_machine_is_exempt_from_the_address_budgets_but_not_from_the_lockou
     with pytest.raises(ServiceError) as refused:
         accounts.user_signup(username="remote2", password=PASSWORD, ip="10.0.0.1")
     assert refused.value.code == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, ["127.0.0.0/8", "::1"]), ("", []), (" ", []), ("127.0.0.1, ::1", ["127.0.0.1", "::1"])],
+)
+def test_empty_means_nobody_is_exempt(value, expected):
+    """`CHAT_ADDRESS_BUDGET_EXEMPT=` (empty) used to fall back to loopback,
+    so "exempt nobody" could not be said. Unset, this machine is spared."""
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_ADDRESS_BUDGET_EXEMPT"}
+    if value is not None:
+        env["CHAT_ADDRESS_BUDGET_EXEMPT"] = value
+    code = "from chatsite import settings; print(json.dumps(settings.CHAT_ADDRESS_BUDGET_EXEMPT))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json; {code}"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_proxy_nobody_trusted_is_not_exempt_and_says_so(settings, monkeypatch):
+    """With nginx on this machine and TRUSTED_PROXIES forgotten, every
+    client is 127.0.0.1: if loopback is exempt, requests carrying
+    X-Forwarded-For are not spared (they come through a proxy), and the log
+    says, once, what to fix. Without the header, loopback is spared."""
+    settings.CHAT_ADDRESS_BUDGET_EXEMPT = ["127.0.0.0/8", "::1"]
+    settings.CHAT_SIGNUPS_PER_ADDRESS = 1
+    settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 1
+    warnings = []
+    monkeypatch.setattr(accounts, "_warned", set())
+    monkeypatch.setattr(accounts.log, "warning", lambda text, *args: warnings.append(text % args))
+    await amake_user("alice")
+    proxied = await ProtocolClient(headers=[(b"x-forwarded-for", b"198.51.100.7")]).connect()
+    await proxied.ok("signup", username="first", password=PASSWORD)
+    await proxied.error("signup", "rate_limited", username="second", password=PASSWORD)
+    await proxied.error("login", "invalid_credentials", username="first", password="guess")
+    await proxied.error("login", "locked", username="nobody", password="guess")
+    await proxied.close()
+    [warning] = [w for w in warnings if w.startswith("A proxy at")]
+    assert "127.0.0.1" in warning and "TRUSTED_PROXIES" in warning
+    local = await connected()  # this machine itself, no proxy header
+    for name in ("third", "fourth"):
+        await local.ok("signup", username=name, password=PASSWORD)
+    await local.close()
+
+
+@pytest.mark.parametrize(
+    ("exempt", "trusted", "warned"),
+    [
+        ([], [], False),
+        (["127.0.0.0/8", "::1"], [], True),  # nginx on this machine connects from loopback
+        (["::1"], [], True),
+        (["10.0.0.0/8"], ["10.0.0.5"], True),  # the trusted proxy itself is spared
+        (["192.0.2.0/24"], ["10.0.0.5"], False),
+    ],
+)
+def test_check_deploy_warns_when_the_exemption_spares_a_proxy(settings, exempt, trusted, warned):
+    settings.CHAT_ADDRESS_BUDGET_EXEMPT, settings.TRUSTED_PROXIES = exempt, trusted
+    ids = [m.id for m in run_checks(include_deployment_checks=True)]
+    assert ("accounts.W001" in ids) is warned
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_server_warns_at_start_when_the_exemption_spares_a_proxy():
+    """daphne runs no system checks: behind a proxy the warning is logged
+    as it starts."""
+    server = Server(CHAT_ADDRESS_BUDGET_EXEMPT="127.0.0.0/8,::1", TRUSTED_PROXIES="10.0.0.5").start()
+    server.stop()
+    assert "CHAT_ADDRESS_BUDGET_EXEMPT spares 127.0.0.0/8, ::1/128" in server.log_text()
+    quiet = Server(CHAT_ADDRESS_BUDGET_EXEMPT="", TRUSTED_PROXIES="10.0.0.5").start()
+    quiet.stop()
+    assert "CHAT_ADDRESS_BUDGET_EXEMPT" not in quiet.log_text()
 
 
 @pytest.mark.django_db
@@ -196,6 +272,23 @@ def test_broadcasts_have_their_own_rate_limit(settings):
     services.message_send(sender=alice, to_username="bob", body="private still fine")
 
 
+@pytest.mark.django_db
+def test_rate_limits_are_logged_once_a_window_however_fast_the_flood(settings, caplog, monkeypatch):
+    from messaging.services import messages
+
+    monkeypatch.setattr(messages, "_rate_limit_logged", {})
+    settings.CHAT_RATE_LIMIT_COUNT = 1
+    alice = make_user("alice")
+    make_user("bob")
+    services.message_send(sender=alice, to_username="bob", body="one")
+    with caplog.at_level("WARNING", logger="chat"):
+        for _ in range(5):
+            with pytest.raises(ServiceError):
+                services.message_send(sender=alice, to_username="bob", body="more")
+    lines = [r.getMessage() for r in caplog.records if "rate limited" in r.getMessage()]
+    assert lines == [f"rate limited: user {alice.pk} sends faster than the limit"]
+
+
 def test_a_batch_holds_a_few_broadcasts_and_the_rest_wait():
     alice = User(pk=1, username="alice")
     writer = Writer()
@@ -209,9 +302,9 @@ def test_a_batch_holds_a_few_broadcasts_and_the_rest_wait():
 
 @pytest.mark.django_db(transaction=True)
 async def test_pending_messages_at_login_come_in_pages_each_once_in_order(monkeypatch):
-    from messaging import consumers
+    from messaging import connection
 
-    monkeypatch.setattr(consumers, "PENDING_PAGE", 100)
+    monkeypatch.setattr(connection, "PENDING_PAGE", 100)
     alice = await amake_user("alice")
     await amake_user("bob")
     for i in range(350):
@@ -238,7 +331,7 @@ async def test_an_http_logout_ends_the_socket_of_that_session(settings):
     settings.CHAT_PUMP_SECONDS = 0.1
     await amake_user("alice")
     http, cookie = await sync_to_async(cookie_of)("alice")
-    c = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    c = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     assert (await c.ok("whoami"))["username"] == "alice"
     await sync_to_async(http.post)("/accounts/logout/")
     ended = await c.event("session_ended")
@@ -285,8 +378,8 @@ async def test_takeover_rechecks_the_session():
     the user once that session is logged out."""
     await amake_user("alice")
     http, cookie = await sync_to_async(cookie_of)("alice")
-    first = await ChatClient(headers=[(b"cookie", cookie)]).connect()
-    spare = await ChatClient(headers=[(b"cookie", cookie)]).connect()
+    first = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    spare = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     assert (await spare.event("error"))["code"] == "already_online"
     await sync_to_async(http.post)("/accounts/logout/")
     await spare.error("login", "bad_request", takeover=True)
@@ -347,7 +440,9 @@ async def test_rotating_forwarded_for_does_not_dodge_the_lockout(settings):
 async def test_behind_a_trusted_proxy_each_client_has_its_own_lockout(settings):
     settings.TRUSTED_PROXIES = ["127.0.0.1"]
     await amake_user("alice")
-    behind = [await ChatClient(headers=[(b"x-forwarded-for", f"198.51.100.{i}".encode())]).connect() for i in (1, 2)]
+    behind = [
+        await ProtocolClient(headers=[(b"x-forwarded-for", f"198.51.100.{i}".encode())]).connect() for i in (1, 2)
+    ]
     for _ in range(3):
         await behind[0].error("login", "invalid_credentials", username="alice", password="guess")
     await behind[0].error("login", "locked", username="alice", password=PASSWORD)
@@ -384,6 +479,38 @@ def test_names_mixing_alphabets_are_refused(name):
     with pytest.raises(ServiceError) as refused:
         accounts.user_signup(username=name, password=PASSWORD)
     assert refused.value.code == "invalid" and "one alphabet" in refused.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "control",
+    [
+        "\u202a",
+        "\u202b",
+        "\u202c",
+        "\u202d",
+        "\u202e",
+        "\u2066",
+        "\u2067",
+        "\u2068",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u061c",
+    ],
+)
+async def test_names_with_direction_controls_are_refused_clearly(control):
+    """ "\u202eecila" shows as "alice": a name may carry no control that
+    changes the direction of text, and the error says why, on the socket
+    as on the page (one service), and in the admin (the model's field)."""
+    client = await connected()
+    refused = await client.error("signup", "invalid", username=f"{control}ecila", password=PASSWORD)
+    assert "direction controls" in refused["message"] and f"U+{ord(control):04X}" in refused["message"]
+    assert "Enter a valid username" not in refused["message"]
+    await client.close()
+    with pytest.raises(ValidationError) as invalid:
+        await sync_to_async(User(username=f"ali{control}ce", password="x").full_clean)()
+    assert "direction controls" in str(invalid.value)
 
 
 @pytest.mark.django_db
@@ -449,9 +576,19 @@ def test_old_records_are_pruned(settings):
     services.message_send(sender=alice, to_username="bob", body="x", client_id="a")
     services.message_send(sender=alice, to_username="bob", body="y", client_id="b")
     ClientRequest.objects.filter(client_id="a").update(created_at=timezone.now() - timedelta(days=2))
-    assert services.records_prune() == {"client ids": 1, "login attempts": 1}
+    edited = Message.objects.get(body="x").pk
+    for body in ("x2", "x3"):
+        services.message_edit(user=alice, message_id=edited, body=body)
+    Edit.objects.filter(pk=Edit.objects.order_by("id").first().pk).update(edited_at=timezone.now() - timedelta(hours=2))
+    assert services.records_prune() == {
+        "client ids": 1,
+        "login attempts": 1,
+        "edits": 1,
+        "reset requests": 0,
+        "name holds": 0,
+    }
     assert LoginAttempt.objects.count() == 1 and ClientRequest.objects.get().client_id == "b"
-    assert Message.objects.count() == 2  # the messages stay
+    assert Message.objects.count() == 2 and Edit.objects.count() == 1  # the messages stay
 
 
 @pytest.mark.django_db

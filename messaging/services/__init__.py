@@ -2,20 +2,11 @@
 after (``events`` defers pushes to ``on_commit``); errors are ServiceError
 with a protocol error code. Callers import from here."""
 
+from .accounts import account_delete
 from .batch import BatchRequest, requests_apply
 from .blocks import block_create, block_delete
 from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
 from .edits import message_delete, message_edit
-from .imports import (
-    BlockImported,
-    ImportReport,
-    MessageImport,
-    MessageImported,
-    Progress,
-    blocks_import,
-    legacy_import,
-    messages_import,
-)
 from .maintenance import records_prune
 from .messages import (
     Broadcasted,
@@ -43,7 +34,7 @@ from .presence import (
     user_deactivate,
 )
 from .reactions import message_react
-from .reads import ReadRequest, conversation_read, conversations_read
+from .reads import ReadRequest, conversations_read
 from .rooms import (
     MembersAdded,
     RoomCreated,
@@ -60,23 +51,17 @@ __all__ = [
     "PID",
     "AckRequest",
     "BatchRequest",
-    "BlockImported",
     "BroadcastRequest",
     "Broadcasted",
-    "ImportReport",
     "MembersAdded",
-    "MessageImport",
-    "MessageImported",
-    "Progress",
     "ReadRequest",
     "RoomCreated",
     "RoomSendRequest",
     "SendRequest",
     "Sent",
+    "account_delete",
     "block_create",
     "block_delete",
-    "blocks_import",
-    "conversation_read",
     "conversations_read",
     "deliveries_ack",
     "delivery_ack",
@@ -87,10 +72,8 @@ __all__ = [
     "message_edit",
     "message_react",
     "message_room_send",
-    "legacy_import",
     "message_send",
     "messages_broadcast",
-    "messages_import",
     "messages_room_send",
     "messages_send",
     "presence_claim",

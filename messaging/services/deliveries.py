@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -69,16 +70,23 @@ def delivery_ack(*, user: UserModel, ids: Sequence[int]) -> int:
     return result
 
 
-def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) -> list[wire.MessageEvent]:
-    """The next `limit` messages pending for `user` after id `after`, oldest
-    first, as `message` events, marked as pushed now (so the re-push waits
-    its turn). Read as plain rows: at login this may run for thousands."""
+def delivery_flush_page(
+    *, user: UserModel, after: int = 0, limit: int = 500, max_bytes: int | None = None
+) -> list[wire.MessageEvent]:
+    """The next messages pending for `user` after id `after`, oldest first,
+    as `message` events: at most `limit` of them and, past the first, at
+    most `max_bytes` of bodies (a page of long messages is shorter), marked
+    as pushed now (so the re-push waits its turn). Read as plain rows: at
+    login this may run for thousands."""
     with transaction.atomic():
         pending = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message_id__gt=after)
-        rows = list(
-            pending.filter(message__deleted_at__isnull=True)
-            .order_by("message_id")
-            .values_list(*wire.MESSAGE_ROW)[:limit]
+        rows = _within_bytes(
+            list(
+                pending.filter(message__deleted_at__isnull=True)
+                .order_by("message_id")
+                .values_list(*wire.MESSAGE_ROW)[:limit]
+            ),
+            max_bytes,
         )
         if rows:
             # The rows read, not an id range: a message committed meanwhile
@@ -88,11 +96,32 @@ def delivery_flush_page(*, user: UserModel, after: int = 0, limit: int = 500) ->
     return [wire.message_event_row(row, stored=True, extras=extras) for row in rows]
 
 
-def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000) -> int:
+# What a message event adds to its body's bytes, about (names, times, keys).
+_FRAME_OVERHEAD = 200
+
+
+def _within_bytes(rows: list[tuple[Any, ...]], max_bytes: int | None) -> list[tuple[Any, ...]]:
+    """The first rows whose bodies (MESSAGE_ROW's `body`) fit in `max_bytes`;
+    always at least one."""
+    if max_bytes is None:
+        return rows
+    body = wire.MESSAGE_ROW.index("message__body")
+    total = 0
+    for i, row in enumerate(rows):
+        total += len(row[body].encode("utf-8", "surrogatepass")) + _FRAME_OVERHEAD
+        if total > max_bytes and i > 0:
+            return rows[:i]
+    return rows
+
+
+def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000, max_bytes_per_user: int = 256 * 1024) -> int:
     """Push again what users connected here have not acked in time.
 
     The channel layer may drop a push under load; the pending row stays, so
-    this is what makes a live recipient get it after all.
+    this is what makes a live recipient get it after all. Each user gets at
+    most `max_bytes_per_user` of bodies a tick (at least one message), so a
+    stuffed mailbox is never pushed in one go; the rest waits for the next
+    tick.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.CHAT_REDELIVER_SECONDS)
@@ -106,12 +135,19 @@ def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000) -> in
                 message__deleted_at__isnull=True,
                 recipient__presence__channel_name__in=names[i : i + 500],
             ).select_related("message__sender", "message__recipient")
-            rows = list(due.order_by("message_id")[:limit])
-            if not rows:
+            taken: list[Delivery] = []
+            sizes: dict[int, int] = defaultdict(int)
+            for d in due.order_by("message_id")[:limit]:
+                size = len(d.message.body.encode("utf-8", "surrogatepass")) + _FRAME_OVERHEAD
+                if sizes[d.recipient_id] and sizes[d.recipient_id] + size > max_bytes_per_user:
+                    continue
+                sizes[d.recipient_id] += size
+                taken.append(d)
+            if not taken:
                 continue
-            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(pushed_at=now)
-            extras = message_extras(messages=[(d.message_id, d.message.reply_to_id) for d in rows])
-            for d in rows:
+            Delivery.objects.filter(pk__in=[d.pk for d in taken]).update(pushed_at=now)
+            extras = message_extras(messages=[(d.message_id, d.message.reply_to_id) for d in taken])
+            for d in taken:
                 event = wire.message_event(d.message, stored=d.pushed_at is None, extras=extras)
                 by_user[d.recipient_id].append(event)
         events.push_messages(by_user)

@@ -12,8 +12,10 @@ ServiceError in the result list, never an exception that fails the others.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -25,13 +27,15 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 
 from .. import events, wire
-from ..models import Block, ClientRequest, Delivery, Message, Presence, RoomMember
+from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence, RoomMember
 from ..selectors import live_presence, online_cutoff, visible_replies
 
 User = get_user_model()
+log = logging.getLogger("chat")
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,24 @@ def clean_body(body: str) -> str:
     return body
 
 
-class _RateLimits:
+_rate_limit_logged: dict[int, float] = {}  # sender id -> when last logged (log throttling only)
+
+
+def _log_rate_limited(sender_id: int, window: float) -> None:
+    """One line per sender per window, however fast a client floods."""
+    now = time.monotonic()
+    if now - _rate_limit_logged.get(sender_id, -window) < window:
+        return
+    if len(_rate_limit_logged) > 10_000:
+        _rate_limit_logged.clear()
+    _rate_limit_logged[sender_id] = now
+    log.warning("rate limited: user %s sends faster than the limit", sender_id)
+
+
+class RateLimits:
     """How many messages each sender may still send in this window: every
-    message counts against CHAT_RATE_LIMIT_COUNT, and broadcasts, which
+    message and every edit counts against CHAT_RATE_LIMIT_COUNT (an edit
+    is pushed to every recipient like a message), and broadcasts, which
     write a row per user, also against CHAT_BROADCAST_RATE_COUNT."""
 
     def __init__(self, sender_ids: set[int], now: datetime, *, broadcasts: bool = False):
@@ -105,11 +124,19 @@ class _RateLimits:
         self.now = now
         self.state: dict[int, tuple[int, datetime]] = {}
         if self.limit > 0 and sender_ids:
-            recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=now - timedelta(seconds=self.window))
+            since = now - timedelta(seconds=self.window)
+            recent = Message.objects.filter(sender__in=sender_ids, sent_at__gt=since)
             if broadcasts:
                 recent = recent.filter(kind=Message.Kind.BROADCAST)
-            for row in recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")):
-                self.state[row["sender"]] = (row["n"], row["oldest"])
+            self._add(recent.values("sender").annotate(n=Count("id"), oldest=Min("sent_at")))
+            if not broadcasts:
+                edits = Edit.objects.filter(sender__in=sender_ids, edited_at__gt=since)
+                self._add(edits.values("sender").annotate(n=Count("id"), oldest=Min("edited_at")))
+
+    def _add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            n, oldest = self.state.get(row["sender"], (0, row["oldest"]))
+            self.state[row["sender"]] = (n + row["n"], min(oldest, row["oldest"]))
 
     def take(self, sender_id: int) -> None:
         """Count one more message, or raise rate_limited."""
@@ -118,6 +145,8 @@ class _RateLimits:
         n, oldest = self.state.get(sender_id, (0, self.now))
         if n >= self.limit:
             retry_after = max(1, math.ceil((oldest + timedelta(seconds=self.window) - self.now).total_seconds()))
+            _log_rate_limited(sender_id, self.window)
+            metrics.rate_limited.inc()
             raise ServiceError(
                 "rate_limited", f"Too many messages. Try again in {retry_after} seconds.", retry_after=retry_after
             )
@@ -261,7 +290,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             )
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
-        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
         replies = _Replies(requests, todo)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
@@ -367,8 +396,8 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
 
     def prepare(todo: list[int], now: datetime) -> Check:
         limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
-        rates = _RateLimits(limited, now)
-        broadcast_rates = _RateLimits(limited, now, broadcasts=True)
+        rates = RateLimits(limited, now)
+        broadcast_rates = RateLimits(limited, now, broadcasts=True)
 
         def check(r: BroadcastRequest, replies: _Replies) -> None:
             replies.check(r, (Message.Kind.BROADCAST, None))
@@ -403,7 +432,7 @@ def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcast
                 room__in={requests[i].room_id for i in todo}, user__in={requests[i].sender.pk for i in todo}
             ).values_list("room_id", "user_id")
         )
-        rates = _RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
 
         def check(r: RoomSendRequest, replies: _Replies) -> None:
             if (r.room_id, r.sender.pk) not in members:

@@ -7,13 +7,11 @@ import socket
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 
+from accounts import selectors as account_selectors
 from accounts.models import User as UserModel
 from accounts.services import account_deactivate
 from core.errors import ServiceError
@@ -182,15 +180,13 @@ def presence_tick(*, channel_names: Iterable[str], expire: bool = True) -> list[
     return lost
 
 
-_DB_SESSIONS = {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
-
-
 def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
-    """End this process's connections whose login no longer holds: the
+    """End this process's connections whose login no longer holds
+    (accounts.selectors.sessions_check, with any session engine): the
     session they logged in with was logged out or expired, the user's
-    password changed (Django's session auth hash), or the account was
-    deactivated. However that happened (a page's logout, the admin, the
-    shell, another process), the socket goes within a heartbeat."""
+    password changed, or the account was deactivated. However that
+    happened (a page's logout, the admin, the shell, another process), the
+    socket goes within a heartbeat."""
     names = list(channel_names)
     now = timezone.now()
     ended = []
@@ -198,34 +194,19 @@ def presence_sessions_check(*, channel_names: Iterable[str]) -> list[str]:
         rows = list(
             Presence.objects.filter(channel_name__in=names[i : i + 500])
             .exclude(session_key="")
-            .values(
-                "user_id",
-                "user__username",
-                "user__password",
-                "user__is_active",
-                "channel_name",
-                "session_key",
-                "auth_hash",
-            )
+            .values("user_id", "user__username", "user__is_active", "channel_name", "session_key")
         )
         if not rows:
             continue
-        live = None
-        if settings.SESSION_ENGINE in _DB_SESSIONS:
-            live = set(
-                Session.objects.filter(
-                    session_key__in={r["session_key"] for r in rows}, expire_date__gt=now
-                ).values_list("session_key", flat=True)
-            )
+        checks = account_selectors.sessions_check({r["session_key"] for r in rows})
         for row in rows:
+            check = checks[row["session_key"]]
             action: events.EndAction = "login"
             if not row["user__is_active"]:
                 reason, action = "Your account was deactivated.", "stop"
-            elif live is not None and row["session_key"] not in live:
+            elif check.user is None or check.user.pk != row["user_id"]:
                 reason = "You logged out, or your session expired; log in again."
-            elif not constant_time_compare(
-                row["auth_hash"], User(password=row["user__password"]).get_session_auth_hash()
-            ):
+            elif check.ended is account_selectors.SessionEnded.PASSWORD_CHANGED:
                 reason = "Your password was changed; log in again."
             else:
                 continue

@@ -8,7 +8,7 @@ import { Alerts } from "./alerts.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el } from "./dom.js";
-import { bodyLength, number, trimBody } from "./format.js";
+import { bodyLength, isolate, neutralLinks, number, trimBody } from "./format.js";
 import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Search } from "./search.js";
@@ -117,7 +117,12 @@ async function takeOver() {
   }
   const reply = await conn.request("login", { takeover: true, presence_batch: true });
   if (reply.type === "ok") loggedIn();
-  else if (reply.code !== "disconnected") location.href = loginUrl;
+  else if (reply.code === "unavailable") {
+    // The server cannot complete a login just now (its Redis is down): try again.
+    setStatus("connecting", "Connecting…", " — the server is briefly unavailable");
+    wantTakeover = true;
+    setTimeout(takeOver, (reply.retry_after || 2) * 1000);
+  } else if (reply.code !== "disconnected") location.href = loginUrl;
 }
 
 async function loggedIn() {
@@ -409,7 +414,9 @@ function tell(msg, c, shown) {
   );
   if (document.hidden || !shown) alerts.chime();
   if (document.hidden)
-    alerts.notify(`${msg.from}${where}`, msg.body, () => openConversation(c.key));
+    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(msg.body)), () =>
+      openConversation(c.key),
+    );
 }
 
 // --- Sending ---------------------------------------------------------------------------------

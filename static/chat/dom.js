@@ -29,6 +29,20 @@ export function text(node, value) {
   if (node.textContent !== value) node.textContent = value;
 }
 
+/** Set `node`'s content to `pieces`, when they changed: strings are our own
+ * text; `[text]`, a list of one, is someone else's (a name, a body), put in a
+ * <bdi> of its own so its direction, and any direction control in it, is
+ * isolated from the rest of the line. Alone, it is the node's text: `node`
+ * is isolated itself, and its dir="auto" then takes that text's direction. */
+export function textParts(node, ...pieces) {
+  const key = JSON.stringify(pieces);
+  if (node.dataset.parts === key) return;
+  node.dataset.parts = key;
+  if (pieces.length === 1 && Array.isArray(pieces[0])) node.textContent = pieces[0][0];
+  else
+    node.replaceChildren(...pieces.map((p) => (Array.isArray(p) ? el("bdi", { text: p[0] }) : p)));
+}
+
 /**
  * Make `parent`'s children match `items`, reusing the child whose
  * `data-key` is the item's key, so nodes (and the focus inside them) survive.

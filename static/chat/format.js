@@ -52,6 +52,34 @@ export function lastSeen(iso) {
   return `last seen ${Math.round(minutes / 60)} h ago`;
 }
 
+// Controls that change the direction text is shown in: embeddings and
+// overrides (U+202A-202E), isolates (U+2066-2069), the marks (U+200E, U+200F,
+// U+061C). Invisible, they reorder what follows: "https://a.b/\u202Egnp.exe"
+// shows as a link to ".../exe.png".
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** `text` with its direction controls made visible (U+FFFD), for what must
+ * read in the order it is: a link's text. */
+export function neutralBidi(text) {
+  return text.replace(BIDI_CONTROLS, "\ufffd");
+}
+
+/** `text` with every link in it isolated left to right (U+2066 LEFT-TO-RIGHT
+ * ISOLATE ... U+2069) and its direction controls shown, for where links are
+ * plain text (a preview, a notification). Text without any control is
+ * returned as it is. */
+export function neutralLinks(text) {
+  if (!text.match(BIDI_CONTROLS)) return text;
+  return text.replace(URL_RE, (link) => `\u2066${neutralBidi(link)}\u2069`);
+}
+
+/** Someone else's text inside a string of ours ("alice: hi"), isolated with
+ * U+2068 FIRST STRONG ISOLATE ... U+2069 POP DIRECTIONAL ISOLATE: whatever
+ * direction controls it holds end with it, and reorder nothing around it. */
+export function isolate(text) {
+  return `\u2068${text}\u2069`;
+}
+
 // http(s) links only; trailing punctuation stays text.
 const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
 const TRAILING = /[.,;:!?'")\]}]/;
@@ -76,7 +104,10 @@ export function linkify(body) {
     }
     if (url.protocol !== "http:" && url.protocol !== "https:") continue;
     if (match.index > at) out.push(body.slice(at, match.index));
-    out.push(el("a", { href: url.href, rel: "noopener noreferrer", target: "_blank", text: link }));
+    // Left to right and isolated, with its direction controls shown: a
+    // link reads in the order its address is, whatever surrounds it.
+    const attrs = { href: url.href, rel: "noopener noreferrer", target: "_blank", dir: "ltr" };
+    out.push(el("a", { ...attrs, text: neutralBidi(link) }));
     at = match.index + link.length;
   }
   if (at < body.length) out.push(body.slice(at));

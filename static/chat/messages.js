@@ -398,7 +398,7 @@ export class MessageList {
       el(
         "div",
         { class: "meta" },
-        el("span", { class: "from", text: mine ? "You" : from }),
+        el("bdi", { class: "from", text: mine ? "You" : from }),
         el("time", { datetime: at, title: fullTime(at), text: clock(at) }),
       ),
       el("div", { class: "body", dir: "auto" }),

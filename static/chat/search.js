@@ -2,7 +2,7 @@
 // through the server's `search` (protocol 1.1). Ctrl+K (⌘K) or "/" opens it.
 
 import { $, el, text } from "./dom.js";
-import { when } from "./format.js";
+import { neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
 
 const PAGE = 20;
@@ -72,7 +72,7 @@ export class Search {
         this.result(
           () => this.actions.open(name),
           el("span", { class: "dot" + (s.online.has(name) ? " on" : ""), "aria-hidden": "true" }),
-          el("span", { class: "conv-name", text: name }),
+          el("bdi", { class: "conv-name", text: name }),
           el("span", { class: "muted small-text", text: s.online.has(name) ? "online" : "" }),
         ),
       );
@@ -124,10 +124,20 @@ export class Search {
         el(
           "span",
           { class: "result-line" },
-          el("span", { class: "conv-name", text: `${who} · ${where}` }),
+          el(
+            "span",
+            { class: "conv-name" },
+            el("bdi", { text: who }),
+            " · ",
+            el("bdi", { text: where }),
+          ),
           el("span", { class: "conv-time", text: when(m.sent_at) }),
         ),
-        el("span", { class: "snippet", dir: "auto" }, ...highlight(snippet(m.body, query), query)),
+        el(
+          "span",
+          { class: "snippet", dir: "auto" },
+          ...highlight(neutralLinks(snippet(m.body, query)), query),
+        ),
       ),
     );
   }

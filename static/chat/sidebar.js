@@ -1,8 +1,8 @@
 // The side panel (conversations, people, blocked) and the conversation
 // header. Lists are updated in place by key, so focus survives updates.
 
-import { $, attr, el, reconcile, text } from "./dom.js";
-import { lastSeen, when } from "./format.js";
+import { $, attr, el, reconcile, text, textParts } from "./dom.js";
+import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
 
 export class Sidebar {
@@ -38,7 +38,7 @@ export class Sidebar {
             el(
               "span",
               { class: "conv-line" },
-              el("span", { class: "conv-name", text: c.name }),
+              el("bdi", { class: "conv-name", text: c.name }),
               el("span", { class: "conv-time" }),
             ),
             el(
@@ -59,19 +59,18 @@ export class Sidebar {
         button.querySelector(".dot").className =
           "dot" + (c.key === EVERYONE ? " all" : s.online.has(c.key) ? " on" : "");
         const last = c.last;
-        let preview = "";
+        let preview = [];
         const draft = c.key !== s.open && this.actions.draft(c.key);
-        if (c.key !== EVERYONE && s.isTyping(c.key)) preview = "typing…";
-        else if (draft) preview = `Draft: ${draft.replace(/\s+/g, " ")}`;
-        else if (last)
-          preview =
-            (last.from === s.me ? "You: " : c.key === EVERYONE ? `${last.from}: ` : "") +
-            last.body.replace(/\s+/g, " ");
-        else if (c.key === EVERYONE) preview = "Messages to everyone";
+        const who =
+          last?.from === s.me ? ["You: "] : c.key === EVERYONE ? [[last?.from], ": "] : [];
+        if (c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
+        else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
+        else if (last) preview = [...who, [neutralLinks(last.body.replace(/\s+/g, " "))]];
+        else if (c.key === EVERYONE) preview = ["Messages to everyone"];
         const p = button.querySelector(".preview");
-        text(p, preview);
-        p.classList.toggle("typing", preview === "typing…");
-        p.classList.toggle("draft", Boolean(draft) && preview.startsWith("Draft: "));
+        textParts(p, ...preview);
+        p.classList.toggle("typing", preview[0] === "typing…");
+        p.classList.toggle("draft", preview[0] === "Draft: ");
         text(button.querySelector(".conv-time"), last ? when(last.sent_at) : "");
         const badge = button.querySelector(".badge");
         badge.hidden = !c.unread;
@@ -105,7 +104,7 @@ export class Sidebar {
               onclick: () => this.actions.open(p.username),
             },
             el("span", { class: "dot", "aria-hidden": "true" }),
-            el("span", { class: "conv-name", text: p.username }),
+            el("bdi", { class: "conv-name", text: p.username }),
             el("span", { class: "seen muted small-text" }),
           ),
         ),
@@ -132,7 +131,7 @@ export class Sidebar {
         el(
           "li",
           { class: "blocked-item" },
-          el("span", { class: "conv-name", text: name }),
+          el("bdi", { class: "conv-name", text: name }),
           el("button", {
             type: "button",
             class: "secondary small",

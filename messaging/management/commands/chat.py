@@ -2,8 +2,9 @@
 WebSocket protocol, to any of our servers, local or remote."""
 
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from chatclient import tui
 
@@ -13,10 +14,10 @@ class Command(BaseCommand):
     requires_system_checks = ()
     requires_migrations_checks = False
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         tui.add_arguments(parser)
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         settings = type("Args", (), {k: options.get(k) for k in ("host", "port", "url", "takeover", "user")})
         code = tui.main_with(settings)
         if code:

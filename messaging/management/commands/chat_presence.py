@@ -1,21 +1,24 @@
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import CommandParser
 from django.utils import timezone
 
 from messaging import selectors, services
+from messaging.management.database import DatabaseCommand
 from messaging.models import Presence
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "List who is online; with --prune, drop presence the heartbeat missed."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--prune",
             action="store_true",
             help="remove rows of dead processes on this host and rows whose heartbeat is too old",
         )
 
-    def handle(self, *args, prune=False, **options):
+    def handle(self, *args: Any, prune: bool = False, **options: Any) -> None:
         if prune:
             cleared = services.presence_clear_dead_processes() + services.presence_expire()
             self.stdout.write(

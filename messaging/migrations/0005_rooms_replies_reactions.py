@@ -27,7 +27,7 @@ def triggers_again(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0003_search"),
+        ("messaging", "0004_edits"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

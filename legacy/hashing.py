@@ -1,4 +1,4 @@
-"""Hashing many passwords on every core (accounts.services.passwords_hash).
+"""Hashing many passwords on every core (legacy.services.passwords_hash).
 
 The workers run these functions; this module imports no model, so a worker
 started with "spawn" or "forkserver" needs no django.setup(): hashing only

@@ -1,10 +1,11 @@
 """Bringing over what the old server held: users, undelivered messages, blocks.
 
 `legacy_import` is the whole import of the old server's files (read by
-messaging.legacy), as the chat_import command runs it; `messages_import`
-and `blocks_import` are its bulk writes. Every write is idempotent: importing the same thing twice creates
-nothing new. A dry run reads what is there to report exactly what would be
-done, and writes (and hashes) nothing.
+legacy.files), as the chat_import command runs it; `users_import` (.users),
+`messages_import` and `blocks_import` are its bulk writes. Every write is
+idempotent: importing the same thing twice creates nothing new. A dry run
+reads what is there to report exactly what would be done, and writes (and
+hashes) nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from accounts import services as accounts
 from accounts.models import User as UserModel
+from messaging.models import Block, Delivery, Message
 
-from ..legacy import Legacy
-from ..models import Block, Delivery, Message
+from ..files import Legacy
+from .users import UserImport, users_import, users_not_imported
 
 # Progress of a long import: given a phase's name, a function called with
 # (steps done, steps in all) as the phase goes.
@@ -236,16 +237,40 @@ class ImportReport:
         self.lines.append(("skip", f"{where}: {why}"))
 
 
-def legacy_import(
-    *, legacy: Legacy, commit: bool = False, jobs: int | None = None, progress: Progress | None = None
-) -> ImportReport:
-    """Import what the old server's files hold (messaging.legacy.legacy_read).
+class NameClash(Exception):
+    """Names of the old server that accounts the import did not create
+    already have here: `clashes` is [(old name, existing username)]."""
 
-    Users first (accounts.users_import: passwords hashed on `jobs` processes,
+    def __init__(self, clashes: list[tuple[str, str]]) -> None:
+        self.clashes = clashes
+        shown = ", ".join(name if name == taken else f"{name} (taken as {taken})" for name, taken in clashes)
+        super().__init__(
+            f"{len(clashes)} name(s) of the old server belong to accounts the import did not create: {shown}. "
+            "Their pending messages and blocks would go to those accounts."
+        )
+
+
+def legacy_import(
+    *,
+    legacy: Legacy,
+    commit: bool = False,
+    merge: bool = False,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import what the old server's files hold (legacy.files.legacy_read).
+
+    Users first (users_import: passwords hashed on `jobs` processes,
     then one transaction), then messages, deliveries and blocks in a second
     transaction. Without `commit` it is a dry run: nothing is hashed or
     written, and the report is the one `commit` would give. Running it again
     imports nothing twice, so an import cut short is simply run again.
+
+    A name that an account here already has, one the import did not create
+    (someone signed up with it), is taken for someone else: NameClash,
+    before anything is hashed or written, unless `merge` says they are the
+    same people (their accounts then get the old server's pending messages
+    and blocks).
     """
     report = ImportReport()
     counts = report.counts
@@ -258,15 +283,25 @@ def legacy_import(
     for name in names:
         file = legacy.files.get(name)
         wanted.append(
-            accounts.UserImport(
+            UserImport(
                 username=name,
                 password=legacy.users[name][1],
                 date_joined=file.signup_timestamp if file else None,
             )
         )
-    outcomes = accounts.users_import(
-        users=wanted, dry_run=not commit, jobs=jobs, progress=progress("hashing passwords") if progress else None
-    )
+    outcomes = users_import(users=wanted, dry_run=True)
+    if not merge:
+        existing = [o.user for o in outcomes if o.user is not None and not o.created]
+        strangers = {u.pk for u in users_not_imported(existing)}
+        clashes = [
+            (name, o.user.username)
+            for name, o in zip(names, outcomes, strict=True)
+            if o.user is not None and o.user.pk in strangers
+        ]
+        if clashes:
+            raise NameClash(clashes)
+    if commit:
+        outcomes = users_import(users=wanted, jobs=jobs, progress=progress("hashing passwords") if progress else None)
     users: dict[str, UserModel] = {}
     for name, outcome in zip(names, outcomes, strict=True):
         if outcome.user is None:

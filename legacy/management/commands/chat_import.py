@@ -4,8 +4,9 @@ Dry run by default: it reads the files and the database and reports exactly
 what --commit would do, but hashes no password and writes nothing. --commit
 hashes the new users' passwords on every core (--jobs), writes the users in
 one transaction, then the messages, deliveries and blocks in bulk in a
-second. Running it again imports nothing twice. The work is in
-messaging.legacy (reading) and messaging.services.legacy_import (writing).
+second. Running it again imports nothing twice. A name that an account the
+import did not create already has is refused, unless --merge. The work is in
+legacy.files (reading) and legacy.services.legacy_import (writing).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from messaging import services
-from messaging.legacy import LegacyError, legacy_read
+from legacy import services
+from legacy.files import LegacyError, legacy_read
 
 
 class Command(BaseCommand):
@@ -31,6 +32,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", help="the server_resources folder (or the folder that holds it)")
         parser.add_argument("--commit", action="store_true", help="write the import (default: dry run)")
+        parser.add_argument(
+            "--merge",
+            action="store_true",
+            help="a name that an account here already has is the same person: give that account the old "
+            "server's pending messages and blocks (default: refuse, naming them)",
+        )
         parser.add_argument(
             "--timezone",
             default=settings.TIME_ZONE,
@@ -43,7 +50,9 @@ class Command(BaseCommand):
             help="processes hashing passwords (default: one per core, %(default)s)",
         )
 
-    def handle(self, *args: Any, path: str, commit: bool = False, timezone: str = "", **options: Any) -> None:
+    def handle(
+        self, *args: Any, path: str, commit: bool = False, merge: bool = False, timezone: str = "", **options: Any
+    ) -> None:
         jobs = options.get("jobs", os.cpu_count() or 1)
         if jobs < 1:
             raise CommandError("--jobs must be at least 1")
@@ -59,8 +68,10 @@ class Command(BaseCommand):
         show = options.get("verbosity", 1) > 0 and self.stdout.isatty()
         try:
             report = services.legacy_import(
-                legacy=legacy, commit=commit, jobs=jobs, progress=self.progress(bars) if show else None
+                legacy=legacy, commit=commit, merge=merge, jobs=jobs, progress=self.progress(bars) if show else None
             )
+        except services.NameClash as e:
+            raise CommandError(f"{e} Nothing was imported; if they are the same people, add --merge.") from None
         finally:
             for bar in bars:
                 bar.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from .models import Message
+from messaging.models import Message
 
 OPERATIONS = {6: Message.Kind.PRIVATE, 7: Message.Kind.BROADCAST}
 STORED = 2

@@ -1,0 +1,156 @@
+"""Messages: send, broadcast, edit, delete, ack, read, history, search,
+conversations, typing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.conf import settings
+
+from accounts.models import User as UserModel
+from core import metrics
+
+from .. import events, selectors, services, wire
+from ..frames import Request
+from ..runtime import runtime
+from .registry import Connection, op, read
+
+CLIENT_ID_MAX = 64
+TYPING_PAIRS = 64  # pairs a connection remembers for typing's repeat limit
+TYPING_PER_SECOND = 3  # typing events one connection may cause a second, per pair
+
+
+@op("send", lasting=True)
+async def send(conn: Connection, request: Request) -> dict[str, Any]:
+    to = request.username("to")
+    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+    sent = await runtime.writer.submit(
+        services.SendRequest(sender=conn.me, to_username=to, body=body, client_id=client_id)
+    )
+    metrics.messages_accepted.labels("private").inc()
+    metrics.deliveries.labels("live" if sent.live else "stored").inc()
+    return {
+        "id": sent.message.id,
+        "delivered": "live" if sent.live else "stored",
+        "sent_at": wire.timestamp(sent.message.sent_at),
+    }
+
+
+@op("broadcast", lasting=True)
+async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
+    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+    done = await runtime.writer.submit(services.BroadcastRequest(sender=conn.me, body=body, client_id=client_id))
+    metrics.messages_accepted.labels("broadcast").inc()
+    metrics.deliveries.labels("live").inc(done.live)
+    metrics.deliveries.labels("stored").inc(done.stored)
+    return {
+        "id": done.message.id,
+        "live": done.live,
+        "stored": done.stored,
+        "sent_at": wire.timestamp(done.message.sent_at),
+    }
+
+
+@op("edit", lasting=True)
+async def edit(conn: Connection, request: Request) -> dict[str, Any]:
+    message_id = request.integer("id", low=1)
+    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+    message = await events.run_then_push(services.message_edit, user=conn.me, message_id=message_id, body=body)
+    return {"edited_at": wire.timestamp(message.edited_at)}
+
+
+@op("delete", lasting=True, invalid="unknown_message")
+async def delete(conn: Connection, request: Request) -> dict[str, Any]:
+    message_id = request.integer("id", low=1)
+    await events.run_then_push(services.message_delete, user=conn.me, message_id=message_id)
+    return {}
+
+
+@op("ack", lasting=True)
+async def ack(conn: Connection, request: Request) -> dict[str, Any]:
+    ids = request.id_list("ids")
+    if ids:
+        await runtime.writer.submit(services.AckRequest(user=conn.me, ids=ids))
+        metrics.acks.inc(len(ids))
+        conn.acked(ids)
+    return {}
+
+
+@op("read", lasting=True)
+async def read_mark(conn: Connection, request: Request) -> dict[str, Any]:
+    peer = await _peer(request)
+    up_to = request.integer("up_to")
+    await runtime.writer.submit(services.ReadRequest(user=conn.me, peer=peer, up_to=up_to))
+    return {}
+
+
+@op("history")
+async def history(conn: Connection, request: Request) -> dict[str, Any]:
+    peer = await _peer(request)
+    before = request.optional_integer("before")
+    limit = request.optional_integer("limit", low=1, high=100) or 50
+    messages = await read(selectors.message_history, user=conn.me, peer=peer, before=before, limit=limit)
+    return {"messages": messages}
+
+
+@op("search")
+async def search(conn: Connection, request: Request) -> dict[str, Any]:
+    query = request.text("query", min_length=1, max_length=200)
+    peer = await _peer(request) if request.has("with") else selectors.EVERY_CONVERSATION
+    before = request.optional_integer("before")
+    limit = request.optional_integer("limit", low=1, high=100) or 20
+    messages = await read(selectors.message_search, user=conn.me, query=query, peer=peer, before=before, limit=limit)
+    return {"messages": messages}
+
+
+@op("conversations", invalid="bad_request")
+async def conversations(conn: Connection, request: Request) -> dict[str, Any]:
+    return {"conversations": await read(selectors.conversation_list, user=conn.me)}
+
+
+@op("typing")
+async def typing(conn: Connection, request: Request) -> dict[str, Any]:
+    to = request.username("to")
+    state = request.flag("typing", default=True)
+    # Checked before any query: a flood of typing frames costs no database.
+    if not _typing_allowed(conn, to, state):
+        return {}
+    recipient_id = await read(selectors.typing_recipient, sender=conn.me, username=to)
+    if recipient_id is not None:
+        await events.send_typing(recipient_id, sender=conn.me.username, typing=state)
+    return {}
+
+
+def _typing_allowed(conn: Connection, to: str, state: bool) -> bool:
+    """The contract lets the server drop repeats that come more often than
+    once a second for a pair: a repeat of the state last passed on (true or
+    false) within a second is dropped, and so is anything past
+    TYPING_PER_SECOND events a second for the pair (a client flipping
+    true/false as fast as it can)."""
+    now = asyncio.get_running_loop().time()
+    sent = conn.identity.typing_sent
+    last = sent.get(to)
+    window_start, count = now, 0
+    if last is not None:
+        last_state, sent_at, window_start, count = last
+        if last_state == state and now - sent_at < 1.0:
+            return False
+        if now - window_start >= 1.0:
+            window_start, count = now, 0
+        if count >= TYPING_PER_SECOND:
+            return False
+    elif len(sent) >= TYPING_PAIRS:
+        sent.clear()
+    sent[to] = (state, now, window_start, count + 1)
+    return True
+
+
+async def _peer(request: Request) -> UserModel | None:
+    """The `with` field: a user, or None for the broadcast conversation."""
+    username = request.optional_username("with", required=True, nullable=True)
+    if username is None:
+        return None
+    return await read(selectors.user_by_name, username=username)

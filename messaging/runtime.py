@@ -1,0 +1,125 @@
+"""The one owner of this server process's machinery.
+
+A process has one hub (the connections it holds), one pump (heartbeat,
+expiry, re-push), one writer (group commit), one pool of password hashes
+and the channel-layer breaker of ``events``. They belong to one event loop
+and live as long as it: started by the ASGI lifespan where the server sends
+one (uvicorn), else by the first connection (daphne sends none), and
+stopped at shutdown. Nothing else creates them or decides when they run,
+and ``reset`` gives tests a fresh set in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from core import metrics
+
+from . import events, services
+from .hub import Hub
+from .pump import Pump
+from .writer import Writer
+
+log = logging.getLogger("chat")
+
+
+class Closable(Protocol):
+    async def restart(self) -> None:
+        """Finish what it is doing, tell the client to reconnect, close."""
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh state (for tests: each runs in an event loop of its own)."""
+        self.hub = Hub()
+        self.writer = Writer()
+        self.pump = Pump(self.hub)
+        self.hashing: asyncio.Semaphore | None = None
+        self.started = False
+        self.stopping = False  # a graceful stop is under way: new connections are turned away
+        self.connections: set[Closable] = set()  # every open socket, anonymous ones too
+        self.starting: asyncio.Lock | None = None
+        self.clear_dead_processes = True  # tests that make their own rows turn it off
+
+    async def start(self) -> None:
+        """Once a process, before its first login: clear what a crashed
+        process on this host left behind, then run the pump."""
+        if self.started:
+            return
+        if self.starting is None:
+            self.starting = asyncio.Lock()
+        async with self.starting:
+            if self.started:
+                return
+            if self.clear_dead_processes:
+                try:
+                    await events.run_then_push(services.presence_clear_dead_processes)
+                except Exception:
+                    log.exception("could not clear the presence of dead processes")
+            self.pump.start()
+            self.started = True
+
+    def trouble(self) -> str | None:
+        """Why this process should not get new clients, or None (for
+        /readyz): it is stopping, or its pump died."""
+        if self.stopping:
+            return "the process is stopping"
+        if self.started and (self.pump.task is None or self.pump.task.done()):
+            return "the background pump has stopped"
+        return None
+
+    async def shutdown(self) -> None:
+        """The graceful stop (SIGTERM): turn new connections away, let what
+        each connection is doing finish, tell every client to reconnect
+        (1012, service restart: another process, or this one restarted,
+        takes them through their resume tokens), commit what the writer
+        holds, and stop; all within CHAT_SHUTDOWN_SECONDS."""
+        self.stopping = True
+        log.info("stopping: %d connection(s) told to reconnect", len(self.connections))
+        try:
+            await asyncio.wait_for(self._close_connections(), settings.CHAT_SHUTDOWN_SECONDS)
+        except TimeoutError:
+            log.warning("stopping: connections still open after %s s", settings.CHAT_SHUTDOWN_SECONDS)
+        await self.stop()
+        log.info("stopped")
+
+    async def _close_connections(self) -> None:
+        await asyncio.gather(*(c.restart() for c in list(self.connections)), return_exceptions=True)
+        await self.writer.drain()
+
+    async def stop(self) -> None:
+        """At shutdown: stop the pump and the hub; the writer finishes what
+        it holds (each request waits for its own commit anyway)."""
+        await self.pump.stop()
+        self.hub.stop()
+        await self.writer.drain()
+        self.started = False
+
+    async def hash_password(self, func: Callable[..., Any], **kwargs: Any) -> Any:
+        """Run a service that hashes a password in the thread pool, at most
+        CHAT_HASHING_CONCURRENCY at once in this process: each Argon2 hash
+        takes ~100 MiB and a core for ~0.1 s, so a crowd of logins queues
+        here instead of exhausting memory."""
+        if self.hashing is None:
+            self.hashing = asyncio.Semaphore(max(1, settings.CHAT_HASHING_CONCURRENCY))
+        async with self.hashing:
+            return await database_sync_to_async(func, thread_sensitive=False)(**kwargs)
+
+
+runtime = Runtime()
+metrics.logged_in.set_function(lambda: len(runtime.hub.channel_names()))
+
+
+def reset() -> None:
+    """A fresh process state, the breaker included: what a test starts from."""
+    runtime.reset()
+    events.breaker.reset()

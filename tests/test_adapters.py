@@ -1,0 +1,147 @@
+"""The private internals our two adapters rely on, checked where they live.
+
+messaging/transport.py reaches into daphne, Twisted and autobahn;
+chatsite/layers.py into channels and channels_redis. Those packages are
+pinned in requirements.in to the versions the adapters were written for.
+An upgrade that moves anything below fails here at once, naming what
+moved, rather than somewhere in production (a server that no longer sees
+what a client has not read, a layer that no longer rides out Redis).
+"""
+
+import inspect
+from importlib.metadata import version
+
+import pytest
+
+# The versions the adapters were written for (requirements.in pins them).
+WRITTEN_FOR = {
+    "daphne": "4.2.3",
+    "twisted": "26.10.0",
+    "autobahn": "26.10.2",
+    "channels": "4.3.2",
+    "channels-redis": "4.3.0",
+}
+
+
+@pytest.mark.parametrize("package", sorted(WRITTEN_FOR))
+def test_the_pinned_version_is_the_one_the_adapter_was_written_for(package):
+    assert version(package) == WRITTEN_FOR[package], (
+        f"{package} moved: check what messaging/transport.py and chatsite/layers.py rely on, "
+        "run this file, then update WRITTEN_FOR"
+    )
+
+
+# --- messaging/transport.py: daphne, autobahn, Twisted ---------------------------------
+
+
+def test_daphne_hands_the_application_a_partial_of_handle_reply():
+    """transport_for() recognises daphne by its send: partial(Server.handle_reply, protocol)."""
+    from daphne.server import Server
+
+    source = inspect.getsource(Server.create_application)
+    assert "send=partial(self.handle_reply, protocol)" in source
+    assert list(inspect.signature(Server.handle_reply).parameters) == ["self", "protocol", "message"]
+    assert "self.connections = {}" in inspect.getsource(Server)
+
+
+def test_daphne_keeps_per_connection_details_with_a_disconnected_mark():
+    from daphne.server import Server
+
+    source = inspect.getsource(Server.protocol_disconnected)
+    assert 'self.connections[protocol]["disconnected"]' in source
+
+
+def test_daphne_queues_incoming_frames_in_application_queue():
+    """inbound_backlog() reads the queue daphne puts a socket's frames in."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    source = inspect.getsource(WebSocketProtocol)
+    assert "self.application_queue = " in source
+    assert "self.application_queue.put_nowait(" in source
+
+
+def test_autobahn_protocol_has_what_the_transport_calls():
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    assert WebSocketProtocol.STATE_OPEN == 3
+    params = inspect.signature(WebSocketProtocol.sendCloseFrame).parameters
+    assert {"code", "reasonUtf8", "isReply"} <= set(params)
+    assert list(inspect.signature(WebSocketProtocol.sendMessage).parameters)[:3] == ["self", "payload", "isBinary"]
+    # The limits copied from the factory onto each protocol, and how a
+    # failure closes (failByDrop False: a close frame with 1009, not a drop).
+    options = inspect.getsource(WebSocketProtocol)
+    for name in ("maxFramePayloadSize", "maxMessagePayloadSize", "failByDrop"):
+        assert name in options, name
+
+
+def test_autobahn_adds_up_a_message_as_each_fragment_begins():
+    """limit_message_size() wraps the protocol's onMessageFrameBegin: autobahn
+    must call it through the instance before reading the fragment, with the
+    message's running total already counting it, and fail the connection
+    through _max_message_size_exceeded (1009)."""
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    assert "self.onMessageFrameBegin(length)" in inspect.getsource(WebSocketServerProtocol._onMessageFrameBegin)
+    begin = inspect.getsource(WebSocketProtocol.onMessageFrameBegin)
+    assert "self.message_data_total_length += length" in begin
+    assert "self.message_data_total_length = 0" in inspect.getsource(WebSocketProtocol.onMessageBegin)
+    assert "if not self.failedByMe:" in inspect.getsource(WebSocketProtocol.onMessageFrameData)
+    params = inspect.signature(WebSocketProtocol._max_message_size_exceeded).parameters
+    assert list(params) == ["self", "msg_size", "max_msg_size", "reason"]
+    assert "wasMaxMessagePayloadSizeExceeded" in inspect.getsource(WebSocketProtocol)
+
+
+def test_twisted_keeps_its_write_buffer_where_unsent_bytes_reads_it():
+    from twisted.internet.abstract import FileDescriptor
+
+    assert FileDescriptor.dataBuffer == b""
+    assert FileDescriptor.offset == 0
+    assert "_tempDataLen" in inspect.getsource(FileDescriptor)
+    for name in ("pauseProducing", "resumeProducing"):
+        assert callable(getattr(FileDescriptor, name)), name
+
+
+# --- chatsite/layers.py: channels, channels_redis --------------------------------------
+
+
+def test_channels_in_memory_layer_has_what_ours_overrides():
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer()
+    assert isinstance(layer.channels, dict) and isinstance(layer.groups, dict)
+    assert callable(layer._clean_expired)
+    assert callable(layer.get_capacity)
+    assert layer.expiry > 0
+
+
+def test_channels_redis_pubsub_internals_our_layer_overrides():
+    from channels_redis import pubsub, utils
+
+    assert callable(utils._wrap_close) and callable(utils.decode_hosts)
+    assert inspect.iscoroutinefunction(pubsub.RedisPubSubLoopLayer._subscribe_to_channel)
+    assert "self._shards" in inspect.getsource(pubsub.RedisPubSubLoopLayer.__init__)
+    assert inspect.iscoroutinefunction(pubsub.RedisSingleShardConnection._do_receiving)
+    assert callable(pubsub.RedisSingleShardConnection._receive_message)
+    assert "self._pubsub" in inspect.getsource(pubsub.RedisSingleShardConnection.__init__)
+    assert "self._layers" in inspect.getsource(pubsub.RedisPubSubChannelLayer.__init__)
+    assert "self._args" in inspect.getsource(pubsub.RedisPubSubChannelLayer.__init__)
+    params = inspect.signature(pubsub.RedisPubSubLoopLayer.__init__).parameters
+    assert "channel_layer" in params
+
+
+def test_channels_redis_core_layer_receive_is_what_ours_wraps():
+    from channels_redis.core import RedisChannelLayer
+
+    assert inspect.iscoroutinefunction(RedisChannelLayer.receive)
+    assert list(inspect.signature(RedisChannelLayer.receive).parameters) == ["self", "channel"]
+
+
+def test_daphne_cancels_its_connections_in_kill_all_applications():
+    """on_daphne_shutdown() wraps it to stop gracefully first."""
+    from daphne.server import Server
+
+    assert list(inspect.signature(Server.kill_all_applications).parameters) == ["self"]
+    assert 'reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)' in inspect.getsource(
+        Server.run
+    )
