@@ -192,7 +192,13 @@ class Request:
             raise self.bad(name, "true or false")
         return value
 
-    def object_id(self, name: str, *, unknown: str, required: bool = True) -> int | None:
+    def object_id(self, name: str, *, unknown: str) -> int:
+        """The id of a room or message (required)."""
+        value = self.optional_object_id(name, unknown=unknown, required=True)
+        assert value is not None
+        return value
+
+    def optional_object_id(self, name: str, *, unknown: str, required: bool = False) -> int | None:
         """The id of a room or message: a whole number, else the op's invalid
         code; one that cannot be an id (0, negative, too large) is `unknown`,
         like any id that does not exist."""

@@ -1,6 +1,8 @@
 """Protocol 1.2 against the database: rooms, room messages, replies, reactions."""
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -8,7 +10,9 @@ from core.errors import ServiceError
 from messaging import events, selectors, services
 from messaging.models import Delivery, Message, Reaction, Room, RoomMember
 
-from .helpers import make_user
+from .conftest import need
+from .helpers import PASSWORD, amake_user, connected, make_user
+from .servers import Peer, Server, signup
 
 
 @pytest.fixture
@@ -351,6 +355,18 @@ def test_reply_shows_the_excerpt_as_it_is_now(users, capture_pushes):
     }
 
 
+def test_what_waited_carries_replies_and_reactions(users):
+    room = room_with(users, "bob")
+    first = services.message_room_send(sender=users["alice"], room_id=room, body="first").message
+    services.message_react(user=users["alice"], message_id=first.id, emoji="👍", on=True)
+    services.message_room_send(sender=users["alice"], room_id=room, body="second", reply_to=first.id)
+    waited = services.delivery_flush_page(user=users["bob"])
+    assert [(m["body"], m["reactions"], m["reply_to"]) for m in waited] == [
+        ("first", {"👍": ["alice"]}, None),
+        ("second", {}, {"id": first.id, "from": "alice", "excerpt": "first"}),
+    ]
+
+
 # --- Reactions ------------------------------------------------------------------------
 
 
@@ -418,3 +434,171 @@ def test_history_costs_the_same_queries_for_a_longer_page(users):
     few = page_queries()
     add(5)
     assert page_queries() == few
+
+
+def test_the_hub_hands_frames_for_some_users_to_those_only():
+    """A room message is one layer message per process, with the members to
+    hand it to."""
+    from messaging.hub import Hub
+
+    got = {}
+
+    class Conn:
+        presence_batched, logged_in, flushing = False, True, False
+
+        def __init__(self, user_id):
+            self.channel_name, self.user_id = f"c{user_id}", user_id
+
+        def deliver(self, texts):
+            got.setdefault(self.user_id, []).extend(texts)
+
+    hub = Hub()
+    for user_id in (1, 2, 3):
+        hub.connections[f"c{user_id}"] = Conn(user_id)
+    hub.dispatch({"type": events.HUB_FRAMES, "frames": [{"type": "x"}], "include": [1, 3]})
+    assert sorted(got) == [1, 3]
+    hub.dispatch({"type": events.HUB_FRAMES, "frames": [{"type": "y"}], "exclude": [1]})
+    assert sorted(got) == [1, 2, 3] and len(got[1]) == 1
+
+
+# --- Over the socket ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def people(transactional_db):
+    for name in ("alice", "bob", "carol", "dave"):
+        await amake_user(name)
+
+
+async def test_a_room_over_the_socket(people):
+    a, b = await connected("alice"), await connected("bob")
+    created = await a.ok("room_create", name=" team ", members=["bob", "carol"])
+    room = created["room"]["id"]
+    assert (created["room"]["name"], created["room"]["member_count"], created["refused"]) == ("team", 3, [])
+    event = await b.event("room")
+    assert (event["change"], event["room"]["id"], event["room"]["admin"], event["username"]) == (
+        "created",
+        room,
+        False,
+        None,
+    )
+    sent = await a.ok("send", room=room, body="hello room")
+    assert (sent["live"], sent["stored"]) == (1, 1)
+    message = await b.event("message", id=sent["id"])
+    assert (message["kind"], message["to"], message["room"], message["reply_to"], message["reactions"]) == (
+        "room",
+        None,
+        room,
+        None,
+        {},
+    )
+    answer = await b.ok("send", room=room, body="hi", reply_to=sent["id"])
+    reply_event = await a.event("message", id=answer["id"])
+    assert reply_event["reply_to"] == {"id": sent["id"], "from": "alice", "excerpt": "hello room"}
+    await b.ok("react", id=sent["id"], emoji="👍")
+    for client in (a, b):
+        assert await client.event("reaction", id=sent["id"], emoji="👍", by="bob", on=True)
+    await b.ok("typing", room=room)
+    assert await a.event("typing", **{"from": "bob", "room": room, "typing": True})
+    history = (await b.ok("history", room=room))["messages"]
+    assert [(m["body"], m["reactions"]) for m in history] == [("hello room", {"👍": ["bob"]}), ("hi", {})]
+    assert [m["id"] for m in (await b.ok("search", query="hello", room=room))["messages"]] == [sent["id"]]
+    assert [m["id"] for m in (await b.ok("search", query="hello"))["messages"]] == [sent["id"]]
+    [listed] = (await b.ok("rooms"))["rooms"]
+    assert (listed["id"], listed["last"]["id"], listed["unread"]) == (room, answer["id"], 1)
+    await b.ok("read", room=room, up_to=sent["id"])
+    assert (await b.ok("rooms"))["rooms"][0]["unread"] == 0
+    assert (await b.ok("room_members", room=room))["members"] == [
+        {"username": "alice", "admin": True, "online": True},
+        {"username": "bob", "admin": False, "online": True},
+        {"username": "carol", "admin": False, "online": False},
+    ]
+    added = await a.ok("room_add", room=room, usernames=["dave", "bob"])
+    assert (added["added"], added["refused"]) == (["dave"], [])
+    assert (await b.event("room", change="added"))["username"] == "dave"
+    await a.ok("room_admin", room=room, username="bob", admin=True)
+    await a.ok("room_rename", room=room, name="crew")
+    assert (await b.event("room", change="renamed"))["room"]["name"] == "crew"
+    await b.ok("room_remove", room=room, username="dave")
+    await a.ok("room_leave", room=room)
+    assert (await b.event("room", change="left"))["username"] == "alice"
+    await a.error("history", "unknown_room", room=room)
+    await a.close()
+    await b.close()
+
+
+async def test_room_fields_are_checked_and_nothing_changes(people):
+    a, b = await connected("alice"), await connected("bob")
+    room = (await a.ok("room_create", name="team", members=["bob"]))["room"]["id"]
+    message = (await a.ok("send", room=room, body="x"))["id"]
+    private = (await a.ok("send", to="carol", body="p"))["id"]
+    for op, fields, code in [
+        ("room_create", {"name": "   "}, "invalid"),
+        ("room_create", {"name": "x" * 101}, "invalid"),
+        ("room_create", {"name": 5}, "invalid"),
+        ("room_create", {"name": "n", "members": "bob"}, "invalid"),
+        ("room_create", {"name": "n", "members": [f"u{i}" for i in range(101)]}, "invalid"),
+        ("room_create", {"name": "n", "members": ["nobody"]}, "unknown_user"),
+        ("room_create", {"name": "n", "members": [1]}, "invalid"),
+        ("room_members", {"room": room + 1}, "unknown_room"),
+        ("room_members", {"room": "1"}, "unknown_room"),
+        ("room_add", {"room": room, "usernames": []}, "invalid"),
+        ("room_add", {"room": room, "usernames": [f"u{i}" for i in range(101)]}, "invalid"),
+        ("room_add", {"room": room, "usernames": ["nobody"]}, "unknown_user"),
+        ("room_add", {"room": -1, "usernames": ["carol"]}, "unknown_room"),
+        ("room_remove", {"room": room, "username": "alice"}, "invalid"),
+        ("room_remove", {"room": room, "username": "carol"}, "invalid"),
+        ("room_rename", {"room": room, "name": ""}, "invalid"),
+        ("room_rename", {"room": room, "name": None}, "invalid"),
+        ("room_admin", {"room": room, "username": "alice", "admin": False}, "invalid"),
+        ("room_admin", {"room": room, "username": "bob", "admin": "yes"}, "invalid"),
+        ("room_leave", {"room": True}, "unknown_room"),
+        ("send", {"room": room, "to": "bob", "body": "x"}, "invalid"),
+        ("send", {"room": room + 1, "body": "x"}, "unknown_room"),
+        ("send", {"room": room, "body": "x", "reply_to": private}, "unknown_message"),
+        ("send", {"room": room, "body": "x", "reply_to": "1"}, "invalid"),
+        ("broadcast", {"body": "x", "reply_to": message}, "unknown_message"),
+        ("history", {"room": room + 1}, "unknown_room"),
+        ("history", {"room": room, "with": "bob"}, "invalid"),
+        ("read", {"room": room + 1, "up_to": 1}, "unknown_room"),
+        ("search", {"room": room + 1, "query": "x"}, "unknown_room"),
+        ("typing", {"room": room + 1}, "unknown_room"),
+        ("react", {"id": message, "emoji": "a b"}, "invalid"),
+        ("react", {"id": message, "emoji": "x" * 33}, "invalid"),
+        ("react", {"id": message, "emoji": "x", "on": 1}, "invalid"),
+        ("react", {"id": message + 100, "emoji": "x"}, "unknown_message"),
+    ]:
+        await a.error(op, code, **fields)
+    await b.error("room_rename", "forbidden", room=room, name="mine")
+    assert (await a.ok("whoami"))["username"] == "alice"  # the connection stayed open
+    assert await sync_to_async(lambda: (Room.objects.count(), Message.objects.count(), Reaction.objects.count()))() == (
+        1,
+        2,
+        0,
+    )
+    assert [r["name"] for r in (await a.ok("rooms"))["rooms"]] == ["team"]
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.scaleout
+@pytest.mark.django_db(transaction=True)
+async def test_rooms_across_two_processes():
+    need(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    need(bool(django_settings.REDIS_URL), "Redis (REDIS_URL)")
+    one, two = Server().start(), Server().start()
+    try:
+        await signup(one.url, "alice", "bob")
+        async with Peer(one.url) as a, Peer(two.url) as b:
+            await a.ok("login", username="alice", password=PASSWORD)
+            await b.ok("login", username="bob", password=PASSWORD)
+            room = (await a.ok("room_create", name="team", members=["bob"]))["room"]["id"]
+            assert (await b.event("room", change="created"))["room"]["id"] == room
+            sent = await a.ok("send", room=room, body="across")
+            assert sent["live"] == 1
+            assert (await b.event("message", id=sent["id"]))["room"] == room
+            await b.ok("react", id=sent["id"], emoji="🎉")
+            assert await a.event("reaction", id=sent["id"], by="bob", on=True)
+    finally:
+        one.stop()
+        two.stop()
