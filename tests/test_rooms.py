@@ -166,6 +166,14 @@ def test_last_admin_leaving_promotes_the_earliest_member_and_the_last_one_delete
     assert not Room.objects.exists() and not Message.objects.exists()
 
 
+def test_a_deleted_account_leaves_its_rooms(users):
+    room = room_with(users, "bob")
+    alone = room_with(users, name="alone")
+    services.account_delete(user=users["alice"])
+    assert list(RoomMember.objects.values_list("room_id", "user__username", "admin")) == [(room, "bob", True)]
+    assert not Room.objects.filter(pk=alone).exists()
+
+
 def test_admin_changes_and_rename(users, capture_pushes):
     room = room_with(users, "bob")
     call = services.room_admin_set
