@@ -198,12 +198,14 @@ class Request:
         assert value is not None
         return value
 
-    def optional_object_id(self, name: str, *, unknown: str, required: bool = False) -> int | None:
+    def optional_object_id(
+        self, name: str, *, unknown: str, required: bool = False, nullable: bool = False
+    ) -> int | None:
         """The id of a room or message: a whole number, else the op's invalid
         code; one that cannot be an id (0, negative, too large) is `unknown`,
-        like any id that does not exist."""
+        like any id that does not exist. Absent (or null, if `nullable`): None."""
         value, present = self._get(name, required)
-        if not present:
+        if not present or (value is None and nullable):
             return None
         if type(value) is not int:
             raise self.bad(name, "an id")

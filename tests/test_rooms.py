@@ -318,6 +318,16 @@ def test_room_edit_and_delete_reach_members_online_who_have_it(users, capture_pu
     assert services.delivery_flush_page(user=users["carol"]) == []
 
 
+def test_typing_in_a_room_reaches_members_online_who_do_not_block(users):
+    room = room_with(users, "bob", "carol", "dave")
+    services.block_create(blocker=users["carol"], username="alice")
+    online(users["alice"], users["bob"], users["carol"])
+    assert selectors.room_typing_recipients(sender=users["alice"], room_id=room) == {users["bob"].pk}
+    services.room_leave(user=users["bob"], room_id=room)
+    assert selectors.room_typing_recipients(sender=users["alice"], room_id=room) == set()
+    assert code_of(selectors.room_typing_recipients, sender=users["bob"], room_id=room) == "unknown_room"
+
+
 # --- Replies --------------------------------------------------------------------------
 
 
@@ -336,6 +346,11 @@ def test_replies_stay_in_their_conversation(users):
         (services.message_send, {"to_username": "carol", "reply_to": 10**9}),
     ]:
         assert code_of(call, sender=users["alice"], body="x", **kwargs) == "unknown_message"
+    services.room_members_add(user=users["alice"], room_id=room, usernames=["dave"])
+    # Dave joined after it: he cannot see it, so he cannot reply to it.
+    assert code_of(services.message_room_send, sender=users["dave"], room_id=room, body="x", reply_to=in_room.id) == (
+        "unknown_message"
+    )
     services.message_send(sender=users["alice"], to_username="carol", body="ok", reply_to=private.id)
     services.message_broadcast(sender=users["alice"], body="ok", reply_to=broadcast.id)
     # Carol cannot see the room: she cannot reply to it from anywhere.
@@ -500,6 +515,7 @@ async def test_a_room_over_the_socket(people):
         None,
         {},
     )
+    assert (await a.ok("send", room=room, body="no reply", reply_to=None))["stored"] == 1
     answer = await b.ok("send", room=room, body="hi", reply_to=sent["id"])
     reply_event = await a.event("message", id=answer["id"])
     assert reply_event["reply_to"] == {"id": sent["id"], "from": "alice", "excerpt": "hello room"}
@@ -509,12 +525,18 @@ async def test_a_room_over_the_socket(people):
     await b.ok("typing", room=room)
     assert await a.event("typing", **{"from": "bob", "room": room, "typing": True})
     history = (await b.ok("history", room=room))["messages"]
-    assert [(m["body"], m["reactions"]) for m in history] == [("hello room", {"👍": ["bob"]}), ("hi", {})]
+    assert [(m["body"], m["reactions"]) for m in history] == [
+        ("hello room", {"👍": ["bob"]}),
+        ("no reply", {}),
+        ("hi", {}),
+    ]
     assert [m["id"] for m in (await b.ok("search", query="hello", room=room))["messages"]] == [sent["id"]]
     assert [m["id"] for m in (await b.ok("search", query="hello"))["messages"]] == [sent["id"]]
     [listed] = (await b.ok("rooms"))["rooms"]
-    assert (listed["id"], listed["last"]["id"], listed["unread"]) == (room, answer["id"], 1)
+    assert (listed["id"], listed["last"]["id"], listed["unread"]) == (room, answer["id"], 2)
     await b.ok("read", room=room, up_to=sent["id"])
+    assert (await b.ok("rooms"))["rooms"][0]["unread"] == 1
+    await b.ok("read", room=room, up_to=answer["id"])
     assert (await b.ok("rooms"))["rooms"][0]["unread"] == 0
     assert (await b.ok("room_members", room=room))["members"] == [
         {"username": "alice", "admin": True, "online": True},

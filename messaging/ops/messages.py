@@ -82,7 +82,8 @@ def _fanned_out(done: services.Broadcasted, kind: str) -> dict[str, Any]:
 
 
 def _reply_to(request: Request) -> int | None:
-    return request.optional_object_id("reply_to", unknown="unknown_message")
+    """A reply's target, if any (null: none, as absent)."""
+    return request.optional_object_id("reply_to", unknown="unknown_message", nullable=True)
 
 
 @op("edit", lasting=True)
