@@ -13,7 +13,17 @@ import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Search } from "./search.js";
 import { Sidebar } from "./sidebar.js";
-import { EVERYONE, MAX_BODY_CHARS, MAX_PAGE, PAGE_SIZE, Saved, Store } from "./store.js";
+import { Rooms } from "./rooms.js";
+import {
+  EVERYONE,
+  MAX_BODY_CHARS,
+  MAX_PAGE,
+  PAGE_SIZE,
+  ROOM,
+  roomKey,
+  Saved,
+  Store,
+} from "./store.js";
 
 const app = $("app");
 const me = app.dataset.username;
@@ -68,6 +78,23 @@ const composer = new Composer({
     typing,
     editLast,
     announce: (t) => alerts.announce(t),
+  },
+});
+const rooms = new Rooms(store, {
+  request: (type, fields) => conn.request(type, fields),
+  open: (key) => openConversation(key, { focus: true }),
+  announce: (t) => alerts.announce(t),
+  created: (room) => {
+    const c = store.conv(roomKey(room.id));
+    c.setInfo(room);
+    c.touched = Number.MAX_SAFE_INTEGER - 1;
+    sidebar.conversations();
+    return c.key;
+  },
+  left: (c) => {
+    roomGone(c);
+    sidebar.conversations();
+    alerts.announce(`You left ${c.name}.`);
   },
 });
 new Search(store, {
@@ -143,7 +170,7 @@ async function loggedIn() {
       c.messages.clear();
     }
   }
-  await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
+  await Promise.all([loadConversations(), loadRooms(), loadPeople(), loadBlocked()]);
   await refreshOpen();
 }
 
@@ -185,6 +212,12 @@ function frameArrived(frame) {
       break;
     case "message_deleted":
       deleted(frame.id);
+      break;
+    case "room":
+      roomChanged(frame);
+      break;
+    case "reaction":
+      reactionArrived(frame);
       break;
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
@@ -231,25 +264,77 @@ function sessionEnded({ reason, action }) {
 async function loadConversations() {
   const reply = await conn.request("conversations");
   if (reply.type !== "ok") return;
-  for (const entry of reply.conversations) {
-    const c = store.conv(entry.with === null ? EVERYONE : entry.with);
-    // The count is as of the reply; messages pushed since are counted here.
-    let newer = 0;
-    for (const m of c.messages.values())
-      if (m.id > entry.last.id && m.from !== me && m.id > c.readUpTo) newer += 1;
-    c.unread = entry.unread + newer; // the open one is marked read again below if it is seen
-    c.listedUpTo = entry.last.id;
-    c.add(entry.last);
-  }
+  for (const entry of reply.conversations)
+    listed(store.conv(entry.with === null ? EVERYONE : entry.with), entry.last, entry.unread);
   sidebar.conversations();
   unreadChanged();
   markRead();
 }
 
+/** A conversation's last message and unread count, as a list reply has them. */
+function listed(c, last, unread) {
+  // The count is as of the reply; messages pushed since are counted here.
+  let newer = 0;
+  const lastId = last ? last.id : 0;
+  for (const m of c.messages.values())
+    if (m.id > lastId && m.from !== me && m.id > c.readUpTo) newer += 1;
+  c.unread = unread + newer; // the open one is marked read again below if it is seen
+  c.listedUpTo = lastId;
+  if (last) c.add(last);
+}
+
+/** The rooms I am a member of (protocol 1.2), beside the people. */
+async function loadRooms() {
+  const reply = await conn.request("rooms");
+  if (reply.type !== "ok") return;
+  const keys = new Set(reply.rooms.map((r) => roomKey(r.id)));
+  for (const c of [...store.convs.values()]) if (c.room !== null && !keys.has(c.key)) roomGone(c); // left or removed while away
+  for (const room of reply.rooms) {
+    const c = store.conv(roomKey(room.id));
+    c.setInfo(room);
+    listed(c, room.last, room.unread);
+  }
+  sidebar.conversations();
+  sidebar.header();
+  unreadChanged();
+  markRead();
+}
+
+/** A `room` event: a room I am in changed, or I joined or left one. */
+function roomChanged({ change, room, username }) {
+  const key = roomKey(room.id);
+  const gone = (change === "removed" || change === "left") && username === me;
+  if (gone) {
+    const c = store.convs.get(key);
+    if (c) roomGone(c);
+    if (change === "removed") alerts.announce(`You were removed from ${room.name}.`);
+  } else {
+    const isNew = !store.convs.has(key);
+    const c = store.conv(key);
+    c.setInfo(room);
+    if (isNew) {
+      if (room.last) listed(c, room.last, room.unread);
+      c.touched = Number.MAX_SAFE_INTEGER - 1; // a new room goes to the top of the list
+      alerts.announce(`You are now in the room ${room.name}.`);
+    }
+  }
+  sidebar.conversations();
+  sidebar.header();
+  unreadChanged();
+  rooms.changed(key);
+}
+
+/** A room I am no longer in: it leaves the list (and the view). */
+function roomGone(c) {
+  store.convs.delete(c.key);
+  outbox.entries.filter((e) => e.key === c.key).forEach((e) => outbox.discard(e.cid));
+  if (store.open === c.key) openConversation(EVERYONE);
+}
+
 /** The latest page of a conversation; false when it cannot be had. */
 async function loadLatest(c) {
   const limit = Math.min(MAX_PAGE, Math.max(PAGE_SIZE, c.unread + 10));
-  const reply = await conn.request("history", { with: c.peer, limit });
+  const reply = await conn.request("history", { ...c.where, limit });
   if (reply.type === "ok") {
     const known = reply.messages.some((m) => c.messages.has(m.id) && store.seen.has(m.id));
     if (c.loaded && !known && reply.messages.length === limit) {
@@ -266,7 +351,7 @@ async function loadLatest(c) {
     c.loaded = true;
     return fresh;
   }
-  if (reply.code === "unknown_user") {
+  if (reply.code === "unknown_user" || reply.code === "unknown_room") {
     store.convs.delete(c.key);
     if (store.open === c.key) openConversation(EVERYONE);
     sidebar.conversations();
@@ -317,7 +402,7 @@ function loadEarlier() {
   list.setLoading(true);
   loadingEarlier = (async () => {
     const reply = await conn.request("history", {
-      with: c.peer,
+      ...c.where,
       before: c.oldestId(),
       limit: PAGE_SIZE,
     });
@@ -356,7 +441,7 @@ function markRead() {
   if (!upTo || (upTo <= c.readUpTo && !c.unread)) return;
   c.unread = 0;
   c.readUpTo = upTo;
-  conn.request("read", { with: c.peer, up_to: upTo });
+  conn.request("read", { ...c.where, up_to: upTo });
   sidebar.conversations();
   unreadChanged();
 }
@@ -389,9 +474,11 @@ function received(msg) {
   // counted: in `unread` already (pushes of waiting messages come after it).
   const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
   c.add(msg);
+  if (c.touched > msg.id) c.touched = 0; // sorted by its messages from now on
   const shown = c === store.current && list.conv === c && c.loaded;
   if (msg.from !== me && !known) {
-    store.typing.delete(msg.from);
+    if (c.room === null) store.typing.delete(msg.from);
+    else store.roomTyping.get(c.key)?.delete(msg.from);
     const seenNow = shown && !document.hidden && list.atBottom();
     if (!seenNow) {
       c.unread += 1;
@@ -408,7 +495,7 @@ function received(msg) {
 
 function tell(msg, c, shown) {
   const body = msg.body.length > 200 ? `${msg.body.slice(0, 200)}…` : msg.body;
-  const where = c.key === EVERYONE ? " to everyone" : "";
+  const where = c.key === EVERYONE ? " to everyone" : c.room !== null ? ` in ${c.name}` : "";
   alerts.announce(
     shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
   );
@@ -433,12 +520,15 @@ function sent(entry, reply) {
   const c = store.conv(entry.key);
   const msg = {
     id: reply.id,
-    kind: entry.key === EVERYONE ? "broadcast" : "private",
+    kind: entry.key === EVERYONE ? "broadcast" : c.room !== null ? "room" : "private",
     from: me,
-    to: c.peer,
+    to: c.room !== null ? null : c.peer,
+    room: c.room,
     body: trimBody(entry.body),
     sent_at: entry.at,
     edited_at: null,
+    reply_to: entry.replyTo || null,
+    reactions: {},
   };
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
@@ -585,24 +675,29 @@ function typing(key, active) {
   }
 }
 
-async function signalTyping(to, active) {
-  const reply = await conn.request("typing", { to, typing: active });
+async function signalTyping(key, active) {
+  const where = key.startsWith(ROOM) ? { room: store.conv(key).room } : { to: key };
+  const reply = await conn.request("typing", { ...where, typing: active });
   if (reply.code === "bad_request") supports.typing = false; // a 1.0 server
 }
 
 const typingTimers = new Map();
 
-function typingArrived({ from, typing: active }) {
-  clearTimeout(typingTimers.get(from));
+function typingArrived({ from, room = null, typing: active }) {
+  const key = room === null ? from : roomKey(room);
+  const timer = `${key} ${from}`;
+  if (room !== null && !store.roomTyping.has(key)) store.roomTyping.set(key, new Map());
+  const typers = room === null ? store.typing : store.roomTyping.get(key);
+  clearTimeout(typingTimers.get(timer));
   if (active) {
-    store.typing.set(from, Date.now() + TYPING_SHOWN_MS);
+    typers.set(from, Date.now() + TYPING_SHOWN_MS);
     typingTimers.set(
-      from,
-      setTimeout(() => typingArrived({ from, typing: false }), TYPING_SHOWN_MS),
+      timer,
+      setTimeout(() => typingArrived({ from, room, typing: false }), TYPING_SHOWN_MS),
     );
-  } else store.typing.delete(from);
+  } else typers.delete(from);
   sidebar.conversations();
-  if (store.open === from) sidebar.header();
+  if (store.open === key) sidebar.header();
 }
 
 // --- People --------------------------------------------------------------------------------

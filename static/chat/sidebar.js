@@ -57,19 +57,35 @@ export class Sidebar {
         button.classList.toggle("active", active);
         attr(button, "aria-current", active ? "true" : null);
         button.querySelector(".dot").className =
-          "dot" + (c.key === EVERYONE ? " all" : s.online.has(c.key) ? " on" : "");
+          "dot" +
+          (c.key === EVERYONE
+            ? " all"
+            : c.room !== null
+              ? " room"
+              : s.online.has(c.key)
+                ? " on"
+                : "");
+        textParts(button.querySelector(".conv-name"), [c.name]);
+        button.classList.toggle("is-room", c.room !== null);
         const last = c.last;
         let preview = [];
         const draft = c.key !== s.open && this.actions.draft(c.key);
         const who =
-          last?.from === s.me ? ["You: "] : c.key === EVERYONE ? [[last?.from], ": "] : [];
-        if (c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
+          last?.from === s.me
+            ? ["You: "]
+            : c.key === EVERYONE || c.room !== null
+              ? [[last?.from], ": "]
+              : [];
+        const typers = c.room !== null ? s.typingIn(c.key) : [];
+        if (typers.length) preview = [...typingWords(typers)];
+        else if (c.room === null && c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
         else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
         else if (last) preview = [...who, [neutralLinks(last.body.replace(/\s+/g, " "))]];
         else if (c.key === EVERYONE) preview = ["Messages to everyone"];
+        else if (c.room !== null) preview = ["No messages yet"];
         const p = button.querySelector(".preview");
         textParts(p, ...preview);
-        p.classList.toggle("typing", preview[0] === "typing…");
+        p.classList.toggle("typing", preview[preview.length - 1]?.endsWith?.("typing…") || false);
         p.classList.toggle("draft", preview[0] === "Draft: ");
         text(button.querySelector(".conv-time"), last ? when(last.sent_at) : "");
         const badge = button.querySelector(".badge");
@@ -155,10 +171,21 @@ export class Sidebar {
     attr($("conv-title"), "title", c.name);
     const toggle = $("block-toggle");
     const status = $("conv-presence");
+    $("members-open").hidden = c.room === null;
+    if (c.room !== null) {
+      toggle.hidden = true;
+      const typers = s.typingIn(c.key);
+      const n = c.info?.member_count ?? 0;
+      if (typers.length) textParts(status, ...typingWords(typers));
+      else textParts(status, n === 1 ? "1 member" : `${n} members`);
+      status.className = "presence" + (typers.length ? " typing" : "");
+      attr($("members-open"), "aria-label", `Members of ${c.name}`);
+      return;
+    }
     if (c.key === EVERYONE) {
       toggle.hidden = true;
       const others = [...s.online].filter((n) => n !== s.me).length;
-      text(status, others ? `${others} online` : "nobody else online");
+      textParts(status, others ? `${others} online` : "nobody else online");
       status.className = "presence";
       return;
     }
@@ -171,7 +198,14 @@ export class Sidebar {
     const seen = s.recent.get(c.key)?.last_seen;
     let state = online ? "online" : seen ? lastSeen(seen) : "offline";
     if (s.isTyping(c.key)) state = "typing…";
-    text(status, state);
+    textParts(status, state);
     status.className = "presence" + (online ? " on" : "") + (state === "typing…" ? " typing" : "");
   }
+}
+
+/** "alice is typing…", "alice and bob are typing…", names isolated. */
+function typingWords(names) {
+  if (names.length === 1) return [[names[0]], " is typing…"];
+  if (names.length === 2) return [[names[0]], " and ", [names[1]], " are typing…"];
+  return [[names[0]], ` and ${names.length - 1} others are typing…`];
 }
