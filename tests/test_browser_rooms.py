@@ -107,3 +107,59 @@ def test_room_messages_sent_offline_go_once_after_a_reload(accounts, server, ope
     expect(alice.locator(".msg .body", has_text="queued for the room")).to_have_count(1)
     assert stored_room_messages("Plans") == [("alice", "queued for the room")]
     expect(room_item(bob, "Plans").locator(".preview")).to_have_text("alice: queued for the room")
+
+
+def member(page, name):
+    return page.locator("#room-members .member", has=page.locator(f"bdi:text-is('{name}')"))
+
+
+def test_members_are_seen_by_all_and_managed_by_admins(accounts, server, open_page):
+    accounts("alice", "bob", "carol")
+    alice, bob, carol = open_page("alice"), open_page("bob"), open_page("carol")
+    create_room(alice, "Crew", "bob")
+    # bob is a member, not an admin: he sees who is in it, and can leave.
+    open_room(bob, "Crew")
+    bob.click("#members-open")
+    expect(bob.locator("#room-panel-title")).to_have_text("Crew: 2 members")
+    expect(member(bob, "alice").locator(".member-tags")).to_have_text("admin")
+    expect(member(bob, "bob").locator(".member-tags")).to_have_text("you")
+    expect(bob.locator("#room-add")).to_be_hidden()
+    expect(bob.locator("#room-rename")).to_be_hidden()
+    expect(bob.locator("#room-members button")).to_have_count(0)
+    expect(bob.locator("#room-leave")).to_be_visible()
+    # alice, an admin, adds carol with the keyboard.
+    alice.click("#members-open")
+    expect(alice.locator("#room-add-name")).to_be_focused()
+    alice.keyboard.type("carol")
+    alice.keyboard.press("Enter")
+    expect(member(alice, "carol")).to_be_visible()
+    expect(room_item(carol, "Crew")).to_be_visible()
+    expect(bob.locator("#room-panel-title")).to_have_text("Crew: 3 members")
+    expect(member(bob, "carol")).to_be_visible()
+    shot(alice, "rooms-members-1280-light")
+    # She makes bob an admin: his panel offers the admin's tools at once.
+    member(alice, "bob").get_by_role("button", name="Make admin: bob").click()
+    expect(member(alice, "bob").locator(".member-tags")).to_have_text("admin")
+    expect(bob.locator("#room-add")).to_be_visible()
+    expect(member(bob, "carol").get_by_role("button", name="Remove carol from the room")).to_be_visible()
+    member(alice, "bob").get_by_role("button", name="Remove admin rights of bob").click()
+    expect(bob.locator("#room-add")).to_be_hidden()
+    # Rename: every member's list and header follow.
+    alice.fill("#room-rename-name", "Crew 2")
+    alice.click("#room-rename button[type=submit]")
+    expect(room_item(carol, "Crew 2")).to_be_visible()
+    expect(bob.locator("#conv-title")).to_have_text("Crew 2")
+    # Remove carol: the room leaves her list.
+    member(alice, "carol").get_by_role("button", name="Remove carol from the room").click()
+    expect(room_item(carol, "Crew 2")).to_have_count(0)
+    expect(member(alice, "carol")).to_have_count(0)
+    # bob leaves (after saying yes): gone from his list, alice's count follows.
+    bob.once("dialog", lambda d: d.accept())
+    bob.click("#room-leave")
+    expect(room_item(bob, "Crew 2")).to_have_count(0)
+    expect(bob.locator("#conv-title")).to_have_text("Everyone")
+    expect(alice.locator("#room-panel-title")).to_have_text("Crew 2: 1 member")
+    alice.keyboard.press("Escape")
+    expect(alice.locator("#room-panel")).to_be_hidden()
+    expect(alice.locator("#members-open")).to_be_focused()
+    expect(alice.locator("#conv-presence")).to_have_text("1 member")
