@@ -28,6 +28,14 @@ def create_room(page, name, *members):
     return page.locator(".conv-item.is-room", has_text=name)
 
 
+def two_in_a_room(accounts, open_page, room):
+    """alice and bob on their pages, in a room alice just created (open on hers)."""
+    accounts("alice", "bob")
+    alice, bob = open_page("alice"), open_page("bob")
+    create_room(alice, room, "bob")
+    return alice, bob
+
+
 def room_item(page, name):
     return page.locator(".conv-item.is-room", has_text=name)
 
@@ -87,9 +95,7 @@ def test_create_a_room_and_talk_in_it(accounts, server, open_page):
 
 
 def test_room_messages_sent_offline_go_once_after_a_reload(accounts, server, open_page):
-    accounts("alice", "bob")
-    alice, bob = open_page("alice"), open_page("bob")
-    create_room(alice, "Plans", "bob")
+    alice, bob = two_in_a_room(accounts, open_page, "Plans")
     server.stop()
     alice.wait_for_selector("#status[data-state=offline]")
     say(alice, "queued for the room")
@@ -163,3 +169,137 @@ def test_members_are_seen_by_all_and_managed_by_admins(accounts, server, open_pa
     expect(alice.locator("#room-panel")).to_be_hidden()
     expect(alice.locator("#members-open")).to_be_focused()
     expect(alice.locator("#conv-presence")).to_have_text("1 member")
+
+
+# --- Replies and reactions ------------------------------------------------------------------------
+
+
+def message(page, body):
+    return page.locator("#message-list .msg[data-id]", has=page.locator(f".body:text-is('{body}')"))
+
+
+def open_private(page, name):
+    page.fill("#new-chat-name", name)
+    page.press("#new-chat-name", "Enter")
+    expect(page.locator("#conv-title")).to_have_text(name)
+
+
+def test_reply_with_the_mouse_and_the_keyboard_shows_the_quote(accounts, server, open_page):
+    alice, bob = two_in_a_room(accounts, open_page, "Quotes")
+    open_room(bob, "Quotes")
+    say(bob, "the original question")
+    for n in range(12):
+        say(bob, f"filler {n}")
+    expect(message(alice, "filler 11")).to_be_visible()
+    # Mouse: the Reply button of bob's message, from its hover toolbar.
+    original = message(alice, "the original question")
+    original.scroll_into_view_if_needed()
+    original.hover()
+    original.get_by_role("button", name="Reply (R)").click()
+    expect(alice.locator("#replying")).to_contain_text("Replying to bob: the original question")
+    expect(alice.locator("#body")).to_be_focused()
+    say(alice, "the answer")
+    expect(alice.locator("#replying")).to_be_hidden()
+    reply = message(bob, "the answer")
+    quote = reply.locator(".quote")
+    expect(quote.locator(".quote-from")).to_have_text("You")  # bob's own message, to bob
+    expect(quote.locator(".quote-text")).to_have_text("the original question")
+    expect(message(alice, "the answer").locator(".quote-from")).to_have_text("bob")
+    # Above the body.
+    assert quote.bounding_box()["y"] < reply.locator(".body").bounding_box()["y"]
+    shot(bob, "rooms-reply-1280-light")
+    # Clicking the quote brings the original into view, with focus.
+    bob.locator("#messages").evaluate("box => box.scrollTop = box.scrollHeight")
+    quote.click()
+    expect(message(bob, "the original question")).to_be_focused()
+    # Keyboard alone, in a private conversation: arrows to a message, R, type, Enter.
+    open_private(alice, "bob")
+    say(alice, "ping")
+    open_private(bob, "alice")
+    expect(message(bob, "ping")).to_be_visible()
+    bob.focus("#messages")
+    bob.keyboard.press("ArrowUp")
+    expect(message(bob, "ping")).to_be_focused()
+    bob.keyboard.press("r")
+    expect(bob.locator("#body")).to_be_focused()
+    bob.keyboard.type("pong")
+    bob.keyboard.press("Enter")
+    expect(message(alice, "pong").locator(".quote")).to_contain_text("ping")
+    # Escape takes a reply back before it is sent.
+    bob.focus("#messages")
+    bob.keyboard.press("ArrowUp")
+    bob.keyboard.press("R")
+    expect(bob.locator("#replying")).to_be_visible()
+    bob.keyboard.press("Escape")
+    expect(bob.locator("#replying")).to_be_hidden()
+    # And to everyone.
+    alice.click(".conv-item[data-key='*']")
+    say(alice, "news for all")
+    bob.click(".conv-item[data-key='*']")
+    message(bob, "news for all").hover()
+    message(bob, "news for all").get_by_role("button", name="Reply (R)").click()
+    say(bob, "thanks")
+    expect(message(alice, "thanks").locator(".quote")).to_contain_text("news for all")
+
+
+def test_reactions_live_with_the_mouse_and_the_keyboard(accounts, server, open_page):
+    alice, bob = two_in_a_room(accounts, open_page, "Fun")
+    say(alice, "cake at four")
+    open_room(bob, "Fun")
+    # Mouse: bob's picker, a common emoji.
+    msg = message(bob, "cake at four")
+    msg.hover()
+    msg.get_by_role("button", name="React (+)").click()
+    expect(msg.locator(".picker")).to_be_visible()
+    shot(bob, "rooms-picker-1280-light")
+    msg.get_by_role("button", name="React with 🎉").click()
+    expect(msg.locator(".picker")).to_have_count(0)
+    theirs = message(alice, "cake at four").locator(".reaction[data-emoji='🎉']")
+    expect(theirs.locator(".n")).to_have_text("1")
+    expect(theirs).to_have_attribute("aria-pressed", "false")
+    # alice adds hers by clicking the count; both see 2, who on hover.
+    theirs.click()
+    expect(theirs.locator(".n")).to_have_text("2")
+    expect(theirs).to_have_attribute("aria-pressed", "true")
+    mine = msg.locator(".reaction[data-emoji='🎉']")
+    expect(mine.locator(".n")).to_have_text("2")
+    mine.hover()
+    expect(mine.locator(".who")).to_be_visible()
+    expect(mine.locator(".who")).to_have_text("alice, you")
+    shot(bob, "rooms-reactions-1280-light")
+    # Clicking again takes it back.
+    theirs.click()
+    expect(mine.locator(".n")).to_have_text("1")
+    # Free input: any 1 to 32 characters without white space.
+    msg.hover()
+    msg.get_by_role("button", name="React (+)").click()
+    msg.locator(".picker-input").fill("two words")
+    msg.locator(".picker-input").press("Enter")
+    expect(msg.locator(".picker [role=alert]")).to_have_text("1 to 32 characters, no spaces.")
+    msg.locator(".picker-input").fill("🦄")
+    msg.locator(".picker-input").press("Enter")
+    expect(message(alice, "cake at four").locator(".reaction[data-emoji='🦄'] .n")).to_have_text("1")
+    # Keyboard alone: arrows to the message, +, arrows in the picker, Enter.
+    alice.focus("#messages")
+    alice.keyboard.press("ArrowUp")
+    expect(message(alice, "cake at four")).to_be_focused()
+    alice.keyboard.press("+")
+    expect(alice.get_by_role("button", name="React with 👍")).to_be_focused()
+    alice.keyboard.press("ArrowRight")
+    alice.keyboard.press("Enter")
+    expect(msg.locator(".reaction[data-emoji='❤️'] .n")).to_have_text("1")
+    expect(message(alice, "cake at four")).to_be_focused()
+    # Tab reaches the counts of the focused message; Enter takes hers back.
+    for _ in range(8):
+        alice.keyboard.press("Tab")
+        if alice.evaluate("document.activeElement.dataset.emoji") == "❤️":
+            break
+    expect(alice.locator(".reaction[data-emoji='❤️'] .who")).to_be_visible()
+    alice.keyboard.press("Enter")
+    expect(msg.locator(".reaction[data-emoji='❤️']")).to_have_count(0)
+    # Reactions are kept: a reload shows them from history.
+    bob.reload()
+    bob.wait_for_selector("#status[data-state=online]")
+    open_room(bob, "Fun")
+    expect(message(bob, "cake at four").locator(".reaction[data-emoji='🎉'] .n")).to_have_text("1")
+    expect(message(bob, "cake at four").locator(".reaction[data-emoji='🎉']")).to_have_attribute("aria-pressed", "true")

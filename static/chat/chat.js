@@ -7,7 +7,7 @@
 import { Alerts } from "./alerts.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
-import { $, el } from "./dom.js";
+import { $, el, textParts } from "./dom.js";
 import { bodyLength, isolate, neutralLinks, number, trimBody } from "./format.js";
 import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
@@ -62,6 +62,8 @@ const list = new MessageList({
     atBottom: markRead,
     pending: pendingAction,
     message: messageAction,
+    quote: (id) => jumpTo(store.open, id),
+    react,
   },
 });
 const outbox = new Outbox({
@@ -74,7 +76,10 @@ const outbox = new Outbox({
 const composer = new Composer({
   saved,
   hooks: {
-    send: (key, body) => outbox.add(key, body),
+    send: (key, body) => {
+      outbox.add(key, body, replyingTo?.key === key ? replyingTo.quote : null);
+      setReply(null);
+    },
     typing,
     editLast,
     announce: (t) => alerts.announce(t),
@@ -366,7 +371,10 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   if (reveal) app.classList.add("show-conversation");
   if (focus) composer.focus();
   if (previous === c && c.loaded && list.conv === c) return;
-  if (previous !== c) previous.firstUnread = null;
+  if (previous !== c) {
+    previous.firstUnread = null;
+    setReply(null);
+  }
   store.open = key;
   if (!c.lastId && key !== EVERYONE) c.touched = Number.MAX_SAFE_INTEGER;
   composer.setConversation(key);
@@ -590,6 +598,59 @@ function receiptArrived({ status, by, id, up_to: upTo }) {
 function messageAction(action, id) {
   if (action === "edit") list.startEdit(id, saveEdit);
   else if (action === "delete") list.confirmDelete(id, deleteMessage);
+  else if (action === "reply") startReply(id);
+  else if (action === "react") list.openPicker(id, (emoji) => react(id, emoji, true));
+}
+
+// --- Replies and reactions (protocol 1.2) ------------------------------------------------
+
+const EXCERPT_CHARS = 100; // as the server cuts a reply's excerpt
+let replyingTo = null; // {key, quote: {id, from, excerpt}} while the composer answers one
+
+function startReply(id) {
+  const msg = store.current.messages.get(id);
+  if (!msg) return;
+  const excerpt = [...msg.body].slice(0, EXCERPT_CHARS).join("");
+  setReply({ key: store.open, quote: { id, from: msg.from, excerpt } });
+  composer.focus();
+}
+
+function setReply(reply) {
+  replyingTo = reply;
+  $("replying").hidden = !reply;
+  if (!reply) return textParts($("replying-text"));
+  const { from, excerpt } = reply.quote;
+  textParts($("replying-text"), "Replying to ", from === me ? "yourself" : [from], ": ", [
+    excerpt.replace(/\s+/g, " "),
+  ]);
+  alerts.announce(`Replying to ${from === me ? "yourself" : from}. Escape cancels.`);
+}
+
+async function react(id, emoji, on) {
+  const reply = await conn.request("react", { id, emoji, on });
+  if (reply.type === "ok") return; // the reaction event (to me too) shows it
+  showProblem(
+    reply.code === "disconnected"
+      ? "Not done: you are offline."
+      : reply.code === "invalid"
+        ? "A reaction is 1 to 32 characters, with no spaces."
+        : reply.message,
+  );
+}
+
+function reactionArrived({ id, emoji, by, on }) {
+  const c = store.find(id);
+  const msg = c?.messages.get(id);
+  if (!msg) return; // not loaded: history has it when it is
+  const reactions = { ...(msg.reactions || {}) };
+  const names = (reactions[emoji] || []).filter((n) => n !== by);
+  if (on) names.push(by);
+  if (names.length) reactions[emoji] = names.sort();
+  else delete reactions[emoji];
+  c.add({ ...msg, reactions });
+  if (list.conv === c) list.update(c.messages.get(id));
+  if (on && by !== me && msg.from === me)
+    alerts.announce(`${by} reacted ${emoji} to your message.`);
 }
 
 /** Up in an empty text box edits one's last message here. */
@@ -792,6 +853,16 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("reply-cancel").addEventListener("click", () => {
+    setReply(null);
+    composer.focus();
+  });
+  $("body").addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && replyingTo) {
+      e.preventDefault();
+      setReply(null);
+    }
+  });
   const back = () => {
     app.classList.remove("show-conversation");
     $("conversations").querySelector("[aria-current=true]")?.focus();
