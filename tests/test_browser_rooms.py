@@ -5,7 +5,9 @@ test_browser.py. Screenshots go to test-artifacts/ (rooms-*.png)."""
 import pytest
 
 from . import test_browser as chat_browser
-from .test_browser import axe, expect, say, shot
+from .helpers import PASSWORD
+from .servers import Peer
+from .test_browser import PHONE, WIDE, axe, expect, no_horizontal_scroll, run_async, say, shot
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
@@ -303,3 +305,121 @@ def test_reactions_live_with_the_mouse_and_the_keyboard(accounts, server, open_p
     open_room(bob, "Fun")
     expect(message(bob, "cake at four").locator(".reaction[data-emoji='🎉'] .n")).to_have_text("1")
     expect(message(bob, "cake at four").locator(".reaction[data-emoji='🎉']")).to_have_attribute("aria-pressed", "true")
+
+
+# --- Every new state at both widths, light and dark ---------------------------------------------
+
+
+def as_peer(server, username, work):
+    """Run `work(peer)` (a coroutine function) as `username` over the protocol."""
+
+    async def go():
+        async with Peer(server.url) as peer:
+            await peer.ok("login", username=username, password=PASSWORD)
+            return await work(peer)
+
+    return run_async(go())
+
+
+def room_id(server, username, name):
+    async def find(peer):
+        return next(r["id"] for r in (await peer.ok("rooms"))["rooms"] if r["name"] == name)
+
+    return as_peer(server, username, find)
+
+
+def look(page, state, name):
+    """A state of the page: on screen, no serious axe-core violation, a screenshot."""
+    assert no_horizontal_scroll(page), state
+    axe(page, state)
+    shot(page, name)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize(("viewport", "width"), [(PHONE, "390"), (WIDE, "1280")])
+def test_every_new_state_looks_right_and_passes_axe(accounts, server, open_page, viewport, width, scheme):
+    accounts("alice", "bob", "carol", "dana")
+    tag = f"{width}-{scheme}"
+    narrow = viewport is PHONE
+
+    # Someone else's room, with messages alice has not read.
+    async def book_club(peer):
+        room = (await peer.ok("room_create", name="Book club", members=["alice", "carol"]))["room"]["id"]
+        await peer.ok("send", room=room, body="Chapter 3 for Thursday?")
+        await peer.ok("send", room=room, body="Or all of part one?")
+
+    as_peer(server, "bob", book_club)
+    alice = open_page("alice", viewport=viewport, color_scheme=scheme, bypass_csp=True)
+    expect(room_item(alice, "Book club").locator(".badge")).to_have_text("2")
+
+    # The create dialog, members picked.
+    alice.click("#room-new")
+    alice.fill("#room-name", "Weekend trip 🏕")
+    for name in ("bob", "carol"):
+        alice.fill("#room-member", name)
+        alice.press("#room-member", "Enter")
+    expect(alice.locator("#room-picked .chip")).to_have_count(2)
+    look(alice, "the create dialog", f"rooms-create-{tag}")
+    alice.click("#room-create button[type=submit]")
+    expect(alice.locator("#conv-title")).to_have_text("Weekend trip 🏕")
+    trip = room_id(server, "bob", "Weekend trip 🏕")
+
+    async def talk(peer):
+        first = (await peer.ok("send", room=trip, body="I can drive on Saturday."))["id"]
+        return first
+
+    first = as_peer(server, "bob", talk)
+
+    async def carol_talks(peer):
+        await peer.ok("send", room=trip, body="Great! Who brings the tent?", reply_to=first)
+        await peer.ok("react", id=first, emoji="🚗")
+
+    as_peer(server, "carol", carol_talks)
+    expect(message(alice, "Great! Who brings the tent?").locator(".quote")).to_contain_text("I can drive")
+
+    # The conversation list with both rooms.
+    if narrow:
+        alice.click("#back")
+    look(alice, "the room list", f"rooms-list-{tag}")
+    if narrow:
+        room_item(alice, "Weekend trip 🏕").click()
+
+    # The room: sender names, a reply, a reaction.
+    expect(message(alice, "I can drive on Saturday.").locator(".from")).to_have_text("bob")
+    look(alice, "a room conversation", f"rooms-conversation-{tag}")
+
+    # Reply from the keyboard.
+    alice.focus("#messages")
+    alice.keyboard.press("ArrowUp")
+    expect(message(alice, "Great! Who brings the tent?")).to_be_focused()
+    alice.keyboard.press("r")
+    alice.keyboard.type("I have one")
+    look(alice, "replying", f"rooms-replying-{tag}")
+    alice.keyboard.press("Enter")
+    expect(message(alice, "I have one").locator(".quote")).to_contain_text("carol")
+
+    # The picker, from the keyboard, then the counts with who reacted.
+    alice.focus("#messages")
+    alice.keyboard.press("ArrowUp")
+    alice.keyboard.press("ArrowUp")
+    alice.keyboard.press("ArrowUp")
+    expect(message(alice, "I can drive on Saturday.")).to_be_focused()
+    alice.keyboard.press("+")
+    expect(alice.get_by_role("button", name="React with 👍")).to_be_focused()
+    look(alice, "the reaction picker", f"rooms-picker-{tag}")
+    alice.keyboard.press("Enter")
+    counts = message(alice, "I can drive on Saturday.").locator(".reaction")
+    expect(counts).to_have_count(2)
+    counts.first.hover()
+    look(alice, "reaction counts", f"rooms-reactions-{tag}")
+    if width == "1280" and scheme == "light":
+        alice.mouse.move(640, 600)
+        alice.evaluate("document.activeElement.blur()")
+        shot(alice, "chat-page")  # docs/chat-page.png, for the README
+
+    # The member panel (alice is the admin).
+    alice.click("#members-open")
+    expect(alice.locator("#room-members .member")).to_have_count(3)
+    look(alice, "the member panel", f"rooms-members-{tag}")
+    alice.keyboard.press("Escape")
+    expect(alice.locator("#members-open")).to_be_focused()

@@ -587,11 +587,12 @@ export class MessageList {
             class: "reaction",
             tabindex: node.contains(document.activeElement) ? "0" : "-1",
             "aria-pressed": mine ? "true" : "false",
-            "aria-label": `${emoji} ${names.length}: ${who.join(", ")}`,
           },
           el("span", { class: "emoji", text: emoji }),
           el("span", { class: "n", text: String(names.length) }),
-          el("span", { class: "who", "aria-hidden": "true" }, ...tipParts),
+          // Read with the count; shown as a tip on hover and focus.
+          el("span", { class: "visually-hidden", text: " from " }),
+          el("span", { class: "who" }, ...tipParts),
         );
         button.dataset.emoji = emoji;
         return button;
