@@ -92,8 +92,16 @@ def test_create_a_room_and_talk_in_it(accounts, server, open_page):
     expect(room_item(carol, "Team ☕").locator(".preview")).to_have_text("bob: hello everyone")
     expect(room_item(carol, "Team ☕").locator(".badge")).to_be_hidden()
     assert stored_room_messages("Team ☕") == [("alice", "Welcome to the room!"), ("bob", "hello everyone")]
-    shot(bob, "rooms-conversation-1280-light")
     axe(bob, "a room conversation")
+    # Search finds room messages, and opens the room at them.
+    bob.click(".conv-item[data-key='*']")
+    bob.click("#search-open")
+    bob.fill("#search-input", "Welcome")
+    result = bob.locator("#search-messages .result")
+    expect(result.locator(".conv-name")).to_have_text("alice · Team ☕")
+    result.click()
+    expect(bob.locator("#conv-title")).to_have_text("Team ☕")
+    expect(message(bob, "Welcome to the room!")).to_be_focused()
 
 
 def test_room_messages_sent_offline_go_once_after_a_reload(accounts, server, open_page):
