@@ -125,6 +125,39 @@ def test_room_messages_sent_offline_go_once_after_a_reload(accounts, server, ope
     expect(room_item(bob, "Plans").locator(".preview")).to_have_text("alice: queued for the room")
 
 
+def test_create_a_room_with_the_keyboard_alone(accounts, server, open_page):
+    accounts("alice", "bob")
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.focus("#room-new")
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#room-name")).to_be_focused()
+    # Enter in an empty member box creates: a room needs a name first.
+    alice.keyboard.press("Tab")
+    expect(alice.locator("#room-member")).to_be_focused()
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#room-create-error")).to_have_text("A room needs a name.")
+    expect(alice.locator("#room-name")).to_be_focused()
+    alice.keyboard.type("Night owls")
+    alice.keyboard.press("Tab")
+    # An unknown name is refused by the server, and nothing is created.
+    alice.keyboard.type("nobody_here")
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#room-picked .chip")).to_have_count(1)
+    alice.keyboard.type("bob")
+    alice.keyboard.press("Enter")
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#room-create-error")).to_contain_text("nobody_here")
+    # Take the wrong name back from its chip, with the keyboard.
+    alice.get_by_role("button", name="Remove nobody_here").focus()
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#room-picked .chip")).to_have_count(1)
+    expect(alice.locator("#room-member")).to_be_focused()
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#conv-title")).to_have_text("Night owls")
+    expect(alice.locator("#body")).to_be_focused()
+    expect(room_item(bob, "Night owls")).to_be_visible()
+
+
 def member(page, name):
     return page.locator("#room-members .member", has=page.locator(f"bdi:text-is('{name}')"))
 

@@ -6,7 +6,6 @@
 import { $, attr, el, reconcile, text } from "./dom.js";
 
 const EXPLAIN = {
-  unknown_user: "There is no such user.",
   forbidden: "Only the room's admins can do that.",
   room_full: "The room is full.",
   unknown_room: "You are no longer in this room.",
