@@ -483,6 +483,7 @@ function received(msg) {
   const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
   c.add(msg);
   if (c.touched > msg.id) c.touched = 0; // sorted by its messages from now on
+  if (c.room !== null && !c.info) loadRooms(); // a message overtook the room's event
   const shown = c === store.current && list.conv === c && c.loaded;
   if (msg.from !== me && !known) {
     if (c.room === null) store.typing.delete(msg.from);
@@ -794,6 +795,7 @@ function presenceChanged(online, offline) {
   sidebar.people();
   sidebar.conversations();
   sidebar.header();
+  rooms.presence();
   clearTimeout(recentTimer);
   recentTimer = setTimeout(loadPeople, 1500);
 }

@@ -151,6 +151,11 @@ export class Rooms {
     this.loadMembers();
   }
 
+  /** Someone came online or left: the panel's dots follow. */
+  presence() {
+    if (this.key && this.panel.open) this.showPanel();
+  }
+
   async loadMembers() {
     const key = this.key;
     const c = this.store.convs.get(key);
@@ -179,11 +184,14 @@ export class Rooms {
           { class: "member" },
           el("span", { class: "dot", "aria-hidden": "true" }),
           el("bdi", { class: "conv-name", text: m.username }),
+          el("span", { class: "visually-hidden member-online" }),
           el("span", { class: "member-tags small-text" }),
           el("span", { class: "member-actions" }),
         ),
       update: (li, m) => {
-        li.querySelector(".dot").className = "dot" + (m.online ? " on" : "");
+        const online = m.username === me || this.store.online.has(m.username);
+        li.querySelector(".dot").className = "dot" + (online ? " on" : "");
+        text(li.querySelector(".member-online"), online ? " (online)" : "");
         const tags = [m.username === me ? "you" : null, m.admin ? "admin" : null];
         text(li.querySelector(".member-tags"), tags.filter(Boolean).join(", "));
         const box = li.querySelector(".member-actions");
