@@ -464,3 +464,29 @@ def test_every_new_state_looks_right_and_passes_axe(accounts, server, open_page,
     look(alice, "the member panel", f"rooms-members-{tag}")
     alice.keyboard.press("Escape")
     expect(alice.locator("#members-open")).to_be_focused()
+
+
+def test_room_names_and_quotes_are_direction_isolated_text(accounts, server, open_page):
+    accounts("alice", "bob")
+    name = "\u202eשלום <b>room</b>"
+
+    async def make(peer):
+        room = (await peer.ok("room_create", name=name, members=["alice"]))["room"]["id"]
+        first = (await peer.ok("send", room=room, body="<i>\u202eabc</i>"))["id"]
+        await peer.ok("send", room=room, body="second", reply_to=first)
+        await peer.ok("react", id=first, emoji="<b>x</b>")
+
+    as_peer(server, "bob", make)
+    alice = open_page("alice")
+    item = room_item(alice, "room")
+    expect(item.locator("bdi.conv-name")).to_have_text(name)
+    item.click()
+    expect(alice.locator("#conv-title")).to_have_text(name)
+    expect(message(alice, "second").locator(".quote bdi.quote-from")).to_have_text("bob")
+    expect(message(alice, "second").locator(".quote .quote-text")).to_have_attribute("dir", "auto")
+    expect(message(alice, "second").locator(".quote .quote-text")).to_have_text("<i>\u202eabc</i>")
+    expect(alice.locator(".reaction bdi.emoji")).to_have_text("<b>x</b>")
+    alice.click("#members-open")
+    expect(alice.locator("#room-panel-title bdi")).to_have_text(name)
+    # Nothing from them became markup.
+    assert alice.locator("#app b, #app i").count() == 0

@@ -588,7 +588,7 @@ export class MessageList {
             tabindex: node.contains(document.activeElement) ? "0" : "-1",
             "aria-pressed": mine ? "true" : "false",
           },
-          el("span", { class: "emoji", text: emoji }),
+          el("bdi", { class: "emoji", text: emoji }),
           el("span", { class: "n", text: String(names.length) }),
           // Read with the count; shown as a tip on hover and focus.
           el("span", { class: "visually-hidden", text: " from " }),

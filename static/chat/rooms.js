@@ -3,7 +3,7 @@
 // member sees who is in it and can leave. What the server answers is what
 // is shown: `room` events (chat.js) keep the list and the panel current.
 
-import { $, attr, el, reconcile, text } from "./dom.js";
+import { $, attr, el, reconcile, text, textParts } from "./dom.js";
 
 const EXPLAIN = {
   forbidden: "Only the room's admins can do that.",
@@ -171,7 +171,11 @@ export class Rooms {
     if (!c) return;
     const admin = Boolean(c.info?.admin);
     const count = c.info?.member_count;
-    text($("room-panel-title"), `${c.name}: ${count === 1 ? "1 member" : `${count} members`}`);
+    textParts(
+      $("room-panel-title"),
+      [c.name],
+      `: ${count === 1 ? "1 member" : `${count} members`}`,
+    );
     for (const form of this.panel.querySelectorAll(".admin-only")) form.hidden = !admin;
     const rename = $("room-rename-name");
     if (document.activeElement !== rename) rename.value = c.name;
