@@ -106,6 +106,13 @@ class Sent:
     read: bool = False
 
 
+def retry_wait(delay: float) -> float:
+    """Somewhere in the second half of `delay`: clients that lost the server
+    together come back spread over seconds, not all in the same one
+    (bench/reconnect_bench.py measures it)."""
+    return delay * random.uniform(0.5, 1.0)
+
+
 class ChatClient:
     def __init__(
         self,
@@ -114,7 +121,7 @@ class ChatClient:
         *,
         on_change: Callable[[], None] | None = None,
         first_delay: float = 1.0,
-        max_delay: float = 30.0,
+        max_delay: float = 5.0,
         timeout: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -212,7 +219,7 @@ class ChatClient:
             if tries:
                 if tries == 1 and lost:
                     self.output(lost)
-                wait = delay * random.uniform(0.75, 1.0)  # not all clients at once
+                wait = retry_wait(delay)
                 self._link(f"No connection: next try in {wait:.0f} s")
                 self.output(
                     f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); next try in {wait:.0f} s."

@@ -763,6 +763,37 @@ def test_reconnects_after_the_server_restarts(accounts, server, open_page):
     assert bob.locator("#message-list .body:text-is('after the restart')").count() == 1
 
 
+def test_back_within_seconds_of_the_server_and_retry_now(accounts, server, open_page):
+    """Issue 24.1: after a long outage the backoff used to wait up to 30 s
+    more; it is capped at 5 s now, and "Retry now" skips the wait."""
+    accounts("alice")
+    alice = open_page("alice")
+    # The longest wait the countdown announces.
+    alice.evaluate(
+        """window.longest = 0; new MutationObserver(() => {
+            const n = Number(/in (\\d+) s/.exec(document.getElementById('status-detail').textContent)?.[1]);
+            if (n > window.longest) window.longest = n;
+        }).observe(document.getElementById('status'), {subtree: true, childList: true, characterData: true})"""
+    )
+    server.stop()
+    alice.wait_for_selector("#status[data-state=offline]")
+    time.sleep(16)  # five failed tries: the old backoff's next wait was 16 s
+    server.start()
+    began = time.monotonic()
+    alice.wait_for_selector("#status[data-state=online]", timeout=20_000)
+    assert time.monotonic() - began < 8
+    assert 3 <= alice.evaluate("window.longest") <= 5
+    # Offline again: while a try is seconds away, the button tries at once.
+    server.stop()
+    expect(alice.locator("#status-detail")).to_have_text(re.compile(r"reconnecting in [3-5] s"), timeout=20_000)
+    shot(alice, "chat-offline-retry-now-1280")
+    with alice.expect_websocket(timeout=1500):
+        alice.click("#retry-now")
+    server.start()
+    alice.wait_for_selector("#status[data-state=online]", timeout=20_000)
+    assert alice.locator("#retry-now").is_hidden()
+
+
 def test_an_ended_session_reconnects_or_asks_to_log_in_as_the_server_says(accounts, server, open_page):
     from django.contrib.sessions.models import Session
 

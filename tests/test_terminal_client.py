@@ -422,6 +422,22 @@ async def test_keeps_trying_through_a_long_outage(server):
     await alice.close()
 
 
+async def test_back_within_seconds_of_the_server(server):
+    """Issue 24.1: the wait between tries grew to 30 s, so a client came back
+    many seconds after the server did; it is capped at 5 s now."""
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice")
+    server.stop()
+    await lines.wait_for("Connection lost")
+    await asyncio.sleep(14)  # four failed tries: the old fifth wait was 12-16 s
+    await restart_soon(server)
+    began = time.monotonic()
+    await lines.wait_for("Reconnected as alice.", timeout=30)
+    assert time.monotonic() - began < 8
+    assert all(float(line.rsplit("in ", 1)[1].split()[0]) <= 5 for line in lines if "next try in" in line)
+    await alice.close()
+
+
 async def test_an_expired_connection_reconnects(server):
     """Defect 9: "Your connection expired; reconnect." used to end the client."""
     await signup(server.url, "alice", "bob")

@@ -80,6 +80,7 @@ new Search(store, {
 
 function setStatus(state, words, detail = "") {
   const status = $("status");
+  $("retry-now").hidden = true; // shown again by waiting() while a retry is due
   status.dataset.state = state;
   status.firstChild.textContent = words;
   $("status-detail").textContent = detail;
@@ -105,6 +106,7 @@ function closed() {
 
 function waiting(seconds) {
   setStatus("offline", "Offline", ` — reconnecting in ${seconds} s`);
+  $("retry-now").hidden = false;
 }
 
 async function takeOver() {
@@ -692,6 +694,10 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("retry-now").addEventListener("click", () => {
+    setStatus("connecting", "Connecting…");
+    conn.retryNow();
+  });
   const back = () => {
     app.classList.remove("show-conversation");
     $("conversations").querySelector("[aria-current=true]")?.focus();
