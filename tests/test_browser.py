@@ -794,6 +794,33 @@ def test_back_within_seconds_of_the_server_and_retry_now(accounts, server, open_
     assert alice.locator("#retry-now").is_hidden()
 
 
+def test_offline_shows_presence_as_unknown(accounts, server, open_page):
+    """Issue 24.3: offline, the page kept showing others online."""
+    accounts("alice", "bob", "carol", "dave", "erin")
+    open_page("bob")  # online, as the others see
+    pages = {
+        "1280-light": open_page("alice"),
+        "1280-dark": open_page("carol", color_scheme="dark"),
+        "390-light": open_page("dave", viewport=PHONE),
+        "390-dark": open_page("erin", viewport=PHONE, color_scheme="dark"),
+    }
+    for page in pages.values():
+        page.wait_for_selector("#people .person.online[data-name=bob]")
+    server.stop()
+    for name, page in pages.items():
+        page.wait_for_selector("#status[data-state=offline]")
+        expect(page.locator("#people .person.unknown[data-name=bob] .seen")).to_have_text("unknown")
+        assert page.locator("#people .person.online, .dot.on").count() == 0
+        assert page.inner_text("#online-count") == "unknown while offline"
+        expect(page.locator("#retry-now")).to_be_visible()
+        shot(page, f"chat-offline-{name}")
+    wide = pages["1280-light"]
+    assert wide.inner_text("#conv-presence") == "who is online is unknown while offline"
+    server.start()
+    wide.wait_for_selector("#people .person.online[data-name=bob]", timeout=20_000)
+    assert wide.locator("#people .person.unknown").count() == 0
+
+
 def test_an_ended_session_reconnects_or_asks_to_log_in_as_the_server_says(accounts, server, open_page):
     from django.contrib.sessions.models import Session
 
@@ -835,6 +862,24 @@ def test_narrow_screen_and_keyboard(accounts, server, open_page):
     assert page.locator("#sidebar").is_visible()
     assert page.evaluate("document.activeElement.dataset.key") == "*"
     shot(page, "chat-phone-list")
+
+
+def test_the_header_says_who_is_logged_in_and_centres_its_icons(accounts, server, open_page):
+    """Issue 24.7: at 390 px nothing said who was logged in, and the bell of
+    "Notify me" sat 2 px above the middle of its button."""
+    accounts("alice")
+    for viewport, scheme in ((PHONE, "light"), (PHONE, "dark"), (WIDE, "light"), (WIDE, "dark")):
+        page = open_page("alice", viewport=viewport, color_scheme=scheme)
+        who = page.locator("#account-link .narrow-me" if viewport is PHONE else ".topbar .me")
+        expect(who).to_have_text("alice")
+        assert who.is_visible() and within_screen(page, "#logout")
+        assert page.locator(".topbar").bounding_box()["height"] < 56  # one row
+        button = page.locator("#enable-notifications")
+        if button.is_visible():
+            bell, box = button.locator("svg").bounding_box(), button.bounding_box()
+            assert abs((bell["y"] + bell["height"] / 2) - (box["y"] + box["height"] / 2)) <= 0.75
+        shot(page, f"chat-header-{viewport['width']}-{scheme}")
+        page.close()
 
 
 def test_older_history_loads_as_the_reader_scrolls_up(accounts, make_server, open_page):

@@ -95,9 +95,18 @@ async function opened() {
   else if (!elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
 }
 
+/** Disconnected or inactive: who is online is not known any more. */
+function presenceUnknown() {
+  store.presenceKnown = false;
+  sidebar.people();
+  sidebar.conversations();
+  sidebar.header();
+}
+
 function closed() {
   live = false;
   elsewhere = false;
+  presenceUnknown();
   outboxChanged();
   if (stopped) return false;
   setStatus("offline", "Offline");
@@ -186,6 +195,7 @@ function frameArrived(frame) {
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
+        presenceUnknown();
         showBanner("Chat is open in another window.", "Use here", takeOver);
         setStatus("offline", "Open elsewhere");
       }
@@ -193,6 +203,7 @@ function frameArrived(frame) {
     case "session_replaced":
       stopped = true;
       live = false;
+      presenceUnknown();
       showBanner("Chat is open in another window.", "Use here", takeOver);
       setStatus("offline", "Open elsewhere");
       break;
@@ -606,7 +617,10 @@ function typingArrived({ from, typing: active }) {
 
 async function loadPeople() {
   const [online, recent] = await Promise.all([conn.request("online"), conn.request("recent")]);
-  if (online.type === "ok") store.online = new Set(online.users);
+  if (online.type === "ok") {
+    store.online = new Set(online.users);
+    store.presenceKnown = true;
+  }
   if (recent.type === "ok") store.recent = new Map(recent.users.map((u) => [u.username, u]));
   sidebar.people();
   sidebar.conversations();

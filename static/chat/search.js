@@ -71,9 +71,9 @@ export class Search {
       .map((name) =>
         this.result(
           () => this.actions.open(name),
-          el("span", { class: "dot" + (s.online.has(name) ? " on" : ""), "aria-hidden": "true" }),
+          el("span", { class: "dot" + (s.isOnline(name) ? " on" : ""), "aria-hidden": "true" }),
           el("bdi", { class: "conv-name", text: name }),
-          el("span", { class: "muted small-text", text: s.online.has(name) ? "online" : "" }),
+          el("span", { class: "muted small-text", text: s.isOnline(name) ? "online" : "" }),
         ),
       );
     $("search-people").replaceChildren(...items);
