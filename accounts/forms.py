@@ -38,7 +38,11 @@ class LoginForm(AuthenticationForm):
             if e.code == "locked":
                 self.retry_after = e.extra["retry_after"]
                 raise ValidationError(e.message, code="locked") from None
-            raise self.get_invalid_login_error() from None
+            error = self.get_invalid_login_error()
+            warning = services.lockout_warning(e.extra.get("attempts_left", -1))
+            if warning:
+                raise ValidationError(error.message % error.params + warning, code=error.code) from None
+            raise error from None
         self.confirm_login_allowed(self.user_cache)
         return self.cleaned_data
 

@@ -716,10 +716,15 @@ def test_lockout_counts_down_once_and_lets_the_person_try_again(accounts, make_s
     accounts("alice")
     page = new_page()
     page.goto(server.http + "/accounts/login/")
-    for password in ("wrong", "wrong", "wrong", PASSWORD):
+    for tries, password in enumerate(("wrong", "wrong", "wrong", PASSWORD), 1):
         page.fill("#id_username", "alice")
         page.fill("#id_password", password)
         page.click("button[type=submit]")
+        # Issue 24.5: said after the second failure, before the lock bites.
+        warned = page.get_by_text("One more wrong password locks this name for 4 seconds.")
+        assert warned.count() == (1 if tries == 2 else 0)
+        if tries == 2:
+            shot(page, "login-one-more-locks")
     # One line, counting down.
     expect(page.locator("#lock-countdown")).to_have_text(
         re.compile(r"Too many login attempts\. Try again in [1-3] seconds?\.")
@@ -729,6 +734,10 @@ def test_lockout_counts_down_once_and_lets_the_person_try_again(accounts, make_s
     shot(page, "login-locked")
     page.wait_for_selector("button[type=submit]:enabled", timeout=6000)
     assert page.inner_text("#lock-countdown") == "You can try again now."
+    # Good news, not shown as an error (issue 24.5).
+    assert "form-error" not in page.get_attribute("#lock-countdown", "class")
+    assert page.evaluate("getComputedStyle(document.getElementById('lock-countdown')).color") == "rgb(6, 118, 71)"
+    shot(page, "login-try-again")
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_selector("#status[data-state=online]")

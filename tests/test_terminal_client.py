@@ -524,6 +524,15 @@ async def test_refused_and_foreign_servers_are_clear_errors():
         http.shutdown()
 
 
+def test_a_failed_login_says_when_the_next_one_locks():
+    """Issue 24.5: the server's warning is shown, not the bare sentence."""
+    from chatclient.text import explain
+
+    warned = "Wrong username or password. One more wrong password locks this name for a minute."
+    assert explain({"code": "invalid_credentials", "attempts_left": 1, "message": warned}) == warned
+    assert explain({"code": "invalid_credentials", "attempts_left": 2, "message": "x"}) == "Wrong username or password."
+
+
 def test_completion_and_rendering():
     client = ChatClient("ws://unused/", print)
     client.known = {"alice", "albert", "bob"}
