@@ -33,33 +33,37 @@ from bench.stack import Options, Stack  # noqa: E402
 from chatclient.core import ChatClient  # noqa: E402
 
 
-def histogram(values: list[float], width: float = 0.5) -> list[tuple[float, int]]:
+def histogram(values: list[float], width: float = 1.0) -> list[list[float]]:
+    """[[bin start, count], ...] in `width`-second bins, empty ones included."""
     bins: dict[int, int] = {}
     for v in values:
         bins[int(v // width)] = bins.get(int(v // width), 0) + 1
-    return [(i * width, bins.get(i, 0)) for i in range(max(bins) + 1)] if bins else []
+    return [[i * width, bins.get(i, 0)] for i in range(max(bins) + 1)] if bins else []
 
 
-async def measure(stack: Stack, clients: int, outage: float) -> dict[str, Any]:
+async def measure(stack: Stack, clients: int, outage: float, max_delay: float) -> dict[str, Any]:
     url = stack.urls[0]
     port = int(url.split(":")[2].split("/")[0])
-    back_at: dict[int, float] = {}
+    back_at: dict[int, float] = {}  # logged in again
+    open_at: dict[int, float] = {}  # its connection open again (the arrival)
+    tries: list[float] = []
     pool: list[ChatClient] = []
     gate = asyncio.Semaphore(50)
 
     async def start(i: int) -> None:
-        def changed() -> None:
-            # Logged in again over a live connection: the client is back.
-            if restarted is not None and client.online and i not in back_at:
-                back_at[i] = time.monotonic()
+        client = ChatClient(url, lambda line: None, max_delay=max_delay)
+        opener = client._open
 
-        client = ChatClient(url, lambda line: None, on_change=changed)
+        async def traced() -> None:
+            tries.append(time.monotonic())  # every try to connect, failed or not
+            await opener()
+
+        client._open = traced  # type: ignore[method-assign]
         pool.append(client)
         async with gate:
             await client.connect()
             assert await client.login(f"u{i + 1}", PASSWORD) is None
 
-    restarted: float | None = None
     await asyncio.gather(*(start(i) for i in range(clients)))
     print(f"{clients} clients logged in; stopping the server for {outage:.0f} s", file=sys.stderr)
     for proc in stack.procs:
@@ -73,42 +77,55 @@ async def measure(stack: Stack, clients: int, outage: float) -> dict[str, Any]:
     deadline = restarted + 120
     while len(back_at) < clients and time.monotonic() < deadline:
         for i, client in enumerate(pool):
+            if client.up.is_set() and i not in open_at:
+                open_at[i] = time.monotonic()
             if client.online and i not in back_at:
                 back_at[i] = time.monotonic()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
-    seconds = sorted(t - restarted for t in back_at.values())
     return {
         "clients": clients,
         "outage_s": outage,
-        "back": len(seconds),
-        "p50_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
-        "p99_s": round(seconds[int(len(seconds) * 0.99) - 1], 2) if seconds else None,
-        "max_s": round(seconds[-1], 2) if seconds else None,
-        "histogram": [[b, n] for b, n in histogram(seconds)],
+        # Tries from 10 s before the restart on: how the jitter spreads them.
+        "tries": summary([t - restarted for t in tries if t > restarted - 10], shift=10),
+        "connected": summary([t - restarted for t in open_at.values()]),
+        "logged_in": summary([t - restarted for t in back_at.values()]),
     }
+
+
+def summary(values: list[float], shift: float = 0) -> dict[str, Any]:
+    """Percentiles and a histogram of seconds after the restart (the
+    histogram's bins start `shift` seconds before it)."""
+    s = sorted(values)
+    if not s:
+        return {"n": 0}
+    at = lambda p: round(s[min(len(s) - 1, int(len(s) * p))], 2)  # noqa: E731
+    bins = [[b - shift, n] for b, n in histogram([v + shift for v in s])]
+    return {"n": len(s), "p50_s": at(0.5), "p99_s": at(0.99), "max_s": round(s[-1], 2), "histogram": bins}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--outage", type=float, default=20.0)
+    parser.add_argument("--max-delay", type=float, default=5.0, help="the clients' backoff cap (30 was the old one)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     raise_open_files()
     stack = Stack("project", Options(users=args.clients, log=lambda s: print(s, file=sys.stderr)))
     try:
         stack.start()
-        result = asyncio.run(measure(stack, args.clients, args.outage))
+        result = asyncio.run(measure(stack, args.clients, args.outage, args.max_delay))
     finally:
         stack.stop()
     result["machine"] = f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    peak = max((n for _, n in result["histogram"]), default=1)
-    for start, n in result["histogram"]:
-        print(f"{start:5.1f}-{start + 0.5:4.1f} s {n:5d} {'#' * round(50 * n / peak)}")
-    r = result
-    print(f"back: {r['back']}/{r['clients']}, p50 {r['p50_s']} s, p99 {r['p99_s']} s, max {r['max_s']} s")
+    for what in ("tries", "connected", "logged_in"):
+        r = result[what]
+        print(f"{what.replace('_', ' ')}: {r['n']}/{args.clients}, p50 {r.get('p50_s')} s, p99 {r.get('p99_s')} s")
+        peak = max((n for _, n in r.get("histogram", [])), default=1)
+        for start, n in r.get("histogram", []):
+            print(f"  {start:4.0f} to {start + 1:<3.0f} s {n:5.0f} {'#' * round(50 * n / peak)}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
