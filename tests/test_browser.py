@@ -591,6 +591,54 @@ def test_welcome_after_signup_shows_on_the_chat_page_only(server, new_page):
     assert page.get_by_text("Welcome").count() == 0
 
 
+def test_small_things_a_user_found(accounts, server, new_page, open_page):
+    """Issue 24.7: times, www links, the password rules, logging out, the
+    search dialog before a query, meta descriptions."""
+    accounts("alice", "bob")
+    page = new_page()
+    for path in ("/accounts/login/", "/accounts/signup/"):
+        page.goto(server.http + path)
+        assert len(page.get_attribute("meta[name=description]", "content")) > 20
+    # The rules before any try, not only after a failure.
+    assert page.get_by_text("At least 8 characters").is_visible()
+    shot(page, "signup-rules")
+    alice = open_page("alice")
+    assert len(alice.get_attribute("meta[name=description]", "content")) > 20
+    # The locale's time, without a leading zero in 12-hour style.
+    clock = "import('/static/chat/format.js').then(m => m.clock('2026-03-01T08:14:00'))"
+    assert alice.evaluate(clock) in ("8:14 AM", "8:14\u202fAM")
+    open_chat(alice, "bob")
+    say(alice, "see www.example.com. or https://x.test")
+    link = alice.locator(".msg.mine[data-id] .body a").first
+    expect(link).to_have_attribute("href", "https://www.example.com/")
+    assert link.inner_text() == "www.example.com"
+    # The search dialog: no empty "Messages" heading before a query, and
+    # one close button (the native clear button of a search box is off).
+    alice.keyboard.press("Control+k")
+    assert alice.locator("#search-messages-heading").is_hidden()
+    alice.keyboard.type("example")
+    expect(alice.locator("#search-messages .result")).to_have_count(1)
+    assert alice.locator("#search-messages-heading").is_visible()
+    # Where the native clear button was, a click clears nothing.
+    box = alice.locator("#search-input").bounding_box()
+    alice.mouse.click(box["x"] + box["width"] - 14, box["y"] + box["height"] / 2)
+    assert alice.input_value("#search-input") == "example"
+    shot(alice, "chat-search-one-close-button")
+    # An emoji is found, and marked (issue 24.6).
+    alice.fill("#search-input", "🎉")
+    expect(alice.locator("#search-status")).to_have_text("No message has these words.")
+    alice.click("#search-close")
+    say(alice, "done 🎉")
+    alice.keyboard.press("Control+k")
+    alice.fill("#search-input", "🎉")
+    expect(alice.locator("#search-messages .result mark")).to_have_text("🎉")
+    alice.click("#search-close")
+    alice.click("#logout")
+    alice.wait_for_url("**/accounts/login/")
+    assert alice.get_by_text("You are logged out.").is_visible()
+    shot(alice, "login-logged-out")
+
+
 def test_draft_stays_with_its_conversation(accounts, server, open_page):
     accounts("alice", "bob")
     alice = open_page("alice")
@@ -1116,7 +1164,7 @@ def test_search_people_and_messages_from_the_keyboard(accounts, server, open_pag
     results = alice.locator("#search-messages .result")
     expect(results).to_have_count(2)
     assert "carol · Everyone" in results.nth(0).inner_text()
-    assert "bob · bob" in results.nth(1).inner_text()
+    assert results.nth(1).locator(".conv-name").inner_text() == "bob"  # not "bob · bob" (issue 24.6)
     assert results.nth(1).locator("mark").inner_text() == "quick"
     axe(alice, "search open")
     shot(alice, "chat-search")
