@@ -1153,6 +1153,89 @@ def test_edit_and_delete_ones_own_messages(accounts, server, open_page):
     assert stored_bodies("alice", "bob") == ["first try"]
 
 
+# Whether an element's box meets the text of another (its line boxes, not its
+# whole box: a bubble's mark sits inside the bubble, beside the text).
+MEETS_TEXT = """([a, b]) => {
+    const box = a.getBoundingClientRect();
+    const range = document.createRange();
+    range.selectNodeContents(b);
+    return [...range.getClientRects()].some(r =>
+        r.width > 0 && r.left < box.right - 0.5 && box.left < r.right - 0.5 &&
+        r.top < box.bottom - 0.5 && box.top < r.bottom - 0.5);
+}"""
+MEETS = """([a, b]) => {
+    const x = a.getBoundingClientRect(), y = b.getBoundingClientRect();
+    return x.left < y.right && y.left < x.right && x.top < y.bottom && y.top < x.bottom;
+}"""
+
+
+def meets(page, a, b, script=MEETS):
+    return page.evaluate(script, [page.locator(a).element_handle(), page.locator(b).element_handle()])
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280", "390"])
+def test_marks_and_buttons_of_ones_own_messages_leave_the_text_alone(accounts, server, open_page, viewport):
+    """Issue 24.4: "edited" ran into the text, the ticks sat on the first
+    letter of a right-to-left message, the edit and delete buttons covered
+    the ticks above and "edited", and "Cancel" the ticks."""
+    accounts("alice", "bob")
+    peer_sends(server, "bob", "alice", "hi")
+    for scheme in ("light", "dark"):
+        alice = open_page("alice", viewport=viewport, color_scheme=scheme)
+        alice.click(".conv-item[data-key=bob]")
+        if scheme == "light":
+            for body in ("ok", "typo", "שלום עולם, מה שלומך היום?"):
+                say(alice, body)
+                alice.wait_for_selector(f".msg.mine[data-id]:has(.body:text-is('{body}'))")
+            typo = ".msg.mine:has(.body:text-is('typo'))"
+            alice.focus(typo)
+            alice.keyboard.press("e")
+            alice.fill(".edit-box", "fixed it")
+            alice.keyboard.press("Enter")
+        edited = ".msg.mine:has(.body:text-is('fixed it'))"
+        alice.wait_for_selector(f"{edited} .edited-label")
+        hebrew = ".msg.mine:has(.body:text-is('שלום עולם, מה שלומך היום?'))"
+        alice.wait_for_selector(f"{hebrew} .ticks")
+        assert not meets(alice, f"{edited} .mark", f"{edited} .body", MEETS_TEXT)
+        assert not meets(alice, f"{hebrew} .mark", f"{hebrew} .body", MEETS_TEXT)
+        # The buttons of the short, edited message, as the mouse shows them.
+        alice.hover(f"{edited} .body")
+        expect(alice.locator(f"{edited} .actions")).to_be_visible()
+        ok = ".msg.mine:has(.body:text-is('ok'))"
+        assert not meets(alice, f"{edited} .actions", f"{ok} .mark")
+        assert not meets(alice, f"{edited} .actions", f"{edited} .mark")
+        assert not meets(alice, f"{edited} .actions", f"{edited} .body", MEETS_TEXT)
+        assert no_horizontal_scroll(alice)
+        shot(alice, f"chat-own-marks-{viewport['width']}-{scheme}")
+        alice.click(f"{edited} [data-action=delete]")
+        cancel = f"{edited} .confirm button.secondary"
+        expect(alice.locator(cancel)).to_be_visible()
+        assert not meets(alice, cancel, f"{edited} .mark")
+        shot(alice, f"chat-delete-confirm-{viewport['width']}-{scheme}")
+        alice.click(cancel)
+        alice.close()
+
+
+def test_many_unread_open_at_the_divider_with_the_first_header_shown(accounts, make_server, open_page):
+    """Issue 24.4: with 320 unread, the view went past the "New" divider and
+    cut the first unread message's header."""
+    server = make_server(CHAT_RATE_LIMIT_COUNT=1000)
+    accounts("alice", "bob")
+    peer_sends(server, "alice", "bob", *[f"message {i}" for i in range(320)])
+    for viewport, scheme in ((WIDE, "light"), (PHONE, "dark")):
+        bob = open_page("bob", server=server, viewport=viewport, color_scheme=scheme)
+        bob.wait_for_selector(".conv-item[data-key=alice] .badge:text-is('320')")
+        bob.click(".conv-item[data-key=alice]")
+        bob.wait_for_selector(".divider")
+        bob.wait_for_timeout(500)  # whatever loads or scrolls after opening
+        first = ".msg:has(.divider)"
+        shot(bob, f"chat-320-unread-{viewport['width']}-{scheme}")
+        assert visible_in_messages(bob, ".divider")
+        assert visible_in_messages(bob, f"{first} .meta")
+        assert bob.inner_text(f"{first} .body") == "message 0"  # above every unread one
+        bob.close()
+
+
 def test_search_people_and_messages_from_the_keyboard(accounts, server, open_page):
     accounts("alice", "bob", "carol")
     peer_sends(server, "bob", "alice", "the quick brown fox", "lunch at noon?", read_by_recipient=True)

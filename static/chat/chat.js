@@ -298,11 +298,35 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   list.show(c, outbox.forKey(key));
   if (!c.loaded) {
     if (!(await loadLatest(c)) || store.open !== key) return;
+    // More unread than a page: older pages too (a few at most), so that the
+    // "New" divider is above the first unread, not the first loaded.
+    for (let pages = 0; pages < 5 && !c.complete && c.unread > othersIn(c); pages++) {
+      if (!(await loadOlder(c)) || store.open !== key) return;
+    }
   }
   c.firstUnread = c.findFirstUnread(me);
   list.show(c, outbox.forKey(key));
   markRead();
   sidebar.conversations();
+}
+
+const othersIn = (c) => [...c.messages.values()].filter((m) => m.from !== me).length;
+
+/** The page before the oldest message held, kept but not shown; false when
+ * it cannot be had. */
+async function loadOlder(c) {
+  const reply = await conn.request("history", {
+    with: c.peer,
+    before: c.oldestId(),
+    limit: MAX_PAGE,
+  });
+  if (reply.type !== "ok") return false;
+  for (const m of reply.messages) {
+    store.seen.add(m.id);
+    c.add(m);
+  }
+  c.complete = reply.messages.length < MAX_PAGE;
+  return true;
 }
 
 /** After a reconnect: what the open conversation missed, added in place. */

@@ -140,8 +140,10 @@ export class MessageList {
     this.list.prepend(...nodes);
     for (const node of nodes) this.decorate(node);
     if (first) this.decorate(first);
-    restore();
+    // The chrome first: a "Load earlier" button that goes away above the
+    // view would otherwise move it (past the "New" divider, into a header).
     this.updateChrome();
+    restore();
   }
 
   /** Keeps what the person sees in place while content changes above it. */
