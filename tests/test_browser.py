@@ -555,23 +555,50 @@ def test_send_while_offline_is_queued_and_sent_once_after_reconnect(accounts, se
     assert stored_bodies("alice", "bob") == ["before", "while offline"]
 
 
-def test_send_from_the_replaced_window_is_not_lost(accounts, server, open_page):
+@pytest.mark.parametrize(
+    ("viewport", "scheme"),
+    [(WIDE, "light"), (WIDE, "dark"), (PHONE, "light"), (PHONE, "dark")],
+    ids=["1280-light", "1280-dark", "390-light", "390-dark"],
+)
+def test_the_window_not_in_use_says_so_and_loses_nothing(accounts, server, open_page, viewport, scheme):
+    """Issue 24.2: the replaced window said "Log in first." when a
+    conversation was opened, and took messages it could not send. Now its
+    composer is off, with the draft kept, and says how to use it here."""
     accounts("alice", "bob")
-    first = open_page("alice")
+    first = open_page("alice", viewport=viewport, color_scheme=scheme)
     open_chat(first, "bob")
+    first.fill("#body", "half written")
     second = first.context.new_page()
     second.set_default_timeout(TIMEOUT)
     second.goto(server.http + "/")
-    second.click("#banner-action")
+    # The window that is not in use, from the start: off, and saying why.
+    if viewport is PHONE:
+        second.click(".conv-item[data-key='*']")
+    expect(second.locator("#body")).to_be_disabled()
+    expect(second.locator("#inactive-note")).to_be_visible()
+    second.click("#inactive-use-here")
     second.wait_for_selector("#status[data-state=online]")
+    expect(second.locator("#body")).to_be_enabled()
+    # Replaced: the draft stays, nothing can be sent or queued from here.
     first.wait_for_selector("#banner:has-text('Chat is open in another window')")
-    say(first, "from the old window")
-    # The window with the connection sends it; both show it sent, by alice.
-    first.wait_for_selector(".msg.mine[data-id]:has(.from:text-is('You')) .body:text-is('from the old window')")
-    assert first.locator(".send-error").count() == 0
-    second.click(".conv-item[data-key=bob]")
-    second.wait_for_selector(".msg.mine[data-id] .body:text-is('from the old window')")
-    assert stored_bodies("alice", "bob") == ["from the old window"]
+    expect(first.locator("#body")).to_be_disabled()
+    assert first.input_value("#body") == "half written"
+    assert first.locator("#send").is_disabled()
+    if viewport is PHONE:
+        first.click("#back")
+    first.fill("#new-chat-name", "bob")
+    first.press("#new-chat-name", "Enter")
+    expect(first.locator("#new-chat-error")).to_have_text("Chat is open in another window: use it here first.")
+    assert first.get_by_text("Log in first").count() == 0
+    if viewport is PHONE:
+        first.click(".conv-item[data-key=bob]")
+    shot(first, f"chat-inactive-window-{viewport['width']}-{scheme}")
+    first.click("#inactive-use-here")
+    first.wait_for_selector("#status[data-state=online]")
+    first.press("#body", "Enter")
+    first.wait_for_selector(".msg.mine[data-id] .body:text-is('half written')")
+    assert stored_bodies("alice", "bob") == ["half written"]
+    expect(second.locator("#body")).to_be_disabled()
 
 
 def test_welcome_after_signup_shows_on_the_chat_page_only(server, new_page):

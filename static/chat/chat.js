@@ -25,6 +25,7 @@ let live = false; // logged in on the current socket
 let stopped = false; // replaced or ended: no reconnecting by itself
 let elsewhere = false; // this socket was told the user is online elsewhere
 let wantTakeover = false;
+let inactive = false; // another window of this user has the chat
 let loadingEarlier = null; // the older page on its way
 const supports = { typing: true }; // switched off when the server refuses an op
 
@@ -135,6 +136,7 @@ async function loggedIn() {
   live = true;
   stopped = false;
   elsewhere = false;
+  setInactive(false);
   conn.healthy();
   hideBanner();
   setStatus("online", "Connected");
@@ -151,6 +153,14 @@ async function loggedIn() {
   }
   await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
   await refreshOpen();
+}
+
+/** Inactive, the composer is off and says how to take the chat back here,
+ * rather than taking what is typed and keeping it from going. */
+function setInactive(yes) {
+  inactive = yes;
+  composer.setEnabled(!yes);
+  $("inactive-note").hidden = !yes;
 }
 
 function showBanner(text, action, onAction) {
@@ -195,6 +205,7 @@ function frameArrived(frame) {
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
+        setInactive(true);
         presenceUnknown();
         showBanner("Chat is open in another window.", "Use here", takeOver);
         setStatus("offline", "Open elsewhere");
@@ -203,6 +214,7 @@ function frameArrived(frame) {
     case "session_replaced":
       stopped = true;
       live = false;
+      setInactive(true);
       presenceUnknown();
       showBanner("Chat is open in another window.", "Use here", takeOver);
       setStatus("offline", "Open elsewhere");
@@ -714,6 +726,7 @@ function wire() {
       input.setAttribute("aria-invalid", "true");
     };
     if (name === me) return fail("That is you.");
+    if (inactive) return fail("Chat is open in another window: use it here first.");
     const reply = await conn.request("history", { with: name, limit: 1 });
     if (reply.type !== "ok") {
       return fail(
@@ -732,6 +745,14 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("inactive-use-here").addEventListener("click", () => {
+    hideBanner();
+    takeOver();
+  });
+  // Closing a window whose messages cannot go from it: say so first.
+  addEventListener("beforeunload", (e) => {
+    if (inactive && outbox.entries.length) e.preventDefault();
+  });
   $("retry-now").addEventListener("click", () => {
     setStatus("connecting", "Connecting…");
     conn.retryNow();
