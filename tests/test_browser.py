@@ -437,6 +437,56 @@ def test_links_are_clickable_and_markup_stays_text(accounts, server, open_page):
         assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
 
 
+@pytest.mark.parametrize(("viewport", "scheme"), [(WIDE, "light"), (PHONE, "dark")], ids=["1280-light", "390-dark"])
+def test_markdown_as_people_type_it(accounts, server, open_page, viewport, scheme):
+    """Issue 24.9: *bold*, **bold**, _italic_, `code`, fenced blocks and
+    quotes are shown as such, and nothing else: no HTML, heading, list,
+    image or markdown link; links as before; bodies stay isolated."""
+    accounts("alice", "bob")
+    alice = open_page("alice", viewport=viewport, color_scheme=scheme)
+    bob = open_page("bob", viewport=viewport, color_scheme="light" if scheme == "dark" else "dark")
+    bob.evaluate("window.pwned = false")
+    bodies = [
+        "*bold* and **also bold**, _italic_ and `x < y && <b>`",
+        "```\nfor i in range(3):\n    print('<i>')\n```",
+        "> quoted\nreply under it",
+        "# not a heading\n- not a list\n![img](http://x.test/a.png) [see](javascript:window.pwned=true)",
+        '<img src=x onerror="window.pwned = true"> https://example.com/a_b_c',
+        "שלום *עולם*",
+    ]
+    open_chat(alice, "bob")
+    for body in bodies:
+        say(alice, body)
+    bob.click(".conv-item[data-key=alice]")
+    expect(bob.locator("#message-list .msg")).to_have_count(len(bodies))
+    msgs = bob.locator("#message-list .msg .body")
+    first = msgs.nth(0)
+    assert first.locator("strong").all_inner_texts() == ["bold", "also bold"]
+    assert first.locator("em").all_inner_texts() == ["italic"]
+    assert first.locator("code").inner_text() == "x < y && <b>"
+    assert first.inner_text() == "bold and also bold, italic and x < y && <b>"
+    assert msgs.nth(1).locator("pre code").inner_text() == "for i in range(3):\n    print('<i>')"
+    assert msgs.nth(2).locator("blockquote").inner_text() == "quoted\nreply under it"
+    plain = msgs.nth(3)
+    assert plain.locator("h1, ul, li, img").count() == 0
+    assert (
+        plain.inner_text()
+        == "# not a heading\n- not a list\n![img](http://x.test/a.png) [see](javascript:window.pwned=true)"
+    )
+    assert [plain.locator("a").nth(i).get_attribute("href") for i in range(plain.locator("a").count())] == [
+        "http://x.test/a.png"
+    ]
+    assert msgs.nth(4).locator("img").count() == 0
+    assert msgs.nth(4).locator("a").get_attribute("href") == "https://example.com/a_b_c"
+    rtl = msgs.nth(5)
+    assert rtl.locator("strong").inner_text() == "עולם"
+    assert rtl.evaluate("n => getComputedStyle(n).direction") == "rtl"
+    assert rtl.evaluate("n => getComputedStyle(n).unicodeBidi") == "isolate"
+    assert bob.evaluate("window.pwned") is False
+    shot(bob, f"chat-markdown-{viewport['width']}-{'light' if scheme == 'dark' else 'dark'}")
+    shot(alice, f"chat-markdown-{viewport['width']}-{scheme}")
+
+
 def test_direction_controls_reorder_no_link_and_nothing_around_them(accounts, server, open_page):
     """U+202E RIGHT-TO-LEFT OVERRIDE made "https://a.b/\u202egnp.exe" show as
     a link to ".../exe.png", in the conversation and the sidebar. Every body

@@ -550,6 +550,14 @@ def test_completion_and_rendering():
     assert render_message(stored, "me").endswith("bob: x (waited while you were offline)")
 
 
+def test_markdown_is_left_as_typed():
+    """Issue 24.9: the page shows *bold*, `code` and quotes; the terminal
+    shows the characters as they were typed."""
+    body = "*bold* **b** _it_ `x` > q"
+    message = {"kind": "private", "from": "bob", "to": "me", "body": body, "sent_at": "2020-01-01T10:00:00+00:00"}
+    assert render_message(message, "me").endswith(f"bob: {body}")
+
+
 def test_others_words_cannot_drive_the_terminal():
     """No escape sequences or bidi overrides from a message reach the
     terminal, and a newline cannot fake a line of its own."""
