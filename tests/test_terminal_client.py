@@ -438,6 +438,20 @@ async def test_back_within_seconds_of_the_server(server):
     await alice.close()
 
 
+async def test_an_empty_line_tries_again_at_once(server):
+    """Issue 24.1: there was no "retry now"; Enter on an empty line is one."""
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice", first_delay=30, max_delay=30)
+    server.stop()
+    await lines.wait_for("Enter on an empty line: now", timeout=20)
+    await restart_soon(server)
+    began = time.monotonic()
+    await alice.execute("")
+    await lines.wait_for("Reconnected as alice.", timeout=10)
+    assert time.monotonic() - began < 5  # the wait it announced was 15-30 s
+    await alice.close()
+
+
 async def test_an_expired_connection_reconnects(server):
     """Defect 9: "Your connection expired; reconnect." used to end the client."""
     await signup(server.url, "alice", "bob")
