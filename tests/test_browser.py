@@ -716,6 +716,41 @@ def test_small_things_a_user_found(accounts, server, new_page, open_page):
     shot(alice, "login-logged-out")
 
 
+@pytest.mark.parametrize(
+    ("viewport", "scheme"),
+    [(WIDE, "light"), (WIDE, "dark"), (PHONE, "light"), (PHONE, "dark")],
+    ids=["1280-light", "1280-dark", "390-light", "390-dark"],
+)
+def test_the_login_signup_and_search_states_fit(accounts, server, new_page, viewport, scheme):
+    """Issue 24.5 and 24.7 at both widths and in both themes: the password
+    rules, the warning before the lock, "logged out", the search dialog
+    before a query; screenshots of each."""
+    accounts("alice")
+    name = f"{viewport['width']}-{scheme}"
+    page = new_page(viewport, color_scheme=scheme)
+    page.goto(server.http + "/accounts/signup/")
+    assert within_screen(page, ".help >> nth=0") and no_horizontal_scroll(page)
+    shot(page, f"signup-rules-{name}")
+    page.goto(server.http + "/accounts/login/")
+    for _ in range(2):
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "wrong")
+        page.click("button[type=submit]")
+    expect(page.get_by_text("One more wrong password locks this name for a minute.")).to_be_visible()
+    assert no_horizontal_scroll(page)
+    shot(page, f"login-one-more-locks-{name}")
+    log_in(page, server, "alice")
+    page.keyboard.press("Control+k")
+    assert page.locator("#search-messages-heading").is_hidden()
+    assert within_screen(page, "#search-close")
+    shot(page, f"chat-search-empty-{name}")
+    page.click("#search-close")
+    page.click("#logout")
+    page.wait_for_url("**/accounts/login/")
+    expect(page.get_by_text("You are logged out.")).to_be_visible()
+    shot(page, f"login-logged-out-{name}")
+
+
 def test_draft_stays_with_its_conversation(accounts, server, open_page):
     accounts("alice", "bob")
     alice = open_page("alice")
