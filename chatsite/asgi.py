@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 
+from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
@@ -24,7 +25,7 @@ application = ClientAddress(
         {
             "http": django_asgi_app,
             "lifespan": lifespan,
-            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         }
     )
 )

@@ -312,6 +312,8 @@ CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10)
 CHAT_BROADCAST_RATE_COUNT = env_int("CHAT_BROADCAST_RATE_COUNT", 10)
 CHAT_BROADCAST_RATE_SECONDS = env_float("CHAT_BROADCAST_RATE_SECONDS", 60)
 CHAT_MAX_BODY_CHARS = 4000
+# Members a room may hold (protocol 1.2): an add past it answers room_full.
+CHAT_ROOM_MAX_MEMBERS = env_int("CHAT_ROOM_MAX_MEMBERS", 1000)
 # A frame over this gets too_large; over CHAT_MAX_MESSAGE_BYTES the server
 # does not even read it, and closes the connection (1009).
 CHAT_MAX_FRAME_BYTES = 64 * 1024
@@ -345,6 +347,14 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
+# /metrics (Prometheus): open to these addresses or networks, and to a request
+# with `Authorization: Bearer CHAT_METRICS_TOKEN` when a token is set; 404 to
+# anyone else.
+CHAT_METRICS_ALLOWED = env_list("CHAT_METRICS_ALLOWED", ["127.0.0.0/8", "::1"], empty_means_empty=True)
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
+# On SIGTERM a process tells its clients to reconnect (1012), commits what
+# it holds and exits within this many seconds.
+CHAT_SHUTDOWN_SECONDS = env_float("CHAT_SHUTDOWN_SECONDS", 10)
 
 # --- Operations ---------------------------------------------------------------
 

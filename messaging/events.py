@@ -25,13 +25,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from core import metrics
 
 # Close codes for connections the server ends: the protocol's, shared with
 # the terminal client.
@@ -108,6 +110,7 @@ async def send(push: Push) -> None:
     """Send one push now, unless the breaker is open."""
     breaker.check()
     layer = get_channel_layer()
+    started = time.perf_counter()
     try:
         if push.to == "group":
             await layer.group_send(push.target, push.event)
@@ -116,6 +119,7 @@ async def send(push: Push) -> None:
     except Exception:
         breaker.tripped()
         raise
+    metrics.push_seconds.observe(time.perf_counter() - started)
 
 
 def _emit(push: Push) -> None:
@@ -224,11 +228,15 @@ def push_session_replaced(channel_name: str) -> None:
 EndAction = Literal["reconnect", "login", "stop"]
 
 
+def session_ended_frame(reason: str, *, action: EndAction) -> dict[str, Any]:
+    return {"type": "session_ended", "reason": reason, "action": action}
+
+
 def push_session_ended(channel_name: str, *, reason: str, action: EndAction) -> None:
     """End one connection, telling the client what to do next: reconnect (its
     presence expired), log in again (its session ended, the password
     changed), or stop (an operator ended it, the account was deactivated)."""
-    frame = {"type": "session_ended", "reason": reason, "action": action}
+    frame = session_ended_frame(reason, action=action)
     _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))
 
 
@@ -240,3 +248,30 @@ async def send_typing(recipient_id: int, *, sender: str, typing: bool) -> None:
         await send(Push("group", user_group(recipient_id), {"type": FRAMES, "frames": frames}))
     except Exception:
         log.warning("could not push typing to user %s", recipient_id, exc_info=True)
+
+
+def push_to_users(frames: Sequence[Mapping[str, Any]], *, user_ids: Collection[int]) -> None:
+    """Frames to the connections of these users only, through each process's
+    hub: a room message to a thousand members is one layer message per
+    process, not a thousand."""
+    if user_ids:
+        _after_commit(
+            Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": list(frames), "include": sorted(user_ids)})
+        )
+
+
+def push_rooms(frames_by_user: Mapping[int, Sequence[Mapping[str, Any]]]) -> None:
+    """`room` events, each member's own copy of the room object: per user."""
+    for user_id, frames in frames_by_user.items():
+        _to_user(user_id, frames)
+
+
+async def send_typing_room(user_ids: Collection[int], *, sender: str, room_id: int, typing: bool) -> None:
+    """Typing in a room, to its members online (not stored, as send_typing)."""
+    if not user_ids:
+        return
+    frames = [wire.typing(sender, typing=typing, room_id=room_id)]
+    try:
+        await send(Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": frames, "include": sorted(user_ids)}))
+    except Exception:
+        log.warning("could not push typing to room %s", room_id, exc_info=True)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+
+from core import metrics
 
 from . import events, services
 from .hub import Hub
@@ -25,6 +27,11 @@ from .pump import Pump
 from .writer import Writer
 
 log = logging.getLogger("chat")
+
+
+class Closable(Protocol):
+    async def restart(self) -> None:
+        """Finish what it is doing, tell the client to reconnect, close."""
 
 
 class Runtime:
@@ -38,6 +45,8 @@ class Runtime:
         self.pump = Pump(self.hub)
         self.hashing: asyncio.Semaphore | None = None
         self.started = False
+        self.stopping = False  # a graceful stop is under way: new connections are turned away
+        self.connections: set[Closable] = set()  # every open socket, anonymous ones too
         self.starting: asyncio.Lock | None = None
         self.clear_dead_processes = True  # tests that make their own rows turn it off
 
@@ -59,6 +68,34 @@ class Runtime:
             self.pump.start()
             self.started = True
 
+    def trouble(self) -> str | None:
+        """Why this process should not get new clients, or None (for
+        /readyz): it is stopping, or its pump died."""
+        if self.stopping:
+            return "the process is stopping"
+        if self.started and (self.pump.task is None or self.pump.task.done()):
+            return "the background pump has stopped"
+        return None
+
+    async def shutdown(self) -> None:
+        """The graceful stop (SIGTERM): turn new connections away, let what
+        each connection is doing finish, tell every client to reconnect
+        (1012, service restart: another process, or this one restarted,
+        takes them through their resume tokens), commit what the writer
+        holds, and stop; all within CHAT_SHUTDOWN_SECONDS."""
+        self.stopping = True
+        log.info("stopping: %d connection(s) told to reconnect", len(self.connections))
+        try:
+            await asyncio.wait_for(self._close_connections(), settings.CHAT_SHUTDOWN_SECONDS)
+        except TimeoutError:
+            log.warning("stopping: connections still open after %s s", settings.CHAT_SHUTDOWN_SECONDS)
+        await self.stop()
+        log.info("stopped")
+
+    async def _close_connections(self) -> None:
+        await asyncio.gather(*(c.restart() for c in list(self.connections)), return_exceptions=True)
+        await self.writer.drain()
+
     async def stop(self) -> None:
         """At shutdown: stop the pump and the hub; the writer finishes what
         it holds (each request waits for its own commit anyway)."""
@@ -79,6 +116,7 @@ class Runtime:
 
 
 runtime = Runtime()
+metrics.logged_in.set_function(lambda: len(runtime.hub.channel_names()))
 
 
 def reset() -> None:
