@@ -84,7 +84,7 @@ export class Composer {
     );
     this.counter.classList.toggle("over", over);
     attr(this.box, "aria-invalid", over ? "true" : null);
-    this.button.disabled = over;
+    this.button.disabled = over || this.box.disabled;
     if (over && !this.over)
       this.hooks.announce(
         `Too long: a message can have at most ${number(MAX_BODY_CHARS)} characters.`,
@@ -92,9 +92,16 @@ export class Composer {
     this.over = over;
   }
 
+  /** Off while another window of the same user has the chat: what is
+   * typed here could not go, and the draft stays as it is. */
+  setEnabled(enabled) {
+    this.box.disabled = !enabled;
+    this.check();
+  }
+
   submit() {
     const body = this.box.value;
-    if (!trimBody(body) || this.over) return;
+    if (!trimBody(body) || this.over || this.box.disabled) return;
     this.hooks.typing(this.key, false);
     this.hooks.send(this.key, body);
     this.value = "";

@@ -62,7 +62,7 @@ export class Sidebar {
             ? " all"
             : c.room !== null
               ? " room"
-              : s.online.has(c.key)
+              : s.isOnline(c.key)
                 ? " on"
                 : "");
         textParts(button.querySelector(".conv-name"), [c.name]);
@@ -103,7 +103,8 @@ export class Sidebar {
     const s = this.store;
     const people = s.people();
     const online = people.filter((p) => p.online).length;
-    text($("online-count"), online ? `${online} online` : "");
+    const known = s.presenceKnown;
+    text($("online-count"), !known ? "unknown while offline" : online ? `${online} online` : "");
     $("people-empty").hidden = people.length > 0;
     reconcile($("people"), people, {
       key: (p) => p.username,
@@ -127,10 +128,11 @@ export class Sidebar {
       update: (li, p) => {
         const button = li.firstChild;
         button.classList.toggle("online", p.online);
+        button.classList.toggle("unknown", !known);
         button.querySelector(".dot").className = "dot" + (p.online ? " on" : "");
         text(
           button.querySelector(".seen"),
-          p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
+          !known ? "unknown" : p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
         );
         attr(button, "title", `Message ${p.username}`);
       },
@@ -185,8 +187,9 @@ export class Sidebar {
     if (c.key === EVERYONE) {
       toggle.hidden = true;
       const others = [...s.online].filter((n) => n !== s.me).length;
-      textParts(status, others ? `${others} online` : "nobody else online");
-      status.className = "presence";
+      const words = others ? `${others} online` : "nobody else online";
+      textParts(status, s.presenceKnown ? words : "who is online is unknown while offline");
+      status.className = "presence" + (s.presenceKnown ? "" : " unknown");
       return;
     }
     const blocked = s.blocked.includes(c.key);
@@ -194,12 +197,17 @@ export class Sidebar {
     text(toggle, blocked ? "Unblock" : "Block");
     attr(toggle, "aria-label", `${blocked ? "Unblock" : "Block"} ${c.key}`);
     attr(toggle, "title", `${blocked ? "Unblock" : "Block"} ${c.key}`);
-    const online = s.online.has(c.key);
+    const online = s.isOnline(c.key);
     const seen = s.recent.get(c.key)?.last_seen;
     let state = online ? "online" : seen ? lastSeen(seen) : "offline";
-    if (s.isTyping(c.key)) state = "typing…";
+    if (!s.presenceKnown) state = "presence unknown while offline";
+    else if (s.isTyping(c.key)) state = "typing…";
     textParts(status, state);
-    status.className = "presence" + (online ? " on" : "") + (state === "typing…" ? " typing" : "");
+    status.className =
+      "presence" +
+      (online ? " on" : "") +
+      (state === "typing…" ? " typing" : "") +
+      (s.presenceKnown ? "" : " unknown");
   }
 }
 
