@@ -7,7 +7,7 @@ import pytest
 from . import test_browser as chat_browser
 from .helpers import PASSWORD
 from .servers import Peer
-from .test_browser import PHONE, WIDE, axe, expect, no_horizontal_scroll, run_async, say, shot
+from .test_browser import PHONE, WIDE, axe, expect, no_horizontal_scroll, run_async, say, shot, within_screen
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
@@ -438,6 +438,12 @@ def test_every_new_state_looks_right_and_passes_axe(accounts, server, open_page,
     look(alice, "replying", f"rooms-replying-{tag}")
     alice.keyboard.press("Enter")
     expect(message(alice, "I have one").locator(".quote")).to_contain_text("carol")
+    # One's own message: Reply, React, Edit and Delete beside it, on screen.
+    message(alice, "I have one").hover()
+    for name in ("Reply (R)", "React (+)", "Edit message", "Delete message"):
+        expect(message(alice, "I have one").get_by_role("button", name=name)).to_be_visible()
+        assert within_screen(alice, f".msg:has(.body:text-is('I have one')) [aria-label='{name}']")
+    shot(alice, f"rooms-own-actions-{tag}")
 
     # The picker, from the keyboard, then the counts with who reacted.
     alice.focus("#messages")
