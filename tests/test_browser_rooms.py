@@ -7,7 +7,7 @@ import pytest
 from . import test_browser as chat_browser
 from .helpers import PASSWORD
 from .servers import Peer
-from .test_browser import PHONE, WIDE, axe, expect, no_horizontal_scroll, run_async, say, shot, within_screen
+from .test_browser import PHONE, WIDE, axe, expect, meets, no_horizontal_scroll, run_async, say, shot, within_screen
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
@@ -268,6 +268,17 @@ def test_reply_with_the_mouse_and_the_keyboard_shows_the_quote(accounts, server,
     bob.keyboard.type("pong")
     bob.keyboard.press("Enter")
     expect(message(alice, "pong").locator(".quote")).to_contain_text("ping")
+    # Reactions under one's own private message leave its ticks alone.
+    for emoji in ("👍", "❤️", "😂", "🎉"):
+        message(bob, "ping").hover()
+        message(bob, "ping").get_by_role("button", name="React (+)").click()
+        message(bob, "ping").get_by_role("button", name=f"React with {emoji}").click()
+    ping = ".msg.mine:has(.body:text-is('ping'))"
+    expect(alice.locator(f"{ping} .reaction")).to_have_count(4)
+    alice.wait_for_selector(f"{ping} .ticks[data-state=read]")
+    for i in range(4):
+        assert not meets(alice, f"{ping} .reaction >> nth={i}", f"{ping} .mark")
+    shot(alice, "rooms-private-reactions-1280-light")
     # Escape takes a reply back before it is sent.
     bob.focus("#messages")
     bob.keyboard.press("ArrowUp")
