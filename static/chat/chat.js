@@ -357,6 +357,10 @@ function roomChanged({ change, room, username }) {
 /** A room I am no longer in: it leaves the list (and the view). */
 function roomGone(c) {
   store.convs.delete(c.key);
+  if (composer.drafts[c.key] !== undefined) {
+    delete composer.drafts[c.key];
+    saved.set("drafts", composer.drafts);
+  }
   outbox.entries.filter((e) => e.key === c.key).forEach((e) => outbox.discard(e.cid));
   if (store.open === c.key) openConversation(EVERYONE);
 }
