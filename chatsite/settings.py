@@ -345,6 +345,9 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
+# On SIGTERM a process tells its clients to reconnect (1012), commits what
+# it holds and exits within this many seconds.
+CHAT_SHUTDOWN_SECONDS = env_float("CHAT_SHUTDOWN_SECONDS", 10)
 
 # --- Operations ---------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from django.conf import settings
 
 from accounts.models import User as UserModel
 from core.errors import ServiceError
-from core.protocol import CLOSE_POLICY
+from core.protocol import CLOSE_POLICY, CLOSE_RESTART
 
 from . import events, frames, services, wire
 from .frames import Request
@@ -80,6 +80,7 @@ class ChatConsumer(AsyncConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            runtime.connections.discard(self)
             # However the socket ended (a close frame, a dropped TCP
             # connection, an error, the server cancelling us), the user goes
             # offline here; shielded, so a cancellation cannot cut it short.
@@ -100,6 +101,11 @@ class ChatConsumer(AsyncConsumer):
         loop = asyncio.get_running_loop()
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), loop.time()
         await self.base_send({"type": "websocket.accept"})
+        runtime.connections.add(self)
+        if runtime.stopping:
+            self.login_deadline = loop.call_later(0, lambda: None)
+            await self.restart()
+            return
         self.login_deadline = loop.call_later(settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue)
         # A page logged in by its cookie sends no login: it asks for batched
         # presence in the URL (/ws/chat/?presence_batch=1).
@@ -140,6 +146,13 @@ class ChatConsumer(AsyncConsumer):
             log.warning("closing %s: %s", who, reason)
         await self.end_session()
         await self.transport.close(code, reason)
+
+    async def restart(self) -> None:
+        """The process is stopping: let the requests in flight finish (their
+        replies go out), then tell the client to reconnect and close 1012."""
+        await self.settle(0)
+        self.write_event(events.session_ended_frame("The server is restarting.", action="reconnect"))
+        await self.close(CLOSE_RESTART, "The server is restarting.")
 
     # --- Who the connection is -------------------------------------------------------
 
@@ -260,7 +273,7 @@ class ChatConsumer(AsyncConsumer):
     # --- Reading -----------------------------------------------------------------------
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        gone = self.transport.peer_gone()
+        gone = self.transport.peer_gone() or self.closing
         if not gone:
             self.watch_inbound()
             await self.pace()

@@ -224,11 +224,15 @@ def push_session_replaced(channel_name: str) -> None:
 EndAction = Literal["reconnect", "login", "stop"]
 
 
+def session_ended_frame(reason: str, *, action: EndAction) -> dict[str, Any]:
+    return {"type": "session_ended", "reason": reason, "action": action}
+
+
 def push_session_ended(channel_name: str, *, reason: str, action: EndAction) -> None:
     """End one connection, telling the client what to do next: reconnect (its
     presence expired), log in again (its session ended, the password
     changed), or stop (an operator ended it, the account was deactivated)."""
-    frame = {"type": "session_ended", "reason": reason, "action": action}
+    frame = session_ended_frame(reason, action=action)
     _after_commit(Push("channel", channel_name, {"type": END, "frame": frame, "code": CLOSE_ENDED}))
 
 

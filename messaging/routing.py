@@ -6,6 +6,7 @@ from django.urls import path, re_path
 
 from .connection import ChatConsumer
 from .runtime import runtime
+from .transport import on_daphne_shutdown
 
 log = logging.getLogger("chat")
 
@@ -33,10 +34,13 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await runtime.stop()
+            await runtime.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
+
+# daphne sends no lifespan: its stop (SIGTERM) runs the graceful one first.
+on_daphne_shutdown(runtime.shutdown)
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -25,6 +25,11 @@ from .pump import Pump
 from .writer import Writer
 
 log = logging.getLogger("chat")
+
+
+class Closable(Protocol):
+    async def restart(self) -> None:
+        """Finish what it is doing, tell the client to reconnect, close."""
 
 
 class Runtime:
@@ -38,6 +43,8 @@ class Runtime:
         self.pump = Pump(self.hub)
         self.hashing: asyncio.Semaphore | None = None
         self.started = False
+        self.stopping = False  # a graceful stop is under way: new connections are turned away
+        self.connections: set[Closable] = set()  # every open socket, anonymous ones too
         self.starting: asyncio.Lock | None = None
         self.clear_dead_processes = True  # tests that make their own rows turn it off
 
@@ -58,6 +65,25 @@ class Runtime:
                     log.exception("could not clear the presence of dead processes")
             self.pump.start()
             self.started = True
+
+    async def shutdown(self) -> None:
+        """The graceful stop (SIGTERM): turn new connections away, let what
+        each connection is doing finish, tell every client to reconnect
+        (1012, service restart: another process, or this one restarted,
+        takes them through their resume tokens), commit what the writer
+        holds, and stop; all within CHAT_SHUTDOWN_SECONDS."""
+        self.stopping = True
+        log.info("stopping: %d connection(s) told to reconnect", len(self.connections))
+        try:
+            await asyncio.wait_for(self._close_connections(), settings.CHAT_SHUTDOWN_SECONDS)
+        except TimeoutError:
+            log.warning("stopping: connections still open after %s s", settings.CHAT_SHUTDOWN_SECONDS)
+        await self.stop()
+        log.info("stopped")
+
+    async def _close_connections(self) -> None:
+        await asyncio.gather(*(c.restart() for c in list(self.connections)), return_exceptions=True)
+        await self.writer.drain()
 
     async def stop(self) -> None:
         """At shutdown: stop the pump and the hub; the writer finishes what

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -201,6 +202,39 @@ def _unwrap(send: AsgiSend) -> AsgiSend:
             return send
         send = inner
     return send
+
+
+def on_daphne_shutdown(graceful: Callable[[], Awaitable[None]]) -> bool:
+    """Under daphne, run `graceful` when the server is asked to stop
+    (SIGTERM, SIGINT), before it cancels every connection. daphne cancels
+    them in a shutdown trigger of Twisted's (``Server.kill_all_applications``)
+    with nothing before it to hook: this wraps that method. Returns whether
+    daphne is the server (under uvicorn the ASGI lifespan's shutdown does it)."""
+    server_module = sys.modules.get("daphne.server")
+    if server_module is None:
+        return False
+    server_class = server_module.Server
+    original = server_class.kill_all_applications
+    if getattr(original, "graceful", None) is not None:
+        original.graceful = graceful
+        return True
+
+    def kill_all_applications(self: Any) -> Any:
+        from twisted.internet import defer
+
+        async def first() -> None:
+            try:
+                await kill_all_applications.graceful()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("the graceful stop failed")
+
+        stopped = defer.Deferred.fromFuture(asyncio.ensure_future(first()))
+        stopped.addCallback(lambda _: original(self))
+        return stopped
+
+    kill_all_applications.graceful = graceful  # type: ignore[attr-defined]
+    server_class.kill_all_applications = kill_all_applications
+    return True
 
 
 def transport_for(send: AsgiSend) -> Transport:

@@ -135,3 +135,13 @@ def test_channels_redis_core_layer_receive_is_what_ours_wraps():
 
     assert inspect.iscoroutinefunction(RedisChannelLayer.receive)
     assert list(inspect.signature(RedisChannelLayer.receive).parameters) == ["self", "channel"]
+
+
+def test_daphne_cancels_its_connections_in_kill_all_applications():
+    """on_daphne_shutdown() wraps it to stop gracefully first."""
+    from daphne.server import Server
+
+    assert list(inspect.signature(Server.kill_all_applications).parameters) == ["self"]
+    assert 'reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)' in inspect.getsource(
+        Server.run
+    )

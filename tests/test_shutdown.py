@@ -1,0 +1,76 @@
+"""A graceful stop (issue 22): on SIGTERM a server process tells its clients
+to reconnect (1012, service restart), commits what it holds, and exits."""
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+
+from chatclient.protocol import Closed
+from messaging.models import Message, Presence
+
+from .helpers import PASSWORD
+from .servers import Peer, Server, signup
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_sigterm_tells_every_client_to_reconnect_then_exits():
+    server = Server(CHAT_SHUTDOWN_SECONDS="5", LOG_LEVEL="INFO").start()
+    try:
+        await signup(server.url, "alice", "bob")
+        async with Peer(server.url) as alice, Peer(server.url) as bob, Peer(server.url) as anonymous:
+            await alice.ok("login", username="alice", password=PASSWORD)
+            await bob.ok("login", username="bob", password=PASSWORD)
+            await anonymous.ok("whoami")
+            sent = await alice.ok("send", to="bob", body="before the restart")
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            for peer in (alice, bob, anonymous):
+                ended = await peer.event("session_ended", timeout=5)
+                assert ended["action"] == "reconnect"
+                assert await peer.wait_closed(5) == 1012
+            assert await asyncio.to_thread(server.proc.wait, 10) == 0
+            assert time.monotonic() - started < 8
+    finally:
+        server.stop()
+    assert "stopping: 3 connection(s) told to reconnect" in server.log_text()
+    assert "stopped" in server.log_text()
+    # Nothing accepted was lost, and nobody is left online as a ghost.
+    assert await sync_to_async(Message.objects.filter(pk=sent["id"]).exists)()
+    assert not await sync_to_async(Presence.objects.exists)()
+
+
+async def test_a_connection_made_while_stopping_is_told_to_reconnect():
+    server = Server(CHAT_SHUTDOWN_SECONDS="3").start()
+    try:
+        await signup(server.url, "alice")
+        async with Peer(server.url) as alice:
+            await alice.ok("login", username="alice", password=PASSWORD)
+            # alice's in-flight history keeps the process in its graceful stop
+            # a moment; a newcomer then is turned away with 1012 as well.
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                late = await websockets.connect(server.url)
+            except OSError:
+                return  # the port closed first: nothing to turn away
+            frames = []
+
+            async def read_all():
+                while True:
+                    frames.append(json.loads(await asyncio.wait_for(late.recv(), 5)))
+
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await read_all()
+            if closed.value.rcvd is None:
+                return  # the process finished its stop before it could answer: nothing to turn away
+            assert closed.value.rcvd.code == 1012
+            assert frames and frames[0]["type"] == "session_ended"
+            with pytest.raises(Closed):
+                await alice.ok("whoami")
+    finally:
+        server.stop()
