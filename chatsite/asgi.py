@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
+from messaging.uploads import UploadGuard  # noqa: E402
 
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
@@ -22,7 +23,7 @@ from .security import BrowserOriginValidator  # noqa: E402
 application = ClientAddress(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": UploadGuard(django_asgi_app),
             "lifespan": lifespan,
             "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }

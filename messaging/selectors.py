@@ -23,8 +23,8 @@ from django.utils import timezone
 from accounts.models import User as UserModel
 from core.errors import ServiceError
 
-from .models import FTS_TABLE, Block, Delivery, Message, Presence, ReadMark
-from .wire import MessageObject, message_object, timestamp
+from .models import FTS_TABLE, Attachment, Block, Delivery, Message, Presence, ReadMark
+from .wire import MessageObject, attachment_object, message_object, timestamp
 
 User = get_user_model()
 
@@ -156,7 +156,7 @@ def message_history(
     if before is not None:
         messages = messages.filter(id__lt=before)
     page = list(with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit])
-    return [message_object(m, viewer_id=user.pk) for m in reversed(page)]
+    return attachments_fill([message_object(m, viewer_id=user.pk) for m in reversed(page)])
 
 
 # "Every conversation" for `message_search`, as opposed to None, the broadcasts.
@@ -186,7 +186,7 @@ def message_search(
         if before is not None:
             messages = messages.filter(id__lt=before)
     page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
-    return [message_object(m, viewer_id=user.pk) for m in page]
+    return attachments_fill([message_object(m, viewer_id=user.pk) for m in page])
 
 
 def _matching(messages: QuerySet[Message], words: list[str]) -> QuerySet[Message]:
@@ -273,7 +273,7 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         .in_bulk(list(last.values()))
     )
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
-    return [
+    entries = [
         {
             "with": names.get(peer) if peer is not None else None,
             "last": message_object(messages[mid], viewer_id=user.pk),
@@ -282,6 +282,8 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])
     ]
+    attachments_fill([entry["last"] for entry in entries])
+    return entries
 
 
 def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
@@ -297,3 +299,35 @@ def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
         ).exclude(sender=user),
         "blocks": Block.objects.filter(blocker=user).select_related("blocked").order_by("id"),
     }
+
+
+# --- Attachments --------------------------------------------------------------------
+
+
+def attachments_fill(objects: list[Any]) -> list[Any]:
+    """Fill in the `attachments` of message objects or events, for a whole
+    page in one query (never one per message). Returns `objects`."""
+    if not objects:
+        return objects
+    by_message: dict[int, list[Any]] = {}
+    for attachment in Attachment.objects.filter(message__in=[o["id"] for o in objects]).order_by("id"):
+        assert attachment.message_id is not None
+        by_message.setdefault(attachment.message_id, []).append(attachment_object(attachment))
+    for obj in objects:
+        obj["attachments"] = by_message.get(obj["id"], [])
+    return objects
+
+
+def attachment_for_download(*, user: UserModel | None, attachment_id: int) -> Attachment:
+    """The attachment, if `user` may download it: while unsent, only its
+    uploader; once sent, whoever can see its message in `history` (the
+    same rule: sender, or a Delivery row, and not deleted). Anything else,
+    whether it exists or not, is unknown: ServiceError not_found."""
+    attachment = Attachment.objects.filter(pk=attachment_id).first() if user is not None else None
+    if attachment is not None and user is not None:
+        if attachment.message_id is None:
+            if attachment.uploader_id == user.pk:
+                return attachment
+        elif Message.objects.filter(_visible_to(user), pk=attachment.message_id, deleted_at__isnull=True).exists():
+            return attachment
+    raise ServiceError("not_found", "There is no such file.")

@@ -9,7 +9,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
-from .models import Message
+from .models import Attachment, Message
+
+
+class AttachmentObject(TypedDict):
+    """A file sent with a message (protocol 1.2); width, height and
+    thumbnail_url are null but for images."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    url: str
+    width: int | None
+    height: int | None
+    thumbnail_url: str | None
 
 
 class MessageObject(TypedDict):
@@ -23,6 +37,7 @@ class MessageObject(TypedDict):
     body: str
     sent_at: str
     edited_at: str | None
+    attachments: list[AttachmentObject]
     delivered: NotRequired[bool]
     read: NotRequired[bool]
 
@@ -84,6 +99,8 @@ def message_object(message: Message, *, viewer_id: int | None = None) -> Message
         "body": message.body,
         "sent_at": timestamp(message.sent_at),
         "edited_at": timestamp(message.edited_at),
+        # Filled in for a whole page at once (selectors.attachments_fill).
+        "attachments": [],
     }
     if viewer_id is not None and message.sender_id == viewer_id and message.kind == Message.Kind.PRIVATE:
         obj["delivered"] = bool(getattr(message, "receipt_delivered", False))
@@ -121,9 +138,29 @@ def message_event_row(row: tuple[Any, ...], *, stored: bool) -> MessageEvent:
         "body": body,
         "sent_at": timestamp(sent_at),
         "edited_at": timestamp(edited_at),
+        "attachments": [],
         "stored": stored,
     }
     return event  # type: ignore[return-value]
+
+
+def attachment_url(attachment_id: int, *, thumbnail: bool = False) -> str:
+    """Where the file is downloaded (messaging/uploads.py checks who asks)."""
+    return f"/files/{attachment_id}/thumbnail/" if thumbnail else f"/files/{attachment_id}/"
+
+
+def attachment_object(attachment: Attachment) -> AttachmentObject:
+    image = attachment.width is not None
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "url": attachment_url(attachment.pk),
+        "width": attachment.width,
+        "height": attachment.height,
+        "thumbnail_url": attachment_url(attachment.pk, thumbnail=True) if image and attachment.thumbnail else None,
+    }
 
 
 def error(code: str, message: str, *, ref: Any = None, **extra: Any) -> Error:

@@ -18,6 +18,7 @@ from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Delivery, Message
+from ..selectors import attachments_fill
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def delivery_flush_page(
             # The rows read, not an id range: a message committed meanwhile
             # with a lower id (ids are taken before commit) was not pushed.
             pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
-    return [wire.message_event_row(row, stored=True) for row in rows]
+    return attachments_fill([wire.message_event_row(row, stored=True) for row in rows])
 
 
 # What a message event adds to its body's bytes, about (names, times, keys).
@@ -146,5 +147,6 @@ def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000, max_b
             Delivery.objects.filter(pk__in=[d.pk for d in taken]).update(pushed_at=now)
             for d in taken:
                 by_user[d.recipient_id].append(wire.message_event(d.message, stored=d.pushed_at is None))
+        attachments_fill([event for frames in by_user.values() for event in frames])
         events.push_messages(by_user)
     return sum(len(v) for v in by_user.values())

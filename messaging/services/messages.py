@@ -28,6 +28,7 @@ from core.errors import ServiceError
 from .. import events, wire
 from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence
 from ..selectors import live_presence, online_cutoff
+from .attachments import AttachmentClaims
 
 User = get_user_model()
 
@@ -39,6 +40,7 @@ class SendRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True  # False only for operators' tools (seeding)
+    attachments: tuple[int, ...] = ()  # ids of the sender's unsent uploads
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class BroadcastRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True
+    attachments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,10 @@ Result = TypeVar("Result", Sent, Broadcasted)
 Key = tuple[int, str]
 
 
-def clean_body(body: str) -> str:
+def clean_body(body: str, *, may_be_empty: bool = False) -> str:
+    """The body trimmed; empty only for a message of attachments alone."""
     body = body.strip()
-    if not body:
+    if not body and not may_be_empty:
         raise ServiceError("invalid", "The message is empty.")
     if len(body) > settings.CHAT_MAX_BODY_CHARS:
         raise ServiceError("invalid", f"The message is longer than {settings.CHAT_MAX_BODY_CHARS} characters.")
@@ -182,10 +186,14 @@ def _clean_bodies(requests: Sequence[SendRequest | BroadcastRequest]) -> tuple[l
         try:
             if isinstance(r, SendRequest) and r.to_username == r.sender.username:
                 raise ServiceError("invalid", "You cannot send a message to yourself.")
-            bodies[i] = clean_body(r.body)
+            bodies[i] = clean_body(r.body, may_be_empty=bool(r.attachments))
         except ServiceError as e:
             results[i] = e
     return results, bodies, [i for i in range(len(requests)) if results[i] is None]
+
+
+def _claims(requests: Sequence[SendRequest | BroadcastRequest], todo: list[int]) -> AttachmentClaims:
+    return AttachmentClaims({i: (requests[i].sender, requests[i].attachments) for i in todo if requests[i].attachments})
 
 
 def _key(sender: UserModel, client_id: str | None) -> Key | None:
@@ -222,6 +230,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
         rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        claims = _claims(requests, todo)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
         for i in todo:
@@ -239,6 +248,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
                     raise ServiceError("unknown_user", f"There is no user {r.to_username!r}.")
                 if (recipient.pk, r.sender.pk) in blocks:
                     raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
+                claims.check(i)
                 if r.rate_limit:
                     rates.take(r.sender.pk)
             except ServiceError as e:
@@ -249,8 +259,11 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             )
             results[i] = Sent(message, recipient.pk in online)
             accepted.append(i)
+            claims.take(i)
             client_ids.use(keys[i], i)
         Message.objects.bulk_create([results[i].message for i in accepted])
+        attached = {i: claims.attach(i, results[i].message) for i in accepted}
+        claims.save()
         Delivery.objects.bulk_create(
             [
                 Delivery(message=m, recipient_id=m.recipient_id, pushed_at=now if results[i].live else None)
@@ -263,7 +276,9 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         client_ids.finish(results, _sent_reply)
         for i in accepted:
             message = results[i].message
-            events.push_message(wire.message_event(message, stored=False), user_id=message.recipient_id)
+            event = wire.message_event(message, stored=False)
+            event["attachments"] = [wire.attachment_object(a) for a in attached[i]]
+            events.push_message(event, user_id=message.recipient_id)
     return results
 
 
@@ -281,6 +296,7 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
         rates = RateLimits(limited, now)
         broadcast_rates = RateLimits(limited, now, broadcasts=True)
+        claims = _claims(requests, todo)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]
@@ -293,6 +309,7 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
                 if earlier is not None:
                     copies[i] = earlier
                     continue
+                claims.check(i)
                 if r.rate_limit:
                     broadcast_rates.take(r.sender.pk)
                     rates.take(r.sender.pk)
@@ -300,13 +317,16 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
                 results[i] = e
                 continue
             message = Message.objects.create(kind=Message.Kind.BROADCAST, sender=r.sender, body=bodies[i], sent_at=now)
+            claims.take(i)
+            attached = claims.attach(i, message)
             live, stored = _fan_out(message, now)
             results[i] = Broadcasted(message, live, stored)
             client_ids.use(keys[i], i)
             blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
-            events.push_to_everyone(
-                [wire.message_event(message, stored=False)], exclude_user_ids=blockers | {r.sender.pk}
-            )
+            event = wire.message_event(message, stored=False)
+            event["attachments"] = [wire.attachment_object(a) for a in attached]
+            events.push_to_everyone([event], exclude_user_ids=blockers | {r.sender.pk})
+        claims.save()
         for i, earlier in copies.items():
             results[i] = results[earlier]
         client_ids.finish(results, _broadcast_reply)
@@ -349,16 +369,36 @@ def _one(result: Result | ServiceError) -> Result:
 
 
 def message_send(
-    *, sender: UserModel, to_username: str, body: str, client_id: str | None = None, rate_limit: bool = True
+    *,
+    sender: UserModel,
+    to_username: str,
+    body: str,
+    client_id: str | None = None,
+    rate_limit: bool = True,
+    attachments: Sequence[int] = (),
 ) -> Sent:
     """Store one private message (a batch of one)."""
-    request = SendRequest(sender=sender, to_username=to_username, body=body, client_id=client_id, rate_limit=rate_limit)
+    request = SendRequest(
+        sender=sender,
+        to_username=to_username,
+        body=body,
+        client_id=client_id,
+        rate_limit=rate_limit,
+        attachments=tuple(attachments),
+    )
     return _one(messages_send(requests=[request])[0])
 
 
 def message_broadcast(
-    *, sender: UserModel, body: str, client_id: str | None = None, rate_limit: bool = True
+    *,
+    sender: UserModel,
+    body: str,
+    client_id: str | None = None,
+    rate_limit: bool = True,
+    attachments: Sequence[int] = (),
 ) -> Broadcasted:
     """Store one broadcast (a batch of one)."""
-    request = BroadcastRequest(sender=sender, body=body, client_id=client_id, rate_limit=rate_limit)
+    request = BroadcastRequest(
+        sender=sender, body=body, client_id=client_id, rate_limit=rate_limit, attachments=tuple(attachments)
+    )
     return _one(messages_broadcast(requests=[request])[0])
