@@ -207,6 +207,9 @@ class Attachment(models.Model):
     height = models.IntegerField(null=True, blank=True)
     thumbnail = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    # Its place in the message's list, as the sender gave it (uploads of one
+    # message may finish in any order).
+    position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         indexes = [

@@ -310,7 +310,7 @@ def attachments_fill(objects: list[Any]) -> list[Any]:
     if not objects:
         return objects
     by_message: dict[int, list[Any]] = {}
-    for attachment in Attachment.objects.filter(message__in=[o["id"] for o in objects]).order_by("id"):
+    for attachment in Attachment.objects.filter(message__in=[o["id"] for o in objects]).order_by("position", "id"):
         assert attachment.message_id is not None
         by_message.setdefault(attachment.message_id, []).append(attachment_object(attachment))
     for obj in objects:

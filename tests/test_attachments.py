@@ -262,6 +262,13 @@ def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, se
     assert list(Attachment.objects.order_by("pk").values_list("pk", "message_id")) == before
 
 
+def test_attachments_keep_the_order_they_were_sent_in(alice, bob):
+    first, second = upload(alice, b"1", "1.txt"), upload(alice, b"2", "2.txt")
+    services.message_send(sender=alice, to_username="bob", body="x", attachments=[second.pk, first.pk])
+    [obj] = selectors.message_history(user=bob, peer=alice)
+    assert [a["name"] for a in obj["attachments"]] == ["2.txt", "1.txt"]
+
+
 def test_one_batch_cannot_send_an_upload_twice(alice, bob):
     a = upload(alice, b"x", "a.txt")
     requests = [

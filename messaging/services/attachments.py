@@ -167,14 +167,14 @@ class AttachmentClaims:
     def attach(self, index: int, message: Message) -> list[Attachment]:
         """Point the request's attachments at its stored message."""
         rows = self.claimed.get(index, [])
-        for row in rows:
-            row.message = message
+        for position, row in enumerate(rows):
+            row.message, row.position = message, position
         return rows
 
     def save(self) -> None:
         rows = [row for claimed in self.claimed.values() for row in claimed]
         if rows:
-            Attachment.objects.bulk_update(rows, ["message"])
+            Attachment.objects.bulk_update(rows, ["message", "position"])
 
 
 def attachments_unsent_prune(*, now: datetime | None = None) -> int:
