@@ -540,3 +540,23 @@ def test_the_s3_store_through_moto(alice, bob, s3_server, settings):
 
 def test_password_helper_is_the_tests_one():
     assert PASSWORD
+
+
+# --- The admin ----------------------------------------------------------------------
+
+
+def test_the_admin_lists_a_messages_attachments_and_deletes_one(alice, bob, django_capture_on_commit_callbacks):
+    a, b = upload(alice, png(), "pic.png"), upload(alice, PDF, "doc.pdf")
+    sent = services.message_send(sender=alice, to_username="bob", body="x", attachments=[a.pk, b.pk])
+    staff = _logged_in(make_user("root", is_staff=True, is_superuser=True))
+    page = staff.get(f"/admin/messaging/message/{sent.message.pk}/change/").content.decode()
+    for text in ("pic.png", "doc.pdf", "application/pdf", "image/png", "alice"):
+        assert text in page
+    assert staff.get("/admin/messaging/attachment/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        r = staff.post(f"/admin/messaging/attachment/{b.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert list(Attachment.objects.values_list("pk", flat=True)) == [a.pk]
+    assert b.stored not in stored_names() and a.stored in stored_names()
+    [obj] = selectors.message_history(user=bob, peer=alice)
+    assert [x["name"] for x in obj["attachments"]] == ["pic.png"]
