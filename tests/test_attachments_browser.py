@@ -5,6 +5,7 @@ the outbox across a reload. Screenshots of the composer with attachments
 and of the viewer go to test-artifacts/."""
 
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -45,6 +46,15 @@ def as_file(name, data, mime):
 PDF = b"%PDF-1.4\n" + b"0" * 20_000 + b"\n%%EOF\n"
 
 
+def wait_true(page, script, timeout=10):
+    """Poll a script until it is true (wait_for_function evaluates strings,
+    which the page's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, script
+        time.sleep(0.05)
+
+
 def shot(page, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
@@ -77,9 +87,7 @@ def test_send_pictures_and_a_file_and_view_them(accounts, server, open_page):
     expect(message.locator(".file-card .file-name")).to_have_text("minutes.pdf")
     expect(message.locator(".file-card .file-size")).to_have_text("20 KB")
     # Thumbnails load (the check lets the recipient in) and are at most 240 px.
-    bob.wait_for_function(
-        "[...document.querySelectorAll('.msg .thumb img')].every(i => i.complete && i.naturalWidth > 0)"
-    )
+    wait_true(bob, "[...document.querySelectorAll('.msg .thumb img')].every(i => i.complete && i.naturalWidth > 0)")
     assert bob.evaluate("document.querySelector('.msg .thumb img').naturalWidth") == 400
     href = message.locator(".file-card").get_attribute("href")
     status = bob.evaluate("async (u) => (await fetch(u)).status", href)
@@ -90,7 +98,7 @@ def test_send_pictures_and_a_file_and_view_them(accounts, server, open_page):
     expect(viewer).to_be_visible()
     expect(viewer.locator(".viewer-name")).to_contain_text("sunset.png")
     expect(viewer.locator(".viewer-name")).to_contain_text("1 of 2")
-    bob.wait_for_function("document.querySelector('#viewer img').naturalWidth === 1200")
+    wait_true(bob, "document.querySelector('#viewer img').naturalWidth === 1200")
     shot(bob, "image-viewer")
     bob.keyboard.press("ArrowRight")
     expect(viewer.locator(".viewer-name")).to_contain_text("lake.png")
