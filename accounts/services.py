@@ -24,6 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
+from core import metrics
 from core.addresses import in_networks, trusted_networks, untrusted_forwarding
 from core.errors import ServiceError
 
@@ -281,9 +282,14 @@ def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
         LoginAttempt.objects.create(username=username, ip=ip, result=LoginAttempt.Result.LOCKED)
         retry_after = max(1, math.ceil(remaining), address_wait)
         whom = "logins" if remaining else "failed logins from your address"
+        log.warning("login refused: %s from %s is locked for %s s (%s)", username, ip, retry_after, whom)
+        metrics.locked_out.inc()
         raise ServiceError("locked", f"Too many {whom}. Try again in {retry_after} seconds.", retry_after=retry_after)
     user = authenticate(None, username=username, password=password)
     if user is None:
+        locks = attempt.locked_until is not None
+        log.warning("login failed: %s from %s%s", username, ip, ", now locked" if locks else "")
+        metrics.failed_logins.inc()
         raise ServiceError("invalid_credentials", "Wrong username or password.")
     LoginAttempt.objects.filter(pk=attempt.pk).update(result=LoginAttempt.Result.SUCCESS, locked_until=None)
     return user

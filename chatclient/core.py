@@ -76,6 +76,9 @@ HELP = (
 )
 
 
+UNAVAILABLE_TRIES = 15  # logins tried while the server says it is briefly unavailable
+
+
 class Ended(Exception):
     """The session is over; `code` is the process exit code. With
     `login_again`, the person may log in again (the menu comes back)."""
@@ -358,13 +361,21 @@ class ChatClient:
         """Log in; the error reply, or None when logged in. The password is
         not kept: the reply's resume token logs in again after a drop."""
         # What waited is pushed right after the reply: show it after saying so.
-        self.held = []
-        try:
-            reply = await self._anonymous(
-                "login", username=username, password=password, takeover=takeover, presence_batch=True
-            )
-        finally:
-            held, self.held = self.held, None
+        for tries in range(UNAVAILABLE_TRIES):
+            self.held = []
+            try:
+                reply = await self._anonymous(
+                    "login", username=username, password=password, takeover=takeover, presence_batch=True
+                )
+            finally:
+                held, self.held = self.held, None
+            if reply.get("code") != "unavailable" or tries == UNAVAILABLE_TRIES - 1:
+                break
+            # The server cannot complete a login just now (its Redis is
+            # down): it says so, and says when to try again.
+            wait = max(1, min(int(reply.get("retry_after") or 2), 30))
+            self.output(f"The server is briefly unavailable; trying again in {wait} s.")
+            await asyncio.sleep(wait)
         if reply["type"] != "ok":
             return reply
         if reply["username"] != self.username:

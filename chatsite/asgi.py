@@ -17,6 +17,7 @@ from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 from messaging.uploads import UploadGuard  # noqa: E402
 
+from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
@@ -25,7 +26,7 @@ application = ClientAddress(
         {
             "http": UploadGuard(django_asgi_app),
             "lifespan": lifespan,
-            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         }
     )
 )

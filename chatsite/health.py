@@ -81,8 +81,17 @@ def _database_and_migrations() -> None:
     check_migrations()
 
 
+def check_runtime() -> None:
+    """This process's machinery: not stopping, its pump alive."""
+    from messaging.runtime import runtime
+
+    trouble = runtime.trouble()
+    if trouble is not None:
+        raise RuntimeError(trouble)
+
+
 def _checks() -> dict[str, Callable[[], None]]:
-    checks: dict[str, Callable[[], None]] = {"database": _database_and_migrations}
+    checks: dict[str, Callable[[], None]] = {"database": _database_and_migrations, "process": check_runtime}
     if settings.REDIS_URL:
         checks["redis"] = check_redis
     return checks
@@ -133,13 +142,18 @@ PROBES: dict[str, Callable[[], HttpResponse]] = {"/healthz": healthz, "/readyz":
 
 
 class HealthMiddleware:
-    """Answers the probes before any other middleware runs."""
+    """Answers the probes and /metrics before any other middleware runs."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        probe = PROBES.get(request.path_info.rstrip("/") or "/")
+        path = request.path_info.rstrip("/") or "/"
+        probe = PROBES.get(path)
         if probe is not None and request.method in ("GET", "HEAD"):
             return probe()
+        if path == "/metrics" and request.method in ("GET", "HEAD"):
+            from .metrics import metrics_view
+
+            return metrics_view(request)
         return self.get_response(request)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from typing import Any
 
@@ -26,6 +27,8 @@ from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsRedisPubSubChannelLayer
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
 from channels_redis.utils import _wrap_close, decode_hosts
+
+from core import metrics
 
 log = logging.getLogger("chat")
 
@@ -44,7 +47,9 @@ class Outages:
         if not self.down:
             self.down = True
             self.outages += 1
-            log.warning("Redis is unreachable; connections wait for it", exc_info=True)
+            metrics.layer_outages.inc()
+            # One line, no traceback: the outage is the news, not the stack.
+            log.warning("Redis is unreachable (%s); connections wait for it", sys.exc_info()[1])
 
     def redis_up(self) -> None:
         if self.down:

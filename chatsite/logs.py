@@ -97,6 +97,11 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def given_or_new(given: str) -> str:
+    """The request id a proxy gave, if it is a sane one, else a new one."""
+    return given if _GOOD_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Sets the request id for the lines logged while a request is served."""
 
@@ -104,8 +109,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        given = request.headers.get("X-Request-ID", "")
-        rid = given if _GOOD_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given_or_new(request.headers.get("X-Request-ID", ""))
         request.request_id = rid  # type: ignore[attr-defined]
         token = request_id.set(rid)
         try:
@@ -114,3 +118,23 @@ class RequestIdMiddleware:
             request_id.reset(token)
         response["X-Request-ID"] = rid
         return response
+
+
+class SocketRequestId:
+    """ASGI middleware: a request id for each WebSocket (from X-Request-ID,
+    as nginx may set it, or a new one), so every log line of one connection
+    can be told apart from another's. What the connection does runs in
+    this context, its tasks included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin1")
+        token = request_id.set(given_or_new(given))
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            request_id.reset(token)

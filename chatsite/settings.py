@@ -345,6 +345,11 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
+# /metrics (Prometheus): open to these addresses or networks, and to a request
+# with `Authorization: Bearer CHAT_METRICS_TOKEN` when a token is set; 404 to
+# anyone else.
+CHAT_METRICS_ALLOWED = env_list("CHAT_METRICS_ALLOWED", ["127.0.0.0/8", "::1"], empty_means_empty=True)
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 # On SIGTERM a process tells its clients to reconnect (1012), commits what
 # it holds and exits within this many seconds.
 CHAT_SHUTDOWN_SECONDS = env_float("CHAT_SHUTDOWN_SECONDS", 10)

@@ -35,8 +35,9 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
-from core.protocol import CLOSE_POLICY, CLOSE_RESTART
+from core.protocol import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_LATER
 
 from . import events, frames, services, wire
 from .frames import Request
@@ -57,6 +58,17 @@ PENDING_PAGE_BYTES = 256 * 1024  # and their bodies' bytes, at most
 PENDING_WINDOW_MESSAGES = 2000
 PENDING_WINDOW_BYTES = 1024 * 1024
 PENDING_ACK_GRACE_SECONDS = 5.0  # a client that acks nothing by then is paced by its reading alone
+UNAVAILABLE_RETRY_SECONDS = 2  # what a client is told to wait when the channel layer is down
+
+
+def unavailable() -> ServiceError:
+    """A login that cannot complete because the channel layer (Redis) is
+    down: the trouble is temporary, and clients try again by themselves."""
+    return ServiceError(
+        "unavailable",
+        "The chat cannot reach its message service just now; trying again shortly.",
+        retry_after=UNAVAILABLE_RETRY_SECONDS,
+    )
 
 
 class ChatConsumer(AsyncConsumer):
@@ -79,7 +91,17 @@ class ChatConsumer(AsyncConsumer):
         self.client_acks: bool | None = None  # unknown until it acks or the grace ends
         try:
             await super().__call__(scope, receive, send)
+        except Exception:
+            if hasattr(self, "transport"):
+                raise
+            # Channels could not give the socket a channel (Redis is down):
+            # refuse the handshake, and the client tries again. The layer
+            # logs the outage once; no traceback per connection.
+            log.info("refused a WebSocket: the channel layer is unavailable")
+            await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
         finally:
+            if self in runtime.connections:
+                metrics.open_sockets.dec()
             runtime.connections.discard(self)
             # However the socket ended (a close frame, a dropped TCP
             # connection, an error, the server cancelling us), the user goes
@@ -101,6 +123,7 @@ class ChatConsumer(AsyncConsumer):
         loop = asyncio.get_running_loop()
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), loop.time()
         await self.base_send({"type": "websocket.accept"})
+        metrics.open_sockets.inc()
         runtime.connections.add(self)
         if runtime.stopping:
             self.login_deadline = loop.call_later(0, lambda: None)
@@ -117,6 +140,8 @@ class ChatConsumer(AsyncConsumer):
                 await self.log_in(scope_user, takeover=False, session_key=key, presence_batched=batched)
             except ServiceError as e:
                 self.write_event(wire.error(e.code, e.message, **e.extra))
+                if e.code == "unavailable":
+                    await self.close(CLOSE_TRY_LATER, e.message)  # the page reconnects, and logs in then
             except Exception:
                 log.exception("session login failed")
                 self.write_event(wire.error("internal_error", "Log in again."))
@@ -193,10 +218,18 @@ class ChatConsumer(AsyncConsumer):
         twice, never missed. Frames are only forwarded once the claim holds.
         """
         await runtime.start()
-        await events.subscribe(self.channel_layer, self.channel_name, user.pk)
+        try:
+            await events.subscribe(self.channel_layer, self.channel_name, user.pk)
+        except Exception:
+            raise unavailable() from None
         self.joining, self.claiming_id = [], user.pk
         self.identity.presence_batched = presence_batched
-        await runtime.hub.join(self)
+        try:
+            await runtime.hub.join(self)
+        except Exception:
+            self.joining, self.claiming_id = None, None
+            runtime.hub.leave(self)
+            raise unavailable() from None
         try:
             await events.run_then_push(
                 services.presence_claim,
@@ -293,10 +326,10 @@ class ChatConsumer(AsyncConsumer):
         work = self.run(spec, content)
         if spec is not None and spec.exclusive:
             await self.settle(0)
-            await self.respond(content.get("ref"), work)
+            await self.respond(content.get("ref"), work, op=content["type"])
         else:
             await self.settle(MAX_IN_FLIGHT - 1)
-            self.track(self.respond(content.get("ref"), work))
+            self.track(self.respond(content.get("ref"), work, op=content.get("type")))
 
     async def settle(self, at_most: int) -> None:
         """Wait until no more than `at_most` requests are in flight. While
@@ -335,7 +368,9 @@ class ChatConsumer(AsyncConsumer):
             raise ServiceError("not_logged_in", "Log in first.")
         return await spec.handler(self, Request(content, spec.invalid))
 
-    async def respond(self, ref: Any, work: Awaitable[dict[str, Any] | Reply] | ServiceError) -> None:
+    async def respond(
+        self, ref: Any, work: Awaitable[dict[str, Any] | Reply] | ServiceError, *, op: Any = None
+    ) -> None:
         """Write the reply to one request, after the replies to earlier ones."""
         previous, mine = self.last_reply, asyncio.get_running_loop().create_future()
         self.last_reply = mine
@@ -353,7 +388,8 @@ class ChatConsumer(AsyncConsumer):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("request failed")
+                # The op's name only: an exception's text may quote what was sent.
+                log.exception("request %s failed", op if isinstance(op, str) and op in OPS else "?")
                 frame = dict(wire.error("internal_error", "The server failed; try again.", ref=ref))
             if previous is not None:
                 await previous

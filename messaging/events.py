@@ -33,6 +33,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from core import metrics
+
 # Close codes for connections the server ends: the protocol's, shared with
 # the terminal client.
 from core.protocol import CLOSE_ENDED, CLOSE_REPLACED
@@ -108,6 +110,7 @@ async def send(push: Push) -> None:
     """Send one push now, unless the breaker is open."""
     breaker.check()
     layer = get_channel_layer()
+    started = time.perf_counter()
     try:
         if push.to == "group":
             await layer.group_send(push.target, push.event)
@@ -116,6 +119,7 @@ async def send(push: Push) -> None:
     except Exception:
         breaker.tripped()
         raise
+    metrics.push_seconds.observe(time.perf_counter() - started)
 
 
 def _emit(push: Push) -> None:

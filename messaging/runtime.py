@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core import metrics
+
 from . import events, services
 from .hub import Hub
 from .pump import Pump
@@ -66,6 +68,15 @@ class Runtime:
             self.pump.start()
             self.started = True
 
+    def trouble(self) -> str | None:
+        """Why this process should not get new clients, or None (for
+        /readyz): it is stopping, or its pump died."""
+        if self.stopping:
+            return "the process is stopping"
+        if self.started and (self.pump.task is None or self.pump.task.done()):
+            return "the background pump has stopped"
+        return None
+
     async def shutdown(self) -> None:
         """The graceful stop (SIGTERM): turn new connections away, let what
         each connection is doing finish, tell every client to reconnect
@@ -105,6 +116,7 @@ class Runtime:
 
 
 runtime = Runtime()
+metrics.logged_in.set_function(lambda: len(runtime.hub.channel_names()))
 
 
 def reset() -> None:

@@ -74,6 +74,11 @@ def blocked_usernames(*, user: UserModel) -> list[str]:
     return sorted(Block.objects.filter(blocker=user).values_list("blocked__username", flat=True))
 
 
+def pending_total() -> int:
+    """Deliveries not acked yet, everyone's (through the pending index)."""
+    return Delivery.objects.filter(acked_at__isnull=True).count()
+
+
 def pending_count(*, user: UserModel) -> int:
     return Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
 

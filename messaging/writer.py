@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from core import metrics
 from core.errors import ServiceError
 
 from . import events, services
@@ -70,6 +72,8 @@ class Writer:
 
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]
+        metrics.batch_size.observe(len(requests))
+        started = time.perf_counter()
         try:
             results = await events.run_then_push(services.requests_apply, requests=requests)
         except Exception:
@@ -86,6 +90,7 @@ class Writer:
                     except Exception as e:
                         log.exception("request failed")
                         results.append(e)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the connection went away meanwhile
                 continue

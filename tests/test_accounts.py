@@ -195,3 +195,18 @@ def test_a_session_is_checked_by_one_rule_with_any_engine(settings, engine):
     assert checks[tokens["carol"]].ended is selectors.SessionEnded.DEACTIVATED
     assert checks["no-such-session"].ended is selectors.SessionEnded.GONE
     assert [selectors.user_for_session(t) for t in tokens.values()] == [None, None, None]
+
+
+@pytest.mark.django_db
+def test_failed_logins_and_lockouts_are_logged_without_the_password(caplog, settings):
+    settings.LOGIN_FAILURE_LIMIT = 2
+    make_user("alice")
+    with caplog.at_level("WARNING", logger="chat"):
+        for _ in range(3):
+            with pytest.raises(ServiceError):
+                services.user_authenticate(username="alice", password="guess-42", ip="192.0.2.7")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "login failed: alice from 192.0.2.7" in text
+    assert "now locked" in text
+    assert "login refused: alice from 192.0.2.7 is locked" in text
+    assert "guess-42" not in text

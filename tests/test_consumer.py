@@ -583,3 +583,13 @@ async def test_replies_carry_what_the_page_needs(users):
     assert (convs["alice"]["read_up_to"], convs[None]["read_up_to"]) == (sent["id"], 0)
     await a.close()
     await b.close()
+
+
+async def test_signup_may_give_an_email_for_a_forgotten_password():
+    c = await connected()
+    await c.ok("signup", username="dora", password=PASSWORD, email="dora@example.com")
+    user = await sync_to_async(get_user_model().objects.get)(username="dora")
+    assert user.email == "dora@example.com"
+    await c.error("signup", "invalid", username="eve", password=PASSWORD, email="not an address")
+    assert not await sync_to_async(get_user_model().objects.filter(username="eve").exists)()
+    await c.close()

@@ -10,8 +10,10 @@ last test, in-process, pins down what the Redis one relies on.
 
 import asyncio
 import shutil
+import time
 
 import pytest
+import websockets
 from django.conf import settings
 from django.db import connection
 
@@ -282,3 +284,27 @@ async def test_a_push_lost_after_the_commit_fails_nothing_and_repeats_nothing(mo
     assert [(await bob.event("message"))["body"] for _ in sent] == ["one", "two"]
     assert await Message.objects.acount() == 2
     await bob.close()
+
+
+@processes
+async def test_while_redis_is_down_a_login_says_it_is_temporary_and_works_after(start_servers, private_redis):
+    """A login that cannot complete says so (`unavailable`, with
+    retry_after: clients try again by themselves) rather than "the server
+    failed"; a new socket is refused at the handshake without a traceback;
+    a sign-up, which needs no Redis, answers ok; all work once it is back."""
+    (one,) = start_servers(1, REDIS_URL=private_redis.url, **FAST)
+    await signup(one.url, "alice")
+    async with Peer(one.url) as early:
+        private_redis.stop()
+        assert (await early.ok("signup", username="bob", password=PASSWORD))["username"] == "bob"
+        reply = await early.request("login", username="alice", password=PASSWORD)
+        assert reply["type"] == "error" and reply["code"] == "unavailable" and reply["retry_after"] >= 1, reply
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(one.url)
+        private_redis.start()
+        deadline = time.monotonic() + 20
+        while (reply := await early.request("login", username="alice", password=PASSWORD))["type"] != "ok":
+            assert reply["code"] == "unavailable" and time.monotonic() < deadline, reply
+            await asyncio.sleep(reply["retry_after"])
+    assert "Exception inside application" not in one.log_text()
+    assert "internal_error" not in one.log_text()

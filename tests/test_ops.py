@@ -566,3 +566,35 @@ def test_pg_dump_command_hides_the_password(monkeypatch):
         "chat",
     ]
     assert "pa55-xyz" not in " ".join(command)
+
+
+def test_readyz_fails_while_the_process_stops_or_its_pump_died(client):
+    """A load balancer stops sending clients to a process that is stopping
+    (SIGTERM) or whose background pump died."""
+    from messaging.runtime import runtime
+
+    runtime.stopping = True
+    status, body = get(client, "/readyz")
+    assert status == 503 and "process" in body["failed"], body
+    assert "stopping" in body["checks"]["process"]
+    runtime.stopping, runtime.started = False, True  # started, and no pump task: it died
+    status, body = get(client, "/readyz")
+    assert status == 503 and "pump" in body["checks"]["process"], body
+
+
+async def test_a_sockets_log_lines_carry_its_request_id():
+    """X-Request-ID (as nginx may set it) follows a WebSocket's log lines."""
+    import websockets
+
+    from .servers import Server
+
+    server = Server(args=["-v", "0"], LOG_FORMAT="json", CHAT_LOGIN_DEADLINE_SECONDS="0.3").start()
+    try:
+        ws = await websockets.connect(server.url, additional_headers={"X-Request-ID": "socket-req-42"})
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.recv()  # closed at the login deadline, which is logged
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.strip()]
+    closing = [line for line in lines if "Log in sooner" in line["message"]]
+    assert closing and closing[0].get("request_id") == "socket-req-42", lines

@@ -272,6 +272,23 @@ def test_broadcasts_have_their_own_rate_limit(settings):
     services.message_send(sender=alice, to_username="bob", body="private still fine")
 
 
+@pytest.mark.django_db
+def test_rate_limits_are_logged_once_a_window_however_fast_the_flood(settings, caplog, monkeypatch):
+    from messaging.services import messages
+
+    monkeypatch.setattr(messages, "_rate_limit_logged", {})
+    settings.CHAT_RATE_LIMIT_COUNT = 1
+    alice = make_user("alice")
+    make_user("bob")
+    services.message_send(sender=alice, to_username="bob", body="one")
+    with caplog.at_level("WARNING", logger="chat"):
+        for _ in range(5):
+            with pytest.raises(ServiceError):
+                services.message_send(sender=alice, to_username="bob", body="more")
+    lines = [r.getMessage() for r in caplog.records if "rate limited" in r.getMessage()]
+    assert lines == [f"rate limited: user {alice.pk} sends faster than the limit"]
+
+
 def test_a_batch_holds_a_few_broadcasts_and_the_rest_wait():
     alice = User(pk=1, username="alice")
     writer = Writer()

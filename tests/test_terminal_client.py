@@ -883,3 +883,25 @@ def test_a_new_password_elsewhere_brings_the_login_back(server, program):
     child.expect("Logged in as alice")
     child.sendline("/quit")
     ends_well(child)
+
+
+async def test_a_login_the_server_cannot_complete_just_now_is_tried_again(monkeypatch):
+    """`unavailable` (the server's Redis is down) is temporary: the client
+    says so and tries again after retry_after, instead of showing an error."""
+    lines = Lines()
+    client = ChatClient("ws://unused/", lines.append)
+    replies = [
+        {"type": "error", "code": "unavailable", "message": "briefly", "retry_after": 1},
+        {"type": "error", "code": "invalid_credentials", "message": "Wrong username or password."},
+    ]
+    asked = []
+
+    async def anonymous(type, **fields):
+        asked.append(type)
+        return replies.pop(0)
+
+    monkeypatch.setattr(client, "_anonymous", anonymous)
+    reply = await client.login("alice", "secret")
+    assert asked == ["login", "login"]
+    assert reply["code"] == "invalid_credentials"
+    assert any("briefly unavailable; trying again in 1 s" in line for line in lines)

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 
 from .. import events, selectors, services, wire
@@ -30,6 +31,8 @@ async def send(conn: Connection, request: Request) -> dict[str, Any]:
     sent = await runtime.writer.submit(
         services.SendRequest(sender=conn.me, to_username=to, body=body, client_id=client_id, attachments=attachments)
     )
+    metrics.messages_accepted.labels("private").inc()
+    metrics.deliveries.labels("live" if sent.live else "stored").inc()
     return {
         "id": sent.message.id,
         "delivered": "live" if sent.live else "stored",
@@ -45,6 +48,9 @@ async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
     done = await runtime.writer.submit(
         services.BroadcastRequest(sender=conn.me, body=body, client_id=client_id, attachments=attachments)
     )
+    metrics.messages_accepted.labels("broadcast").inc()
+    metrics.deliveries.labels("live").inc(done.live)
+    metrics.deliveries.labels("stored").inc(done.stored)
     return {
         "id": done.message.id,
         "live": done.live,
@@ -73,6 +79,7 @@ async def ack(conn: Connection, request: Request) -> dict[str, Any]:
     ids = request.id_list("ids")
     if ids:
         await runtime.writer.submit(services.AckRequest(user=conn.me, ids=ids))
+        metrics.acks.inc(len(ids))
         conn.acked(ids)
     return {}
 

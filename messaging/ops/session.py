@@ -16,6 +16,8 @@ from ..frames import PASSWORD_MAX, USERNAME_MAX, Request
 from ..runtime import runtime
 from .registry import Connection, Reply, op, read
 
+EMAIL_MAX = 254
+
 
 @op("whoami", login=False, invalid="bad_request")
 async def whoami(conn: Connection, request: Request) -> dict[str, Any]:
@@ -27,7 +29,10 @@ async def whoami(conn: Connection, request: Request) -> dict[str, Any]:
 async def signup(conn: Connection, request: Request) -> dict[str, Any]:
     username = request.text("username", max_length=USERNAME_MAX)
     password = request.text("password", max_length=PASSWORD_MAX)
-    user = await runtime.hash_password(accounts.user_signup, username=username, password=password, ip=conn.client_ip)
+    email = request.optional_text("email", max_length=EMAIL_MAX) or ""  # only for a forgotten password
+    user = await runtime.hash_password(
+        accounts.user_signup, username=username, password=password, ip=conn.client_ip, email=email
+    )
     return {"username": user.username}
 
 

@@ -10,7 +10,9 @@ ServiceError in the result list, never an exception that fails the others.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +25,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 
 from .. import events, wire
@@ -31,6 +34,7 @@ from ..selectors import live_presence, online_cutoff
 from .attachments import AttachmentClaims
 
 User = get_user_model()
+log = logging.getLogger("chat")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,20 @@ def clean_body(body: str, *, may_be_empty: bool = False) -> str:
     return body
 
 
+_rate_limit_logged: dict[int, float] = {}  # sender id -> when last logged (log throttling only)
+
+
+def _log_rate_limited(sender_id: int, window: float) -> None:
+    """One line per sender per window, however fast a client floods."""
+    now = time.monotonic()
+    if now - _rate_limit_logged.get(sender_id, -window) < window:
+        return
+    if len(_rate_limit_logged) > 10_000:
+        _rate_limit_logged.clear()
+    _rate_limit_logged[sender_id] = now
+    log.warning("rate limited: user %s sends faster than the limit", sender_id)
+
+
 class RateLimits:
     """How many messages each sender may still send in this window: every
     message and every edit counts against CHAT_RATE_LIMIT_COUNT (an edit
@@ -114,6 +132,8 @@ class RateLimits:
         n, oldest = self.state.get(sender_id, (0, self.now))
         if n >= self.limit:
             retry_after = max(1, math.ceil((oldest + timedelta(seconds=self.window) - self.now).total_seconds()))
+            _log_rate_limited(sender_id, self.window)
+            metrics.rate_limited.inc()
             raise ServiceError(
                 "rate_limited", f"Too many messages. Try again in {retry_after} seconds.", retry_after=retry_after
             )

@@ -131,7 +131,12 @@ async function takeOver() {
   }
   const reply = await conn.request("login", { takeover: true, presence_batch: true });
   if (reply.type === "ok") loggedIn();
-  else if (reply.code !== "disconnected") location.href = loginUrl;
+  else if (reply.code === "unavailable") {
+    // The server cannot complete a login just now (its Redis is down): try again.
+    setStatus("connecting", "Connecting…", " — the server is briefly unavailable");
+    wantTakeover = true;
+    setTimeout(takeOver, (reply.retry_after || 2) * 1000);
+  } else if (reply.code !== "disconnected") location.href = loginUrl;
 }
 
 async function loggedIn() {
