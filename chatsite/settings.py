@@ -403,6 +403,8 @@ CHAT_ATTACHMENT_BYTES_PER_DAY = env_int("CHAT_ATTACHMENT_BYTES_PER_DAY", 200 * 1
 # Images larger than this many pixels are refused (decompression bombs).
 CHAT_IMAGE_MAX_PIXELS = env_int("CHAT_IMAGE_MAX_PIXELS", 40_000_000)
 CHAT_THUMBNAIL_PIXELS = 400
+# Threads per process that parse, check and re-encode uploads (the rest queue).
+CHAT_UPLOAD_THREADS = env_int("CHAT_UPLOAD_THREADS", 2)
 # Uploads never sent are removed after this long (`manage.py chat_cleanup`).
 CHAT_UNSENT_ATTACHMENT_SECONDS = env_int("CHAT_UNSENT_ATTACHMENT_SECONDS", 24 * 3600)
 # Behind nginx: after Django's check, nginx sends the file from this

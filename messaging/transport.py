@@ -250,3 +250,31 @@ def transport_for(send: AsgiSend) -> Transport:
         ):
             return DaphneTransport(send, server, protocol)
     return Transport(send)
+
+
+def daphne_leaves_bodies_unparsed() -> None:
+    """Stop Twisted parsing request bodies that daphne hands on unparsed.
+
+    Twisted's Request reads a whole multipart/form-data POST into memory
+    and parses it into ``request.args`` (several copies: about eleven times
+    the body, 120 MB for a 10 MiB upload) before daphne passes the body,
+    untouched, to Django, which parses it again from a temporary file.
+    Daphne never reads ``args``; Twisted's own switch,
+    ``parsePOSTFormSubmission``, turns the parsing off. Checked by
+    tests/test_adapters.py. Idempotent; nothing happens without daphne.
+    """
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # pragma: no cover (daphne is a dependency)
+        return
+    if getattr(WebRequest, "_chat_unparsed", False):
+        return
+    original = WebRequest.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
+        original(self, *args, **kwargs)
+
+    WebRequest.__init__ = __init__
+    WebRequest._chat_unparsed = True

@@ -9,7 +9,9 @@ token as ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -97,6 +99,20 @@ def _parse(request: HttpRequest) -> tuple[Any, str]:
     return upload, request.POST.get("name") or upload.name or ""
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The threads that parse and check uploads, CHAT_UPLOAD_THREADS of them
+    (2): fifty uploads at once then queue for them instead of taking every
+    core from the event loop and the database thread, so chat messages keep
+    their latency (docs/performance.md)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(settings.CHAT_UPLOAD_THREADS, thread_name_prefix="upload")
+    return _pool
+
+
 def _check(request: HttpRequest) -> tuple[Any, services.attachments.Checked]:
     upload, name = _parse(request)
     return upload, services.attachment_check(file=upload, name=name, size=upload.size)
@@ -122,7 +138,7 @@ async def upload(request: HttpRequest) -> HttpResponse:
     try:
         # Parsing and Pillow are CPU and disk work: a worker thread, not
         # the event loop (nor the one thread Django's sync views share).
-        file, checked = await sync_to_async(_check, thread_sensitive=False)(request)
+        file, checked = await asyncio.get_running_loop().run_in_executor(_workers(), _check, request)
         attachment = await sync_to_async(services.attachment_store)(uploader=user, file=file, checked=checked)
     except ServiceError as e:
         return _error(e.code, e.message, **e.extra)

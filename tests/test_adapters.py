@@ -8,6 +8,7 @@ moved, rather than somewhere in production (a server that no longer sees
 what a client has not read, a layer that no longer rides out Redis).
 """
 
+import contextlib
 import inspect
 from importlib.metadata import version
 
@@ -49,6 +50,30 @@ def test_daphne_keeps_per_connection_details_with_a_disconnected_mark():
 
     source = inspect.getsource(Server.protocol_disconnected)
     assert 'self.connections[protocol]["disconnected"]' in source
+
+
+def test_twisted_parses_no_upload_for_daphne():
+    """daphne_leaves_bodies_unparsed() passes Twisted's own switch to every
+    request daphne makes, which Twisted reads before parsing a form."""
+    from daphne.http_protocol import WebRequest
+    from twisted.web import http
+
+    from messaging.transport import daphne_leaves_bodies_unparsed
+
+    assert "parsePOSTFormSubmission" in inspect.signature(http.Request.__init__).parameters
+    assert "self._parsePOSTFormSubmission" in inspect.getsource(http.Request.requestReceived)
+    assert "http.Request.__init__(self, *args, **kwargs)" in inspect.getsource(WebRequest.__init__)
+    daphne_leaves_bodies_unparsed()
+    daphne_leaves_bodies_unparsed()
+    seen = {}
+    original = http.Request.__init__
+    try:
+        http.Request.__init__ = lambda self, *a, **k: seen.update(k) or original(self, *a, **k)
+        with contextlib.suppress(Exception):
+            WebRequest(None)
+    finally:
+        http.Request.__init__ = original
+    assert seen.get("parsePOSTFormSubmission") is False
 
 
 def test_daphne_queues_incoming_frames_in_application_queue():
