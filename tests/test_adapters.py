@@ -76,6 +76,40 @@ def test_twisted_parses_no_upload_for_daphne():
     assert seen.get("parsePOSTFormSubmission") is False
 
 
+def test_daphne_creates_applications_as_our_copy_does():
+    """daphne_spools_bodies() replaces Server.create_application with a
+    copy that differs only in the queue of HTTP scopes."""
+    from daphne.server import Server
+
+    from messaging import transport
+
+    transport.daphne_spools_bodies()
+    source = inspect.getsource(Server._chat_original_create_application)
+    for line in (
+        "input_queue = asyncio.Queue()",
+        'scope.setdefault("asgi", {"version": "3.0"})',
+        "receive=input_queue.get,",
+        "send=partial(self.handle_reply, protocol),",
+        "if protocol not in self.connections:",
+        'self.connections[protocol]["application_instance"] = asyncio.ensure_future(',
+        "return input_queue",
+    ):
+        assert line in source, line
+
+
+async def test_a_spooled_body_queue_gives_back_what_was_put():
+    from messaging.transport import SpooledBodyQueue
+
+    queue = SpooledBodyQueue()
+    chunks = [bytes([i]) * 100_000 for i in range(5)]
+    for i, chunk in enumerate(chunks):
+        queue.put_nowait({"type": "http.request", "body": chunk, "more_body": i < 4})
+    queue.put_nowait({"type": "http.disconnect"})
+    for i, chunk in enumerate(chunks):
+        assert await queue.get() == {"type": "http.request", "body": chunk, "more_body": i < 4}
+    assert await queue.get() == {"type": "http.disconnect"}
+
+
 def test_daphne_queues_incoming_frames_in_application_queue():
     """inbound_backlog() reads the queue daphne puts a socket's frames in."""
     from daphne.ws_protocol import WebSocketProtocol
