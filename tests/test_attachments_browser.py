@@ -176,3 +176,23 @@ def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, ope
     from messaging.models import Attachment
 
     assert Attachment.objects.get().message.body == "the minutes"
+
+
+def test_an_upload_removed_before_its_message_went_says_to_choose_it_again(accounts, server, open_page):
+    from messaging.models import Attachment
+
+    accounts("alice", "bob")
+    alice = open_page("alice")
+    open_chat(alice, "bob")
+    alice.set_input_files("#file-input", [as_file("minutes.pdf", PDF, "application/pdf")])
+    expect(alice.locator("#tray .tray-item.done")).to_have_count(1)
+    server.stop()
+    alice.wait_for_selector("#status[data-state=offline]")
+    say(alice, "the minutes")
+    # A day passes: chat_cleanup removes the upload that was never sent.
+    Attachment.objects.all().delete()
+    server.start()
+    error = alice.locator(".msg.pending.failed .send-error")
+    expect(error).to_contain_text("Choose the file again", timeout=20_000)
+    shot(alice, "outbox-file-gone")
+    assert not Attachment.objects.exists()
