@@ -76,7 +76,8 @@ run: install
 	  $(DAPHNE_ARGS) chatsite.asgi:application
 
 # N processes on consecutive ports sharing PostgreSQL and Redis, for a local
-# try of the scale-out path: DATABASE_URL and REDIS_URL must be set.
+# try of the scale-out path: DATABASE_URL and REDIS_URL must be set. Each is
+# supervised: one that dies (or is sent SIGTERM to restart it) starts again.
 cluster: install
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "Set DATABASE_URL and REDIS_URL (see docs/deploy.md)"; exit 2; }
 	$(BIN)/python manage.py chat_migrate
@@ -85,8 +86,11 @@ cluster: install
 	trap 'kill 0' INT TERM EXIT; \
 	for i in $$(seq 0 $$(($(N) - 1))); do \
 	  port=$$(($(PORT) + i)); echo "Process $$((i + 1)) of $(N) on http://$(HOST):$$port/"; \
-	  $(BIN)/daphne -b $(HOST) -p $$port -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
-	    $(DAPHNE_ARGS) chatsite.asgi:application & \
+	  ( while :; do \
+	      $(BIN)/daphne -b $(HOST) -p $$port -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	        $(DAPHNE_ARGS) chatsite.asgi:application; \
+	      echo "Process on port $$port exited ($$?); starting it again in 1 s (Ctrl-C stops all)"; sleep 1; \
+	    done ) & \
 	done; wait
 
 # Debian's Chromium for the browser tests (no browser download works here).

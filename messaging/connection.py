@@ -82,6 +82,7 @@ class ChatConsumer(AsyncConsumer):
         self.claiming_id: int | None = None  # the user a login is claiming presence for
         self.joining: list[str] | None = None  # hub frames held while that claim runs
         self.closing = False
+        self.draining = False  # ending: no new request is served
         self.flushing = False  # pushing what waited: the re-push leaves it alone
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.last_reply: asyncio.Future[None] | None = None
@@ -165,7 +166,7 @@ class ChatConsumer(AsyncConsumer):
         offline, then the socket closes with `code`, after what is queued."""
         if self.closing:
             return
-        self.closing = True
+        self.closing = self.draining = True
         if code == CLOSE_POLICY:
             who = self.identity.user.username if self.identity.user else "an anonymous connection"
             log.warning("closing %s: %s", who, reason)
@@ -175,6 +176,7 @@ class ChatConsumer(AsyncConsumer):
     async def restart(self) -> None:
         """The process is stopping: let the requests in flight finish (their
         replies go out), then tell the client to reconnect and close 1012."""
+        self.draining = True
         await self.settle(0)
         self.write_event(events.session_ended_frame("The server is restarting.", action="reconnect"))
         await self.close(CLOSE_RESTART, "The server is restarting.")
@@ -306,7 +308,13 @@ class ChatConsumer(AsyncConsumer):
     # --- Reading -----------------------------------------------------------------------
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        gone = self.transport.peer_gone() or self.closing
+        if self.draining:
+            # This side is ending the connection: a request now would find
+            # the user gone ("Log in first") and be refused for good. Dropped
+            # unanswered instead, the client sends it again once reconnected
+            # (exactly once, by its client_id).
+            return
+        gone = self.transport.peer_gone()
         if not gone:
             self.watch_inbound()
             await self.pace()

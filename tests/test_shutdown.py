@@ -3,6 +3,7 @@ to reconnect (1012, service restart), commits what it holds, and exits."""
 
 import asyncio
 import json
+import re
 import signal
 import time
 
@@ -74,3 +75,59 @@ async def test_a_connection_made_while_stopping_is_told_to_reconnect():
                 await alice.ok("whoami")
     finally:
         server.stop()
+
+
+@pytest.mark.scaleout
+async def test_a_rolling_restart_under_load_loses_nothing():
+    """Two processes on PostgreSQL + Redis, restarted one after the other
+    (SIGTERM, start again) while alice, on the first, keeps writing to bob,
+    on the second: both clients reconnect by themselves, and every message
+    arrives once and is stored once."""
+    from django.conf import settings
+    from django.db import connection
+
+    from chatclient.core import ChatClient
+
+    from .conftest import need
+    from .test_terminal_client import Lines
+
+    need(connection.vendor == "postgresql" and bool(settings.REDIS_URL), "PostgreSQL and Redis")
+    one, two = Server(CHAT_SHUTDOWN_SECONDS="5").start(), Server(CHAT_SHUTDOWN_SECONDS="5").start()
+    try:
+        await signup(one.url, "alice", "bob")
+        a, b = Lines(), Lines()
+        alice = ChatClient(one.url, a.append, first_delay=0.2, max_delay=1)
+        bob = ChatClient(two.url, b.append, first_delay=0.2, max_delay=1)
+        for client in (alice, bob):
+            await client.connect()
+        assert await alice.login("alice", PASSWORD) is None
+        assert await bob.login("bob", PASSWORD) is None
+        sent = 0
+
+        async def write(until):
+            nonlocal sent
+            while not until.done():
+                await alice.execute(f"/msg bob rolling {sent}")
+                sent += 1
+                await asyncio.sleep(0.05)
+
+        for server in (one, two):
+            restarted = asyncio.get_running_loop().run_in_executor(None, lambda s=server: (s.stop(), s.start()))
+            await write(restarted)
+            await restarted
+        await a.wait_for("Reconnected as alice.")
+        await b.wait_for("Reconnected as bob.")
+        for i in range(sent):
+            await b.wait_for(f"rolling {i}", timeout=30)
+        shown = [re.search(r"alice: (rolling \d+)", line) for line in b]
+        shown = sorted(m.group(1) for m in shown if m)
+        assert shown == sorted(f"rolling {i}" for i in range(sent)) and sent > 10  # each once
+        stored = await sync_to_async(list)(
+            Message.objects.filter(body__startswith="rolling ").values_list("body", flat=True)
+        )
+        assert sorted(stored) == sorted(f"rolling {i}" for i in range(sent))
+        await alice.close()
+        await bob.close()
+    finally:
+        one.stop()
+        two.stop()
