@@ -170,9 +170,10 @@ def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, ope
     expect(alice.locator(".msg.pending .file-card .file-name")).to_have_text("minutes.pdf")
     server.start()
     alice.reload()
-    alice.wait_for_selector("#status[data-state=online]")
+    alice.wait_for_selector("#status[data-state=online]", timeout=20_000)
     open_chat(alice, "bob")
-    expect(alice.locator(".msg.mine[data-id] .file-card .file-name")).to_have_text("minutes.pdf")
+    sent = alice.locator(".msg.mine[data-id] .file-card .file-name")
+    expect(sent).to_have_text("minutes.pdf", timeout=20_000)
     from messaging.models import Attachment
 
     assert Attachment.objects.get().message.body == "the minutes"
