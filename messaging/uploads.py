@@ -127,14 +127,14 @@ async def upload(request: HttpRequest) -> HttpResponse:
     user, bearer = await _user(request)
     if user is None:
         return _error("not_logged_in", "Log in to upload files.")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > _body_limit():
+        return _error("too_large", _too_large())
     # Before anything reads the body (the CSRF check may read the form).
     request.upload_handlers = [_Limit(request), *request.upload_handlers]
     if not bearer:
         refusal = await sync_to_async(_csrf_refusal, thread_sensitive=False)(request)
         if refusal is not None:
             return _error("forbidden", "The upload lacks the page's CSRF token; reload the page.")
-    if int(request.META.get("CONTENT_LENGTH") or 0) > _body_limit():
-        return _error("too_large", _too_large())
     try:
         # Parsing and Pillow are CPU and disk work: a worker thread, not
         # the event loop (nor the one thread Django's sync views share).
