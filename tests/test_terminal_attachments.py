@@ -4,6 +4,7 @@ upload with the resume token, progress for big files, the send, how
 attachments print, and what is refused."""
 
 import asyncio
+import http.client
 import io
 import json
 import urllib.request
@@ -128,3 +129,31 @@ def test_rendering_of_attachments():
     assert text.endswith(
         "bob: [file: x�[31m.jpg, 2.1 MB] http://h:1/files/7/\n    [file: y.pdf, 840 KB] http://h:1/files/8/"
     )
+
+
+async def test_a_chunked_upload_over_the_limit_is_cut_off_as_it_streams(server):
+    """No Content-Length to go by: daphne's server refuses once the body
+    passes the limit, and nothing is stored."""
+    await signup(server.url, "alice")
+    async with Peer(server.url) as alice:
+        token = (await alice.ok("login", username="alice", password=PASSWORD))["token"]
+
+    def post() -> tuple[int, bytes]:
+        def body():
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n\r\n'
+            for _ in range(12 * 16):
+                yield b"x" * 65536
+            yield b"\r\n--b--\r\n"
+
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=b"}
+        try:
+            connection.request("POST", "/files/", body=body(), headers=headers, encode_chunked=True)
+        except OSError:
+            pass  # the server may close before the whole body is sent
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    status, answer = await asyncio.to_thread(post)
+    assert status == 413 and json.loads(answer)["code"] == "too_large"
+    assert await asyncio.to_thread(lambda: Attachment.objects.count()) == 0
