@@ -291,6 +291,23 @@ def test_history_costs_the_same_queries_with_many_attachments(alice, bob, django
     assert [len(m["attachments"]) for m in page] == [0, 3, 3, 3, 3, 3]
 
 
+def test_a_room_message_carries_attachments_to_its_members_only(alice, bob, carol):
+    room = services.room_create(user=alice, name="trip", usernames=["bob"]).room["id"]
+    pic = upload(alice, png(), "pic.png")
+    services.message_room_send(sender=alice, room_id=room, body="", attachments=[pic.pk])
+    [waiting] = services.delivery_flush_page(user=bob)
+    assert waiting["room"] == room and waiting["attachments"][0]["id"] == pic.pk
+    [obj] = selectors.message_history(user=bob, peer=None, room_id=room)
+    assert obj["attachments"][0]["name"] == "pic.png"
+    assert selectors.attachment_for_download(user=bob, attachment_id=pic.pk) == pic
+    with pytest.raises(ServiceError):
+        selectors.attachment_for_download(user=carol, attachment_id=pic.pk)
+    # A member who leaves no longer sees the room's messages, nor their files.
+    services.room_leave(user=bob, room_id=room)
+    with pytest.raises(ServiceError):
+        selectors.attachment_for_download(user=bob, attachment_id=pic.pk)
+
+
 # --- Who may download ---------------------------------------------------------------
 
 

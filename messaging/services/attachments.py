@@ -8,6 +8,7 @@ away with an account, removes its files from the storage after the commit.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -27,7 +28,7 @@ from django.utils import timezone
 from accounts.models import User as UserModel
 from core.errors import ServiceError
 
-from .. import files
+from .. import files, wire
 from ..models import Attachment, Message
 
 
@@ -164,12 +165,15 @@ class AttachmentClaims:
         for a in entry[1]:
             self.taken[a] = index
 
-    def attach(self, index: int, message: Message) -> list[Attachment]:
-        """Point the request's attachments at its stored message."""
+    def attach(self, index: int, message: Message, extras: wire.Extras) -> wire.Extras:
+        """Point the request's attachments at its stored message; `extras`
+        with them, for the message's event."""
         rows = self.claimed.get(index, [])
         for position, row in enumerate(rows):
             row.message, row.position = message, position
-        return rows
+        if not rows:
+            return extras
+        return dataclasses.replace(extras, attachments={message.pk: [wire.attachment_object(a) for a in rows]})
 
     def save(self) -> None:
         rows = [row for claimed in self.claimed.values() for row in claimed]

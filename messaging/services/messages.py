@@ -1,6 +1,8 @@
-"""Sending: private messages and broadcasts, stored before anyone is told.
+"""Sending: private messages, broadcasts and room messages, stored before
+anyone is told.
 
-The batch functions (`messages_send`, `messages_broadcast`) are the one
+The batch functions (`messages_send`, `messages_broadcast`,
+`messages_room_send`) are the one
 code path: they take many requests, resolve recipients, blocks, presence
 and rate limits of all of them in a few queries, and insert in bulk. The
 single-request functions (`message_send`, `message_broadcast`) are a batch
@@ -29,8 +31,8 @@ from core import metrics
 from core.errors import ServiceError
 
 from .. import events, wire
-from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence
-from ..selectors import live_presence, online_cutoff
+from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence, RoomMember
+from ..selectors import live_presence, online_cutoff, visible_replies
 from .attachments import AttachmentClaims
 
 User = get_user_model()
@@ -44,6 +46,7 @@ class SendRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True  # False only for operators' tools (seeding)
+    reply_to: int | None = None  # a message id of the same conversation
     attachments: tuple[int, ...] = ()  # ids of the sender's unsent uploads
 
 
@@ -53,7 +56,22 @@ class BroadcastRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True
+    reply_to: int | None = None
     attachments: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoomSendRequest:
+    sender: UserModel
+    room_id: int
+    body: str
+    client_id: str | None = None
+    rate_limit: bool = True
+    reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
+
+
+AnySendRequest = SendRequest | BroadcastRequest | RoomSendRequest
 
 
 @dataclass(frozen=True)
@@ -197,7 +215,39 @@ class _ClientIds:
             ClientRequest.objects.filter(pk__in=[row.pk for row in self.claims.values()]).delete()
 
 
-def _clean_bodies(requests: Sequence[SendRequest | BroadcastRequest]) -> tuple[list[Any], dict[int, str], list[int]]:
+# What makes two messages one conversation: the kind and the pair of users
+# (private), nothing more (broadcasts) or the room.
+Conversation = tuple[str, frozenset[int] | int | None]
+
+
+def _conversation(message: Message) -> Conversation:
+    if message.kind == Message.Kind.PRIVATE:
+        return (message.kind, frozenset((message.sender_id, message.recipient_id)))  # type: ignore[arg-type]
+    return (message.kind, message.room_id)
+
+
+class _Replies:
+    """The messages the requests of a batch reply to, each as its sender may
+    see it, in a few queries for the batch (selectors.visible_replies)."""
+
+    def __init__(self, requests: Sequence[AnySendRequest], todo: list[int]):
+        wanted = {(requests[i].sender.pk, requests[i].reply_to) for i in todo if requests[i].reply_to is not None}
+        self.found = visible_replies(wanted=wanted)  # type: ignore[arg-type]
+        self.extras = wire.Extras(
+            replies={m.id: wire.reply_object(m.id, sender=m.sender.username, body=m.body) for m in self.found.values()}
+        )
+
+    def check(self, r: AnySendRequest, conversation: Conversation) -> None:
+        """unknown_message unless `r` replies to nothing, or to a message of
+        its own conversation that its sender can see."""
+        if r.reply_to is None:
+            return
+        target = self.found.get((r.sender.pk, r.reply_to))
+        if target is None or _conversation(target) != conversation:
+            raise ServiceError("unknown_message", "You can only reply to a message of this conversation you can see.")
+
+
+def _clean_bodies(requests: Sequence[AnySendRequest]) -> tuple[list[Any], dict[int, str], list[int]]:
     """The checks that need no database: (results with the errors filled in,
     the cleaned body of each other request, the indexes still to do)."""
     results: list[Any] = [None] * len(requests)
@@ -212,7 +262,7 @@ def _clean_bodies(requests: Sequence[SendRequest | BroadcastRequest]) -> tuple[l
     return results, bodies, [i for i in range(len(requests)) if results[i] is None]
 
 
-def _claims(requests: Sequence[SendRequest | BroadcastRequest], todo: list[int]) -> AttachmentClaims:
+def _claims(requests: Sequence[AnySendRequest], todo: list[int]) -> AttachmentClaims:
     return AttachmentClaims({i: (requests[i].sender, requests[i].attachments) for i in todo if requests[i].attachments})
 
 
@@ -250,6 +300,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
         rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        replies = _Replies(requests, todo)
         claims = _claims(requests, todo)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
@@ -268,6 +319,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
                     raise ServiceError("unknown_user", f"There is no user {r.to_username!r}.")
                 if (recipient.pk, r.sender.pk) in blocks:
                     raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
+                replies.check(r, (Message.Kind.PRIVATE, frozenset((r.sender.pk, recipient.pk))))
                 claims.check(i)
                 if r.rate_limit:
                     rates.take(r.sender.pk)
@@ -275,14 +327,19 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
                 results[i] = e
                 continue
             message = Message(
-                kind=Message.Kind.PRIVATE, sender=r.sender, recipient=recipient, body=bodies[i], sent_at=now
+                kind=Message.Kind.PRIVATE,
+                sender=r.sender,
+                recipient=recipient,
+                body=bodies[i],
+                sent_at=now,
+                reply_to_id=r.reply_to,
             )
             results[i] = Sent(message, recipient.pk in online)
             accepted.append(i)
             claims.take(i)
             client_ids.use(keys[i], i)
         Message.objects.bulk_create([results[i].message for i in accepted])
-        attached = {i: claims.attach(i, results[i].message) for i in accepted}
+        extras = {i: claims.attach(i, results[i].message, replies.extras) for i in accepted}
         claims.save()
         Delivery.objects.bulk_create(
             [
@@ -296,16 +353,25 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         client_ids.finish(results, _sent_reply)
         for i in accepted:
             message = results[i].message
-            event = wire.message_event(message, stored=False)
-            event["attachments"] = [wire.attachment_object(a) for a in attached[i]]
+            event = wire.message_event(message, stored=False, extras=extras[i])
             events.push_message(event, user_id=message.recipient_id)
     return results
 
 
-def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
-    """Store broadcasts for every active user but the sender and those who
-    block the sender; each result counts who was online and who will get it
-    at their next login."""
+Check = Callable[[Any, "_Replies"], None]
+
+
+def _fanned_out(
+    requests: Sequence[BroadcastRequest | RoomSendRequest],
+    kind: str,
+    prepare: Callable[[list[int], datetime], Check],
+    store: Callable[[Any, str, datetime, Callable[[Message], wire.Extras]], Broadcasted],
+) -> list[Broadcasted | ServiceError]:
+    """What broadcasts and room messages share: clean, replay a client_id's
+    answer, check the request (`prepare` loads what the checks of the batch
+    need, once), store and fan out each accepted one. `store` calls its
+    last argument with the message it created, to attach the request's
+    files, and pushes the extras it returns."""
     results, bodies, todo = _clean_bodies(requests)
     if not todo:
         return results
@@ -313,15 +379,14 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         now = timezone.now()
         keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
-        limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
-        rates = RateLimits(limited, now)
-        broadcast_rates = RateLimits(limited, now, broadcasts=True)
+        replies = _Replies(requests, todo)
+        check = prepare(todo, now)
         claims = _claims(requests, todo)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]
             try:
-                earlier = client_ids.check(keys[i], Message.Kind.BROADCAST)
+                earlier = client_ids.check(keys[i], kind)
                 if isinstance(earlier, ClientRequest):
                     reply = earlier.reply or {}
                     results[i] = Broadcasted(earlier.message, reply["live"], reply["stored"])  # type: ignore[arg-type]
@@ -330,22 +395,13 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
                     copies[i] = earlier
                     continue
                 claims.check(i)
-                if r.rate_limit:
-                    broadcast_rates.take(r.sender.pk)
-                    rates.take(r.sender.pk)
+                check(r, replies)
             except ServiceError as e:
                 results[i] = e
                 continue
-            message = Message.objects.create(kind=Message.Kind.BROADCAST, sender=r.sender, body=bodies[i], sent_at=now)
             claims.take(i)
-            attached = claims.attach(i, message)
-            live, stored = _fan_out(message, now)
-            results[i] = Broadcasted(message, live, stored)
+            results[i] = store(r, bodies[i], now, lambda m, i=i: claims.attach(i, m, replies.extras))  # type: ignore[misc]
             client_ids.use(keys[i], i)
-            blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
-            event = wire.message_event(message, stored=False)
-            event["attachments"] = [wire.attachment_object(a) for a in attached]
-            events.push_to_everyone([event], exclude_user_ids=blockers | {r.sender.pk})
         claims.save()
         for i, earlier in copies.items():
             results[i] = results[earlier]
@@ -353,12 +409,87 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
     return results
 
 
-def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
-    """One pending delivery per recipient, written by the database itself in
-    one INSERT ... SELECT (ten thousand rows without a round trip each).
-    Returns (online recipients, offline recipients)."""
-    user, delivery, block, presence = (m._meta.db_table for m in (User, Delivery, Block, Presence))
+def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
+    """Store broadcasts for every active user but the sender and those who
+    block the sender; each result counts who was online and who will get it
+    at their next login."""
+
+    def prepare(todo: list[int], now: datetime) -> Check:
+        limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
+        rates = RateLimits(limited, now)
+        broadcast_rates = RateLimits(limited, now, broadcasts=True)
+
+        def check(r: BroadcastRequest, replies: _Replies) -> None:
+            replies.check(r, (Message.Kind.BROADCAST, None))
+            if r.rate_limit:
+                broadcast_rates.take(r.sender.pk)
+                rates.take(r.sender.pk)
+
+        return check
+
+    def store(r: BroadcastRequest, body: str, now: datetime, attach: Callable[[Message], wire.Extras]) -> Broadcasted:
+        message = Message.objects.create(
+            kind=Message.Kind.BROADCAST, sender=r.sender, body=body, sent_at=now, reply_to_id=r.reply_to
+        )
+        extras = attach(message)
+        live, stored = _fan_out(message, now)
+        blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
+        events.push_to_everyone(
+            [wire.message_event(message, stored=False, extras=extras)], exclude_user_ids=blockers | {r.sender.pk}
+        )
+        return Broadcasted(message, live, stored)
+
+    return _fanned_out(requests, Message.Kind.BROADCAST, prepare, store)
+
+
+def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcasted | ServiceError]:
+    """Store room messages for every member but the sender and those who
+    block the sender; each result counts who was online and who will get it
+    at their next login. unknown_room unless the sender is a member."""
+
+    def prepare(todo: list[int], now: datetime) -> Check:
+        members = set(
+            RoomMember.objects.filter(
+                room__in={requests[i].room_id for i in todo}, user__in={requests[i].sender.pk for i in todo}
+            ).values_list("room_id", "user_id")
+        )
+        rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+
+        def check(r: RoomSendRequest, replies: _Replies) -> None:
+            if (r.room_id, r.sender.pk) not in members:
+                raise ServiceError("unknown_room", "You are in no room with that id.")
+            replies.check(r, (Message.Kind.ROOM, r.room_id))
+            if r.rate_limit:
+                rates.take(r.sender.pk)
+
+        return check
+
+    def store(r: RoomSendRequest, body: str, now: datetime, attach: Callable[[Message], wire.Extras]) -> Broadcasted:
+        message = Message.objects.create(
+            kind=Message.Kind.ROOM, sender=r.sender, room_id=r.room_id, body=body, sent_at=now, reply_to_id=r.reply_to
+        )
+        extras = attach(message)
+        live, stored = _fan_out(message, now, room_id=r.room_id)
+        # To the members online only, through the hubs: one layer message per process.
+        online = Delivery.objects.filter(message=message, pushed_at__isnull=False).values_list(
+            "recipient_id", flat=True
+        )
+        events.push_to_users([wire.message_event(message, stored=False, extras=extras)], user_ids=list(online))
+        return Broadcasted(message, live, stored)
+
+    return _fanned_out(requests, Message.Kind.ROOM, prepare, store)
+
+
+def _fan_out(message: Message, now: datetime, *, room_id: int | None = None) -> tuple[int, int]:
+    """One pending delivery per recipient (every active user, or the members
+    of `room_id`), written by the database itself in one INSERT ... SELECT
+    (ten thousand rows without a round trip each). Returns (online
+    recipients, offline recipients)."""
+    user, delivery, block, presence, member = (m._meta.db_table for m in (User, Delivery, Block, Presence, RoomMember))
     ops = connection.ops
+    in_room, room_params = (
+        ("", []) if room_id is None else (f"JOIN {member} rm ON rm.user_id = u.id AND rm.room_id = %s", [room_id])
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -366,6 +497,7 @@ def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
             SELECT %s, u.id, CASE WHEN p.user_id IS NULL THEN NULL ELSE %s END, NULL
             FROM {user} u
             LEFT JOIN {presence} p ON p.user_id = u.id AND p.heartbeat_at >= %s
+            {in_room}
             WHERE u.is_active AND u.id <> %s
               AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
             """,
@@ -373,6 +505,7 @@ def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
                 message.pk,
                 ops.adapt_datetimefield_value(now),
                 ops.adapt_datetimefield_value(online_cutoff(now)),
+                *room_params,
                 message.sender_id,
                 message.sender_id,
             ],
@@ -395,6 +528,7 @@ def message_send(
     body: str,
     client_id: str | None = None,
     rate_limit: bool = True,
+    reply_to: int | None = None,
     attachments: Sequence[int] = (),
 ) -> Sent:
     """Store one private message (a batch of one)."""
@@ -404,6 +538,7 @@ def message_send(
         body=body,
         client_id=client_id,
         rate_limit=rate_limit,
+        reply_to=reply_to,
         attachments=tuple(attachments),
     )
     return _one(messages_send(requests=[request])[0])
@@ -415,10 +550,39 @@ def message_broadcast(
     body: str,
     client_id: str | None = None,
     rate_limit: bool = True,
+    reply_to: int | None = None,
     attachments: Sequence[int] = (),
 ) -> Broadcasted:
     """Store one broadcast (a batch of one)."""
     request = BroadcastRequest(
-        sender=sender, body=body, client_id=client_id, rate_limit=rate_limit, attachments=tuple(attachments)
+        sender=sender,
+        body=body,
+        client_id=client_id,
+        rate_limit=rate_limit,
+        reply_to=reply_to,
+        attachments=tuple(attachments),
     )
     return _one(messages_broadcast(requests=[request])[0])
+
+
+def message_room_send(
+    *,
+    sender: UserModel,
+    room_id: int,
+    body: str,
+    client_id: str | None = None,
+    reply_to: int | None = None,
+    rate_limit: bool = True,
+    attachments: Sequence[int] = (),
+) -> Broadcasted:
+    """Store one room message (a batch of one)."""
+    request = RoomSendRequest(
+        sender=sender,
+        room_id=room_id,
+        body=body,
+        client_id=client_id,
+        reply_to=reply_to,
+        rate_limit=rate_limit,
+        attachments=tuple(attachments),
+    )
+    return _one(messages_room_send(requests=[request])[0])

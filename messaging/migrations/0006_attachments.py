@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0004_edits"),
+        ("messaging", "0005_rooms_replies_reactions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
