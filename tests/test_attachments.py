@@ -530,6 +530,12 @@ async def test_send_and_broadcast_with_attachments_over_the_socket():
     await alice.ok("broadcast", body="all", attachments=[other.pk])
     event = await bob.event("message")
     assert event["kind"] == "broadcast" and event["attachments"][0]["name"] == "x.txt"
+    room = (await alice.ok("room_create", name="trip", members=["bob"]))["room"]["id"]
+    await bob.event("room")
+    pic2 = await sync_to_async(upload)(alice_user, png(), "room.png")
+    await alice.ok("send", room=room, body="", attachments=[pic2.pk])
+    event = await bob.event("message", room=room)
+    assert event["attachments"][0]["name"] == "room.png"
     plain = await alice.ok("send", to="bob", body="plain")
     event = await bob.event("message", id=plain["id"])
     assert event["attachments"] == []
