@@ -158,7 +158,9 @@ def test_drop_and_paste_attach_files(accounts, server, open_page):
     expect(alice.locator(".msg.mine[data-id] .thumb")).to_have_count(2)
 
 
-def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, open_page):
+def queued_with_a_file(accounts, server, open_page):
+    """Alice uploads minutes.pdf to send to bob, then the server goes away
+    and her message with it waits in the outbox. Returns her page."""
     accounts("alice", "bob")
     alice = open_page("alice")
     open_chat(alice, "bob")
@@ -168,6 +170,11 @@ def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, ope
     alice.wait_for_selector("#status[data-state=offline]")
     say(alice, "the minutes")
     expect(alice.locator(".msg.pending .file-card .file-name")).to_have_text("minutes.pdf")
+    return alice
+
+
+def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, open_page):
+    alice = queued_with_a_file(accounts, server, open_page)
     server.start()
     alice.reload()
     alice.wait_for_selector("#status[data-state=online]", timeout=20_000)
@@ -182,14 +189,7 @@ def test_uploaded_files_wait_in_the_outbox_across_a_reload(accounts, server, ope
 def test_an_upload_removed_before_its_message_went_says_to_choose_it_again(accounts, server, open_page):
     from messaging.models import Attachment
 
-    accounts("alice", "bob")
-    alice = open_page("alice")
-    open_chat(alice, "bob")
-    alice.set_input_files("#file-input", [as_file("minutes.pdf", PDF, "application/pdf")])
-    expect(alice.locator("#tray .tray-item.done")).to_have_count(1)
-    server.stop()
-    alice.wait_for_selector("#status[data-state=offline]")
-    say(alice, "the minutes")
+    alice = queued_with_a_file(accounts, server, open_page)
     # A day passes: chat_cleanup removes the upload that was never sent.
     Attachment.objects.all().delete()
     server.start()
