@@ -583,3 +583,11 @@ def test_the_admin_lists_a_messages_attachments_and_deletes_one(alice, bob, djan
     assert b.stored not in stored_names() and a.stored in stored_names()
     [obj] = selectors.message_history(user=bob, peer=alice)
     assert [x["name"] for x in obj["attachments"]] == ["pic.png"]
+
+
+def test_the_data_export_lists_each_messages_files(alice, bob):
+    a = upload(alice, PDF, "a.pdf")
+    services.message_send(sender=alice, to_username="bob", body="x", attachments=[a.pk])
+    services.message_send(sender=alice, to_username="bob", body="plain")
+    data = json.loads(b"".join(_logged_in(bob).get("/account/data.json").streaming_content))
+    assert [[f["name"] for f in m["attachments"]] for m in data["messages_received"]] == [["a.pdf"], []]
