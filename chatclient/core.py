@@ -10,6 +10,7 @@ or `status()` return may have changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shlex
@@ -113,6 +114,13 @@ class Sent:
     read: bool = False
 
 
+def retry_wait(delay: float) -> float:
+    """Somewhere in the second half of `delay`: clients that lost the server
+    together come back spread over seconds, not all in the same one
+    (bench/reconnect_bench.py measures it)."""
+    return delay * random.uniform(0.5, 1.0)
+
+
 class ChatClient:
     def __init__(
         self,
@@ -121,7 +129,7 @@ class ChatClient:
         *,
         on_change: Callable[[], None] | None = None,
         first_delay: float = 1.0,
-        max_delay: float = 30.0,
+        max_delay: float = 5.0,
         timeout: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -138,6 +146,7 @@ class ChatClient:
         self.keeper: asyncio.Task[None] | None = None
         self.wanted = asyncio.Event()  # a connection is needed (after the login deadline)
         self.up = asyncio.Event()  # a connection is open
+        self.retry = asyncio.Event()  # the person asked to try again now
         self.link = ""  # what the status line says about the connection
         self.ended: Ended | None = None  # why this session is over, once it is
         self.finished = asyncio.Event()  # set with `ended`
@@ -220,12 +229,15 @@ class ChatClient:
             if tries:
                 if tries == 1 and lost:
                     self.output(lost)
-                wait = delay * random.uniform(0.75, 1.0)  # not all clients at once
+                wait = retry_wait(delay)
                 self._link(f"No connection: next try in {wait:.0f} s")
                 self.output(
-                    f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); next try in {wait:.0f} s."
+                    f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); "
+                    f"next try in {wait:.0f} s (Enter on an empty line: now)."
                 )
-                await asyncio.sleep(wait)
+                self.retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.retry.wait(), wait)
                 delay = min(delay * 2, self.max_delay)
             tries += 1
             self._link("Reconnecting…")
@@ -565,6 +577,8 @@ class ChatClient:
         if self.typing_to is not None:
             self._typing(self.typing_to[0], False)
         if not line:
+            if not self.up.is_set():
+                self.retry.set()  # skip the wait: the server may be back
             return True
         if not line.startswith("/"):
             if self.target is None:

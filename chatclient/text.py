@@ -50,6 +50,8 @@ def clean(text: Any) -> str:
 def explain(reply: dict[str, Any], name: str = "") -> str:
     """A short human sentence for an error reply."""
     template = ERRORS.get(reply.get("code", ""))
+    if reply.get("attempts_left") in (0, 1) and reply.get("message"):
+        return clean(reply["message"])  # the server's words say how long the lock is
     if template is None:
         return clean(reply.get("message") or f"The server said {reply.get('code')}.")
     return template.format(name=name, retry_after=reply.get("retry_after", "a few"))

@@ -6,6 +6,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import smart_split
 
 from accounts import services as accounts
 from accounts.models import LoginAttempt, User
@@ -57,6 +58,15 @@ class LockedFilter(ExistsFilter):
 
     def condition(self):
         return Exists(_locked_attempts())
+
+
+class DeletedFilter(ExistsFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+    labels = ("Deleted", "Not deleted")
+
+    def condition(self):
+        return Q(deleted_at__isnull=False)
 
 
 class BlocksInline(admin.TabularInline):
@@ -222,11 +232,12 @@ class MessageAdmin(admin.ModelAdmin):
     """Read-only: nobody edits what users said."""
 
     list_display = ["id", "sender", "to", "sent_at", "short_body", "pending"]
-    list_filter = ["kind", "sent_at"]
+    list_filter = ["kind", DeletedFilter, "sent_at"]
+    ordering = ["-id"]  # newest first, as everywhere else
     search_fields = ["body", "sender__username", "recipient__username"]
     date_hierarchy = "sent_at"
     list_select_related = ["sender", "recipient"]
-    fields = ("kind", "sender", "recipient", "sent_at", "body", "pending")
+    fields = ("kind", "sender", "recipient", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
     inlines = [AttachmentsInline]
 
@@ -243,7 +254,18 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def short_body(self, obj):
+        if obj.deleted_at is not None:
+            # Its body is erased: say so, rather than Django's "-" for empty.
+            return format_html('<em class="deleted">deleted by {}</em>', obj.sender)
         return obj.body if len(obj.body) <= 60 else obj.body[:59] + "…"
+
+    def get_search_results(self, request, queryset, search_term):
+        # Django unquotes each term, so a lone `"` became "" and matched
+        # every message: with nothing left to look for, nothing is found.
+        terms = [t for t in smart_split(search_term) if t.strip("\"'")]
+        if search_term.strip() and not terms:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="pending for", ordering="pending_count")
     def pending(self, obj):

@@ -264,6 +264,10 @@ def message_history(
 # "Every conversation" for `message_search`, as opposed to None, the broadcasts.
 EVERY_CONVERSATION = object()
 _WORD = re.compile(r"\w+")
+# Neither index has a token for a symbol (an emoji, "¯\\_(ツ)_/¯"): a query of
+# symbols alone is looked for in this many of the user's newest messages
+# (received, and as many sent), a bounded scan however big the table.
+SYMBOL_SCAN = 5000
 
 
 def message_search(
@@ -284,7 +288,7 @@ def message_search(
         peer = None
     words = _WORD.findall(query.lower())
     if not words:
-        return []
+        return _symbol_search(user=user, symbols=query.split(), peer=peer, room_id=room_id, before=before, limit=limit)
     if room_id is None and peer is EVERY_CONVERSATION and connection.vendor == "postgresql":
         messages = Message.objects.filter(
             id__in=_postgres_search_ids(user=user, words=words, before=before, limit=limit)
@@ -297,6 +301,31 @@ def message_search(
         messages = _matching(messages, words)
         if before is not None:
             messages = messages.filter(id__lt=before)
+    page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
+    return message_objects(list(page), viewer_id=user.pk)
+
+
+def _symbol_search(
+    *, user: UserModel, symbols: list[str], peer: Any, room_id: int | None, before: int | None, limit: int
+) -> list[MessageObject]:
+    """Messages among the user's SYMBOL_SCAN newest (before `before`) whose
+    body holds every one of `symbols`, newest first."""
+    if not symbols:
+        return []
+    below = Q() if before is None else Q(id__lt=before)
+    if peer is EVERY_CONVERSATION and room_id is None:
+        received = Delivery.objects.filter(recipient=user).order_by("-message_id").values("message_id")
+        if before is not None:
+            received = received.filter(message_id__lt=before)
+        sent = Message.objects.filter(below, sender=user).order_by("-id").values("id")
+        # Within those, what the user may see (a room's, only as a member).
+        scope = (Q(id__in=received[:SYMBOL_SCAN]) | Q(id__in=sent[:SYMBOL_SCAN])) & _visible_to(user)
+    else:
+        recent = conversation_messages(user=user, peer=peer, room_id=room_id).filter(below)
+        scope = Q(id__in=recent.order_by("-id").values("id")[:SYMBOL_SCAN])
+    messages = Message.objects.filter(scope, deleted_at__isnull=True)
+    for symbol in symbols:
+        messages = messages.filter(body__contains=symbol)
     page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
     return message_objects(list(page), viewer_id=user.pk)
 

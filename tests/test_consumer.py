@@ -145,8 +145,13 @@ async def test_login_errors(users):
 async def test_lockout_after_three_failures_and_password_not_checked(users, settings):
     settings.LOGIN_LOCKOUT_SECONDS = 60
     c = await connected()
-    for _ in range(3):
-        await c.error("login", "invalid_credentials", username="alice", password="wrong")
+    # Issue 24.5: each failure says how many more the lock allows, and the
+    # message warns before the one that locks.
+    replies = [await c.error("login", "invalid_credentials", username="alice", password="wrong") for _ in range(3)]
+    assert [r["attempts_left"] for r in replies] == [2, 1, 0]
+    assert replies[0]["message"] == "Wrong username or password."
+    assert "One more wrong password locks this name for a minute." in replies[1]["message"]
+    assert "now locked for a minute" in replies[2]["message"]
     reply = await c.error("login", "locked", username="alice", password=PASSWORD)
     assert 55 <= reply["retry_after"] <= 60
     # Another IP is not locked out.

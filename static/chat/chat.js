@@ -26,6 +26,7 @@ let live = false; // logged in on the current socket
 let stopped = false; // replaced or ended: no reconnecting by itself
 let elsewhere = false; // this socket was told the user is online elsewhere
 let wantTakeover = false;
+let inactive = false; // another window of this user has the chat
 let loadingEarlier = null; // the older page on its way
 const supports = { typing: true }; // switched off when the server refuses an op
 
@@ -94,6 +95,7 @@ new Search(store, {
 
 function setStatus(state, words, detail = "") {
   const status = $("status");
+  $("retry-now").hidden = true; // shown again by waiting() while a retry is due
   status.dataset.state = state;
   status.firstChild.textContent = words;
   $("status-detail").textContent = detail;
@@ -108,9 +110,18 @@ async function opened() {
   else if (!elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
 }
 
+/** Disconnected or inactive: who is online is not known any more. */
+function presenceUnknown() {
+  store.presenceKnown = false;
+  sidebar.people();
+  sidebar.conversations();
+  sidebar.header();
+}
+
 function closed() {
   live = false;
   elsewhere = false;
+  presenceUnknown();
   outboxChanged();
   if (stopped) return false;
   setStatus("offline", "Offline");
@@ -119,6 +130,7 @@ function closed() {
 
 function waiting(seconds) {
   setStatus("offline", "Offline", ` — reconnecting in ${seconds} s`);
+  $("retry-now").hidden = false;
 }
 
 async function takeOver() {
@@ -143,6 +155,7 @@ async function loggedIn() {
   live = true;
   stopped = false;
   elsewhere = false;
+  setInactive(false);
   conn.healthy();
   hideBanner();
   setStatus("online", "Connected");
@@ -159,6 +172,14 @@ async function loggedIn() {
   }
   await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
   await refreshOpen();
+}
+
+/** Inactive, the composer is off and says how to take the chat back here,
+ * rather than taking what is typed and keeping it from going. */
+function setInactive(yes) {
+  inactive = yes;
+  composer.setEnabled(!yes);
+  $("inactive-note").hidden = !yes;
 }
 
 function showBanner(text, action, onAction) {
@@ -203,6 +224,8 @@ function frameArrived(frame) {
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
+        setInactive(true);
+        presenceUnknown();
         showBanner("Chat is open in another window.", "Use here", takeOver);
         setStatus("offline", "Open elsewhere");
       }
@@ -210,6 +233,8 @@ function frameArrived(frame) {
     case "session_replaced":
       stopped = true;
       live = false;
+      setInactive(true);
+      presenceUnknown();
       showBanner("Chat is open in another window.", "Use here", takeOver);
       setStatus("offline", "Open elsewhere");
       break;
@@ -304,11 +329,35 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   list.show(c, outbox.forKey(key));
   if (!c.loaded) {
     if (!(await loadLatest(c)) || store.open !== key) return;
+    // More unread than a page: older pages too (a few at most), so that the
+    // "New" divider is above the first unread, not the first loaded.
+    for (let pages = 0; pages < 5 && !c.complete && c.unread > othersIn(c); pages++) {
+      if (!(await loadOlder(c)) || store.open !== key) return;
+    }
   }
   c.firstUnread = c.findFirstUnread(me);
   list.show(c, outbox.forKey(key));
   markRead();
   sidebar.conversations();
+}
+
+const othersIn = (c) => [...c.messages.values()].filter((m) => m.from !== me).length;
+
+/** The page before the oldest message held, kept but not shown; false when
+ * it cannot be had. */
+async function loadOlder(c) {
+  const reply = await conn.request("history", {
+    with: c.peer,
+    before: c.oldestId(),
+    limit: MAX_PAGE,
+  });
+  if (reply.type !== "ok") return false;
+  for (const m of reply.messages) {
+    store.seen.add(m.id);
+    c.add(m);
+  }
+  c.complete = reply.messages.length < MAX_PAGE;
+  return true;
 }
 
 /** After a reconnect: what the open conversation missed, added in place. */
@@ -626,7 +675,10 @@ function typingArrived({ from, typing: active }) {
 
 async function loadPeople() {
   const [online, recent] = await Promise.all([conn.request("online"), conn.request("recent")]);
-  if (online.type === "ok") store.online = new Set(online.users);
+  if (online.type === "ok") {
+    store.online = new Set(online.users);
+    store.presenceKnown = true;
+  }
   if (recent.type === "ok") store.recent = new Map(recent.users.map((u) => [u.username, u]));
   sidebar.people();
   sidebar.conversations();
@@ -696,6 +748,7 @@ function wire() {
       input.setAttribute("aria-invalid", "true");
     };
     if (name === me) return fail("That is you.");
+    if (inactive) return fail("Chat is open in another window: use it here first.");
     const reply = await conn.request("history", { with: name, limit: 1 });
     if (reply.type !== "ok") {
       return fail(
@@ -714,6 +767,18 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("inactive-use-here").addEventListener("click", () => {
+    hideBanner();
+    takeOver();
+  });
+  // Closing a window whose messages cannot go from it: say so first.
+  addEventListener("beforeunload", (e) => {
+    if (inactive && outbox.entries.length) e.preventDefault();
+  });
+  $("retry-now").addEventListener("click", () => {
+    setStatus("connecting", "Connecting…");
+    conn.retryNow();
+  });
   const back = () => {
     app.classList.remove("show-conversation");
     $("conversations").querySelector("[aria-current=true]")?.focus();

@@ -86,7 +86,7 @@ export class Composer {
     );
     this.counter.classList.toggle("over", over);
     attr(this.box, "aria-invalid", over ? "true" : null);
-    this.button.disabled = over;
+    this.button.disabled = over || this.box.disabled;
     if (over && !this.over)
       this.hooks.announce(
         `Too long: a message can have at most ${number(MAX_BODY_CHARS)} characters.`,
@@ -94,10 +94,17 @@ export class Composer {
     this.over = over;
   }
 
+  /** Off while another window of the same user has the chat: what is
+   * typed here could not go, and the draft stays as it is. */
+  setEnabled(enabled) {
+    this.box.disabled = !enabled;
+    this.check();
+  }
+
   submit() {
     const body = this.box.value;
     const files = this.tray?.ready || [];
-    if ((!trimBody(body) && !files.length) || this.over) return;
+    if ((!trimBody(body) && !files.length) || this.over || this.box.disabled) return;
     if (this.tray?.uploading)
       return this.hooks.announce("Not sent yet: wait until the files are uploaded.");
     if (this.tray?.failed.length)

@@ -5,7 +5,8 @@
 
 import { attachmentNodes } from "./attachments.js";
 import { el, icon, text } from "./dom.js";
-import { clock, dayKey, dayLabel, fullTime, linkify } from "./format.js";
+import { clock, dayKey, dayLabel, fullTime } from "./format.js";
+import { render } from "./markup.js";
 
 const GROUP_MS = 5 * 60 * 1000; // one sender's messages this close read as one group
 const AT_BOTTOM_PX = 40;
@@ -141,8 +142,10 @@ export class MessageList {
     this.list.prepend(...nodes);
     for (const node of nodes) this.decorate(node);
     if (first) this.decorate(first);
-    restore();
+    // The chrome first: a "Load earlier" button that goes away above the
+    // view would otherwise move it (past the "New" divider, into a header).
     this.updateChrome();
+    restore();
   }
 
   /** Keeps what the person sees in place while content changes above it. */
@@ -416,7 +419,7 @@ export class MessageList {
     const box = node.querySelector(".body");
     if (box.dataset.text === body) return;
     box.dataset.text = body;
-    box.replaceChildren(...linkify(body));
+    box.replaceChildren(...render(body));
     box.classList.toggle("empty-body", body === "");
   }
 
