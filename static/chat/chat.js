@@ -5,6 +5,7 @@
 // alerts.js.
 
 import { Alerts } from "./alerts.js";
+import { attachmentSummary, Tray, Viewer } from "./attachments.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el } from "./dom.js";
@@ -62,10 +63,23 @@ const outbox = new Outbox({
   onChange: outboxChanged,
   onSent: sent,
 });
+const tray = new Tray({
+  box: $("tray"),
+  input: $("file-input"),
+  button: $("attach"),
+  dropZone: $("conversation"),
+  paste: $("body"),
+  hooks: {
+    changed: () => composer.check(),
+    announce: (t) => alerts.announce(t),
+  },
+});
+new Viewer({ dialog: $("viewer"), list: $("message-list") });
 const composer = new Composer({
   saved,
+  tray,
   hooks: {
-    send: (key, body) => outbox.add(key, body),
+    send: (key, body, files) => outbox.add(key, body, files),
     typing,
     editLast,
     announce: (t) => alerts.announce(t),
@@ -456,14 +470,15 @@ function received(msg) {
 }
 
 function tell(msg, c, shown) {
-  const body = msg.body.length > 200 ? `${msg.body.slice(0, 200)}…` : msg.body;
+  const said = msg.body || attachmentSummary(msg.attachments);
+  const body = said.length > 200 ? `${said.slice(0, 200)}…` : said;
   const where = c.key === EVERYONE ? " to everyone" : "";
   alerts.announce(
     shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
   );
   if (document.hidden || !shown) alerts.chime();
   if (document.hidden)
-    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(msg.body)), () =>
+    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(said)), () =>
       openConversation(c.key),
     );
 }
@@ -488,6 +503,7 @@ function sent(entry, reply) {
     body: trimBody(entry.body),
     sent_at: entry.at,
     edited_at: null,
+    attachments: entry.attachments || [],
   };
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
@@ -527,6 +543,7 @@ function pendingAction(action, cid) {
     outbox.discard(cid);
     openConversation(entry.key, { focus: true });
     composer.value = composer.value ? `${composer.value}\n${entry.body}` : entry.body;
+    if (entry.attachments && !entry.filesGone) tray.restore(entry.attachments);
   }
 }
 

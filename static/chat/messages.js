@@ -3,6 +3,7 @@
 // selecting text is not disturbed; the view only scrolls by itself when the
 // person is already at the bottom.
 
+import { attachmentNodes } from "./attachments.js";
 import { el, icon, text } from "./dom.js";
 import { clock, dayKey, dayLabel, fullTime } from "./format.js";
 import { render } from "./markup.js";
@@ -405,6 +406,7 @@ export class MessageList {
         el("time", { datetime: at, title: fullTime(at), text: clock(at) }),
       ),
       el("div", { class: "body", dir: "auto" }),
+      el("div", { class: "files", hidden: true }),
       el("div", { class: "foot" }),
     );
     const node = el("li", { class: "msg" + (mine ? " mine" : ""), tabindex: "-1" }, bubble);
@@ -418,10 +420,22 @@ export class MessageList {
     if (box.dataset.text === body) return;
     box.dataset.text = body;
     box.replaceChildren(...render(body));
+    box.classList.toggle("empty-body", body === "");
+  }
+
+  /** Thumbnails and file cards, rebuilt only when the files change. */
+  setFiles(node, attachments) {
+    const box = node.querySelector(".files");
+    const key = (attachments || []).map((a) => a.id).join(",");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(...attachmentNodes(attachments));
+    box.hidden = key === "";
   }
 
   fill(node, msg) {
     this.setBody(node, msg.body);
+    this.setFiles(node, msg.attachments);
     const meta = node.querySelector(".meta");
     if (msg.stored && !meta.querySelector(".tag")) {
       meta.append(el("span", { class: "tag", text: "waited while you were offline" }));
@@ -479,6 +493,7 @@ export class MessageList {
 
   fillPending(node, entry) {
     this.setBody(node, entry.body);
+    this.setFiles(node, entry.attachments);
     const failed = entry.state === "failed";
     node.classList.toggle("failed", failed);
     node.classList.toggle("sending", !failed);

@@ -1,6 +1,7 @@
 // The side panel (conversations, people, blocked) and the conversation
 // header. Lists are updated in place by key, so focus survives updates.
 
+import { attachmentSummary } from "./attachments.js";
 import { $, attr, el, reconcile, text, textParts } from "./dom.js";
 import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
@@ -65,7 +66,11 @@ export class Sidebar {
           last?.from === s.me ? ["You: "] : c.key === EVERYONE ? [[last?.from], ": "] : [];
         if (c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
         else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
-        else if (last) preview = [...who, [neutralLinks(last.body.replace(/\s+/g, " "))]];
+        else if (last)
+          preview = [
+            ...who,
+            [neutralLinks((last.body || attachmentSummary(last.attachments)).replace(/\s+/g, " "))],
+          ];
         else if (c.key === EVERYONE) preview = ["Messages to everyone"];
         const p = button.querySelector(".preview");
         textParts(p, ...preview);
