@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models import Count, Exists, OuterRef, Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split
@@ -12,7 +13,7 @@ from accounts.models import LoginAttempt, User
 from core.errors import ServiceError
 
 from . import selectors, services
-from .models import Block, Message
+from .models import Attachment, Block, Message
 
 # The user admin lives here, not in accounts: it shows and changes chat
 # state (presence, pending messages, blocks), which accounts knows nothing of.
@@ -165,6 +166,67 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(request, f"Deactivated {len(users)} user(s).")
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+class AttachmentsInline(admin.TabularInline):
+    """The files sent with this message; delete one from its own page
+    (Messaging › Attachments), which removes the file from the storage."""
+
+    model = Attachment
+    fields = ("file_name", "file_size", "content_type", "uploader", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="name")
+    def file_name(self, obj):
+        url = reverse("admin:messaging_attachment_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.name)
+
+    @admin.display(description="size")
+    def file_size(self, obj):
+        return _size(obj.size)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Files users uploaded. Read-only but for delete, which removes the
+    file (and its thumbnail) from the storage too."""
+
+    list_display = ["id", "name", "file_size", "content_type", "uploader", "message", "created_at"]
+    list_filter = ["content_type", "created_at"]
+    search_fields = ["name", "uploader__username"]
+    list_select_related = ["uploader", "message"]
+    fields = ("name", "file_size", "content_type", "uploader", "message", "width", "height", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="size", ordering="size")
+    def file_size(self, obj):
+        return _size(obj.size)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        services.attachment_delete(attachment_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            services.attachment_delete(attachment_id=pk)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Read-only: nobody edits what users said."""
@@ -177,6 +239,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ["sender", "recipient"]
     fields = ("kind", "sender", "recipient", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
+    inlines = [AttachmentsInline]
 
     def get_queryset(self, request):
         return (

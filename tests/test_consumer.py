@@ -276,6 +276,7 @@ async def test_send_live_and_stored(users):
         "room": None,
         "reply_to": None,
         "reactions": {},
+        "attachments": [],
         "stored": False,
     }
     assert event["sent_at"].endswith("+00:00")
@@ -426,7 +427,7 @@ async def test_history_pages_oldest_first(users):
     assert [m["id"] for m in earlier] == ids[:3]
     assert set(earlier[0]) == {
         *("id", "kind", "from", "to", "body", "sent_at", "edited_at", "delivered", "read"),
-        *("room", "reply_to", "reactions"),  # protocol 1.2
+        *("room", "reply_to", "reactions", "attachments"),  # protocol 1.2
     }
     broadcasts = (await a.ok("history", **{"with": None}))["messages"]
     assert [m["body"] for m in broadcasts] == ["everyone"]

@@ -5,6 +5,7 @@
 // alerts.js.
 
 import { Alerts } from "./alerts.js";
+import { attachmentSummary, Tray, Viewer } from "./attachments.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el, textParts } from "./dom.js";
@@ -74,11 +75,24 @@ const outbox = new Outbox({
   onChange: outboxChanged,
   onSent: sent,
 });
+const tray = new Tray({
+  box: $("tray"),
+  input: $("file-input"),
+  button: $("attach"),
+  dropZone: $("conversation"),
+  paste: $("body"),
+  hooks: {
+    changed: () => composer.check(),
+    announce: (t) => alerts.announce(t),
+  },
+});
+new Viewer({ dialog: $("viewer"), list: $("message-list") });
 const composer = new Composer({
   saved,
+  tray,
   hooks: {
-    send: (key, body) => {
-      outbox.add(key, body, replyingTo?.key === key ? replyingTo.quote : null);
+    send: (key, body, files) => {
+      outbox.add(key, body, files, replyingTo?.key === key ? replyingTo.quote : null);
       setReply(null);
     },
     typing,
@@ -556,14 +570,15 @@ function received(msg) {
 }
 
 function tell(msg, c, shown) {
-  const body = msg.body.length > 200 ? `${msg.body.slice(0, 200)}…` : msg.body;
+  const said = msg.body || attachmentSummary(msg.attachments);
+  const body = said.length > 200 ? `${said.slice(0, 200)}…` : said;
   const where = c.key === EVERYONE ? " to everyone" : c.room !== null ? ` in ${c.name}` : "";
   alerts.announce(
     shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
   );
   if (document.hidden || !shown) alerts.chime();
   if (document.hidden)
-    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(msg.body)), () =>
+    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(said)), () =>
       openConversation(c.key),
     );
 }
@@ -589,6 +604,7 @@ function sent(entry, reply) {
     body: trimBody(entry.body),
     sent_at: entry.at,
     edited_at: null,
+    attachments: entry.attachments || [],
     reply_to: entry.replyTo || null,
     reactions: {},
   };
@@ -630,6 +646,7 @@ function pendingAction(action, cid) {
     outbox.discard(cid);
     openConversation(entry.key, { focus: true });
     composer.value = composer.value ? `${composer.value}\n${entry.body}` : entry.body;
+    if (entry.attachments && !entry.filesGone) tray.restore(entry.attachments);
   }
 }
 
@@ -673,9 +690,10 @@ function setReply(reply) {
   replyingTo = reply;
   $("replying").hidden = !reply;
   if (!reply) return textParts($("replying-text"));
-  const { from, excerpt } = reply.quote;
+  const { id, from, excerpt } = reply.quote;
+  const files = attachmentSummary(store.current.messages.get(id)?.attachments);
   textParts($("replying-text"), "Replying to ", from === me ? "yourself" : [from], ": ", [
-    excerpt.replace(/\s+/g, " "),
+    (excerpt || files || "(no text)").replace(/\s+/g, " "),
   ]);
   alerts.announce(`Replying to ${from === me ? "yourself" : from}. Escape cancels.`);
 }

@@ -8,10 +8,12 @@ import { MAX_BODY_CHARS } from "./store.js";
 const SHOW_COUNTER_FROM = MAX_BODY_CHARS - 500;
 
 export class Composer {
-  /** hooks: send(key, body), typing(key, active), editLast(), announce(text) */
-  constructor({ saved, hooks }) {
+  /** hooks: send(key, body, attachments), typing(key, active), editLast(),
+   * announce(text); tray: the files to send with the next message (attachments.js) */
+  constructor({ saved, hooks, tray }) {
     this.saved = saved;
     this.hooks = hooks;
+    this.tray = tray;
     this.form = $("composer");
     this.box = $("body");
     this.button = $("send");
@@ -101,9 +103,15 @@ export class Composer {
 
   submit() {
     const body = this.box.value;
-    if (!trimBody(body) || this.over || this.box.disabled) return;
+    const files = this.tray?.ready || [];
+    if ((!trimBody(body) && !files.length) || this.over || this.box.disabled) return;
+    if (this.tray?.uploading)
+      return this.hooks.announce("Not sent yet: wait until the files are uploaded.");
+    if (this.tray?.failed.length)
+      return this.hooks.announce("Not sent: remove the files that could not be uploaded first.");
     this.hooks.typing(this.key, false);
-    this.hooks.send(this.key, body);
+    this.hooks.send(this.key, body, files);
     this.value = "";
+    this.tray?.clear();
   }
 }

@@ -3,6 +3,7 @@
 // selecting text is not disturbed; the view only scrolls by itself when the
 // person is already at the bottom.
 
+import { attachmentNodes, attachmentSummary } from "./attachments.js";
 import { attr, el, icon, text } from "./dom.js";
 import { clock, dayKey, dayLabel, fullTime } from "./format.js";
 import { render } from "./markup.js";
@@ -425,6 +426,7 @@ export class MessageList {
         el("time", { datetime: at, title: fullTime(at), text: clock(at) }),
       ),
       el("div", { class: "body", dir: "auto" }),
+      el("div", { class: "files", hidden: true }),
       el("div", { class: "reactions", hidden: true }),
       el("div", { class: "foot" }),
     );
@@ -439,11 +441,23 @@ export class MessageList {
     if (box.dataset.text === body) return;
     box.dataset.text = body;
     box.replaceChildren(...render(body));
+    box.classList.toggle("empty-body", body === "");
+  }
+
+  /** Thumbnails and file cards, rebuilt only when the files change. */
+  setFiles(node, attachments) {
+    const box = node.querySelector(".files");
+    const key = (attachments || []).map((a) => a.id).join(",");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(...attachmentNodes(attachments));
+    box.hidden = key === "";
   }
 
   fill(node, msg) {
     this.setBody(node, msg.body);
     this.setQuote(node, msg.reply_to);
+    this.setFiles(node, msg.attachments);
     this.setReactions(node, msg.reactions || {});
     const meta = node.querySelector(".meta");
     if (msg.stored && !meta.querySelector(".tag")) {
@@ -503,6 +517,7 @@ export class MessageList {
   fillPending(node, entry) {
     this.setBody(node, entry.body);
     this.setQuote(node, entry.replyTo);
+    this.setFiles(node, entry.attachments);
     const failed = entry.state === "failed";
     node.classList.toggle("failed", failed);
     node.classList.toggle("sending", !failed);
@@ -542,7 +557,9 @@ export class MessageList {
     if (quote?.dataset.key === key) return;
     quote?.remove();
     if (!replyTo) return;
-    const excerpt = replyTo.excerpt || "(deleted)";
+    // An empty excerpt: the original was deleted, or has files and no text.
+    const original = this.conv?.messages.get(replyTo.id);
+    const excerpt = replyTo.excerpt || attachmentSummary(original?.attachments) || "(no text)";
     quote = el(
       "button",
       {

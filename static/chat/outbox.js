@@ -76,9 +76,12 @@ export class Outbox {
     return this.entries.find((e) => e.cid === cid);
   }
 
-  /** replyTo: null, or the {id, from, excerpt} of the message it answers. */
-  add(key, body, replyTo = null) {
+  /** attachments: objects of files uploaded already (their ids are what is
+   * sent; kept with the entry, they survive a reload like the text);
+   * replyTo: null, or the {id, from, excerpt} of the message it answers. */
+  add(key, body, attachments = [], replyTo = null) {
     const entry = { cid: newClientId(), key, body, at: new Date().toISOString(), state: "queued" };
+    if (attachments.length) entry.attachments = attachments;
     if (replyTo) entry.replyTo = replyTo;
     this.entries.push(entry);
     this.save();
@@ -135,6 +138,7 @@ export class Outbox {
     this.sending = entry.cid;
     this.onChange();
     const fields = { body: entry.body, client_id: entry.cid };
+    if (entry.attachments?.length) fields.attachments = entry.attachments.map((a) => a.id);
     if (entry.replyTo) fields.reply_to = entry.replyTo.id;
     const reply =
       entry.key === EVERYONE
@@ -172,6 +176,12 @@ export class Outbox {
       entry.code = reply.code;
       const name = entry.key === EVERYONE || entry.key.startsWith(ROOM) ? "everyone" : entry.key;
       entry.error = EXPLAIN[reply.code]?.(name) || `Not sent: ${reply.message || reply.code}`;
+      // An upload not sent within a day is removed by the server: the
+      // file must be chosen again.
+      entry.filesGone = reply.code === "invalid" && /attachment/i.test(reply.message || "");
+      if (entry.filesGone)
+        entry.error =
+          "Not sent: a file of it is no longer on the server (uploads wait a day at most). Choose the file again.";
       entry.retry = RETRY_BY_HAND.has(reply.code);
     }
     this.save();

@@ -1,6 +1,7 @@
 // The side panel (conversations, people, blocked) and the conversation
 // header. Lists are updated in place by key, so focus survives updates.
 
+import { attachmentSummary } from "./attachments.js";
 import { $, attr, el, reconcile, text, textParts } from "./dom.js";
 import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
@@ -80,7 +81,11 @@ export class Sidebar {
         if (typers.length) preview = [...typingWords(typers)];
         else if (c.room === null && c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
         else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
-        else if (last) preview = [...who, [neutralLinks(last.body.replace(/\s+/g, " "))]];
+        else if (last)
+          preview = [
+            ...who,
+            [neutralLinks((last.body || attachmentSummary(last.attachments)).replace(/\s+/g, " "))],
+          ];
         else if (c.key === EVERYONE) preview = ["Messages to everyone"];
         else if (c.room !== null) preview = ["No messages yet"];
         const p = button.querySelector(".preview");
