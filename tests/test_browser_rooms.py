@@ -6,7 +6,7 @@ import pytest
 
 from . import test_browser as chat_browser
 from .helpers import PASSWORD
-from .servers import Peer
+from .servers import Peer, Server
 from .test_browser import PHONE, WIDE, axe, expect, meets, no_horizontal_scroll, run_async, say, shot, within_screen
 
 # The chat page's browser fixtures: one Chromium and one server per module.
@@ -507,3 +507,31 @@ def test_room_names_and_quotes_are_direction_isolated_text(accounts, server, ope
     expect(alice.locator("#room-panel-title bdi")).to_have_text(name)
     # Nothing from them became markup.
     assert alice.locator("#app b, #app i").count() == 0
+
+
+@pytest.fixture
+def files_server(transactional_db, attachment_store):
+    """A server keeping files where this test's storage is (a folder, or S3)."""
+    srv = Server(**attachment_store).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_file_in_a_room_and_a_reply_to_it(accounts, files_server, open_page):
+    accounts("alice", "bob")
+    alice, bob = open_page("alice", server=files_server), open_page("bob", server=files_server)
+    create_room(alice, "Papers", "bob")
+    pdf = {"name": "plan.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n" + b"0" * 2000 + b"\n%%EOF\n"}
+    alice.set_input_files("#file-input", [pdf])
+    expect(alice.locator("#tray .tray-item.done")).to_have_count(1)
+    alice.press("#body", "Enter")
+    open_room(bob, "Papers")
+    sent = bob.locator(".msg[data-id]", has=bob.locator(".file-name:text-is('plan.pdf')"))
+    expect(sent.locator(".from")).to_have_text("alice")
+    # A reply to a message with a file and no text says what it answers.
+    sent.focus()
+    bob.keyboard.press("r")
+    expect(bob.locator("#replying-text")).to_have_text("Replying to alice: File: plan.pdf")
+    say(bob, "Got it")
+    quote = message(alice, "Got it").locator(".quote")
+    expect(quote.locator(".quote-text")).to_have_text("File: plan.pdf")
