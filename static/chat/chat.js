@@ -717,8 +717,9 @@ function reactionArrived({ id, emoji, by, on }) {
   const reactions = { ...(msg.reactions || {}) };
   const names = (reactions[emoji] || []).filter((n) => n !== by);
   if (on) names.push(by);
-  if (names.length) reactions[emoji] = names.sort();
-  else delete reactions[emoji];
+  // An emoji keeps its place when its last reaction is taken back, as on
+  // the server (shown again there if it comes back); empty ones are not shown.
+  reactions[emoji] = names.sort();
   c.add({ ...msg, reactions });
   if (list.conv === c) list.update(c.messages.get(id));
   if (on && by !== me && msg.from === me)
