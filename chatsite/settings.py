@@ -312,6 +312,8 @@ CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10)
 CHAT_BROADCAST_RATE_COUNT = env_int("CHAT_BROADCAST_RATE_COUNT", 10)
 CHAT_BROADCAST_RATE_SECONDS = env_float("CHAT_BROADCAST_RATE_SECONDS", 60)
 CHAT_MAX_BODY_CHARS = 4000
+# Members a room may hold (protocol 1.2): an add past it answers room_full.
+CHAT_ROOM_MAX_MEMBERS = env_int("CHAT_ROOM_MAX_MEMBERS", 1000)
 # A frame over this gets too_large; over CHAT_MAX_MESSAGE_BYTES the server
 # does not even read it, and closes the connection (1009).
 CHAT_MAX_FRAME_BYTES = 64 * 1024

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -248,3 +248,30 @@ async def send_typing(recipient_id: int, *, sender: str, typing: bool) -> None:
         await send(Push("group", user_group(recipient_id), {"type": FRAMES, "frames": frames}))
     except Exception:
         log.warning("could not push typing to user %s", recipient_id, exc_info=True)
+
+
+def push_to_users(frames: Sequence[Mapping[str, Any]], *, user_ids: Collection[int]) -> None:
+    """Frames to the connections of these users only, through each process's
+    hub: a room message to a thousand members is one layer message per
+    process, not a thousand."""
+    if user_ids:
+        _after_commit(
+            Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": list(frames), "include": sorted(user_ids)})
+        )
+
+
+def push_rooms(frames_by_user: Mapping[int, Sequence[Mapping[str, Any]]]) -> None:
+    """`room` events, each member's own copy of the room object: per user."""
+    for user_id, frames in frames_by_user.items():
+        _to_user(user_id, frames)
+
+
+async def send_typing_room(user_ids: Collection[int], *, sender: str, room_id: int, typing: bool) -> None:
+    """Typing in a room, to its members online (not stored, as send_typing)."""
+    if not user_ids:
+        return
+    frames = [wire.typing(sender, typing=typing, room_id=room_id)]
+    try:
+        await send(Push("group", HUB_GROUP, {"type": HUB_FRAMES, "frames": frames, "include": sorted(user_ids)}))
+    except Exception:
+        log.warning("could not push typing to room %s", room_id, exc_info=True)

@@ -182,14 +182,49 @@ class Request:
             raise self.bad(name, f"a whole number from {low} to {high}")
         return value
 
-    def flag(self, name: str, *, default: bool) -> bool:
-        """An optional true/false field."""
-        value, present = self._get(name, False)
+    def flag(self, name: str, *, default: bool | None) -> bool:
+        """A true/false field; without a `default`, a required one."""
+        value, present = self._get(name, default is None)
         if not present:
+            assert default is not None
             return default
         if type(value) is not bool:
             raise self.bad(name, "true or false")
         return value
+
+    def object_id(self, name: str, *, unknown: str) -> int:
+        """The id of a room or message (required)."""
+        value = self.optional_object_id(name, unknown=unknown, required=True)
+        assert value is not None
+        return value
+
+    def optional_object_id(
+        self, name: str, *, unknown: str, required: bool = False, nullable: bool = False
+    ) -> int | None:
+        """The id of a room or message: a whole number, else the op's invalid
+        code; one that cannot be an id (0, negative, too large) is `unknown`,
+        like any id that does not exist. Absent (or null, if `nullable`): None."""
+        value, present = self._get(name, required)
+        if not present or (value is None and nullable):
+            return None
+        if type(value) is not int:
+            raise self.bad(name, "an id")
+        if not 0 < value <= MAX_ID:
+            raise ServiceError(unknown, f"There is nothing with the id {value}.")
+        return value
+
+    def username_list(self, name: str, *, min_items: int, max_items: int) -> list[str]:
+        """A list of user names, without repeats. Names too long to exist
+        are an unknown user, as for one name."""
+        value, present = self._get(name, True)
+        what = f"a list of {min_items} to {max_items} user names"
+        if not isinstance(value, list) or not min_items <= len(value) <= max_items:
+            raise self.bad(name, what)
+        if not all(isinstance(v, str) and "\x00" not in v and _utf8(v) for v in value):
+            raise self.bad(name, what)
+        if any(len(v) > USERNAME_MAX for v in value):
+            raise ServiceError("unknown_user", "There is no user by that name.")
+        return list(dict.fromkeys(value))
 
     def id_list(self, name: str) -> list[int]:
         value, _ = self._get(name, True)

@@ -144,9 +144,11 @@ class Hub:
     def dispatch(self, event: dict[str, Any]) -> None:
         if event["type"] == events.HUB_FRAMES:
             exclude = set(event.get("exclude", ()))
+            # Frames for some users only (a room's members), or for all but some.
+            include = set(event["include"]) if "include" in event else None
             texts = [frames.encode(frame) for frame in event["frames"]]
             for connection in list(self.connections.values()):
-                if connection.user_id not in exclude:
+                if connection.user_id not in exclude and (include is None or connection.user_id in include):
                     connection.deliver(texts)
         elif event["type"] == events.HUB_PRESENCE:
             text = frames.encode(dict(wire.presence(event["username"], online=event["online"])))

@@ -11,18 +11,64 @@ from accounts.selectors import TOKEN_MAX
 FTS_TABLE = "messaging_message_fts"
 
 
+class Room(models.Model):
+    """A group conversation of named members (protocol 1.2). It exists while
+    it has members: the last one leaving deletes it, with its messages."""
+
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"room #{self.pk} {self.name}"
+
+
+class RoomMember(models.Model):
+    """`user` is in `room`; `joined_at` picks the next admin when the last leaves."""
+
+    # Indexed by the unique (room, user) and by (user, room) below.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships", db_index=False
+    )
+    admin = models.BooleanField(default=False)
+    joined_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="messaging_roommember_unique"),
+        ]
+        indexes = [
+            # The rooms of a user (`rooms`, every visibility check).
+            models.Index(fields=["user", "room"], name="messaging_roommember_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in room #{self.room_id}"
+
+
 class Message(models.Model):
     """What a user said, once. Who it reaches is in Delivery."""
 
     class Kind(models.TextChoices):
         PRIVATE = "private"
         BROADCAST = "broadcast"
+        ROOM = "room"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sent_messages")
-    # Null for a broadcast.
+    # Null for a broadcast and a room message.
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # Set for a room message only. The two are indexed only where set (Meta):
+    # most messages have neither, and every insert would pay for them.
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+    )
+    # A message of the same conversation this one answers; a deleted one
+    # keeps its row, so this only goes null if the row itself goes.
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     body = models.TextField()
     sent_at = models.DateTimeField(db_index=True)
@@ -36,17 +82,46 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["sender", "sent_at"], name="messaging_msg_sender_time"),
             models.Index(fields=["sender", "recipient", "id"], name="messaging_msg_pair"),
+            # A room's history, newest first; a sender's latest per room.
+            models.Index(fields=["room", "id"], name="messaging_msg_room", condition=Q(room__isnull=False)),
+            models.Index(
+                fields=["sender", "room", "id"], name="messaging_msg_sender_room", condition=Q(room__isnull=False)
+            ),
+            # What answers a message, when it goes (SET_NULL).
+            models.Index(fields=["reply_to"], name="messaging_msg_reply_to", condition=Q(reply_to__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind="private", recipient__isnull=False) | Q(kind="broadcast", recipient__isnull=True),
+                condition=Q(kind="private", recipient__isnull=False, room__isnull=True)
+                | Q(kind="broadcast", recipient__isnull=True, room__isnull=True)
+                | Q(kind="room", recipient__isnull=True, room__isnull=False),
                 name="messaging_msg_kind_recipient",
             ),
         ]
 
     def __str__(self) -> str:
-        to = self.recipient or "everyone"
+        to = self.recipient or (f"room #{self.room_id}" if self.room_id else "everyone")
         return f"#{self.pk} {self.sender} → {to}"
+
+
+class Reaction(models.Model):
+    """`user` reacted to `message` with `emoji`; the first row of an emoji
+    (lowest id) sets its place among the message's reactions."""
+
+    # Indexed by the unique (message, user, emoji).
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="messaging_reaction_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.emoji} #{self.message_id}"
 
 
 class Delivery(models.Model):
@@ -126,10 +201,12 @@ class Presence(models.Model):
 
 
 class ReadMark(models.Model):
-    """How far `user` has read one conversation (peer null: broadcasts)."""
+    """How far `user` has read one conversation: with `peer`, in `room`, or
+    (both null) the broadcasts."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_marks")
     peer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, null=True, related_name="+")
     up_to = models.BigIntegerField(default=0)
 
     class Meta:
@@ -138,12 +215,16 @@ class ReadMark(models.Model):
                 fields=["user", "peer"], condition=Q(peer__isnull=False), name="messaging_readmark_peer"
             ),
             models.UniqueConstraint(
-                fields=["user"], condition=Q(peer__isnull=True), name="messaging_readmark_broadcast"
+                fields=["user"], condition=Q(peer__isnull=True, room__isnull=True), name="messaging_readmark_broadcast"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "room"], condition=Q(room__isnull=False), name="messaging_readmark_room"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} read {self.peer or 'broadcasts'} up to #{self.up_to}"
+        where = self.peer or (f"room #{self.room_id}" if self.room_id else "broadcasts")
+        return f"{self.user} read {where} up to #{self.up_to}"
 
 
 class ClientRequest(models.Model):

@@ -23,8 +23,18 @@ from django.utils import timezone
 from accounts.models import User as UserModel
 from core.errors import ServiceError
 
-from .models import FTS_TABLE, Block, Delivery, Message, Presence, ReadMark
-from .wire import MessageObject, message_object, timestamp
+from .models import FTS_TABLE, Block, Delivery, Message, Presence, Reaction, ReadMark, Room, RoomMember
+from .wire import (
+    Extras,
+    MessageObject,
+    Reactions,
+    ReplyTo,
+    RoomMemberObject,
+    RoomObject,
+    message_object,
+    reply_object,
+    timestamp,
+)
 
 User = get_user_model()
 
@@ -86,13 +96,97 @@ def pending_count(*, user: UserModel) -> int:
 # --- Conversations ------------------------------------------------------------------
 
 
+def _room_ids_of(user: UserModel | int) -> QuerySet[RoomMember, Any]:
+    return RoomMember.objects.filter(user=user).values("room_id")
+
+
 def _visible_to(user: UserModel) -> Q:
-    return Q(sender=user) | Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)))
+    """What `user` sees in history: sent by them or delivered to them, and
+    of a room only while they are a member."""
+    return (Q(sender=user) | Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)))) & (
+        Q(room__isnull=True) | Q(room__in=_room_ids_of(user))
+    )
 
 
-def conversation_messages(*, user: UserModel, peer: UserModel | None) -> QuerySet[Message]:
-    """The messages of one conversation that `user` may see (peer None: broadcasts)."""
-    if peer is None:
+def room_of(*, user: UserModel, room_id: int) -> Room:
+    """The room `room_id` if `user` is a member, else ServiceError unknown_room:
+    nobody learns of a room they are not in."""
+    room = Room.objects.filter(pk=room_id, members__user=user).first()
+    if room is None:
+        raise ServiceError("unknown_room", "You are in no room with that id.")
+    return room
+
+
+def visible_message(*, user: UserModel, message_id: int) -> Message:
+    """A message `user` could see in history, or ServiceError unknown_message."""
+    message = (
+        Message.objects.filter(_visible_to(user), pk=message_id, deleted_at__isnull=True)
+        .select_related("sender", "recipient")
+        .first()
+    )
+    if message is None:
+        raise ServiceError("unknown_message", "There is no message with that id that you can see.")
+    return message
+
+
+def visible_replies(*, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], Message]:
+    """Of the (user id, message id) pairs, those where the user could see the
+    message in history, with the message (for replies: a few queries for a
+    whole batch of sends)."""
+    if not wanted:
+        return {}
+    user_ids, message_ids = {u for u, _ in wanted}, {m for _, m in wanted}
+    messages = Message.objects.filter(pk__in=message_ids, deleted_at__isnull=True).select_related("sender").in_bulk()
+    received = set(
+        Delivery.objects.filter(message__in=message_ids, recipient__in=user_ids).values_list(
+            "recipient_id", "message_id"
+        )
+    )
+    rooms = {m.room_id for m in messages.values() if m.room_id is not None}
+    members = set(RoomMember.objects.filter(room__in=rooms, user__in=user_ids).values_list("user_id", "room_id"))
+    found = {}
+    for user_id, message_id in wanted:
+        m = messages.get(message_id)
+        if m is None or (m.room_id is not None and (user_id, m.room_id) not in members):
+            continue
+        if m.sender_id == user_id or (user_id, message_id) in received:
+            found[(user_id, message_id)] = m
+    return found
+
+
+def message_extras(*, messages: list[tuple[int, int | None]]) -> Extras:
+    """The replied-to messages and the reactions of a page of (id,
+    reply_to id) pairs, in two queries whatever its size."""
+    reply_ids = {r for _, r in messages if r is not None}
+    replies: dict[int, ReplyTo] = {}
+    for id_, sender, body in Message.objects.filter(pk__in=reply_ids).values_list("id", "sender__username", "body"):
+        replies[id_] = reply_object(id_, sender=sender, body=body)
+    reactions: dict[int, Reactions] = {}
+    rows = Reaction.objects.filter(message__in=[m for m, _ in messages]).order_by("id")
+    for message_id, emoji, name in rows.values_list("message_id", "emoji", "user__username"):
+        reactions.setdefault(message_id, {}).setdefault(emoji, []).append(name)
+    for by_emoji in reactions.values():
+        for names in by_emoji.values():
+            names.sort()
+    return Extras(replies, reactions)
+
+
+def message_objects(messages: list[Message], *, viewer_id: int | None = None) -> list[MessageObject]:
+    """Message objects of a page, its replies and reactions loaded at once."""
+    extras = message_extras(messages=[(m.id, m.reply_to_id) for m in messages])
+    return [message_object(m, viewer_id=viewer_id, extras=extras) for m in messages]
+
+
+def conversation_messages(*, user: UserModel, peer: UserModel | None, room_id: int | None = None) -> QuerySet[Message]:
+    """The messages of one conversation that `user` may see (peer None:
+    broadcasts; a room id: that room, unknown_room unless a member)."""
+    if room_id is not None:
+        room_of(user=user, room_id=room_id)
+        messages = Message.objects.filter(
+            Q(sender=user) | Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user))),
+            room_id=room_id,
+        )
+    elif peer is None:
         messages = Message.objects.filter(_visible_to(user), kind=Message.Kind.BROADCAST)
     else:
         messages = Message.objects.filter(
@@ -103,11 +197,12 @@ def conversation_messages(*, user: UserModel, peer: UserModel | None) -> QuerySe
     return messages.filter(deleted_at__isnull=True)
 
 
-def conversation_last_id(*, user: UserModel, peer: UserModel | None) -> int:
+def conversation_last_id(*, user: UserModel, peer: UserModel | None, room_id: int | None = None) -> int:
     """The id of the newest message of the conversation that `user` may
     see (0: there is none). A read mark goes no further: it marks what
     exists, and a receipt never claims more."""
-    last = conversation_messages(user=user, peer=peer).order_by("-id").values_list("id", flat=True).first()
+    messages = conversation_messages(user=user, peer=peer, room_id=room_id)
+    last = messages.order_by("-id").values_list("id", flat=True).first()
     return last or 0
 
 
@@ -154,14 +249,14 @@ def with_receipts(messages: QuerySet[Message], *, user: UserModel) -> QuerySet[M
 
 
 def message_history(
-    *, user: UserModel, peer: UserModel | None, before: int | None = None, limit: int = 50
+    *, user: UserModel, peer: UserModel | None, room_id: int | None = None, before: int | None = None, limit: int = 50
 ) -> list[MessageObject]:
     """Up to `limit` messages before id `before`, oldest first."""
-    messages = conversation_messages(user=user, peer=peer)
+    messages = conversation_messages(user=user, peer=peer, room_id=room_id)
     if before is not None:
         messages = messages.filter(id__lt=before)
     page = list(with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit])
-    return [message_object(m, viewer_id=user.pk) for m in reversed(page)]
+    return message_objects(page[::-1], viewer_id=user.pk)
 
 
 # "Every conversation" for `message_search`, as opposed to None, the broadcasts.
@@ -170,15 +265,25 @@ _WORD = re.compile(r"\w+")
 
 
 def message_search(
-    *, user: UserModel, query: str, peer: Any = EVERY_CONVERSATION, before: int | None = None, limit: int = 20
+    *,
+    user: UserModel,
+    query: str,
+    peer: Any = EVERY_CONVERSATION,
+    room_id: int | None = None,
+    before: int | None = None,
+    limit: int = 20,
 ) -> list[MessageObject]:
     """Messages `user` could see in history whose body has every word of
     `query` (the last one also as a prefix), newest first, found through the
-    database's full-text index (SQLite FTS5, PostgreSQL GIN)."""
+    database's full-text index (SQLite FTS5, PostgreSQL GIN). A room id
+    searches that room; no peer and no room, every conversation and room."""
+    if room_id is not None:
+        room_of(user=user, room_id=room_id)
+        peer = None
     words = _WORD.findall(query.lower())
     if not words:
         return []
-    if peer is EVERY_CONVERSATION and connection.vendor == "postgresql":
+    if room_id is None and peer is EVERY_CONVERSATION and connection.vendor == "postgresql":
         messages = Message.objects.filter(
             id__in=_postgres_search_ids(user=user, words=words, before=before, limit=limit)
         )
@@ -186,12 +291,12 @@ def message_search(
         if peer is EVERY_CONVERSATION:
             messages = Message.objects.filter(_visible_to(user), deleted_at__isnull=True)
         else:
-            messages = conversation_messages(user=user, peer=peer)
+            messages = conversation_messages(user=user, peer=peer, room_id=room_id)
         messages = _matching(messages, words)
         if before is not None:
             messages = messages.filter(id__lt=before)
     page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
-    return [message_object(m, viewer_id=user.pk) for m in page]
+    return message_objects(list(page), viewer_id=user.pk)
 
 
 def _matching(messages: QuerySet[Message], words: list[str]) -> QuerySet[Message]:
@@ -216,19 +321,21 @@ def _postgres_search_ids(*, user: UserModel, words: list[str], before: int | Non
     made it scan the whole table backwards for words of middling frequency:
     seconds at a million messages (docs/performance.md).
     """
-    message, delivery = Message._meta.db_table, Delivery._meta.db_table
+    message, delivery, member = Message._meta.db_table, Delivery._meta.db_table, RoomMember._meta.db_table
     terms = " & ".join([*words[:-1], words[-1] + ":*"])
     sql = (
         f"SELECT m.id FROM (SELECT message_id AS id FROM {delivery} WHERE recipient_id = %s"
         f" UNION ALL SELECT id FROM {message} WHERE sender_id = %s) mine"
         f" JOIN {message} m ON m.id = mine.id"
         " WHERE m.deleted_at IS NULL AND mine.id < %s"
+        # Of a room only while a member.
+        f" AND (m.room_id IS NULL OR m.room_id IN (SELECT room_id FROM {member} WHERE user_id = %s))"
         # The expression of the GIN index (migration 0003), or it is not used.
         " AND to_tsvector('simple'::regconfig, COALESCE(m.body, ''::text)) @@ to_tsquery('simple'::regconfig, %s)"
         " ORDER BY mine.id DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [user.pk, user.pk, before if before is not None else 2**63 - 1, terms, limit])
+        cursor.execute(sql, [user.pk, user.pk, before if before is not None else 2**63 - 1, user.pk, terms, limit])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -253,9 +360,10 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
     how many messages to the user are unread and where their read mark is."""
     last: dict[int | None, int] = {}  # peer id (None: broadcasts) -> last message id
     alive = Q(deleted_at__isnull=True)
-    for row in Message.objects.filter(alive, sender=user).values("recipient_id").annotate(m=Max("id")):
+    # Rooms are listed by `rooms`, not here.
+    for row in Message.objects.filter(alive, sender=user, room=None).values("recipient_id").annotate(m=Max("id")):
         last[row["recipient_id"]] = row["m"]
-    received = Delivery.objects.filter(recipient=user, message__deleted_at__isnull=True)
+    received = Delivery.objects.filter(recipient=user, message__deleted_at__isnull=True, message__room=None)
     for row in received.values("message__kind", "message__sender_id").annotate(m=Max("message_id")):
         peer = row["message__sender_id"] if row["message__kind"] == Message.Kind.PRIVATE else None
         last[peer] = max(last.get(peer, 0), row["m"])
@@ -269,7 +377,7 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         .annotate(n=Count("id"))
         .values_list("message__sender_id", "n")
     )
-    marks: dict[int | None, int] = dict(ReadMark.objects.filter(user=user).values_list("peer_id", "up_to"))
+    marks: dict[int | None, int] = dict(ReadMark.objects.filter(user=user, room=None).values_list("peer_id", "up_to"))
     unread[None] = received.filter(message__kind=Message.Kind.BROADCAST, message_id__gt=marks.get(None, 0)).count()
 
     messages = (
@@ -278,10 +386,11 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         .in_bulk(list(last.values()))
     )
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
+    extras = message_extras(messages=[(m.id, m.reply_to_id) for m in messages.values()])
     return [
         {
             "with": names.get(peer) if peer is not None else None,
-            "last": message_object(messages[mid], viewer_id=user.pk),
+            "last": message_object(messages[mid], viewer_id=user.pk, extras=extras),
             "unread": unread.get(peer, 0),
             "read_up_to": marks.get(peer, 0),
         }
@@ -302,3 +411,97 @@ def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
         ).exclude(sender=user),
         "blocks": Block.objects.filter(blocker=user).select_related("blocked").order_by("id"),
     }
+
+
+# --- Rooms ----------------------------------------------------------------------------
+
+
+def room_objects(memberships: QuerySet[RoomMember]) -> dict[tuple[int, int], RoomObject]:
+    """Room objects keyed (room id, user id), each as that member sees it,
+    for memberships of one user (`rooms`) or of one room (its events).
+
+    One query for all of them, each figure a subquery through an index:
+    `last` walks the room's messages newest first to the first one the
+    member can see, `unread` counts the room's messages after the member's
+    mark (as many as are unread), not every delivery of the member."""
+    delivered = Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=OuterRef(OuterRef("user"))))
+    in_room = Message.objects.filter(room=OuterRef("room"), deleted_at__isnull=True).order_by()
+    counted = in_room.filter(delivered, id__gt=OuterRef("mark")).values("room").annotate(n=Count("id")).values("n")
+    members = RoomMember.objects.filter(room=OuterRef("room")).order_by().values("room").annotate(n=Count("id"))
+    rows = list(
+        memberships.select_related("room").annotate(
+            member_count=Subquery(members.values("n")),
+            mark=Coalesce(
+                Subquery(ReadMark.objects.filter(user=OuterRef("user"), room=OuterRef("room")).values("up_to")[:1]),
+                Value(0),
+            ),
+            last_id=Subquery(
+                in_room.filter(Q(sender=OuterRef("user")) | Q(delivered)).order_by("-id").values("id")[:1]
+            ),
+            unread=Coalesce(Subquery(counted), Value(0)),
+        )
+    )
+    page = list(
+        Message.objects.filter(pk__in={m.last_id for m in rows if m.last_id}).select_related("sender", "recipient")
+    )
+    objects = dict(zip([m.id for m in page], message_objects(page), strict=True))
+    return {
+        (m.room_id, m.user_id): {
+            "id": m.room_id,
+            "name": m.room.name,
+            "member_count": m.member_count,
+            "admin": m.admin,
+            "created_at": timestamp(m.room.created_at) or "",
+            "last": objects.get(m.last_id),
+            "unread": m.unread,
+        }
+        for m in rows
+    }
+
+
+def room_list(*, user: UserModel) -> list[RoomObject]:
+    """Every room of `user`, latest message first, rooms without one last
+    (newest room first among those)."""
+    rooms = list(room_objects(RoomMember.objects.filter(user=user)).values())
+    rooms.sort(key=lambda r: (r["last"]["id"] if r["last"] else 0, r["id"]), reverse=True)
+    return rooms
+
+
+def room_member_list(*, user: UserModel, room_id: int) -> list[RoomMemberObject]:
+    """The members of a room `user` is in, sorted by name."""
+    room_of(user=user, room_id=room_id)
+    online = set(live_presence().filter(user__room_memberships__room=room_id).values_list("user_id", flat=True))
+    rows = RoomMember.objects.filter(room=room_id).values_list("user_id", "user__username", "admin")
+    return [
+        {"username": name, "admin": admin, "online": user_id in online}
+        for user_id, name, admin in sorted(rows, key=lambda row: row[1])
+    ]
+
+
+def room_online_member_ids(room_id: int, *, not_blocking: int | None = None) -> set[int]:
+    """The members of a room who are online; with `not_blocking`, only those
+    who do not block that user, and not that user."""
+    online = live_presence().filter(user__room_memberships__room=room_id)
+    if not_blocking is not None:
+        online = online.exclude(user=not_blocking).exclude(
+            Exists(Block.objects.filter(blocker=OuterRef("user"), blocked=not_blocking))
+        )
+    return set(online.values_list("user_id", flat=True))
+
+
+def room_typing_recipients(*, sender: UserModel, room_id: int) -> set[int]:
+    """Who hears that `sender` types in a room: members online who do not
+    block them. unknown_room unless the sender is a member."""
+    room_of(user=sender, room_id=room_id)
+    return room_online_member_ids(room_id, not_blocking=sender.pk)
+
+
+def message_viewers_online(message: Message) -> set[int]:
+    """The users online who can see `message` in history: its sender and
+    those it was delivered to (of a room, only its members)."""
+    viewers = live_presence().filter(
+        Q(user=message.sender_id) | Q(Exists(Delivery.objects.filter(message=message, recipient=OuterRef("user"))))
+    )
+    if message.room_id is not None:
+        viewers = viewers.filter(user__room_memberships__room=message.room_id)
+    return set(viewers.values_list("user_id", flat=True))

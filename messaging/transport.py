@@ -131,7 +131,7 @@ class DaphneTransport(Transport):
             self.open = False
             if type(e).__name__ != "Disconnected":  # not just the close racing us
                 log.exception("could not send a frame; closing the connection")
-                self.protocol.sendClose(code=1011)
+                self.protocol.sendCloseFrame(code=1011, isReply=False)  # sendClose refuses 1011 from a server
 
     async def close(self, code: int, reason: str = "") -> None:
         # autobahn's sendClose refuses 1008 from a server (only 1000 and
@@ -178,6 +178,11 @@ class DaphneTransport(Transport):
         # of closing with 1009, and the client cannot tell why.
         protocol = self.protocol
         protocol.maxFramePayloadSize = size
+        # daphne's 1 MiB message limit (its websocket_max_message_size) also
+        # refused to *send* a larger reply: a page of history of long
+        # messages (100 of 4,000 "€" is 1.2 MB) never arrived. What comes in
+        # is limited below; what goes out is ours, bounded by the ops.
+        protocol.maxMessagePayloadSize = 0
         protocol.failByDrop = False
         frame_begin = protocol.onMessageFrameBegin
 

@@ -77,7 +77,7 @@ def _html_export(user: UserModel) -> Iterator[str]:
             if section == "blocks":
                 yield format_html("<li>{} (since {})</li>", row["blocked"], row["since"])
             else:
-                to = row["to"] or "everyone"
+                to = row["to"] or (f"room #{row['room']}" if row["room"] else "everyone")
                 yield format_html("<li><time>{}</time> {} → {}: {}</li>", row["sent_at"], row["from"], to, row["body"])
         yield "</ul>"
     yield "</body></html>\n"

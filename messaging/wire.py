@@ -6,25 +6,102 @@ for mypy and for the code that builds them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 from .models import Message
 
 
-class MessageObject(TypedDict):
-    """A message as `history`, `conversations` and `search` return it."""
+class ReplyTo(TypedDict):
+    """What a reply shows of the message it answers (plus "from")."""
 
     id: int
-    kind: Literal["private", "broadcast"]
+    excerpt: str
+
+
+# An emoji -> the names of those who reacted with it, sorted; emojis in the
+# order of their first reaction.
+Reactions = dict[str, list[str]]
+
+
+class MessageObject(TypedDict):
+    """A message as `history`, `conversations`, `search` and `rooms` return it."""
+
+    id: int
+    kind: Literal["private", "broadcast", "room"]
     # "from" is a keyword: the functional TypedDict syntax would be needed to
     # spell it, so it is added by message_object() below.
     to: str | None
+    room: int | None
     body: str
     sent_at: str
     edited_at: str | None
+    reply_to: ReplyTo | None
+    reactions: Reactions
     delivered: NotRequired[bool]
     read: NotRequired[bool]
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What message objects show of other rows, loaded once for a whole page
+    (``selectors.message_extras``): the messages replied to, by id, and the
+    reactions of each message. Without them every object would cost a query."""
+
+    replies: Mapping[int, ReplyTo] = field(default_factory=dict)
+    reactions: Mapping[int, Reactions] = field(default_factory=dict)
+
+    def reply(self, reply_to_id: int | None) -> ReplyTo | None:
+        return self.replies.get(reply_to_id) if reply_to_id is not None else None
+
+    def reactions_of(self, message_id: int) -> Reactions:
+        return self.reactions.get(message_id, {})
+
+
+NO_EXTRAS = Extras()
+
+
+def reply_object(message_id: int, *, sender: str, body: str) -> ReplyTo:
+    """A replied-to message: its first 100 characters as it is now ("" once deleted)."""
+    return {"id": message_id, "from": sender, "excerpt": body[:100]}  # type: ignore[typeddict-unknown-key]
+
+
+class RoomObject(TypedDict):
+    """A room as one member sees it."""
+
+    id: int
+    name: str
+    member_count: int
+    admin: bool
+    created_at: str
+    last: MessageObject | None
+    unread: int
+
+
+RoomChange = Literal["created", "added", "removed", "left", "renamed", "admin"]
+
+
+class RoomEvent(TypedDict):
+    type: Literal["room"]
+    change: RoomChange
+    room: RoomObject
+    username: str | None
+
+
+class RoomMemberObject(TypedDict):
+    username: str
+    admin: bool
+    online: bool
+
+
+class ReactionEvent(TypedDict):
+    type: Literal["reaction"]
+    id: int
+    emoji: str
+    by: str
+    on: bool
 
 
 class MessageEvent(MessageObject):
@@ -69,21 +146,25 @@ def timestamp(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def message_object(message: Message, *, viewer_id: int | None = None) -> MessageObject:
+def message_object(message: Message, *, viewer_id: int | None = None, extras: Extras = NO_EXTRAS) -> MessageObject:
     """A message as replies show it.
 
-    Needs `sender` and `recipient` loaded (select_related) to avoid a query
-    each. A private message the viewer sent also says whether it was
-    delivered and read, from the annotations `selectors.with_receipts` adds.
+    Needs `sender` and `recipient` loaded (select_related) and the page's
+    `extras` to avoid a query each. A private message the viewer sent also
+    says whether it was delivered and read, from the annotations
+    `selectors.with_receipts` adds.
     """
     obj: dict[str, Any] = {
         "id": message.id,
         "kind": message.kind,
         "from": message.sender.username,
         "to": message.recipient.username if message.recipient is not None else None,
+        "room": message.room_id,
         "body": message.body,
         "sent_at": timestamp(message.sent_at),
         "edited_at": timestamp(message.edited_at),
+        "reply_to": extras.reply(message.reply_to_id),
+        "reactions": extras.reactions_of(message.id),
     }
     if viewer_id is not None and message.sender_id == viewer_id and message.kind == Message.Kind.PRIVATE:
         obj["delivered"] = bool(getattr(message, "receipt_delivered", False))
@@ -91,8 +172,8 @@ def message_object(message: Message, *, viewer_id: int | None = None) -> Message
     return obj  # type: ignore[return-value]
 
 
-def message_event(message: Message, *, stored: bool) -> MessageEvent:
-    return {"type": "message", **message_object(message), "stored": stored}
+def message_event(message: Message, *, stored: bool, extras: Extras = NO_EXTRAS) -> MessageEvent:
+    return {"type": "message", **message_object(message, extras=extras), "stored": stored}
 
 
 # The columns `message_event_row` takes, in order, for a values_list() of
@@ -106,21 +187,27 @@ MESSAGE_ROW = (
     "message__body",
     "message__sent_at",
     "message__edited_at",
+    "message__room_id",
+    "message__reply_to_id",
 )
+MESSAGE_ROW_REPLY_TO = MESSAGE_ROW.index("message__reply_to_id")
 
 
-def message_event_row(row: tuple[Any, ...], *, stored: bool) -> MessageEvent:
+def message_event_row(row: tuple[Any, ...], *, stored: bool, extras: Extras = NO_EXTRAS) -> MessageEvent:
     """`message_event` of one row of MESSAGE_ROW columns."""
-    id_, kind, sender, recipient, body, sent_at, edited_at = row
+    id_, kind, sender, recipient, body, sent_at, edited_at, room_id, reply_to_id = row
     event: dict[str, Any] = {
         "type": "message",
         "id": id_,
         "kind": kind,
         "from": sender,
         "to": recipient,
+        "room": room_id,
         "body": body,
         "sent_at": timestamp(sent_at),
         "edited_at": timestamp(edited_at),
+        "reply_to": extras.reply(reply_to_id),
+        "reactions": extras.reactions_of(id_),
         "stored": stored,
     }
     return event  # type: ignore[return-value]
@@ -150,5 +237,16 @@ def message_deleted(message_id: int) -> dict[str, Any]:
     return {"type": "message_deleted", "id": message_id}
 
 
-def typing(sender: str, *, typing: bool) -> dict[str, Any]:
-    return {"type": "typing", "from": sender, "typing": typing}
+def typing(sender: str, *, typing: bool, room_id: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "typing", "from": sender, "typing": typing}
+    if room_id is not None:
+        frame["room"] = room_id
+    return frame
+
+
+def room_event(change: RoomChange, room: RoomObject, *, username: str | None = None) -> RoomEvent:
+    return {"type": "room", "change": change, "room": room, "username": username}
+
+
+def reaction(message_id: int, *, emoji: str, by: str, on: bool) -> ReactionEvent:
+    return {"type": "reaction", "id": message_id, "emoji": emoji, "by": by, "on": on}

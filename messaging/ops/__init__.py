@@ -6,7 +6,7 @@ To add an op: write an ``@op("name")`` function in the module of its
 subject (or a new module, imported below). Nothing else changes.
 """
 
-from . import messages, people, session
+from . import messages, people, rooms, session
 from .registry import OPS, Connection, Identity, Op, Reply, op
 
-__all__ = ["OPS", "Connection", "Identity", "Op", "Reply", "messages", "op", "people", "session"]
+__all__ = ["OPS", "Connection", "Identity", "Op", "Reply", "messages", "op", "people", "rooms", "session"]

@@ -1,5 +1,6 @@
 """Messages: send, broadcast, edit, delete, ack, read, history, search,
-conversations, typing."""
+conversations, typing. Those about one conversation take a room instead of
+a user (`room` for `to` or `with`, protocol 1.2)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from django.conf import settings
 
 from accounts.models import User as UserModel
 from core import metrics
+from core.errors import ServiceError
 
 from .. import events, selectors, services, wire
 from ..frames import Request
 from ..runtime import runtime
 from .registry import Connection, op, read
+from .rooms import room_id
 
 CLIENT_ID_MAX = 64
 TYPING_PAIRS = 64  # pairs a connection remembers for typing's repeat limit
@@ -23,11 +26,14 @@ TYPING_PER_SECOND = 3  # typing events one connection may cause a second, per pa
 
 @op("send", lasting=True)
 async def send(conn: Connection, request: Request) -> dict[str, Any]:
+    if request.has("room"):
+        return await _send_to_room(conn, request)
     to = request.username("to")
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+    reply_to = _reply_to(request)
     sent = await runtime.writer.submit(
-        services.SendRequest(sender=conn.me, to_username=to, body=body, client_id=client_id)
+        services.SendRequest(sender=conn.me, to_username=to, body=body, client_id=client_id, reply_to=reply_to)
     )
     metrics.messages_accepted.labels("private").inc()
     metrics.deliveries.labels("live" if sent.live else "stored").inc()
@@ -38,12 +44,33 @@ async def send(conn: Connection, request: Request) -> dict[str, Any]:
     }
 
 
+async def _send_to_room(conn: Connection, request: Request) -> dict[str, Any]:
+    if request.has("to"):
+        raise ServiceError("invalid", "Send to a user (to) or to a room (room), not both.")
+    room = room_id(request)
+    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
+    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
+    reply_to = _reply_to(request)
+    done = await runtime.writer.submit(
+        services.RoomSendRequest(sender=conn.me, room_id=room, body=body, client_id=client_id, reply_to=reply_to)
+    )
+    return _fanned_out(done, "room")
+
+
 @op("broadcast", lasting=True)
 async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
-    done = await runtime.writer.submit(services.BroadcastRequest(sender=conn.me, body=body, client_id=client_id))
-    metrics.messages_accepted.labels("broadcast").inc()
+    reply_to = _reply_to(request)
+    done = await runtime.writer.submit(
+        services.BroadcastRequest(sender=conn.me, body=body, client_id=client_id, reply_to=reply_to)
+    )
+    return _fanned_out(done, "broadcast")
+
+
+def _fanned_out(done: services.Broadcasted, kind: str) -> dict[str, Any]:
+    """The ok of a broadcast or a room message: how many got it live, and stored."""
+    metrics.messages_accepted.labels(kind).inc()
     metrics.deliveries.labels("live").inc(done.live)
     metrics.deliveries.labels("stored").inc(done.stored)
     return {
@@ -52,6 +79,11 @@ async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
         "stored": done.stored,
         "sent_at": wire.timestamp(done.message.sent_at),
     }
+
+
+def _reply_to(request: Request) -> int | None:
+    """A reply's target, if any (null: none, as absent)."""
+    return request.optional_object_id("reply_to", unknown="unknown_message", nullable=True)
 
 
 @op("edit", lasting=True)
@@ -81,28 +113,33 @@ async def ack(conn: Connection, request: Request) -> dict[str, Any]:
 
 @op("read", lasting=True)
 async def read_mark(conn: Connection, request: Request) -> dict[str, Any]:
-    peer = await _peer(request)
+    peer, room = await _conversation(request)
     up_to = request.integer("up_to")
-    await runtime.writer.submit(services.ReadRequest(user=conn.me, peer=peer, up_to=up_to))
+    await runtime.writer.submit(services.ReadRequest(user=conn.me, peer=peer, up_to=up_to, room_id=room))
     return {}
 
 
 @op("history")
 async def history(conn: Connection, request: Request) -> dict[str, Any]:
-    peer = await _peer(request)
+    peer, room = await _conversation(request)
     before = request.optional_integer("before")
     limit = request.optional_integer("limit", low=1, high=100) or 50
-    messages = await read(selectors.message_history, user=conn.me, peer=peer, before=before, limit=limit)
+    messages = await read(selectors.message_history, user=conn.me, peer=peer, room_id=room, before=before, limit=limit)
     return {"messages": messages}
 
 
 @op("search")
 async def search(conn: Connection, request: Request) -> dict[str, Any]:
     query = request.text("query", min_length=1, max_length=200)
-    peer = await _peer(request) if request.has("with") else selectors.EVERY_CONVERSATION
+    peer: Any = selectors.EVERY_CONVERSATION
+    room = None
+    if request.has("with") or request.has("room"):
+        peer, room = await _conversation(request)
     before = request.optional_integer("before")
     limit = request.optional_integer("limit", low=1, high=100) or 20
-    messages = await read(selectors.message_search, user=conn.me, query=query, peer=peer, before=before, limit=limit)
+    messages = await read(
+        selectors.message_search, user=conn.me, query=query, peer=peer, room_id=room, before=before, limit=limit
+    )
     return {"messages": messages}
 
 
@@ -113,6 +150,8 @@ async def conversations(conn: Connection, request: Request) -> dict[str, Any]:
 
 @op("typing")
 async def typing(conn: Connection, request: Request) -> dict[str, Any]:
+    if request.has("room"):
+        return await _typing_in_room(conn, request)
     to = request.username("to")
     state = request.flag("typing", default=True)
     # Checked before any query: a flood of typing frames costs no database.
@@ -121,6 +160,19 @@ async def typing(conn: Connection, request: Request) -> dict[str, Any]:
     recipient_id = await read(selectors.typing_recipient, sender=conn.me, username=to)
     if recipient_id is not None:
         await events.send_typing(recipient_id, sender=conn.me.username, typing=state)
+    return {}
+
+
+async def _typing_in_room(conn: Connection, request: Request) -> dict[str, Any]:
+    if request.has("to"):
+        raise ServiceError("invalid", "Type to a user (to) or in a room (room), not both.")
+    room = room_id(request)
+    state = request.flag("typing", default=True)
+    # Paced like a pair, under a key no user name can be (frames refuse NUL).
+    if not _typing_allowed(conn, f"\x00room {room}", state):
+        return {}
+    recipients = await read(selectors.room_typing_recipients, sender=conn.me, room_id=room)
+    await events.send_typing_room(recipients, sender=conn.me.username, room_id=room, typing=state)
     return {}
 
 
@@ -146,6 +198,15 @@ def _typing_allowed(conn: Connection, to: str, state: bool) -> bool:
         sent.clear()
     sent[to] = (state, now, window_start, count + 1)
     return True
+
+
+async def _conversation(request: Request) -> tuple[UserModel | None, int | None]:
+    """`with` (a user, or None for the broadcasts) or `room`: (peer, room id)."""
+    if not request.has("room"):
+        return await _peer(request), None
+    if request.has("with"):
+        raise ServiceError("invalid", "Name a user or the broadcasts (with), or a room (room), not both.")
+    return None, room_id(request)
 
 
 async def _peer(request: Request) -> UserModel | None:

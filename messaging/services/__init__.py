@@ -11,11 +11,14 @@ from .maintenance import records_prune
 from .messages import (
     Broadcasted,
     BroadcastRequest,
+    RoomSendRequest,
     SendRequest,
     Sent,
     message_broadcast,
+    message_room_send,
     message_send,
     messages_broadcast,
+    messages_room_send,
     messages_send,
 )
 from .presence import (
@@ -30,7 +33,18 @@ from .presence import (
     presence_tick,
     user_deactivate,
 )
+from .reactions import message_react
 from .reads import ReadRequest, conversations_read
+from .rooms import (
+    MembersAdded,
+    RoomCreated,
+    room_admin_set,
+    room_create,
+    room_leave,
+    room_member_remove,
+    room_members_add,
+    room_rename,
+)
 
 __all__ = [
     "HOST",
@@ -39,7 +53,10 @@ __all__ = [
     "BatchRequest",
     "BroadcastRequest",
     "Broadcasted",
+    "MembersAdded",
     "ReadRequest",
+    "RoomCreated",
+    "RoomSendRequest",
     "SendRequest",
     "Sent",
     "account_delete",
@@ -53,8 +70,11 @@ __all__ = [
     "message_broadcast",
     "message_delete",
     "message_edit",
+    "message_react",
+    "message_room_send",
     "message_send",
     "messages_broadcast",
+    "messages_room_send",
     "messages_send",
     "presence_claim",
     "presence_clear_dead_processes",
@@ -65,5 +85,11 @@ __all__ = [
     "presence_tick",
     "records_prune",
     "requests_apply",
+    "room_admin_set",
+    "room_create",
+    "room_leave",
+    "room_member_remove",
+    "room_members_add",
+    "room_rename",
     "user_deactivate",
 ]

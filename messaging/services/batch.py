@@ -15,14 +15,22 @@ from typing import Any
 from django.db import transaction
 
 from .deliveries import AckRequest, deliveries_ack
-from .messages import BroadcastRequest, SendRequest, messages_broadcast, messages_send
+from .messages import (
+    BroadcastRequest,
+    RoomSendRequest,
+    SendRequest,
+    messages_broadcast,
+    messages_room_send,
+    messages_send,
+)
 from .reads import ReadRequest, conversations_read
 
-BatchRequest = SendRequest | BroadcastRequest | AckRequest | ReadRequest
+BatchRequest = SendRequest | BroadcastRequest | RoomSendRequest | AckRequest | ReadRequest
 
 _SERVICES: dict[type, Callable[..., Sequence[Any]]] = {
     SendRequest: messages_send,
     BroadcastRequest: messages_broadcast,
+    RoomSendRequest: messages_room_send,
     AckRequest: deliveries_ack,
     ReadRequest: conversations_read,
 }

@@ -18,6 +18,7 @@ from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Delivery, Message
+from ..selectors import message_extras
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def delivery_flush_page(
             # The rows read, not an id range: a message committed meanwhile
             # with a lower id (ids are taken before commit) was not pushed.
             pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
-    return [wire.message_event_row(row, stored=True) for row in rows]
+    extras = message_extras(messages=[(row[0], row[wire.MESSAGE_ROW_REPLY_TO]) for row in rows])
+    return [wire.message_event_row(row, stored=True, extras=extras) for row in rows]
 
 
 # What a message event adds to its body's bytes, about (names, times, keys).
@@ -144,7 +146,9 @@ def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000, max_b
             if not taken:
                 continue
             Delivery.objects.filter(pk__in=[d.pk for d in taken]).update(pushed_at=now)
+            extras = message_extras(messages=[(d.message_id, d.message.reply_to_id) for d in taken])
             for d in taken:
-                by_user[d.recipient_id].append(wire.message_event(d.message, stored=d.pushed_at is None))
+                event = wire.message_event(d.message, stored=d.pushed_at is None, extras=extras)
+                by_user[d.recipient_id].append(event)
         events.push_messages(by_user)
     return sum(len(v) for v in by_user.values())

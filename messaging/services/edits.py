@@ -19,7 +19,7 @@ from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Edit, Message
-from ..selectors import blockers_of, live_presence, message_audience
+from ..selectors import blockers_of, live_presence, message_audience, room_online_member_ids
 from .messages import RateLimits, clean_body
 
 
@@ -43,6 +43,12 @@ def _tell_recipients(message: Message, frame: dict[str, Any]) -> None:
         assert message.recipient_id is not None
         if message_audience(message=message, among={message.recipient_id}):
             events.push_frames(message.recipient_id, [frame])
+        return
+    if message.kind == Message.Kind.ROOM:
+        assert message.room_id is not None
+        # Of the members online (not those who left since), those who have it.
+        members = room_online_member_ids(message.room_id)
+        events.push_to_users([frame], user_ids=message_audience(message=message, among=members))
         return
     online = set(live_presence().values_list("user_id", flat=True))
     audience = message_audience(message=message, among=online)

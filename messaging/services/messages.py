@@ -1,6 +1,8 @@
-"""Sending: private messages and broadcasts, stored before anyone is told.
+"""Sending: private messages, broadcasts and room messages, stored before
+anyone is told.
 
-The batch functions (`messages_send`, `messages_broadcast`) are the one
+The batch functions (`messages_send`, `messages_broadcast`,
+`messages_room_send`) are the one
 code path: they take many requests, resolve recipients, blocks, presence
 and rate limits of all of them in a few queries, and insert in bulk. The
 single-request functions (`message_send`, `message_broadcast`) are a batch
@@ -29,8 +31,8 @@ from core import metrics
 from core.errors import ServiceError
 
 from .. import events, wire
-from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence
-from ..selectors import live_presence, online_cutoff
+from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence, RoomMember
+from ..selectors import live_presence, online_cutoff, visible_replies
 
 User = get_user_model()
 log = logging.getLogger("chat")
@@ -43,6 +45,7 @@ class SendRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True  # False only for operators' tools (seeding)
+    reply_to: int | None = None  # a message id of the same conversation
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,20 @@ class BroadcastRequest:
     body: str
     client_id: str | None = None
     rate_limit: bool = True
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True)
+class RoomSendRequest:
+    sender: UserModel
+    room_id: int
+    body: str
+    client_id: str | None = None
+    rate_limit: bool = True
+    reply_to: int | None = None
+
+
+AnySendRequest = SendRequest | BroadcastRequest | RoomSendRequest
 
 
 @dataclass(frozen=True)
@@ -193,7 +210,39 @@ class _ClientIds:
             ClientRequest.objects.filter(pk__in=[row.pk for row in self.claims.values()]).delete()
 
 
-def _clean_bodies(requests: Sequence[SendRequest | BroadcastRequest]) -> tuple[list[Any], dict[int, str], list[int]]:
+# What makes two messages one conversation: the kind and the pair of users
+# (private), nothing more (broadcasts) or the room.
+Conversation = tuple[str, frozenset[int] | int | None]
+
+
+def _conversation(message: Message) -> Conversation:
+    if message.kind == Message.Kind.PRIVATE:
+        return (message.kind, frozenset((message.sender_id, message.recipient_id)))  # type: ignore[arg-type]
+    return (message.kind, message.room_id)
+
+
+class _Replies:
+    """The messages the requests of a batch reply to, each as its sender may
+    see it, in a few queries for the batch (selectors.visible_replies)."""
+
+    def __init__(self, requests: Sequence[AnySendRequest], todo: list[int]):
+        wanted = {(requests[i].sender.pk, requests[i].reply_to) for i in todo if requests[i].reply_to is not None}
+        self.found = visible_replies(wanted=wanted)  # type: ignore[arg-type]
+        self.extras = wire.Extras(
+            replies={m.id: wire.reply_object(m.id, sender=m.sender.username, body=m.body) for m in self.found.values()}
+        )
+
+    def check(self, r: AnySendRequest, conversation: Conversation) -> None:
+        """unknown_message unless `r` replies to nothing, or to a message of
+        its own conversation that its sender can see."""
+        if r.reply_to is None:
+            return
+        target = self.found.get((r.sender.pk, r.reply_to))
+        if target is None or _conversation(target) != conversation:
+            raise ServiceError("unknown_message", "You can only reply to a message of this conversation you can see.")
+
+
+def _clean_bodies(requests: Sequence[AnySendRequest]) -> tuple[list[Any], dict[int, str], list[int]]:
     """The checks that need no database: (results with the errors filled in,
     the cleaned body of each other request, the indexes still to do)."""
     results: list[Any] = [None] * len(requests)
@@ -242,6 +291,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         )
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
         rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+        replies = _Replies(requests, todo)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
         for i in todo:
@@ -259,13 +309,19 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
                     raise ServiceError("unknown_user", f"There is no user {r.to_username!r}.")
                 if (recipient.pk, r.sender.pk) in blocks:
                     raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
+                replies.check(r, (Message.Kind.PRIVATE, frozenset((r.sender.pk, recipient.pk))))
                 if r.rate_limit:
                     rates.take(r.sender.pk)
             except ServiceError as e:
                 results[i] = e
                 continue
             message = Message(
-                kind=Message.Kind.PRIVATE, sender=r.sender, recipient=recipient, body=bodies[i], sent_at=now
+                kind=Message.Kind.PRIVATE,
+                sender=r.sender,
+                recipient=recipient,
+                body=bodies[i],
+                sent_at=now,
+                reply_to_id=r.reply_to,
             )
             results[i] = Sent(message, recipient.pk in online)
             accepted.append(i)
@@ -283,14 +339,23 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         client_ids.finish(results, _sent_reply)
         for i in accepted:
             message = results[i].message
-            events.push_message(wire.message_event(message, stored=False), user_id=message.recipient_id)
+            event = wire.message_event(message, stored=False, extras=replies.extras)
+            events.push_message(event, user_id=message.recipient_id)
     return results
 
 
-def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
-    """Store broadcasts for every active user but the sender and those who
-    block the sender; each result counts who was online and who will get it
-    at their next login."""
+Check = Callable[[Any, "_Replies"], None]
+
+
+def _fanned_out(
+    requests: Sequence[BroadcastRequest | RoomSendRequest],
+    kind: str,
+    prepare: Callable[[list[int], datetime], Check],
+    store: Callable[[Any, str, datetime, wire.Extras], Broadcasted],
+) -> list[Broadcasted | ServiceError]:
+    """What broadcasts and room messages share: clean, replay a client_id's
+    answer, check the request (`prepare` loads what the checks of the batch
+    need, once), store and fan out each accepted one."""
     results, bodies, todo = _clean_bodies(requests)
     if not todo:
         return results
@@ -298,14 +363,13 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         now = timezone.now()
         keys = {i: _key(requests[i].sender, requests[i].client_id) for i in todo}
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
-        limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
-        rates = RateLimits(limited, now)
-        broadcast_rates = RateLimits(limited, now, broadcasts=True)
+        replies = _Replies(requests, todo)
+        check = prepare(todo, now)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]
             try:
-                earlier = client_ids.check(keys[i], Message.Kind.BROADCAST)
+                earlier = client_ids.check(keys[i], kind)
                 if isinstance(earlier, ClientRequest):
                     reply = earlier.reply or {}
                     results[i] = Broadcasted(earlier.message, reply["live"], reply["stored"])  # type: ignore[arg-type]
@@ -313,32 +377,97 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
                 if earlier is not None:
                     copies[i] = earlier
                     continue
-                if r.rate_limit:
-                    broadcast_rates.take(r.sender.pk)
-                    rates.take(r.sender.pk)
+                check(r, replies)
             except ServiceError as e:
                 results[i] = e
                 continue
-            message = Message.objects.create(kind=Message.Kind.BROADCAST, sender=r.sender, body=bodies[i], sent_at=now)
-            live, stored = _fan_out(message, now)
-            results[i] = Broadcasted(message, live, stored)
+            results[i] = store(r, bodies[i], now, replies.extras)
             client_ids.use(keys[i], i)
-            blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
-            events.push_to_everyone(
-                [wire.message_event(message, stored=False)], exclude_user_ids=blockers | {r.sender.pk}
-            )
         for i, earlier in copies.items():
             results[i] = results[earlier]
         client_ids.finish(results, _broadcast_reply)
     return results
 
 
-def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
-    """One pending delivery per recipient, written by the database itself in
-    one INSERT ... SELECT (ten thousand rows without a round trip each).
-    Returns (online recipients, offline recipients)."""
-    user, delivery, block, presence = (m._meta.db_table for m in (User, Delivery, Block, Presence))
+def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
+    """Store broadcasts for every active user but the sender and those who
+    block the sender; each result counts who was online and who will get it
+    at their next login."""
+
+    def prepare(todo: list[int], now: datetime) -> Check:
+        limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
+        rates = RateLimits(limited, now)
+        broadcast_rates = RateLimits(limited, now, broadcasts=True)
+
+        def check(r: BroadcastRequest, replies: _Replies) -> None:
+            replies.check(r, (Message.Kind.BROADCAST, None))
+            if r.rate_limit:
+                broadcast_rates.take(r.sender.pk)
+                rates.take(r.sender.pk)
+
+        return check
+
+    def store(r: BroadcastRequest, body: str, now: datetime, extras: wire.Extras) -> Broadcasted:
+        message = Message.objects.create(
+            kind=Message.Kind.BROADCAST, sender=r.sender, body=body, sent_at=now, reply_to_id=r.reply_to
+        )
+        live, stored = _fan_out(message, now)
+        blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
+        events.push_to_everyone(
+            [wire.message_event(message, stored=False, extras=extras)], exclude_user_ids=blockers | {r.sender.pk}
+        )
+        return Broadcasted(message, live, stored)
+
+    return _fanned_out(requests, Message.Kind.BROADCAST, prepare, store)
+
+
+def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcasted | ServiceError]:
+    """Store room messages for every member but the sender and those who
+    block the sender; each result counts who was online and who will get it
+    at their next login. unknown_room unless the sender is a member."""
+
+    def prepare(todo: list[int], now: datetime) -> Check:
+        members = set(
+            RoomMember.objects.filter(
+                room__in={requests[i].room_id for i in todo}, user__in={requests[i].sender.pk for i in todo}
+            ).values_list("room_id", "user_id")
+        )
+        rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
+
+        def check(r: RoomSendRequest, replies: _Replies) -> None:
+            if (r.room_id, r.sender.pk) not in members:
+                raise ServiceError("unknown_room", "You are in no room with that id.")
+            replies.check(r, (Message.Kind.ROOM, r.room_id))
+            if r.rate_limit:
+                rates.take(r.sender.pk)
+
+        return check
+
+    def store(r: RoomSendRequest, body: str, now: datetime, extras: wire.Extras) -> Broadcasted:
+        message = Message.objects.create(
+            kind=Message.Kind.ROOM, sender=r.sender, room_id=r.room_id, body=body, sent_at=now, reply_to_id=r.reply_to
+        )
+        live, stored = _fan_out(message, now, room_id=r.room_id)
+        # To the members online only, through the hubs: one layer message per process.
+        online = Delivery.objects.filter(message=message, pushed_at__isnull=False).values_list(
+            "recipient_id", flat=True
+        )
+        events.push_to_users([wire.message_event(message, stored=False, extras=extras)], user_ids=list(online))
+        return Broadcasted(message, live, stored)
+
+    return _fanned_out(requests, Message.Kind.ROOM, prepare, store)
+
+
+def _fan_out(message: Message, now: datetime, *, room_id: int | None = None) -> tuple[int, int]:
+    """One pending delivery per recipient (every active user, or the members
+    of `room_id`), written by the database itself in one INSERT ... SELECT
+    (ten thousand rows without a round trip each). Returns (online
+    recipients, offline recipients)."""
+    user, delivery, block, presence, member = (m._meta.db_table for m in (User, Delivery, Block, Presence, RoomMember))
     ops = connection.ops
+    in_room, room_params = (
+        ("", []) if room_id is None else (f"JOIN {member} rm ON rm.user_id = u.id AND rm.room_id = %s", [room_id])
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -346,6 +475,7 @@ def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
             SELECT %s, u.id, CASE WHEN p.user_id IS NULL THEN NULL ELSE %s END, NULL
             FROM {user} u
             LEFT JOIN {presence} p ON p.user_id = u.id AND p.heartbeat_at >= %s
+            {in_room}
             WHERE u.is_active AND u.id <> %s
               AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
             """,
@@ -353,6 +483,7 @@ def _fan_out(message: Message, now: datetime) -> tuple[int, int]:
                 message.pk,
                 ops.adapt_datetimefield_value(now),
                 ops.adapt_datetimefield_value(online_cutoff(now)),
+                *room_params,
                 message.sender_id,
                 message.sender_id,
             ],
@@ -369,16 +500,45 @@ def _one(result: Result | ServiceError) -> Result:
 
 
 def message_send(
-    *, sender: UserModel, to_username: str, body: str, client_id: str | None = None, rate_limit: bool = True
+    *,
+    sender: UserModel,
+    to_username: str,
+    body: str,
+    client_id: str | None = None,
+    rate_limit: bool = True,
+    reply_to: int | None = None,
 ) -> Sent:
     """Store one private message (a batch of one)."""
-    request = SendRequest(sender=sender, to_username=to_username, body=body, client_id=client_id, rate_limit=rate_limit)
+    request = SendRequest(
+        sender=sender, to_username=to_username, body=body, client_id=client_id, rate_limit=rate_limit, reply_to=reply_to
+    )
     return _one(messages_send(requests=[request])[0])
 
 
 def message_broadcast(
-    *, sender: UserModel, body: str, client_id: str | None = None, rate_limit: bool = True
+    *,
+    sender: UserModel,
+    body: str,
+    client_id: str | None = None,
+    rate_limit: bool = True,
+    reply_to: int | None = None,
 ) -> Broadcasted:
     """Store one broadcast (a batch of one)."""
-    request = BroadcastRequest(sender=sender, body=body, client_id=client_id, rate_limit=rate_limit)
+    request = BroadcastRequest(sender=sender, body=body, client_id=client_id, rate_limit=rate_limit, reply_to=reply_to)
     return _one(messages_broadcast(requests=[request])[0])
+
+
+def message_room_send(
+    *,
+    sender: UserModel,
+    room_id: int,
+    body: str,
+    client_id: str | None = None,
+    reply_to: int | None = None,
+    rate_limit: bool = True,
+) -> Broadcasted:
+    """Store one room message (a batch of one)."""
+    request = RoomSendRequest(
+        sender=sender, room_id=room_id, body=body, client_id=client_id, reply_to=reply_to, rate_limit=rate_limit
+    )
+    return _one(messages_room_send(requests=[request])[0])

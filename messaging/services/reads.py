@@ -17,8 +17,9 @@ from ..models import ReadMark
 @dataclass(frozen=True)
 class ReadRequest:
     user: UserModel
-    peer: UserModel | None  # None: the broadcasts
+    peer: UserModel | None  # None: the broadcasts, or the room
     up_to: int
+    room_id: int | None = None  # a room (unknown_room unless the user is a member)
 
 
 def conversations_read(*, requests: Sequence[ReadRequest]) -> list[bool | ServiceError]:
@@ -29,16 +30,24 @@ def conversations_read(*, requests: Sequence[ReadRequest]) -> list[bool | Servic
     of the two blocks the other: a receipt is a message from the reader, so
     it must not reach someone they block, nor someone who blocks them. A
     conversation with no message has nothing to read: no mark, no receipt.
+    A room's mark sends no receipt: receipts are for private messages.
     """
     results: list[bool | ServiceError] = []
     with transaction.atomic():
         blocked = selectors.blocks_between(pairs={(r.user.pk, r.peer.pk) for r in requests if r.peer is not None})
         for r in requests:
-            up_to = min(r.up_to, selectors.conversation_last_id(user=r.user, peer=r.peer))
+            try:
+                last = selectors.conversation_last_id(user=r.user, peer=r.peer, room_id=r.room_id)
+            except ServiceError as e:  # unknown_room
+                results.append(e)
+                continue
+            up_to = min(r.up_to, last)
             if up_to <= 0:
                 results.append(False)
                 continue
-            mark, created = ReadMark.objects.get_or_create(user=r.user, peer=r.peer, defaults={"up_to": up_to})
+            mark, created = ReadMark.objects.get_or_create(
+                user=r.user, peer=r.peer, room_id=r.room_id, defaults={"up_to": up_to}
+            )
             moved = created or ReadMark.objects.filter(pk=mark.pk, up_to__lt=up_to).update(up_to=up_to) > 0
             if moved and r.peer is not None and frozenset((r.user.pk, r.peer.pk)) not in blocked:
                 events.push_frames(r.peer.pk, [wire.receipt_read(up_to, by=r.user.username)])

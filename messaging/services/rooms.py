@@ -1,0 +1,211 @@
+"""Rooms (protocol 1.2): creating them, who is in them, who runs them.
+
+Every change is committed, then told: each member online, and the user
+added or removed, gets a `room` event with the room as they see it (their
+own `admin`, `last` and `unread`), computed for all of them in a few
+queries. A room id the caller is not in answers unknown_room, as one that
+does not exist: nobody learns of a room they are not in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User as UserModel
+from core.errors import ServiceError
+
+from .. import events, wire
+from ..models import Block, Delivery, Room, RoomMember
+from ..selectors import room_objects, room_online_member_ids
+
+User = get_user_model()
+
+MAX_NAMES = 100  # usernames in one room_create or room_add
+
+
+@dataclass(frozen=True)
+class RoomCreated:
+    room: wire.RoomObject  # as its creator sees it
+    refused: list[str]  # names not added: they block the creator
+
+
+@dataclass(frozen=True)
+class MembersAdded:
+    added: list[str]
+    refused: list[str]
+
+
+def _clean_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise ServiceError("invalid", "A room name is 1 to 100 characters.")
+    return name
+
+
+def _membership(user: UserModel, room_id: int, *, admin: bool = False) -> RoomMember:
+    """The caller's membership, its room locked for the change (unknown_room
+    unless a member; forbidden unless an admin, when `admin`)."""
+    member = (
+        RoomMember.objects.select_for_update(of=("self", "room"))
+        .select_related("room")
+        .filter(room_id=room_id, user=user)
+        .first()
+    )
+    if member is None:
+        raise ServiceError("unknown_room", "You are in no room with that id.")
+    if admin and not member.admin:
+        raise ServiceError("forbidden", "Only an admin of the room may do that.")
+    return member
+
+
+def _users(usernames: Collection[str]) -> dict[str, UserModel]:
+    """The active users by name; one unknown name is unknown_user for all."""
+    users = {u.username: u for u in User.objects.filter(username__in=set(usernames), is_active=True)}
+    missing = sorted(set(usernames) - set(users))
+    if missing:
+        raise ServiceError("unknown_user", f"There is no user {missing[0]!r}.")
+    return users
+
+
+def _member(room_id: int, username: str) -> RoomMember:
+    """Another user's membership: unknown_user if no such user, invalid if
+    not a member."""
+    user = _users([username])[username]
+    member = RoomMember.objects.filter(room_id=room_id, user=user).select_related("room", "user").first()
+    if member is None:
+        raise ServiceError("invalid", f"{username} is not a member of this room.")
+    return member
+
+
+def _add(
+    room: Room, creator: UserModel, usernames: Sequence[str], *, admin: bool = False
+) -> tuple[list[str], list[str]]:
+    """Add the named users who exist, are not members and do not block
+    `creator` (nobody if one name is unknown or the room would overflow):
+    (added, refused), sorted."""
+    if len(usernames) > MAX_NAMES:
+        raise ServiceError("invalid", f"At most {MAX_NAMES} names at once.")
+    users = _users(usernames)
+    present = set(RoomMember.objects.filter(room=room, user__in=users.values()).values_list("user_id", flat=True))
+    candidates = [u for u in users.values() if u.pk not in present and u.pk != creator.pk]
+    blockers = set(Block.objects.filter(blocker__in=candidates, blocked=creator).values_list("blocker_id", flat=True))
+    added = [u for u in candidates if u.pk not in blockers]
+    if added and RoomMember.objects.filter(room=room).count() + len(added) > settings.CHAT_ROOM_MAX_MEMBERS:
+        raise ServiceError("room_full", f"A room holds at most {settings.CHAT_ROOM_MAX_MEMBERS} members.")
+    now = timezone.now()
+    RoomMember.objects.bulk_create([RoomMember(room=room, user=u, joined_at=now, admin=admin) for u in added])
+    refused = sorted(u.username for u in candidates if u.pk in blockers)
+    return sorted(u.username for u in added), refused
+
+
+def _tell(room_id: int, changes: Sequence[tuple[wire.RoomChange, str | None]], *, skip: Collection[int] = ()) -> None:
+    """Push each change, in order, to the room's members online (users just
+    added among them) but `skip`: one copy of the room object each, as that
+    member now sees it."""
+    targets = room_online_member_ids(room_id) - set(skip)
+    frames: dict[int, list[wire.RoomEvent]] = {}
+    for (_, user_id), room in room_objects(RoomMember.objects.filter(room_id=room_id, user__in=targets)).items():
+        frames[user_id] = [wire.room_event(change, room, username=username) for change, username in changes]
+    events.push_rooms(frames)
+
+
+def _drop_pending(room_id: int, user: UserModel) -> None:
+    """A member who is removed or leaves gets nothing more of the room."""
+    Delivery.objects.filter(recipient=user, message__room_id=room_id, acked_at__isnull=True).delete()
+
+
+def _as_it_was(member: RoomMember) -> wire.RoomObject:
+    return room_objects(RoomMember.objects.filter(pk=member.pk))[(member.room_id, member.user_id)]
+
+
+def room_create(*, user: UserModel, name: str, usernames: Sequence[str] = ()) -> RoomCreated:
+    """A new room with `user` as its first admin and the named users who do
+    not block them; each of those online hears it was created."""
+    name = _clean_name(name)
+    with transaction.atomic():
+        now = timezone.now()
+        room = Room.objects.create(name=name, created_at=now)
+        creator = RoomMember.objects.create(room=room, user=user, admin=True, joined_at=now)
+        added, refused = _add(room, user, usernames)
+        _tell(room.pk, [("created", None)], skip=[user.pk])
+        return RoomCreated(room=_as_it_was(creator), refused=refused)
+
+
+def room_members_add(*, user: UserModel, room_id: int, usernames: Sequence[str]) -> MembersAdded:
+    """An admin adds users (as `room_create` does): each member online and
+    each user added hears of every one added."""
+    if not usernames:
+        raise ServiceError("invalid", "Name at least one user.")
+    with transaction.atomic():
+        member = _membership(user, room_id, admin=True)
+        added, refused = _add(member.room, user, usernames)
+        if added:
+            _tell(room_id, [("added", name) for name in added])
+    return MembersAdded(added=added, refused=refused)
+
+
+def room_member_remove(*, user: UserModel, room_id: int, username: str) -> None:
+    """An admin removes another member (an admin too): what of the room was
+    pending for them is dropped; they get the room as it was."""
+    with transaction.atomic():
+        _membership(user, room_id, admin=True)
+        if username == user.username:
+            raise ServiceError("invalid", "Leave the room instead of removing yourself.")
+        removed = _member(room_id, username)
+        before = _as_it_was(removed)
+        removed.delete()
+        _drop_pending(room_id, removed.user)
+        _tell(room_id, [("removed", username)])
+        events.push_rooms({removed.user_id: [wire.room_event("removed", before, username=username)]})
+
+
+def room_leave(*, user: UserModel, room_id: int) -> None:
+    """Leave a room. The last admin leaving makes the member who joined
+    earliest admin; the last member leaving deletes the room."""
+    with transaction.atomic():
+        member = _membership(user, room_id)
+        member.delete()
+        _drop_pending(room_id, user)
+        rest = RoomMember.objects.filter(room_id=room_id)
+        heir = None
+        if not rest.exists():
+            member.room.delete()
+            return
+        if member.admin and not rest.filter(admin=True).exists():
+            heir = rest.select_related("user").order_by("joined_at", "id").first()
+            assert heir is not None
+            heir.admin = True
+            heir.save(update_fields=["admin"])
+        changes: list[tuple[wire.RoomChange, str | None]] = [("left", user.username)]
+        if heir is not None:
+            changes.append(("admin", heir.user.username))
+        _tell(room_id, changes)
+
+
+def room_rename(*, user: UserModel, room_id: int, name: str) -> None:
+    name = _clean_name(name)
+    with transaction.atomic():
+        room = _membership(user, room_id, admin=True).room
+        room.name = name
+        room.save(update_fields=["name"])
+        _tell(room_id, [("renamed", None)])
+
+
+def room_admin_set(*, user: UserModel, room_id: int, username: str, admin: bool) -> None:
+    """An admin makes a member admin or not; the room never ends up without one."""
+    with transaction.atomic():
+        _membership(user, room_id, admin=True)
+        target = _member(room_id, username)
+        if target.admin == admin:
+            return
+        if not admin and not RoomMember.objects.filter(room_id=room_id, admin=True).exclude(pk=target.pk).exists():
+            raise ServiceError("invalid", "A room keeps at least one admin.")
+        target.admin = admin
+        target.save(update_fields=["admin"])
+        _tell(room_id, [("admin", username)])
