@@ -147,7 +147,8 @@ class DaphneTransport(Transport):
     def unsent_bytes(self) -> int:
         t = getattr(self.protocol, "transport", None)
         try:
-            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[union-attr]
+            unsent: int = len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[union-attr]
+            return unsent
         except AttributeError:  # not a plain TCP transport (TLS in daphne)
             return 0
 
