@@ -15,15 +15,22 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
+from messaging.transport import daphne_leaves_bodies_unparsed, daphne_spools_bodies  # noqa: E402
+from messaging.uploads import UploadGuard  # noqa: E402
 
 from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
+# Uploads (messaging/uploads.py) stream: Twisted does not parse them into
+# memory, daphne does not queue them in memory.
+daphne_leaves_bodies_unparsed()
+daphne_spools_bodies()
+
 application = ClientAddress(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": UploadGuard(django_asgi_app),
             "lifespan": lifespan,
             "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         }

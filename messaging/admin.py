@@ -8,7 +8,11 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models import Count, Exists, Model, OuterRef, Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import smart_split
 from django_stubs_ext import WithAnnotations, monkeypatch
 
 from accounts import services as accounts
@@ -16,7 +20,7 @@ from accounts.models import LoginAttempt, User
 from core.errors import ServiceError
 
 from . import selectors, services
-from .models import Block, Message
+from .models import Attachment, Block, Message
 
 # Generic in django-stubs (over the user model), like the classes that
 # settings.py makes subscriptable at run time; this one is not in that list.
@@ -48,7 +52,7 @@ class ExistsFilter(admin.SimpleListFilter):
 
     labels = ("Yes", "No")
 
-    def condition(self) -> Exists:
+    def condition(self) -> Exists | Q:
         raise NotImplementedError
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
@@ -78,6 +82,15 @@ class LockedFilter(ExistsFilter):
 
     def condition(self) -> Exists:
         return Exists(_locked_attempts())
+
+
+class DeletedFilter(ExistsFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+    labels = ("Deleted", "Not deleted")
+
+    def condition(self) -> Q:
+        return Q(deleted_at__isnull=False)
 
 
 class BlocksInline(admin.TabularInline[Block, User]):
@@ -177,17 +190,80 @@ class UserAdmin(DjangoUserAdmin[User]):
         self.message_user(request, f"Deactivated {len(users)} user(s).")
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+class AttachmentsInline(admin.TabularInline[Attachment, Message]):
+    """The files sent with this message; delete one from its own page
+    (Messaging › Attachments), which removes the file from the storage."""
+
+    model = Attachment
+    fields = ("file_name", "file_size", "content_type", "uploader", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="name")
+    def file_name(self, obj: Attachment) -> SafeString:
+        url = reverse("admin:messaging_attachment_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.name)
+
+    @admin.display(description="size")
+    def file_size(self, obj: Attachment) -> str:
+        return _size(obj.size)
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin[Attachment]):
+    """Files users uploaded. Read-only but for delete, which removes the
+    file (and its thumbnail) from the storage too."""
+
+    list_display = ["id", "name", "file_size", "content_type", "uploader", "message", "created_at"]
+    list_filter = ["content_type", "created_at"]
+    search_fields = ["name", "uploader__username"]
+    list_select_related = ["uploader", "message"]
+    fields = ("name", "file_size", "content_type", "uploader", "message", "width", "height", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="size", ordering="size")
+    def file_size(self, obj: Attachment) -> str:
+        return _size(obj.size)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Attachment | None = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: Attachment) -> None:
+        services.attachment_delete(attachment_id=obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Attachment]) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            services.attachment_delete(attachment_id=pk)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin[Message]):
     """Read-only: nobody edits what users said."""
 
     list_display = ["id", "sender", "to", "sent_at", "short_body", "pending"]
-    list_filter = ["kind", "sent_at"]
+    list_filter = ["kind", DeletedFilter, "sent_at"]
+    ordering = ["-id"]  # newest first, as everywhere else
     search_fields = ["body", "sender__username", "recipient__username"]
     date_hierarchy = "sent_at"
     list_select_related = ["sender", "recipient"]
-    fields = ("kind", "sender", "recipient", "sent_at", "body", "pending")
+    fields = ("kind", "sender", "recipient", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
+    inlines = [AttachmentsInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return (
@@ -201,8 +277,21 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         return obj.recipient or "everyone"
 
     @admin.display(description="body")
-    def short_body(self, obj: Message) -> str:
+    def short_body(self, obj: Message) -> str | SafeString:
+        if obj.deleted_at is not None:
+            # Its body is erased: say so, rather than Django's "-" for empty.
+            return format_html('<em class="deleted">deleted by {}</em>', obj.sender)
         return obj.body if len(obj.body) <= 60 else obj.body[:59] + "…"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        # Django unquotes each term, so a lone `"` became "" and matched
+        # every message: with nothing left to look for, nothing is found.
+        terms = [t for t in smart_split(search_term) if t.strip("\"'")]
+        if search_term.strip() and not terms:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="pending for", ordering="pending_count")
     def pending(self, obj: WithAnnotations[Message, MessageRow]) -> int:

@@ -332,6 +332,36 @@ async def test_search_only_sees_what_the_user_could_see(users):
         await client.close()
 
 
+async def test_search_finds_emoji_and_other_symbols(users, monkeypatch):
+    """Issue 24.6: neither index has a token for 🎉, so a search for it found
+    nothing; a query of symbols alone now scans the user's newest messages."""
+    a = await connected("alice")
+    b = await connected("bob")
+    c = await connected("carol")
+    await b.ok("send", to="alice", body="we won 🎉")
+    await a.ok("send", to="bob", body="🎉🎉 party ¯\\_(ツ)_/¯")
+    await c.ok("send", to="bob", body="not for alice 🎉")
+    await b.ok("broadcast", body="🎉 for everyone")
+    found = (await a.ok("search", query="🎉"))["messages"]
+    assert [m["body"] for m in found] == ["🎉 for everyone", "🎉🎉 party ¯\\_(ツ)_/¯", "we won 🎉"]
+    assert [m["body"] for m in (await a.ok("search", query="🎉", **{"with": "bob"}))["messages"]] == [
+        "🎉🎉 party ¯\\_(ツ)_/¯",
+        "we won 🎉",
+    ]
+    assert [m["body"] for m in (await a.ok("search", query="🎉 ¯\\_(ツ)_/¯"))["messages"]] == ["🎉🎉 party ¯\\_(ツ)_/¯"]
+    page = (await a.ok("search", query="🎉", limit=1))["messages"]
+    older = (await a.ok("search", query="🎉", before=page[0]["id"]))["messages"]
+    assert [m["body"] for m in older] == ["🎉🎉 party ¯\\_(ツ)_/¯", "we won 🎉"]
+    # Bounded: only the newest SYMBOL_SCAN of one's messages are looked at.
+    monkeypatch.setattr(selectors, "SYMBOL_SCAN", 1)
+    assert [m["body"] for m in (await a.ok("search", query="🎉"))["messages"]] == [
+        "🎉 for everyone",
+        "🎉🎉 party ¯\\_(ツ)_/¯",
+    ]
+    for client in (a, b, c):
+        await client.close()
+
+
 async def test_search_errors(users):
     a = await connected("alice")
     await a.error("search", "invalid", query="")

@@ -303,6 +303,19 @@ def test_search_covers_rooms_while_a_member(users):
     assert code_of(selectors.message_search, user=users["bob"], query="lunch", room_id=room) == "unknown_room"
 
 
+def test_symbol_search_covers_rooms_while_a_member(users):
+    """Issue 24.6's bounded scan for 🎉 keeps the room rule of word search."""
+    room = room_with(users, "bob")
+    services.message_room_send(sender=users["alice"], room_id=room, body="🎉 upstairs")
+    services.message_send(sender=users["alice"], to_username="bob", body="🎉 later")
+    bodies = lambda **kw: [m["body"] for m in selectors.message_search(user=users["bob"], query="🎉", **kw)]  # noqa: E731
+    assert bodies() == ["🎉 later", "🎉 upstairs"]
+    assert bodies(room_id=room) == ["🎉 upstairs"]
+    services.room_leave(user=users["bob"], room_id=room)
+    assert bodies() == ["🎉 later"]
+    assert code_of(selectors.message_search, user=users["bob"], query="🎉", room_id=room) == "unknown_room"
+
+
 def test_room_edit_and_delete_reach_members_online_who_have_it(users, capture_pushes):
     room = room_with(users, "bob", "carol")
     message = services.message_room_send(sender=users["alice"], room_id=room, body="typo").message
