@@ -149,7 +149,7 @@ async def test_two_concurrent_sends_with_one_client_id_store_one_message(users):
     await a.close()
 
 
-async def test_client_ids_are_per_sender_and_per_kind(users):
+async def test_client_ids_are_per_sender_and_answer_the_first_whatever_the_op(users):
     a = await connected("alice")
     b = await connected("bob")
     x = await a.ok("send", to="carol", body="from alice", client_id="k")
@@ -158,7 +158,10 @@ async def test_client_ids_are_per_sender_and_per_kind(users):
     first = await a.ok("broadcast", body="all", client_id="b-1")
     again = await a.ok("broadcast", body="all", client_id="b-1")
     assert (again["id"], again["live"], again["stored"]) == (first["id"], first["live"], first["stored"])
-    await a.error("broadcast", "invalid", body="all", client_id="k")  # k was a private message
+    # k was a private message: a broadcast with it stores nothing and answers that message's id.
+    replay = await a.ok("broadcast", body="all again", client_id="k")
+    assert (replay["id"], replay["live"] + replay["stored"]) == (x["id"], 1)
+    assert (await a.ok("send", to="carol", body="b", client_id="b-1"))["id"] == first["id"]
     await a.error("send", "invalid", to="bob", body="x", client_id="")
     await a.error("send", "invalid", to="bob", body="x", client_id="x" * 65)
     await a.error("send", "invalid", to="bob", body="x", client_id=7)

@@ -191,9 +191,9 @@ class _ClientIds:
         if key is None:
             return None
         replay = self.replays.get(key)
-        if replay is not None:
-            if replay.message is None or replay.message.kind != kind:
-                raise ServiceError("invalid", "This client_id was used for another kind of message.")
+        if replay is not None and replay.message is not None:
+            # Whatever kind of message it was: the contract's answer to a
+            # second request with the same client_id is the first one's.
             return replay
         return self.firsts.get(key)
 
@@ -309,7 +309,8 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             try:
                 earlier = client_ids.check(keys[i], Message.Kind.PRIVATE)
                 if isinstance(earlier, ClientRequest):
-                    results[i] = Sent(earlier.message, bool(earlier.reply["live"]))  # type: ignore[arg-type,index]
+                    reply = earlier.reply or {}
+                    results[i] = Sent(earlier.message, bool(reply.get("live")))  # type: ignore[arg-type]
                     continue
                 if earlier is not None:
                     copies[i] = earlier
@@ -388,8 +389,12 @@ def _fanned_out(
             try:
                 earlier = client_ids.check(keys[i], kind)
                 if isinstance(earlier, ClientRequest):
+                    # The first answer's counts (a private message's: one, live or stored).
                     reply = earlier.reply or {}
-                    results[i] = Broadcasted(earlier.message, reply["live"], reply["stored"])  # type: ignore[arg-type]
+                    live, stored = reply.get("live", 0), reply.get("stored")
+                    if stored is None:
+                        live, stored = int(bool(live)), int(not live)
+                    results[i] = Broadcasted(earlier.message, live, stored)  # type: ignore[arg-type]
                     continue
                 if earlier is not None:
                     copies[i] = earlier
