@@ -35,7 +35,7 @@ def _group(username: str) -> str:
     return "u." + "".join(c if c.isalnum() or c in "-_." else "_" for c in username)[:90]
 
 
-class BareConsumer(AsyncWebsocketConsumer):
+class BareConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # no type hints in channels: its classes are Any
     username = ""
 
     async def disconnect(self, code: int) -> None:
