@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -66,21 +67,39 @@ def receipt(m: dict[str, Any]) -> str:
     return "read" if m.get("read") else "delivered" if m.get("delivered") else "sent"
 
 
-def render_message(m: dict[str, Any], me: str | None = None, *, ids: bool = False) -> str:
+QUOTE = 40  # characters of a replied-to message shown
+
+
+def render_message(
+    m: dict[str, Any], me: str | None = None, *, ids: bool = False, rooms: Mapping[int, str] | None = None
+) -> str:
     """One line for a message event or message object. With `ids`, one's
-    own messages show their id (for /edit and /delete) and receipt."""
+    own messages show their id (for /edit and /delete) and receipt; and
+    every message its id, which /reply and /react name. `rooms`: room
+    names by id, for room messages."""
     notes = []
     if m.get("edited_at"):
         notes.append("edited")
     if m.get("stored"):
         notes.append("waited while you were offline")
     mine = m["from"] == me
-    if ids and mine:
-        if m["kind"] == "private":
-            notes.append(receipt(m))
+    for emoji, users in (m.get("reactions") or {}).items():
+        notes.append(f"{clean(emoji)} {len(users)}")
+    if ids and mine and m["kind"] == "private":
+        notes.append(receipt(m))
+    if ids or m.get("kind") == "room" or m.get("reply_to"):
         notes.append(f"#{m['id']}")
     tail = f" ({', '.join(notes)})" if notes else ""
     when, body = clock(m["sent_at"]), clean(m["body"])
+    quoted = m.get("reply_to")
+    if quoted:
+        excerpt = quoted["excerpt"] or "(deleted)"
+        excerpt = excerpt if len(excerpt) <= QUOTE else excerpt[: QUOTE - 1] + "…"
+        body = f"↪ {clean(quoted['from'])} #{quoted['id']} “{clean(excerpt)}” {body}"
+    if m["kind"] == "room":
+        room: int = m["room"]
+        where = f"#{clean(rooms[room])}" if rooms and room in rooms else f"room #{room}"
+        return f"[{when}] {where} {'you' if mine else clean(m['from'])}: {body}{tail}"
     if m["kind"] == "broadcast":
         return f"[{when}] {'you' if mine else clean(m['from'])} → everyone: {body}{tail}"
     if mine:
