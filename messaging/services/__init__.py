@@ -46,6 +46,7 @@ from .rooms import (
     room_member_remove,
     room_members_add,
     room_rename,
+    rooms_seed,
 )
 
 __all__ = [
@@ -95,5 +96,6 @@ __all__ = [
     "room_member_remove",
     "room_members_add",
     "room_rename",
+    "rooms_seed",
     "user_deactivate",
 ]

@@ -9,7 +9,7 @@ does not exist: nobody learns of a room they are not in.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -263,3 +263,36 @@ def room_admin_set(*, user: UserModel, room_id: int, username: str, admin: bool)
         target.admin = admin
         target.save(update_fields=["admin"])
         _tell(room_id, [("admin", username)])
+
+
+SEED_BATCH = 5000  # memberships per bulk insert
+
+
+def rooms_seed(
+    *, rooms: Sequence[tuple[str, Sequence[UserModel]]], progress: Callable[[int], object] = lambda n: None
+) -> int:
+    """Demo and load-test rooms (chat_seed), each (name, members) with the
+    first member its admin, in bulk and untold: nobody is online to hear.
+    A room whose name exists already is left as it is; how many were made."""
+    existing = set(Room.objects.filter(name__in=[name for name, _ in rooms]).values_list("name", flat=True))
+    todo = [(name, members) for name, members in rooms if name not in existing]
+    progress(len(rooms) - len(todo))
+    limit = settings.CHAT_ROOM_MAX_MEMBERS
+    if any(len(members) > limit for _, members in todo):
+        raise ServiceError("room_full", f"A room holds at most {limit} members.")
+    now = timezone.now()
+    per = max(1, SEED_BATCH // max((len(m) for _, m in todo), default=1))  # rooms per transaction
+    for start in range(0, len(todo), per):
+        batch = todo[start : start + per]
+        with transaction.atomic():
+            made = Room.objects.bulk_create([Room(name=name, created_at=now) for name, _ in batch])
+            RoomMember.objects.bulk_create(
+                [
+                    RoomMember(room=room, user=user, admin=i == 0, joined_at=now)
+                    for room, (_, members) in zip(made, batch, strict=True)
+                    for i, user in enumerate(members)
+                ],
+                batch_size=SEED_BATCH,
+            )
+        progress(len(batch))
+    return len(todo)
