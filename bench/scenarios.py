@@ -189,25 +189,39 @@ async def open_loop(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     return {"points": points, "grace_s": sizes.grace}
 
 
+async def _online(stack: Stack, sizes: Sizes, n: int, tracker: Tracker) -> list[BenchClient]:
+    """N + 1 users logged in, their presence settled: the last one speaks."""
+    clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
+    await login_many(clients)
+    await quiet(clients, seconds=0.2 + sizes.settle)
+    return clients
+
+
+async def _until_all(
+    tracker: Tracker, sender: BenchClient, count: int, times: int, log: Log, op: str, **fields: Any
+) -> list[float]:
+    """Send `op` `times` times, one after the other: seconds each took
+    until `count` clients had it."""
+    took = []
+    for k in range(times):
+        body = f"{op}-{uuid.uuid4().hex[:8]}-{k}"
+        done = tracker.wait_for(body, count=count)
+        start = time.perf_counter()
+        await sender.s.ok(op, body=body, **fields)
+        try:
+            took.append(await asyncio.wait_for(done, 60) - start)
+        except TimeoutError:
+            log(f"    {op} {k} to {count}: only {tracker.counts.get(body, 0)} got it within 60 s")
+    return took
+
+
 async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     """One user broadcasts to N online: median time until the last has it."""
     out = {}
     for n in sizes.fanout:
         tracker = Tracker()
-        clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
-        await login_many(clients)
-        await quiet(clients, seconds=0.2 + sizes.settle)
-        broadcaster, receivers = clients[-1], clients[:-1]
-        times = []
-        for k in range(sizes.broadcasts):
-            body = f"fan-{uuid.uuid4().hex[:8]}-{k}"
-            done = tracker.wait_for(body, count=len(receivers))
-            start = time.perf_counter()
-            await broadcaster.s.ok("broadcast", body=body)
-            try:
-                times.append(await asyncio.wait_for(done, 60) - start)
-            except TimeoutError:
-                log(f"    broadcast {k} to {n}: only {tracker.counts.get(body, 0)} got it within 60 s")
+        clients = await _online(stack, sizes, n, tracker)
+        times = await _until_all(tracker, clients[-1], n, sizes.broadcasts, log, "broadcast")
         await close_many(clients)
         out[str(n)] = {"median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times)}
         log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it")
@@ -243,26 +257,12 @@ async def rooms(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in sizes.rooms:
         tracker = Tracker()
-        clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
-        await login_many(clients)
-        await quiet(clients, seconds=0.2 + sizes.settle)
+        clients = await _online(stack, sizes, n, tracker)
         sender, members = clients[-1], clients[:-1]
         room = await _room(stack, sender, members, f"bench-{n}")
         figures: dict[str, Any] = {"members": n}
-        for kind in ("room", "broadcast"):
-            times = []
-            for k in range(sizes.room_messages):
-                body = f"{kind}-{uuid.uuid4().hex[:8]}-{k}"
-                done = tracker.wait_for(body, count=len(members))
-                start = time.perf_counter()
-                if kind == "room":
-                    await sender.s.ok("send", room=room, body=body)
-                else:
-                    await sender.s.ok("broadcast", body=body)
-                try:
-                    times.append(await asyncio.wait_for(done, 60) - start)
-                except TimeoutError:
-                    log(f"    {kind} {k} to {n}: only {tracker.counts.get(body, 0)} got it within 60 s")
+        for kind, op, fields in (("room", "send", {"room": room}), ("broadcast", "broadcast", {})):
+            times = await _until_all(tracker, sender, n, sizes.room_messages, log, op, **fields)
             figures[kind] = {"p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99), "messages": len(times)}
         await close_many(clients)
         out[str(n)] = figures
