@@ -78,8 +78,14 @@ COMMAND_LIST = [
     Command("/unreact", "#ID EMOJI", "take your reaction back", "cmd_unreact"),
     Command("/edit", "[#ID] TEXT", "change your last message (or message #ID)", "cmd_edit"),
     Command("/delete", "[#ID]", "delete your last message (or message #ID)", "cmd_delete"),
-    Command("/history", "[USER]", "recent messages with USER (without USER: to everyone)", "cmd_history", names=True),
-    Command("/search", "[@USER] WORDS", "messages with these words (with USER only)", "cmd_search"),
+    Command(
+        "/history",
+        "[USER|#ROOM]",
+        "recent messages (default: this room, or to everyone)",
+        "cmd_history",
+        names=True,
+    ),
+    Command("/search", "[@USER|#ROOM] WORDS", "messages with these words (default: this room, or all)", "cmd_search"),
     Command("/online", "", "who is online now", "cmd_online"),
     Command("/recent", "", "who was around in the last hour", "cmd_recent"),
     Command("/block", "USER", "stop USER's messages reaching you", "cmd_block", names=True),
@@ -93,11 +99,12 @@ COMMAND_LIST = [
 COMMANDS = [c.name for c in COMMAND_LIST]
 BY_NAME = {c.name: c for c in COMMAND_LIST}
 
+USAGE_WIDTH = max(len(f"{c.name} {c.usage}") for c in COMMAND_LIST) + 2
 HELP = (
     "Commands:\n"
-    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<22}{c.help}" for c in COMMAND_LIST)
+    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<{USAGE_WIDTH}}{c.help}" for c in COMMAND_LIST)
     + "\nPlain text goes where the prompt says (to bob >, to #team >)."
-    + " Tab completes commands, names and rooms."
+    + "\nTab completes commands, names and room names."
 )
 
 
