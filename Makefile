@@ -62,6 +62,8 @@ upgrade: install-dev
 # one after the other instead of together.
 run: install
 	$(BIN)/python manage.py chat_migrate
+	@# Where attachments are kept on this disk (MEDIA_ROOT, var/media by default).
+	mkdir -p "$${MEDIA_ROOT:-$${CHAT_VAR_DIR:-var}/media}"
 	$(BIN)/python manage.py chat_presence --prune
 	@# Served beyond this machine (HOST=0.0.0.0) with no ALLOWED_HOSTS given,
 	@# accept any Host name so the LAN address works; the WebSocket origin

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
@@ -38,13 +39,26 @@ class LoginForm(AuthenticationForm):
             if e.code == "locked":
                 self.retry_after = e.extra["retry_after"]
                 raise ValidationError(e.message, code="locked") from None
-            raise self.get_invalid_login_error() from None
+            error = self.get_invalid_login_error()
+            warning = services.lockout_warning(e.extra.get("attempts_left", -1))
+            if warning:
+                raise ValidationError(error.message % error.params + warning, code=error.code) from None
+            raise error from None
         self.confirm_login_allowed(self.user_cache)
         return self.cleaned_data
 
 
 class AdminLoginForm(LoginForm, AdminAuthenticationForm):
     """The admin's login form: the same checks, and staff status."""
+
+
+def password_rules() -> str:
+    """The password rules in one line, shown before the first try (the
+    validators' own texts came only with a failure)."""
+    length = next(
+        (v.min_length for v in password_validation.get_default_password_validators() if hasattr(v, "min_length")), 1
+    )
+    return f"At least {length} characters; not all digits, not a common password, not like your username."
 
 
 class SignupForm(forms.Form):
@@ -67,6 +81,7 @@ class SignupForm(forms.Form):
     def __init__(self, *args, request=None, **kwargs):
         self.request = request
         super().__init__(*args, **kwargs)
+        self.fields["password1"].help_text = password_rules()
 
     def clean(self):
         data = super().clean() or {}

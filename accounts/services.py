@@ -244,6 +244,18 @@ def login_lock_remaining(*, username: str, ip: str) -> int:
     return math.ceil(remaining)
 
 
+def lockout_warning(attempts_left: int) -> str:
+    """What to add to a failed login's message when the lock is one failure
+    away, or has just been set; empty before that."""
+    seconds = settings.LOGIN_LOCKOUT_SECONDS
+    span = "a minute" if seconds == 60 else f"{seconds} seconds"
+    if attempts_left == 1:
+        return f" One more wrong password locks this name for {span}."
+    if attempts_left == 0:
+        return f" This name is now locked for {span}."
+    return ""
+
+
 def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
     """Check credentials under the lockout rules; return the user.
 
@@ -290,7 +302,10 @@ def user_authenticate(*, username: str, password: str, ip: str) -> UserModel:
         locks = attempt.locked_until is not None
         log.warning("login failed: %s from %s%s", username, ip, ", now locked" if locks else "")
         metrics.failed_logins.inc()
-        raise ServiceError("invalid_credentials", "Wrong username or password.")
+        # Said before it bites: how many more failures the lock allows.
+        left = max(0, settings.LOGIN_FAILURE_LIMIT - failures - 1)
+        message = "Wrong username or password." + lockout_warning(left)
+        raise ServiceError("invalid_credentials", message, attempts_left=left)
     LoginAttempt.objects.filter(pk=attempt.pk).update(result=LoginAttempt.Result.SUCCESS, locked_until=None)
     return user
 

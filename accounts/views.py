@@ -20,6 +20,15 @@ from .forms import EmailForm, LoginForm, PasswordChangeForm, PasswordConfirmForm
 from .models import User
 
 
+class ChatLogoutView(auth_views.LogoutView):
+    """Logging out lands on the login page, which says so (it said nothing)."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are logged out.")  # after the flush, so it survives it
+        return response
+
+
 class ChatLoginView(LoginView):
     form_class = LoginForm
     template_name = "accounts/login.html"

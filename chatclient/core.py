@@ -10,6 +10,8 @@ or `status()` return may have changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import shlex
 import time
@@ -21,7 +23,8 @@ from typing import Any
 from core.protocol import CLOSE_POLICY, CLOSE_REPLACED
 
 from .connection import ConnectFailed, Connection, ConnectionLost, NotAChatServer
-from .text import clean, clock, explain, names, receipt, render_message, username_problem
+from .text import clean, clock, explain, file_size, names, receipt, render_message, username_problem
+from .upload import PROGRESS_FROM, UploadFailed, http_base, upload
 
 __all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
 
@@ -76,6 +79,7 @@ COMMAND_LIST = [
     Command("/rename", "NAME", "rename this room (admins)", "cmd_rename"),
     Command("/react", "#ID EMOJI", "react to message #ID", "cmd_react"),
     Command("/unreact", "#ID EMOJI", "take your reaction back", "cmd_unreact"),
+    Command("/send-file", "PATH [TEXT]", "upload a file and send it where plain text goes", "cmd_send_file"),
     Command("/edit", "[#ID] TEXT", "change your last message (or message #ID)", "cmd_edit"),
     Command("/delete", "[#ID]", "delete your last message (or message #ID)", "cmd_delete"),
     Command(
@@ -148,6 +152,7 @@ class Outgoing:
     client_id: str
     queued: bool = False  # typed while offline
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()  # ids of files uploaded for it
 
 
 @dataclass
@@ -161,6 +166,13 @@ class Sent:
     read: bool = False
 
 
+def retry_wait(delay: float) -> float:
+    """Somewhere in the second half of `delay`: clients that lost the server
+    together come back spread over seconds, not all in the same one
+    (bench/reconnect_bench.py measures it)."""
+    return delay * random.uniform(0.5, 1.0)
+
+
 class ChatClient:
     def __init__(
         self,
@@ -169,11 +181,12 @@ class ChatClient:
         *,
         on_change: Callable[[], None] | None = None,
         first_delay: float = 1.0,
-        max_delay: float = 30.0,
+        max_delay: float = 5.0,
         timeout: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.url = url
+        self.http_base = http_base(url)  # where files are uploaded and downloaded
         self.output = output
         self.on_change = on_change or (lambda: None)
         self.first_delay, self.max_delay = first_delay, max_delay
@@ -185,6 +198,7 @@ class ChatClient:
         self.keeper: asyncio.Task[None] | None = None
         self.wanted = asyncio.Event()  # a connection is needed (after the login deadline)
         self.up = asyncio.Event()  # a connection is open
+        self.retry = asyncio.Event()  # the person asked to try again now
         self.link = ""  # what the status line says about the connection
         self.ended: Ended | None = None  # why this session is over, once it is
         self.finished = asyncio.Event()  # set with `ended`
@@ -268,12 +282,15 @@ class ChatClient:
             if tries:
                 if tries == 1 and lost:
                     self.output(lost)
-                wait = delay * random.uniform(0.75, 1.0)  # not all clients at once
+                wait = retry_wait(delay)
                 self._link(f"No connection: next try in {wait:.0f} s")
                 self.output(
-                    f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); next try in {wait:.0f} s."
+                    f"Still no connection ({tries} {'try' if tries == 1 else 'tries'}); "
+                    f"next try in {wait:.0f} s (Enter on an empty line: now)."
                 )
-                await asyncio.sleep(wait)
+                self.retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.retry.wait(), wait)
                 delay = min(delay * 2, self.max_delay)
             tries += 1
             self._link("Reconnecting…")
@@ -490,7 +507,7 @@ class ChatClient:
                 self.last_writer = sender
                 if self.target is None:
                     self.target = sender
-        self.output(render_message(m, self.username, rooms=self.room_names()))
+        self.output(render_message(m, self.username, base=self.http_base, rooms=self.room_names()))
         self.on_change()
 
     def room_names(self) -> dict[int, str]:
@@ -691,6 +708,8 @@ class ChatClient:
         if self.typing_to is not None:
             self._typing(self.typing_to[0], False)
         if not line:
+            if not self.up.is_set():
+                self.retry.set()  # skip the wait: the server may be back
             return True
         if not line.startswith("/"):
             if self.target is None:
@@ -723,9 +742,13 @@ class ChatClient:
         if not self.online:
             raise ConnectionLost()
 
-    async def say(self, target: str, text: str, *, reply_to: int | None = None) -> None:
+    async def say(
+        self, target: str, text: str, attachments: tuple[int, ...] = (), *, reply_to: int | None = None
+    ) -> None:
         """Send, or keep to send once the connection is back."""
-        item = Outgoing(target, text, uuid.uuid4().hex, queued=not self.online, reply_to=reply_to)
+        item = Outgoing(
+            target, text, uuid.uuid4().hex, queued=not self.online, reply_to=reply_to, attachments=attachments
+        )
         self.outbox[item.client_id] = item
         if item.queued:
             self.output("(not connected: it goes when the connection is back)")
@@ -742,6 +765,8 @@ class ChatClient:
         if item.reply_to is not None:
             fields["reply_to"] = item.reply_to
         room = room_id(item.to)
+        if item.attachments:
+            fields["attachments"] = list(item.attachments)
         if item.to == EVERYONE:
             reply = await self.request("broadcast", **fields)
         elif room is not None:
@@ -796,6 +821,44 @@ class ChatClient:
             await self.say(name, text.strip())
         else:
             self.output(f"Plain text now goes to {name}.")
+
+    async def cmd_send_file(self, rest: str) -> None:
+        """Upload over HTTP with the resume token, then send the id where
+        plain text goes. A path with spaces is quoted ("my file.pdf")."""
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = []
+        if not words:
+            self.output("Usage: /send-file PATH [TEXT]")
+            return
+        if self.target is None:
+            self.output("Choose where it goes first: /msg USER, /room NAME or /all.")
+            return
+        if not self.online or self.token is None:
+            self.output("Not connected: send the file when the connection is back.")
+            return
+        path = words[0]
+        text = " ".join(words[1:])
+        loop = asyncio.get_running_loop()
+        shown = [0]
+
+        def progress(sent: int, size: int) -> None:
+            # Big files get a line at every quarter.
+            if size < PROGRESS_FROM:
+                return
+            quarter = sent * 4 // size
+            if quarter > shown[0]:
+                shown[0] = quarter
+                line = f"(uploading {os.path.basename(path)}: {quarter * 25}% of {file_size(size)})"
+                loop.call_soon_threadsafe(self.output, line)
+
+        try:
+            attachment = await asyncio.to_thread(upload, self.http_base, self.token, path, progress=progress)
+        except UploadFailed as e:
+            self.output(f"Not sent: {clean(str(e))}")
+            return
+        await self.say(self.target, text, (attachment["id"],))
 
     async def cmd_reply(self, rest: str) -> None:
         word, _, text = rest.partition(" ")
@@ -1112,7 +1175,7 @@ class ChatClient:
             return
         self.output(f"--- {len(messages)} message(s) {title} ---")
         for m in messages:
-            self.output(render_message(m, self.username, ids=True, rooms=self.room_names()))
+            self.output(render_message(m, self.username, ids=True, base=self.http_base, rooms=self.room_names()))
 
     async def cmd_logout(self, rest: str) -> bool:
         self.need_online()

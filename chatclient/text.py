@@ -51,6 +51,8 @@ def clean(text: Any) -> str:
 def explain(reply: dict[str, Any], name: str = "") -> str:
     """A short human sentence for an error reply."""
     template = ERRORS.get(reply.get("code", ""))
+    if reply.get("attempts_left") in (0, 1) and reply.get("message"):
+        return clean(reply["message"])  # the server's words say how long the lock is
     if template is None:
         return clean(reply.get("message") or f"The server said {reply.get('code')}.")
     return template.format(name=name, retry_after=reply.get("retry_after", "a few"))
@@ -70,10 +72,32 @@ def receipt(m: dict[str, Any]) -> str:
 QUOTE = 40  # characters of a replied-to message shown
 
 
+def file_size(n: int) -> str:
+    """As the page says it: 12 bytes, 840 KB, 2.1 MB."""
+    if n < 1000:
+        return f"{n} byte{'' if n == 1 else 's'}"
+    if n < 1000 * 1000:
+        return f"{round(n / 1000)} KB"
+    return f"{n / (1000 * 1000):.1f} MB"
+
+
+def render_files(attachments: list[dict[str, Any]] | None, base: str = "") -> list[str]:
+    """`[file: beach.jpg, 2.1 MB] http://host/files/7/` per attachment."""
+    return [
+        f"[file: {clean(a['name'])}, {file_size(int(a['size']))}] {base}{clean(a['url'])}" for a in attachments or []
+    ]
+
+
 def render_message(
-    m: dict[str, Any], me: str | None = None, *, ids: bool = False, rooms: Mapping[int, str] | None = None
+    m: dict[str, Any],
+    me: str | None = None,
+    *,
+    ids: bool = False,
+    base: str = "",
+    rooms: Mapping[int, str] | None = None,
 ) -> str:
-    """One line for a message event or message object. With `ids`, one's
+    """One line for a message event or message object (and one more per
+    attachment, indented; `base` makes their URLs whole). With `ids`, one's
     own messages show their id (for /edit and /delete) and receipt; and
     every message its id, which /reply and /react name. `rooms`: room
     names by id, for room messages."""
@@ -96,15 +120,20 @@ def render_message(
         excerpt = quoted["excerpt"] or "(deleted)"
         excerpt = excerpt if len(excerpt) <= QUOTE else excerpt[: QUOTE - 1] + "…"
         body = f"↪ {clean(quoted['from'])} #{quoted['id']} “{clean(excerpt)}” {body}"
+    files = render_files(m.get("attachments"), base)
+    if files and not body:
+        body, files = files[0], files[1:]
     if m["kind"] == "room":
         room: int = m["room"]
         where = f"#{clean(rooms[room])}" if rooms and room in rooms else f"room #{room}"
-        return f"[{when}] {where} {'you' if mine else clean(m['from'])}: {body}{tail}"
-    if m["kind"] == "broadcast":
-        return f"[{when}] {'you' if mine else clean(m['from'])} → everyone: {body}{tail}"
-    if mine:
-        return f"[{when}] you → {clean(m['to'])}: {body}{tail}"
-    return f"[{when}] {clean(m['from'])}: {body}{tail}"
+        line = f"[{when}] {where} {'you' if mine else clean(m['from'])}: {body}{tail}"
+    elif m["kind"] == "broadcast":
+        line = f"[{when}] {'you' if mine else clean(m['from'])} → everyone: {body}{tail}"
+    elif mine:
+        line = f"[{when}] you → {clean(m['to'])}: {body}{tail}"
+    else:
+        line = f"[{when}] {clean(m['from'])}: {body}{tail}"
+    return "\n    ".join([line, *files])
 
 
 def names(users: list[str]) -> str:

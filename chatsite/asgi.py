@@ -15,15 +15,22 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
+from messaging.transport import daphne_leaves_bodies_unparsed, daphne_spools_bodies  # noqa: E402
+from messaging.uploads import UploadGuard  # noqa: E402
 
 from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
 
+# Uploads (messaging/uploads.py) stream: Twisted does not parse them into
+# memory, daphne does not queue them in memory.
+daphne_leaves_bodies_unparsed()
+daphne_spools_bodies()
+
 application = ClientAddress(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": UploadGuard(django_asgi_app),
             "lifespan": lifespan,
             "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         }
@@ -35,3 +42,21 @@ application = ClientAddress(
 # default for this machine's own tools, not worth a warning at every start.)
 for _warning in address_exemption_warnings() if settings.TRUSTED_PROXIES else []:
     logging.getLogger("chat").warning("%s", _warning)
+
+
+def _started() -> str:
+    """What this process runs on, in one line: which database, which Redis
+    and channel layer (no password), and its pid."""
+    from urllib.parse import urlsplit
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    where = db["NAME"] if connection.vendor == "sqlite" else f"{db['NAME']} on {db.get('HOST') or 'local socket'}"
+    layer = str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1]
+    redis = urlsplit(settings.REDIS_URL)
+    via = f" at {redis.hostname}:{redis.port or 6379}" if settings.REDIS_URL else " (this process only)"
+    return f"chat process {os.getpid()} starting: {connection.vendor} database {where}, {layer}{via}"
+
+
+logging.getLogger("chat").info("%s", _started())

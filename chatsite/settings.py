@@ -75,7 +75,7 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 # which the admin uses); WebSockets to this origin.
 CONTENT_SECURITY_POLICY = os.environ.get(
     "CONTENT_SECURITY_POLICY",
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
 )
 
@@ -362,6 +362,82 @@ CHAT_SHUTDOWN_SECONDS = env_float("CHAT_SHUTDOWN_SECONDS", 10)
 # it answers 503; a success of the migration check is trusted this long.
 CHAT_READYZ_TIMEOUT_SECONDS = env_float("CHAT_READYZ_TIMEOUT_SECONDS", 1.5)
 CHAT_READYZ_MIGRATIONS_CACHE_SECONDS = env_float("CHAT_READYZ_MIGRATIONS_CACHE_SECONDS", 60)
+
+# --- Attachments (pictures and files in messages) ----------------------------
+
+# Files live in the "attachments" storage. By default a folder on this disk
+# (MEDIA_ROOT, var/media); with CHAT_FILES_S3_BUCKET set, an S3-compatible
+# store through django-storages and boto3 (credentials from boto3's usual
+# environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), which processes on
+# several machines share. Either way every download goes through Django's
+# check of who may see the message (messaging/uploads.py).
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
+CHAT_FILES_S3_BUCKET = os.environ.get("CHAT_FILES_S3_BUCKET", "")
+if CHAT_FILES_S3_BUCKET:
+    _attachments_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CHAT_FILES_S3_BUCKET,
+            "endpoint_url": os.environ.get("CHAT_FILES_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("CHAT_FILES_S3_REGION") or None,
+            "default_acl": None,
+            # Never a public or presigned URL: downloads are proxied by the view.
+            "querystring_auth": False,
+            "file_overwrite": False,
+        },
+    }
+else:
+    _attachments_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _attachments_storage,
+}
+# An upload bigger than this goes to a temporary file as it arrives, not
+# to memory: a 10 MiB upload costs the process no more than this.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+CHAT_ATTACHMENT_MAX_BYTES = env_int("CHAT_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+CHAT_ATTACHMENTS_PER_MESSAGE = env_int("CHAT_ATTACHMENTS_PER_MESSAGE", 10)
+CHAT_ATTACHMENT_BYTES_PER_DAY = env_int("CHAT_ATTACHMENT_BYTES_PER_DAY", 200 * 1024 * 1024)
+# Images larger than this many pixels are refused (decompression bombs).
+CHAT_IMAGE_MAX_PIXELS = env_int("CHAT_IMAGE_MAX_PIXELS", 40_000_000)
+CHAT_THUMBNAIL_PIXELS = 400
+# Threads per process that parse, check and re-encode uploads (the rest queue).
+CHAT_UPLOAD_THREADS = env_int("CHAT_UPLOAD_THREADS", 2)
+# Uploads never sent are removed after this long (`manage.py chat_cleanup`).
+CHAT_UNSENT_ATTACHMENT_SECONDS = env_int("CHAT_UNSENT_ATTACHMENT_SECONDS", 24 * 3600)
+# Behind nginx: after Django's check, nginx sends the file from this
+# internal location (deploy/nginx.conf); empty, Django streams it itself.
+# Only for the disk storage.
+CHAT_FILES_ACCEL_REDIRECT = os.environ.get("CHAT_FILES_ACCEL_REDIRECT", "")
+# The file types accepted, by extension: the type a file is served as comes
+# from here, never from what the client said. Never HTML or SVG.
+CHAT_ATTACHMENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "pdf": "application/pdf",
+    "txt": "text/plain",
+    "doc": "application/msword",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xls": "application/vnd.ms-excel",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "ppt": "application/vnd.ms-powerpoint",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "odt": "application/vnd.oasis.opendocument.text",
+    "ods": "application/vnd.oasis.opendocument.spreadsheet",
+    "odp": "application/vnd.oasis.opendocument.presentation",
+    "zip": "application/zip",
+    "gz": "application/gzip",
+    "tgz": "application/gzip",
+    "tar": "application/x-tar",
+    "7z": "application/x-7z-compressed",
+}
 
 # --- Static files, i18n -----------------------------------------------------
 

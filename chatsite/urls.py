@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as accounts_views
+from messaging import uploads
 from messaging import views as messaging_views
 
 urlpatterns = [
@@ -12,4 +13,7 @@ urlpatterns = [
     path("account/delete/", messaging_views.account_delete, name="account_delete"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
+    path("files/", uploads.upload, name="attachment_upload"),
+    path("files/<int:attachment_id>/", uploads.download, name="attachment"),
+    path("files/<int:attachment_id>/thumbnail/", uploads.download, {"thumbnail": True}, name="attachment_thumbnail"),
 ]

@@ -4,14 +4,17 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import smart_split
 
 from accounts import services as accounts
 from accounts.models import LoginAttempt, User
 from core.errors import ServiceError
 
 from . import selectors, services
-from .models import Block, Message, Room, RoomMember
+from .models import Attachment, Block, Message, Room, RoomMember
 
 # The user admin lives here, not in accounts: it shows and changes chat
 # state (presence, pending messages, blocks), which accounts knows nothing of.
@@ -56,6 +59,15 @@ class LockedFilter(ExistsFilter):
 
     def condition(self):
         return Exists(_locked_attempts())
+
+
+class DeletedFilter(ExistsFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+    labels = ("Deleted", "Not deleted")
+
+    def condition(self):
+        return Q(deleted_at__isnull=False)
 
 
 class BlocksInline(admin.TabularInline):
@@ -155,17 +167,80 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(request, f"Deactivated {len(users)} user(s).")
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+class AttachmentsInline(admin.TabularInline):
+    """The files sent with this message; delete one from its own page
+    (Messaging › Attachments), which removes the file from the storage."""
+
+    model = Attachment
+    fields = ("file_name", "file_size", "content_type", "uploader", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="name")
+    def file_name(self, obj):
+        url = reverse("admin:messaging_attachment_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.name)
+
+    @admin.display(description="size")
+    def file_size(self, obj):
+        return _size(obj.size)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Files users uploaded. Read-only but for delete, which removes the
+    file (and its thumbnail) from the storage too."""
+
+    list_display = ["id", "name", "file_size", "content_type", "uploader", "message", "created_at"]
+    list_filter = ["content_type", "created_at"]
+    search_fields = ["name", "uploader__username"]
+    list_select_related = ["uploader", "message"]
+    fields = ("name", "file_size", "content_type", "uploader", "message", "width", "height", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="size", ordering="size")
+    def file_size(self, obj):
+        return _size(obj.size)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        services.attachment_delete(attachment_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            services.attachment_delete(attachment_id=pk)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Read-only: nobody edits what users said."""
 
     list_display = ["id", "sender", "to", "sent_at", "short_body", "pending"]
-    list_filter = ["kind", "sent_at"]
+    list_filter = ["kind", DeletedFilter, "sent_at"]
+    ordering = ["-id"]  # newest first, as everywhere else
     search_fields = ["body", "sender__username", "recipient__username", "room__name"]
     date_hierarchy = "sent_at"
     list_select_related = ["sender", "recipient", "room"]
-    fields = ("kind", "sender", "recipient", "room", "sent_at", "body", "pending")
+    fields = ("kind", "sender", "recipient", "room", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
+    inlines = [AttachmentsInline]
 
     def get_queryset(self, request):
         return (
@@ -182,7 +257,18 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def short_body(self, obj):
+        if obj.deleted_at is not None:
+            # Its body is erased: say so, rather than Django's "-" for empty.
+            return format_html('<em class="deleted">deleted by {}</em>', obj.sender)
         return obj.body if len(obj.body) <= 60 else obj.body[:59] + "…"
+
+    def get_search_results(self, request, queryset, search_term):
+        # Django unquotes each term, so a lone `"` became "" and matched
+        # every message: with nothing left to look for, nothing is found.
+        terms = [t for t in smart_split(search_term) if t.strip("\"'")]
+        if search_term.strip() and not terms:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="pending for", ordering="pending_count")
     def pending(self, obj):

@@ -265,3 +265,42 @@ class Edit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sender} edited #{self.message_id} at {self.edited_at}"
+
+
+class Attachment(models.Model):
+    """A file a user uploaded over HTTP, then sent with one message.
+
+    `message` is null until the upload is sent; unsent uploads are removed
+    after a day (`chat_cleanup`). Who may download it is whoever may see
+    its message in history, or the uploader while it is unsent. `stored`
+    and `thumbnail` are names in the attachments storage, random so that
+    nothing a user chose reaches a path.
+    """
+
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    content_type = models.CharField(max_length=100)
+    stored = models.CharField(max_length=200)
+    # Images only: re-encoded without metadata, with a thumbnail.
+    width = models.IntegerField(null=True, blank=True)
+    height = models.IntegerField(null=True, blank=True)
+    thumbnail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    # Its place in the message's list, as the sender gave it (uploads of one
+    # message may finish in any order).
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["uploader", "created_at"], name="messaging_attach_uploader"),
+            models.Index(fields=["created_at"], condition=Q(message__isnull=True), name="messaging_attach_unsent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) by {self.uploader}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.width is not None

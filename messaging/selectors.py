@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import User as UserModel
 from core.errors import ServiceError
 
-from .models import FTS_TABLE, Block, Delivery, Message, Presence, Reaction, ReadMark, Room, RoomMember
+from .models import FTS_TABLE, Attachment, Block, Delivery, Message, Presence, Reaction, ReadMark, Room, RoomMember
 from .wire import (
     Extras,
     MessageObject,
@@ -31,6 +31,7 @@ from .wire import (
     ReplyTo,
     RoomMemberObject,
     RoomObject,
+    attachment_object,
     message_object,
     reply_object,
     timestamp,
@@ -172,9 +173,10 @@ def message_extras(*, messages: list[tuple[int, int | None]]) -> Extras:
 
 
 def message_objects(messages: list[Message], *, viewer_id: int | None = None) -> list[MessageObject]:
-    """Message objects of a page, its replies and reactions loaded at once."""
+    """Message objects of a page, its replies, reactions and attachments
+    loaded at once."""
     extras = message_extras(messages=[(m.id, m.reply_to_id) for m in messages])
-    return [message_object(m, viewer_id=viewer_id, extras=extras) for m in messages]
+    return attachments_fill([message_object(m, viewer_id=viewer_id, extras=extras) for m in messages])
 
 
 def conversation_messages(*, user: UserModel, peer: UserModel | None, room_id: int | None = None) -> QuerySet[Message]:
@@ -262,6 +264,10 @@ def message_history(
 # "Every conversation" for `message_search`, as opposed to None, the broadcasts.
 EVERY_CONVERSATION = object()
 _WORD = re.compile(r"\w+")
+# Neither index has a token for a symbol (an emoji, "¯\\_(ツ)_/¯"): a query of
+# symbols alone is looked for in this many of the user's newest messages
+# (received, and as many sent), a bounded scan however big the table.
+SYMBOL_SCAN = 5000
 
 
 def message_search(
@@ -282,7 +288,7 @@ def message_search(
         peer = None
     words = _WORD.findall(query.lower())
     if not words:
-        return []
+        return _symbol_search(user=user, symbols=query.split(), peer=peer, room_id=room_id, before=before, limit=limit)
     if room_id is None and peer is EVERY_CONVERSATION and connection.vendor == "postgresql":
         messages = Message.objects.filter(
             id__in=_postgres_search_ids(user=user, words=words, before=before, limit=limit)
@@ -295,6 +301,31 @@ def message_search(
         messages = _matching(messages, words)
         if before is not None:
             messages = messages.filter(id__lt=before)
+    page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
+    return message_objects(list(page), viewer_id=user.pk)
+
+
+def _symbol_search(
+    *, user: UserModel, symbols: list[str], peer: Any, room_id: int | None, before: int | None, limit: int
+) -> list[MessageObject]:
+    """Messages among the user's SYMBOL_SCAN newest (before `before`) whose
+    body holds every one of `symbols`, newest first."""
+    if not symbols:
+        return []
+    below = Q() if before is None else Q(id__lt=before)
+    if peer is EVERY_CONVERSATION and room_id is None:
+        received = Delivery.objects.filter(recipient=user).order_by("-message_id").values("message_id")
+        if before is not None:
+            received = received.filter(message_id__lt=before)
+        sent = Message.objects.filter(below, sender=user).order_by("-id").values("id")
+        # Within those, what the user may see (a room's, only as a member).
+        scope = (Q(id__in=received[:SYMBOL_SCAN]) | Q(id__in=sent[:SYMBOL_SCAN])) & _visible_to(user)
+    else:
+        recent = conversation_messages(user=user, peer=peer, room_id=room_id).filter(below)
+        scope = Q(id__in=recent.order_by("-id").values("id")[:SYMBOL_SCAN])
+    messages = Message.objects.filter(scope, deleted_at__isnull=True)
+    for symbol in symbols:
+        messages = messages.filter(body__contains=symbol)
     page = with_receipts(messages, user=user).select_related("sender", "recipient").order_by("-id")[:limit]
     return message_objects(list(page), viewer_id=user.pk)
 
@@ -387,7 +418,7 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
     )
     names = dict(User.objects.filter(pk__in=[p for p in last if p is not None]).values_list("pk", "username"))
     extras = message_extras(messages=[(m.id, m.reply_to_id) for m in messages.values()])
-    return [
+    entries = [
         {
             "with": names.get(peer) if peer is not None else None,
             "last": message_object(messages[mid], viewer_id=user.pk, extras=extras),
@@ -396,6 +427,8 @@ def conversation_list(*, user: UserModel) -> list[dict[str, Any]]:
         }
         for peer, mid in sorted(last.items(), key=lambda item: -item[1])
     ]
+    attachments_fill([entry["last"] for entry in entries])
+    return entries
 
 
 def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
@@ -411,6 +444,38 @@ def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
         ).exclude(sender=user),
         "blocks": Block.objects.filter(blocker=user).select_related("blocked").order_by("id"),
     }
+
+
+# --- Attachments --------------------------------------------------------------------
+
+
+def attachments_fill(objects: list[Any]) -> list[Any]:
+    """Fill in the `attachments` of message objects or events, for a whole
+    page in one query (never one per message). Returns `objects`."""
+    if not objects:
+        return objects
+    by_message: dict[int, list[Any]] = {}
+    for attachment in Attachment.objects.filter(message__in=[o["id"] for o in objects]).order_by("position", "id"):
+        assert attachment.message_id is not None
+        by_message.setdefault(attachment.message_id, []).append(attachment_object(attachment))
+    for obj in objects:
+        obj["attachments"] = by_message.get(obj["id"], [])
+    return objects
+
+
+def attachment_for_download(*, user: UserModel | None, attachment_id: int) -> Attachment:
+    """The attachment, if `user` may download it: while unsent, only its
+    uploader; once sent, whoever can see its message in `history` (the
+    same rule: sender, or a Delivery row, and not deleted). Anything else,
+    whether it exists or not, is unknown: ServiceError not_found."""
+    attachment = Attachment.objects.filter(pk=attachment_id).first() if user is not None else None
+    if attachment is not None and user is not None:
+        if attachment.message_id is None:
+            if attachment.uploader_id == user.pk:
+                return attachment
+        elif Message.objects.filter(_visible_to(user), pk=attachment.message_id, deleted_at__isnull=True).exists():
+            return attachment
+    raise ServiceError("not_found", "There is no such file.")
 
 
 # --- Rooms ----------------------------------------------------------------------------

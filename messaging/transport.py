@@ -25,6 +25,7 @@ import collections
 import functools
 import logging
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -131,7 +132,7 @@ class DaphneTransport(Transport):
             self.open = False
             if type(e).__name__ != "Disconnected":  # not just the close racing us
                 log.exception("could not send a frame; closing the connection")
-                self.protocol.sendClose(code=1011)
+                self.protocol.sendCloseFrame(code=1011, isReply=False)  # sendClose refuses 1011 from a server
 
     async def close(self, code: int, reason: str = "") -> None:
         # autobahn's sendClose refuses 1008 from a server (only 1000 and
@@ -178,6 +179,11 @@ class DaphneTransport(Transport):
         # of closing with 1009, and the client cannot tell why.
         protocol = self.protocol
         protocol.maxFramePayloadSize = size
+        # daphne's 1 MiB message limit (its websocket_max_message_size) also
+        # refused to *send* a larger reply: a page of history of long
+        # messages (100 of 4,000 "€" is 1.2 MB) never arrived. What comes in
+        # is limited below; what goes out is ours, bounded by the ops.
+        protocol.maxMessagePayloadSize = 0
         protocol.failByDrop = False
         frame_begin = protocol.onMessageFrameBegin
 
@@ -250,3 +256,100 @@ def transport_for(send: AsgiSend) -> Transport:
         ):
             return DaphneTransport(send, server, protocol)
     return Transport(send)
+
+
+def daphne_leaves_bodies_unparsed() -> None:
+    """Stop Twisted parsing request bodies that daphne hands on unparsed.
+
+    Twisted's Request reads a whole multipart/form-data POST into memory
+    and parses it into ``request.args`` (several copies: about eleven times
+    the body, 120 MB for a 10 MiB upload) before daphne passes the body,
+    untouched, to Django, which parses it again from a temporary file.
+    Daphne never reads ``args``; Twisted's own switch,
+    ``parsePOSTFormSubmission``, turns the parsing off. Checked by
+    tests/test_adapters.py. Idempotent; nothing happens without daphne.
+    """
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # pragma: no cover (daphne is a dependency)
+        return
+    if getattr(WebRequest, "_chat_unparsed", False):
+        return
+    original = WebRequest.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
+        original(self, *args, **kwargs)
+
+    WebRequest.__init__ = __init__
+    WebRequest._chat_unparsed = True
+
+
+class SpooledBodyQueue(asyncio.Queue):
+    """An HTTP request's input queue that keeps body chunks on disk.
+
+    daphne reads a request's whole body from Twisted's temporary file and
+    puts it in the application's queue at once, before the application
+    reads any of it: a 10 MiB upload would sit in memory. Here each chunk
+    put goes to a spooled file (on disk past 256 KiB) and is read back when
+    the application asks for it, so what is in memory is one chunk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spool = tempfile.SpooledTemporaryFile(max_size=256 * 1024)  # noqa: SIM115 (closed at the end)
+        self._written = 0
+        self._read = 0
+
+    def put_nowait(self, item: Any) -> None:
+        if isinstance(item, dict) and item.get("type") == "http.request" and item.get("body"):
+            body = item["body"]
+            self._spool.seek(self._written)
+            self._spool.write(body)
+            self._written += len(body)
+            item = {**item, "body": b"", "_spooled": len(body)}
+        super().put_nowait(item)
+
+    async def get(self) -> Any:
+        item = await super().get()
+        if isinstance(item, dict) and "_spooled" in item:
+            self._spool.seek(self._read)
+            body = self._spool.read(item["_spooled"])
+            self._read += len(body)
+            item = {k: v for k, v in item.items() if k != "_spooled"}
+            item["body"] = body
+            if not item.get("more_body"):
+                self._spool.close()
+        return item
+
+
+def daphne_spools_bodies() -> None:
+    """Give daphne's HTTP applications a SpooledBodyQueue for input: the
+    same create_application as daphne's (checked by tests/test_adapters.py),
+    with that queue for HTTP scopes; WebSockets keep daphne's own."""
+    try:
+        from daphne.server import Server
+    except ImportError:  # pragma: no cover
+        return
+    if getattr(Server, "_chat_spooled", False):
+        return
+    original = Server.create_application
+
+    def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") != "http":
+            return original(self, protocol, scope)
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = SpooledBodyQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=functools.partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(application_instance)
+        return input_queue
+
+    Server._chat_original_create_application = original
+    Server.create_application = create_application
+    Server._chat_spooled = True

@@ -47,8 +47,22 @@ def _block(block: Block) -> dict[str, Any]:
 def _export_rows(user: UserModel) -> Iterator[tuple[str, Iterator[Any]]]:
     """(section, rows) for each list in the export, rows read CHUNK at a time."""
     for section, rows in selectors.user_data(user=user).items():
-        as_dict = _block if section == "blocks" else message_object
-        yield section, (as_dict(row) for row in rows.iterator(chunk_size=CHUNK))
+        if section == "blocks":
+            yield section, (_block(row) for row in rows.iterator(chunk_size=CHUNK))
+        else:
+            yield section, _with_attachments(message_object(row) for row in rows.iterator(chunk_size=CHUNK))
+
+
+def _with_attachments(objects: Iterator[Any]) -> Iterator[Any]:
+    """Message objects with their attachments, filled CHUNK at a time (one
+    query per chunk)."""
+    chunk: list[Any] = []
+    for obj in objects:
+        chunk.append(obj)
+        if len(chunk) == CHUNK:
+            yield from selectors.attachments_fill(chunk)
+            chunk = []
+    yield from selectors.attachments_fill(chunk)
 
 
 def _json_export(user: UserModel) -> Iterator[str]:

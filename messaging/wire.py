@@ -11,7 +11,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
-from .models import Message
+from .models import Attachment, Message
+
+
+class AttachmentObject(TypedDict):
+    """A file sent with a message (protocol 1.2); width, height and
+    thumbnail_url are null but for images."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    url: str
+    width: int | None
+    height: int | None
+    thumbnail_url: str | None
 
 
 class ReplyTo(TypedDict):
@@ -40,6 +54,7 @@ class MessageObject(TypedDict):
     edited_at: str | None
     reply_to: ReplyTo | None
     reactions: Reactions
+    attachments: list[AttachmentObject]
     delivered: NotRequired[bool]
     read: NotRequired[bool]
 
@@ -48,10 +63,16 @@ class MessageObject(TypedDict):
 class Extras:
     """What message objects show of other rows, loaded once for a whole page
     (``selectors.message_extras``): the messages replied to, by id, and the
-    reactions of each message. Without them every object would cost a query."""
+    reactions of each message; the attachments of messages just sent (pages
+    get theirs from ``selectors.attachments_fill``). Without them every
+    object would cost a query."""
 
     replies: Mapping[int, ReplyTo] = field(default_factory=dict)
     reactions: Mapping[int, Reactions] = field(default_factory=dict)
+    attachments: Mapping[int, list[AttachmentObject]] = field(default_factory=dict)
+
+    def attachments_of(self, message_id: int) -> list[AttachmentObject]:
+        return list(self.attachments.get(message_id, []))
 
     def reply(self, reply_to_id: int | None) -> ReplyTo | None:
         return self.replies.get(reply_to_id) if reply_to_id is not None else None
@@ -165,6 +186,8 @@ def message_object(message: Message, *, viewer_id: int | None = None, extras: Ex
         "edited_at": timestamp(message.edited_at),
         "reply_to": extras.reply(message.reply_to_id),
         "reactions": extras.reactions_of(message.id),
+        # A page's are filled in at once by selectors.attachments_fill.
+        "attachments": extras.attachments_of(message.id),
     }
     if viewer_id is not None and message.sender_id == viewer_id and message.kind == Message.Kind.PRIVATE:
         obj["delivered"] = bool(getattr(message, "receipt_delivered", False))
@@ -208,9 +231,29 @@ def message_event_row(row: tuple[Any, ...], *, stored: bool, extras: Extras = NO
         "edited_at": timestamp(edited_at),
         "reply_to": extras.reply(reply_to_id),
         "reactions": extras.reactions_of(id_),
+        "attachments": extras.attachments_of(id_),
         "stored": stored,
     }
     return event  # type: ignore[return-value]
+
+
+def attachment_url(attachment_id: int, *, thumbnail: bool = False) -> str:
+    """Where the file is downloaded (messaging/uploads.py checks who asks)."""
+    return f"/files/{attachment_id}/thumbnail/" if thumbnail else f"/files/{attachment_id}/"
+
+
+def attachment_object(attachment: Attachment) -> AttachmentObject:
+    image = attachment.width is not None
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "url": attachment_url(attachment.pk),
+        "width": attachment.width,
+        "height": attachment.height,
+        "thumbnail_url": attachment_url(attachment.pk, thumbnail=True) if image and attachment.thumbnail else None,
+    }
 
 
 def error(code: str, message: str, *, ref: Any = None, **extra: Any) -> Error:

@@ -93,3 +93,86 @@ def close_stray_connections(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+# --- Attachments' storage -------------------------------------------------------
+
+
+def s3_stack() -> bool:
+    """The scale-out stack keeps attachments in S3 (moto's server here)."""
+    return bool(os.environ.get("DATABASE_URL"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on a free loopback port, for the whole
+    session, with one bucket; yields the env that points the chat at it."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "CHAT_FILES_S3_BUCKET": "chat-files",
+        "CHAT_FILES_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "CHAT_FILES_S3_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=env["CHAT_FILES_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=env["CHAT_FILES_S3_BUCKET"])
+    yield env
+    server.stop()
+
+
+def s3_storage_setting(env):
+    """The S3 storage, under a folder of its own: the bucket lives for the
+    session, each test sees only its files."""
+    import uuid
+
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env["CHAT_FILES_S3_BUCKET"],
+            "endpoint_url": env["CHAT_FILES_S3_ENDPOINT_URL"],
+            "region_name": env["CHAT_FILES_S3_REGION"],
+            "access_key": env["AWS_ACCESS_KEY_ID"],
+            "secret_key": env["AWS_SECRET_ACCESS_KEY"],
+            "default_acl": None,
+            "querystring_auth": False,
+            "file_overwrite": False,
+            "location": uuid.uuid4().hex,
+        },
+    }
+
+
+@pytest.fixture
+def attachment_store(request, settings, tmp_path, monkeypatch):
+    """Where attachments go in this test: a temporary folder on SQLite, the
+    S3 store (moto) on the scale-out stack. Servers started by the test
+    (subprocesses) get the same through the environment. Yields the env."""
+    if s3_stack():
+        env = request.getfixturevalue("s3_server")
+        settings.STORAGES = {**settings.STORAGES, "attachments": s3_storage_setting(env)}
+    else:
+        env = {"MEDIA_ROOT": str(tmp_path / "media")}
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "attachments": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": env["MEDIA_ROOT"], "base_url": None},
+            },
+        }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -163,6 +163,7 @@ class TestPages:
         codes_of(times=2)  # as the WebSocket would, from the same IP
         response = client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
         assert b"Please enter a correct username and password" in response.content
+        assert b"This name is now locked for a minute." in response.content  # issue 24.5
         response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
         assert b"Try again in 60 seconds" in response.content
         assert not client.get("/").wsgi_request.user.is_authenticated

@@ -8,6 +8,7 @@ moved, rather than somewhere in production (a server that no longer sees
 what a client has not read, a layer that no longer rides out Redis).
 """
 
+import contextlib
 import inspect
 from importlib.metadata import version
 
@@ -38,7 +39,8 @@ def test_daphne_hands_the_application_a_partial_of_handle_reply():
     """transport_for() recognises daphne by its send: partial(Server.handle_reply, protocol)."""
     from daphne.server import Server
 
-    source = inspect.getsource(Server.create_application)
+    # daphne's own, whether or not daphne_spools_bodies() replaced it yet.
+    source = inspect.getsource(getattr(Server, "_chat_original_create_application", Server.create_application))
     assert "send=partial(self.handle_reply, protocol)" in source
     assert list(inspect.signature(Server.handle_reply).parameters) == ["self", "protocol", "message"]
     assert "self.connections = {}" in inspect.getsource(Server)
@@ -49,6 +51,64 @@ def test_daphne_keeps_per_connection_details_with_a_disconnected_mark():
 
     source = inspect.getsource(Server.protocol_disconnected)
     assert 'self.connections[protocol]["disconnected"]' in source
+
+
+def test_twisted_parses_no_upload_for_daphne():
+    """daphne_leaves_bodies_unparsed() passes Twisted's own switch to every
+    request daphne makes, which Twisted reads before parsing a form."""
+    from daphne.http_protocol import WebRequest
+    from twisted.web import http
+
+    from messaging.transport import daphne_leaves_bodies_unparsed
+
+    assert "parsePOSTFormSubmission" in inspect.signature(http.Request.__init__).parameters
+    assert "self._parsePOSTFormSubmission" in inspect.getsource(http.Request.requestReceived)
+    assert "http.Request.__init__(self, *args, **kwargs)" in inspect.getsource(WebRequest.__init__)
+    daphne_leaves_bodies_unparsed()
+    daphne_leaves_bodies_unparsed()
+    seen = {}
+    original = http.Request.__init__
+    try:
+        http.Request.__init__ = lambda self, *a, **k: seen.update(k) or original(self, *a, **k)
+        with contextlib.suppress(Exception):
+            WebRequest(None)
+    finally:
+        http.Request.__init__ = original
+    assert seen.get("parsePOSTFormSubmission") is False
+
+
+def test_daphne_creates_applications_as_our_copy_does():
+    """daphne_spools_bodies() replaces Server.create_application with a
+    copy that differs only in the queue of HTTP scopes."""
+    from daphne.server import Server
+
+    from messaging import transport
+
+    transport.daphne_spools_bodies()
+    source = inspect.getsource(Server._chat_original_create_application)
+    for line in (
+        "input_queue = asyncio.Queue()",
+        'scope.setdefault("asgi", {"version": "3.0"})',
+        "receive=input_queue.get,",
+        "send=partial(self.handle_reply, protocol),",
+        "if protocol not in self.connections:",
+        'self.connections[protocol]["application_instance"] = asyncio.ensure_future(',
+        "return input_queue",
+    ):
+        assert line in source, line
+
+
+async def test_a_spooled_body_queue_gives_back_what_was_put():
+    from messaging.transport import SpooledBodyQueue
+
+    queue = SpooledBodyQueue()
+    chunks = [bytes([i]) * 100_000 for i in range(5)]
+    for i, chunk in enumerate(chunks):
+        queue.put_nowait({"type": "http.request", "body": chunk, "more_body": i < 4})
+    queue.put_nowait({"type": "http.disconnect"})
+    for i, chunk in enumerate(chunks):
+        assert await queue.get() == {"type": "http.request", "body": chunk, "more_body": i < 4}
+    assert await queue.get() == {"type": "http.disconnect"}
 
 
 def test_daphne_queues_incoming_frames_in_application_queue():

@@ -110,6 +110,22 @@ def test_deleting_attempts_unlocks(staff):
     assert not LoginAttempt.objects.exists()
 
 
+def test_messages_newest_first_deleted_marked_and_filtered_quote_finds_nothing(staff, people):
+    """Issue 24.8: oldest first, a deleted body shown as "-" with no filter,
+    and a search for `"` listed everything."""
+    _, bob = people
+    gone = services.message_send(sender=bob, to_username="alice", body="regret this")
+    services.message_delete(user=bob, message_id=gone.message.pk)
+    page = staff.get("/admin/messaging/message/").content.decode()
+    assert page.index("deleted by bob") < page.index("to everyone") < page.index("&lt;b&gt;hello")
+    deleted = staff.get("/admin/messaging/message/?deleted=yes").content.decode()
+    assert "deleted by bob" in deleted and "to everyone" not in deleted
+    assert "deleted by bob" not in staff.get("/admin/messaging/message/?deleted=no").content.decode()
+    quote = staff.get('/admin/messaging/message/?q="').content.decode()
+    assert "to everyone" not in quote and "0 messages" in quote
+    assert "to everyone" in staff.get('/admin/messaging/message/?q="everyone"').content.decode()
+
+
 def test_messages_are_read_only(staff, people):
     message_id = Delivery.objects.first().message_id
     assert staff.get(f"/admin/messaging/message/{message_id}/change/").status_code == 200

@@ -145,8 +145,13 @@ async def test_login_errors(users):
 async def test_lockout_after_three_failures_and_password_not_checked(users, settings):
     settings.LOGIN_LOCKOUT_SECONDS = 60
     c = await connected()
-    for _ in range(3):
-        await c.error("login", "invalid_credentials", username="alice", password="wrong")
+    # Issue 24.5: each failure says how many more the lock allows, and the
+    # message warns before the one that locks.
+    replies = [await c.error("login", "invalid_credentials", username="alice", password="wrong") for _ in range(3)]
+    assert [r["attempts_left"] for r in replies] == [2, 1, 0]
+    assert replies[0]["message"] == "Wrong username or password."
+    assert "One more wrong password locks this name for a minute." in replies[1]["message"]
+    assert "now locked for a minute" in replies[2]["message"]
     reply = await c.error("login", "locked", username="alice", password=PASSWORD)
     assert 55 <= reply["retry_after"] <= 60
     # Another IP is not locked out.
@@ -271,6 +276,7 @@ async def test_send_live_and_stored(users):
         "room": None,
         "reply_to": None,
         "reactions": {},
+        "attachments": [],
         "stored": False,
     }
     assert event["sent_at"].endswith("+00:00")
@@ -421,7 +427,7 @@ async def test_history_pages_oldest_first(users):
     assert [m["id"] for m in earlier] == ids[:3]
     assert set(earlier[0]) == {
         *("id", "kind", "from", "to", "body", "sent_at", "edited_at", "delivered", "read"),
-        *("room", "reply_to", "reactions"),  # protocol 1.2
+        *("room", "reply_to", "reactions", "attachments"),  # protocol 1.2
     }
     broadcasts = (await a.ok("history", **{"with": None}))["messages"]
     assert [m["body"] for m in broadcasts] == ["everyone"]

@@ -14,6 +14,7 @@ import datetime
 import http.client
 import http.cookiejar
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import LoginAttempt
-from messaging.models import Presence
+from messaging.models import Attachment, Presence
 
 from .conftest import need
 from .helpers import PASSWORD
@@ -86,7 +87,7 @@ def self_signed(tmp_path):
 class Nginx:
     """nginx in the foreground with every file of its own under `tmp_path`."""
 
-    def __init__(self, tmp_path, upstreams, static_root):
+    def __init__(self, tmp_path, upstreams, static_root, media_root):
         self.binary = nginx_binary()
         self.dir = tmp_path
         self.https_port, self.http_port = free_port(), free_port()
@@ -104,6 +105,7 @@ class Nginx:
                 r"ssl_certificate .*": f"ssl_certificate {cert};",
                 r"ssl_certificate_key .*": f"ssl_certificate_key {key};",
                 r"alias /srv/chat/static/;.*": f"alias {static_root}/;",
+                r"alias /srv/chat/var/media/;.*": f"alias {media_root}/;",
             },
         )
         (tmp_path / "chat.conf").write_text(site)
@@ -174,7 +176,7 @@ http {{
 
 
 @pytest.fixture
-def proxied(transactional_db, tmp_path):
+def proxied(transactional_db, tmp_path, attachment_store):
     """Two server processes behind deploy/nginx.conf, trusting its
     forwarded headers as deploy/chat.env.example says; static files
     collected for nginx."""
@@ -187,7 +189,10 @@ def proxied(transactional_db, tmp_path):
         check=True,
     )
     # Without a shared channel layer, cross-process messages come by the re-push.
-    env = {"TRUSTED_PROXIES": "127.0.0.1"}
+    # Attachments on disk, sent by nginx (on the scale-out stack they are in
+    # S3, from attachment_store's environment, and the processes stream them).
+    media_root = tmp_path / "media"
+    env = {"TRUSTED_PROXIES": "127.0.0.1", "MEDIA_ROOT": str(media_root), "CHAT_FILES_ACCEL_REDIRECT": "/_files/"}
     if not settings.REDIS_URL:
         env["CHAT_REDELIVER_SECONDS"] = "1"
     with contextlib.ExitStack() as stack:
@@ -197,7 +202,7 @@ def proxied(transactional_db, tmp_path):
             stack.callback(server.stop)
             server.start()
         (tmp_path / "nginx").mkdir()
-        nginx = Nginx(tmp_path / "nginx", [s.port for s in servers], static_root)
+        nginx = Nginx(tmp_path / "nginx", [s.port for s in servers], static_root, media_root)
         stack.callback(nginx.stop)
         yield nginx.start(), servers
 
@@ -274,3 +279,66 @@ async def test_login_page_session_socket_and_static_files_through_nginx(proxied)
         nginx.url, ssl=nginx.ssl, origin=nginx.origin, additional_headers={"Cookie": cookie}
     ) as page_socket:
         assert (await page_socket.ok("whoami"))["username"] == "alice"
+
+
+def _multipart(field: str, name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "chat-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def test_attachments_through_nginx(proxied):
+    """Upload with a resume token, send by id, download after the check:
+    from MEDIA_ROOT by nginx's internal location (X-Accel-Redirect), or
+    streamed by the process from S3 on the scale-out stack. Someone who
+    cannot see the message gets 404; the internal location is not reachable
+    from outside; a body over nginx's limit never reaches a process."""
+    nginx, servers = proxied
+    await signup(servers[0].url, "alice", "bob", "carol")
+    pdf = b"%PDF-1.4\n" + os.urandom(300_000) + b"\n%%EOF\n"
+
+    def call(method, path, token, data=None, content_type=None):
+        connection = http.client.HTTPSConnection("127.0.0.1", nginx.https_port, context=nginx.ssl, timeout=20)
+        headers = {"Authorization": f"Bearer {token}", "Host": f"127.0.0.1:{nginx.https_port}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        result = response.status, dict(response.headers), response.read()
+        connection.close()
+        return result
+
+    async with Peer(nginx.url, ssl=nginx.ssl) as a, Peer(nginx.url, ssl=nginx.ssl) as b:
+        alice = (await a.ok("login", username="alice", password=PASSWORD))["token"]
+        bob = (await b.ok("login", username="bob", password=PASSWORD))["token"]
+        body, content_type = _multipart("file", "report.pdf", pdf)
+        status, _, answer = await asyncio.to_thread(call, "POST", "/files/", alice, body, content_type)
+        assert status == 201, answer
+        attachment = json.loads(answer)
+        sent = await a.ok("send", to="bob", body="", attachments=[attachment["id"]])
+        event = await b.event("message", timeout=10)
+        assert event["id"] == sent["id"] and event["attachments"] == [attachment]
+
+        status, headers, data = await asyncio.to_thread(call, "GET", attachment["url"], bob)
+        assert status == 200 and data == pdf
+        assert headers["Content-Type"] == "application/pdf"
+        assert headers["Content-Disposition"] == 'attachment; filename="report.pdf"'
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["Strict-Transport-Security"]
+        assert "X-Accel-Redirect" not in headers
+
+        async with Peer(nginx.url, ssl=nginx.ssl) as c:
+            carol = (await c.ok("login", username="carol", password=PASSWORD))["token"]
+        assert (await asyncio.to_thread(call, "GET", attachment["url"], carol))[0] == 404
+        stored = await asyncio.to_thread(lambda: Attachment.objects.get(pk=attachment["id"]).stored)
+        assert (await asyncio.to_thread(call, "GET", f"/_files/{stored}", bob))[0] == 404
+
+        big, content_type = _multipart("file", "big.txt", b"x" * (12 * 1024 * 1024))
+        status, _, _ = await asyncio.to_thread(call, "POST", "/files/", alice, big, content_type)
+        assert status == 413

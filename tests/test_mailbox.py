@@ -171,3 +171,17 @@ async def test_what_a_client_sent_before_leaving_still_counts_if_it_lasts(server
 @sync_to_async
 def sent_by(username):
     return Message.objects.filter(sender__username=username).count()
+
+
+async def test_a_page_of_history_over_a_megabyte_arrives(server):
+    """daphne's 1 MiB message limit applied to what the server sends: a page
+    of 100 long messages (1.2 MB) was never sent, and the page waited on
+    "Loading…" for ever."""
+    await signup(server.url, "alice", "bob")
+    ids = await stuff_mailbox("alice", "bob", 100, "€" * 4000)
+    async with Peer(server.url) as bob:
+        await bob.ok("login", username="bob", password=PASSWORD)
+        page = await bob.ok("history", **{"with": "alice", "limit": 100})
+        assert [m["id"] for m in page["messages"]] == ids
+        assert (await bob.ok("online"))["users"] == ["bob"]
+    assert "Traceback" not in server.log_text()

@@ -149,7 +149,7 @@ async def test_two_concurrent_sends_with_one_client_id_store_one_message(users):
     await a.close()
 
 
-async def test_client_ids_are_per_sender_and_per_kind(users):
+async def test_client_ids_are_per_sender_and_answer_the_first_whatever_the_op(users):
     a = await connected("alice")
     b = await connected("bob")
     x = await a.ok("send", to="carol", body="from alice", client_id="k")
@@ -158,7 +158,10 @@ async def test_client_ids_are_per_sender_and_per_kind(users):
     first = await a.ok("broadcast", body="all", client_id="b-1")
     again = await a.ok("broadcast", body="all", client_id="b-1")
     assert (again["id"], again["live"], again["stored"]) == (first["id"], first["live"], first["stored"])
-    await a.error("broadcast", "invalid", body="all", client_id="k")  # k was a private message
+    # k was a private message: a broadcast with it stores nothing and answers that message's id.
+    replay = await a.ok("broadcast", body="all again", client_id="k")
+    assert (replay["id"], replay["live"] + replay["stored"]) == (x["id"], 1)
+    assert (await a.ok("send", to="carol", body="b", client_id="b-1"))["id"] == first["id"]
     await a.error("send", "invalid", to="bob", body="x", client_id="")
     await a.error("send", "invalid", to="bob", body="x", client_id="x" * 65)
     await a.error("send", "invalid", to="bob", body="x", client_id=7)
@@ -328,6 +331,36 @@ async def test_search_only_sees_what_the_user_could_see(users):
     assert [m["body"] for m in page] == ["more secret", "secret party"]
     older = (await a.ok("search", query="secret", before=page[-1]["id"]))["messages"]
     assert [m["body"] for m in older] == ["secret reply", "secret plans"]
+    for client in (a, b, c):
+        await client.close()
+
+
+async def test_search_finds_emoji_and_other_symbols(users, monkeypatch):
+    """Issue 24.6: neither index has a token for 🎉, so a search for it found
+    nothing; a query of symbols alone now scans the user's newest messages."""
+    a = await connected("alice")
+    b = await connected("bob")
+    c = await connected("carol")
+    await b.ok("send", to="alice", body="we won 🎉")
+    await a.ok("send", to="bob", body="🎉🎉 party ¯\\_(ツ)_/¯")
+    await c.ok("send", to="bob", body="not for alice 🎉")
+    await b.ok("broadcast", body="🎉 for everyone")
+    found = (await a.ok("search", query="🎉"))["messages"]
+    assert [m["body"] for m in found] == ["🎉 for everyone", "🎉🎉 party ¯\\_(ツ)_/¯", "we won 🎉"]
+    assert [m["body"] for m in (await a.ok("search", query="🎉", **{"with": "bob"}))["messages"]] == [
+        "🎉🎉 party ¯\\_(ツ)_/¯",
+        "we won 🎉",
+    ]
+    assert [m["body"] for m in (await a.ok("search", query="🎉 ¯\\_(ツ)_/¯"))["messages"]] == ["🎉🎉 party ¯\\_(ツ)_/¯"]
+    page = (await a.ok("search", query="🎉", limit=1))["messages"]
+    older = (await a.ok("search", query="🎉", before=page[0]["id"]))["messages"]
+    assert [m["body"] for m in older] == ["🎉🎉 party ¯\\_(ツ)_/¯", "we won 🎉"]
+    # Bounded: only the newest SYMBOL_SCAN of one's messages are looked at.
+    monkeypatch.setattr(selectors, "SYMBOL_SCAN", 1)
+    assert [m["body"] for m in (await a.ok("search", query="🎉"))["messages"]] == [
+        "🎉 for everyone",
+        "🎉🎉 party ¯\\_(ツ)_/¯",
+    ]
     for client in (a, b, c):
         await client.close()
 

@@ -141,10 +141,25 @@ def test_remove_drops_what_was_pending_and_hides_the_room(users, capture_pushes)
     [event] = frames_for(pushes, users["bob"])
     assert (event["change"], event["username"], event["room"]["member_count"]) == ("removed", "bob", 3)
     assert frames_for(pushes, users["carol"])[0]["room"]["member_count"] == 2
-    assert not Delivery.objects.filter(recipient=users["bob"]).exists()
+    assert not Delivery.objects.filter(recipient=users["bob"], acked_at__isnull=True).exists()
+    assert selectors.pending_count(user=users["bob"]) == 0
     assert Delivery.objects.filter(recipient=users["carol"]).exists()
     assert code_of(selectors.message_history, user=users["bob"], peer=None, room_id=room) == "unknown_room"
     assert selectors.room_list(user=users["bob"]) == []
+
+
+def test_a_member_added_again_sees_what_went_to_them_before(users):
+    """What was dropped from pending at removal had gone to them while they
+    were a member: back in the room, they see it in history (and not what
+    came while they were out)."""
+    room = room_with(users, "bob", "carol")
+    first = services.message_room_send(sender=users["alice"], room_id=room, body="while bob was in").message.id
+    services.room_member_remove(user=users["alice"], room_id=room, username="bob")
+    services.message_room_send(sender=users["alice"], room_id=room, body="while bob was out")
+    services.room_members_add(user=users["alice"], room_id=room, usernames=["bob"])
+    seen = [m["id"] for m in selectors.message_history(user=users["bob"], peer=None, room_id=room)]
+    assert seen == [first]
+    assert selectors.pending_count(user=users["bob"]) == 0
 
 
 def test_last_admin_leaving_promotes_the_earliest_member_and_the_last_one_deletes(users, capture_pushes):
@@ -301,6 +316,19 @@ def test_search_covers_rooms_while_a_member(users):
     services.room_leave(user=users["bob"], room_id=room)
     assert [m["body"] for m in selectors.message_search(user=users["bob"], query="lunch")] == ["lunch later"]
     assert code_of(selectors.message_search, user=users["bob"], query="lunch", room_id=room) == "unknown_room"
+
+
+def test_symbol_search_covers_rooms_while_a_member(users):
+    """Issue 24.6's bounded scan for 🎉 keeps the room rule of word search."""
+    room = room_with(users, "bob")
+    services.message_room_send(sender=users["alice"], room_id=room, body="🎉 upstairs")
+    services.message_send(sender=users["alice"], to_username="bob", body="🎉 later")
+    bodies = lambda **kw: [m["body"] for m in selectors.message_search(user=users["bob"], query="🎉", **kw)]  # noqa: E731
+    assert bodies() == ["🎉 later", "🎉 upstairs"]
+    assert bodies(room_id=room) == ["🎉 upstairs"]
+    services.room_leave(user=users["bob"], room_id=room)
+    assert bodies() == ["🎉 later"]
+    assert code_of(selectors.message_search, user=users["bob"], query="🎉", room_id=room) == "unknown_room"
 
 
 def test_room_edit_and_delete_reach_members_online_who_have_it(users, capture_pushes):

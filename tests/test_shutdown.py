@@ -131,3 +131,33 @@ async def test_a_rolling_restart_under_load_loses_nothing():
     finally:
         one.stop()
         two.stop()
+
+
+async def test_a_process_says_at_start_what_it_runs_on():
+    server = Server(LOG_LEVEL="INFO").start()
+    server.stop()
+    line = next(line for line in server.log_text().splitlines() if "chat process" in line)
+    assert f"chat process {server.proc.pid} starting:" in line
+    assert "database" in line and "Layer" in line
+    assert "postgres://" not in line and "password" not in line.lower()
+
+
+async def test_a_client_that_leaves_with_sends_in_flight_leaves_no_error_behind():
+    """Issue 22: closing with requests in flight once logged `Task exception
+    was never retrieved ... InvalidStateError` from the reply path."""
+    server = Server().start()
+    try:
+        await signup(server.url, "alice", "bob")
+        for _ in range(5):
+            ws = await websockets.connect(server.url)
+            await ws.send(json.dumps({"type": "login", "username": "alice", "password": PASSWORD, "ref": "in"}))
+            while json.loads(await ws.recv()).get("ref") != "in":
+                pass
+            for i in range(20):
+                await ws.send(json.dumps({"type": "send", "to": "bob", "body": f"in flight {i}"}))
+            ws.transport.abort()
+            await asyncio.sleep(0.3)
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "InvalidStateError" not in log and "never retrieved" not in log and "Traceback" not in log, log[-2000:]

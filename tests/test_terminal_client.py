@@ -502,6 +502,36 @@ async def test_keeps_trying_through_a_long_outage(server):
     await alice.close()
 
 
+async def test_back_within_seconds_of_the_server(server):
+    """Issue 24.1: the wait between tries grew to 30 s, so a client came back
+    many seconds after the server did; it is capped at 5 s now."""
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice")
+    server.stop()
+    await lines.wait_for("Connection lost")
+    await asyncio.sleep(14)  # four failed tries: the old fifth wait was 12-16 s
+    await restart_soon(server)
+    began = time.monotonic()
+    await lines.wait_for("Reconnected as alice.", timeout=30)
+    assert time.monotonic() - began < 8
+    assert all(float(line.rsplit("in ", 1)[1].split()[0]) <= 5 for line in lines if "next try in" in line)
+    await alice.close()
+
+
+async def test_an_empty_line_tries_again_at_once(server):
+    """Issue 24.1: there was no "retry now"; Enter on an empty line is one."""
+    await signup(server.url, "alice")
+    alice, lines = await client_for(server, "alice", first_delay=30, max_delay=30)
+    server.stop()
+    await lines.wait_for("Enter on an empty line: now", timeout=20)
+    await restart_soon(server)
+    began = time.monotonic()
+    await alice.execute("")
+    await lines.wait_for("Reconnected as alice.", timeout=10)
+    assert time.monotonic() - began < 5  # the wait it announced was 15-30 s
+    await alice.close()
+
+
 async def test_an_expired_connection_reconnects(server):
     """Defect 9: "Your connection expired; reconnect." used to end the client."""
     await signup(server.url, "alice", "bob")
@@ -588,6 +618,15 @@ async def test_refused_and_foreign_servers_are_clear_errors():
         http.shutdown()
 
 
+def test_a_failed_login_says_when_the_next_one_locks():
+    """Issue 24.5: the server's warning is shown, not the bare sentence."""
+    from chatclient.text import explain
+
+    warned = "Wrong username or password. One more wrong password locks this name for a minute."
+    assert explain({"code": "invalid_credentials", "attempts_left": 1, "message": warned}) == warned
+    assert explain({"code": "invalid_credentials", "attempts_left": 2, "message": "x"}) == "Wrong username or password."
+
+
 def test_completion_and_rendering():
     client = ChatClient("ws://unused/", print)
     client.known = {"alice", "albert", "bob"}
@@ -603,6 +642,14 @@ def test_completion_and_rendering():
         "stored": True,
     }
     assert render_message(stored, "me").endswith("bob: x (waited while you were offline)")
+
+
+def test_markdown_is_left_as_typed():
+    """Issue 24.9: the page shows *bold*, `code` and quotes; the terminal
+    shows the characters as they were typed."""
+    body = "*bold* **b** _it_ `x` > q"
+    message = {"kind": "private", "from": "bob", "to": "me", "body": body, "sent_at": "2020-01-01T10:00:00+00:00"}
+    assert render_message(message, "me").endswith(f"bob: {body}")
 
 
 def test_others_words_cannot_drive_the_terminal():

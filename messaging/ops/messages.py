@@ -14,7 +14,7 @@ from core import metrics
 from core.errors import ServiceError
 
 from .. import events, selectors, services, wire
-from ..frames import Request
+from ..frames import MAX_ID, Request
 from ..runtime import runtime
 from .registry import Connection, op, read
 from .rooms import room_id
@@ -32,8 +32,11 @@ async def send(conn: Connection, request: Request) -> dict[str, Any]:
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
     reply_to = _reply_to(request)
+    attachments = _attachments(request)
     sent = await runtime.writer.submit(
-        services.SendRequest(sender=conn.me, to_username=to, body=body, client_id=client_id, reply_to=reply_to)
+        services.SendRequest(
+            sender=conn.me, to_username=to, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
+        )
     )
     metrics.messages_accepted.labels("private").inc()
     metrics.deliveries.labels("live" if sent.live else "stored").inc()
@@ -51,8 +54,11 @@ async def _send_to_room(conn: Connection, request: Request) -> dict[str, Any]:
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
     reply_to = _reply_to(request)
+    attachments = _attachments(request)
     done = await runtime.writer.submit(
-        services.RoomSendRequest(sender=conn.me, room_id=room, body=body, client_id=client_id, reply_to=reply_to)
+        services.RoomSendRequest(
+            sender=conn.me, room_id=room, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
+        )
     )
     return _fanned_out(done, "room")
 
@@ -62,8 +68,11 @@ async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
     body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
     client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
     reply_to = _reply_to(request)
+    attachments = _attachments(request)
     done = await runtime.writer.submit(
-        services.BroadcastRequest(sender=conn.me, body=body, client_id=client_id, reply_to=reply_to)
+        services.BroadcastRequest(
+            sender=conn.me, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
+        )
     )
     return _fanned_out(done, "broadcast")
 
@@ -198,6 +207,21 @@ def _typing_allowed(conn: Connection, to: str, state: bool) -> bool:
         sent.clear()
     sent[to] = (state, now, window_start, count + 1)
     return True
+
+
+def _attachments(request: Request) -> tuple[int, ...]:
+    """The optional `attachments` of a send: ids of uploads (protocol 1.2).
+    How many a message may carry is the service's rule; this only bounds
+    the list a frame may hold."""
+    if not request.has("attachments"):
+        return ()
+    value = request.content["attachments"]
+    limit = settings.CHAT_ATTACHMENTS_PER_MESSAGE
+    if not isinstance(value, list) or any(type(v) is not int or not 0 < v <= MAX_ID for v in value):
+        raise request.bad("attachments", "a list of attachment ids")
+    if len(value) > limit:
+        raise ServiceError(request.invalid_code, f"A message carries at most {limit} attachments.")
+    return tuple(value)
 
 
 async def _conversation(request: Request) -> tuple[UserModel | None, int | None]:

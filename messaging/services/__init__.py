@@ -3,6 +3,14 @@ after (``events`` defers pushes to ``on_commit``); errors are ServiceError
 with a protocol error code. Callers import from here."""
 
 from .accounts import account_delete
+from .attachments import (
+    attachment_check,
+    attachment_delete,
+    attachment_store,
+    attachment_upload,
+    attachments_of_message_delete,
+    attachments_unsent_prune,
+)
 from .batch import BatchRequest, requests_apply
 from .blocks import block_create, block_delete
 from .deliveries import AckRequest, deliveries_ack, delivery_ack, delivery_flush_page, delivery_redeliver
@@ -63,6 +71,12 @@ __all__ = [
     "SendRequest",
     "Sent",
     "account_delete",
+    "attachment_check",
+    "attachment_delete",
+    "attachment_store",
+    "attachment_upload",
+    "attachments_of_message_delete",
+    "attachments_unsent_prune",
     "block_create",
     "block_delete",
     "conversations_read",

@@ -18,7 +18,7 @@ from core.errors import ServiceError
 
 from .. import events, wire
 from ..models import Delivery, Message
-from ..selectors import message_extras
+from ..selectors import attachments_fill, message_extras
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def delivery_flush_page(
             # with a lower id (ids are taken before commit) was not pushed.
             pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
     extras = message_extras(messages=[(row[0], row[wire.MESSAGE_ROW_REPLY_TO]) for row in rows])
-    return [wire.message_event_row(row, stored=True, extras=extras) for row in rows]
+    return attachments_fill([wire.message_event_row(row, stored=True, extras=extras) for row in rows])
 
 
 # What a message event adds to its body's bytes, about (names, times, keys).
@@ -150,5 +150,6 @@ def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000, max_b
             for d in taken:
                 event = wire.message_event(d.message, stored=d.pushed_at is None, extras=extras)
                 by_user[d.recipient_id].append(event)
+        attachments_fill([event for frames in by_user.values() for event in frames])
         events.push_messages(by_user)
     return sum(len(v) for v in by_user.values())

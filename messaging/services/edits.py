@@ -20,6 +20,7 @@ from core.errors import ServiceError
 from .. import events, wire
 from ..models import Edit, Message
 from ..selectors import blockers_of, live_presence, message_audience, room_online_member_ids
+from .attachments import attachments_of_message_delete
 from .messages import RateLimits, clean_body
 
 
@@ -80,4 +81,6 @@ def message_delete(*, user: UserModel, message_id: int) -> None:
         message = _own_message(user=user, message_id=message_id)
         message.body, message.deleted_at = "", timezone.now()
         message.save(update_fields=["body", "deleted_at"])
+        # Its files go with it: nobody can see them any more.
+        attachments_of_message_delete(message_ids=[message.pk])
         _tell_recipients(message, wire.message_deleted(message.pk))

@@ -33,6 +33,7 @@ from core.errors import ServiceError
 from .. import events, wire
 from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence, RoomMember
 from ..selectors import live_presence, online_cutoff, visible_replies
+from .attachments import AttachmentClaims
 
 User = get_user_model()
 log = logging.getLogger("chat")
@@ -46,6 +47,7 @@ class SendRequest:
     client_id: str | None = None
     rate_limit: bool = True  # False only for operators' tools (seeding)
     reply_to: int | None = None  # a message id of the same conversation
+    attachments: tuple[int, ...] = ()  # ids of the sender's unsent uploads
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class BroadcastRequest:
     client_id: str | None = None
     rate_limit: bool = True
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class RoomSendRequest:
     client_id: str | None = None
     rate_limit: bool = True
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
 
 
 AnySendRequest = SendRequest | BroadcastRequest | RoomSendRequest
@@ -87,9 +91,10 @@ Result = TypeVar("Result", Sent, Broadcasted)
 Key = tuple[int, str]
 
 
-def clean_body(body: str) -> str:
+def clean_body(body: str, *, may_be_empty: bool = False) -> str:
+    """The body trimmed; empty only for a message of attachments alone."""
     body = body.strip()
-    if not body:
+    if not body and not may_be_empty:
         raise ServiceError("invalid", "The message is empty.")
     if len(body) > settings.CHAT_MAX_BODY_CHARS:
         raise ServiceError("invalid", f"The message is longer than {settings.CHAT_MAX_BODY_CHARS} characters.")
@@ -186,9 +191,9 @@ class _ClientIds:
         if key is None:
             return None
         replay = self.replays.get(key)
-        if replay is not None:
-            if replay.message is None or replay.message.kind != kind:
-                raise ServiceError("invalid", "This client_id was used for another kind of message.")
+        if replay is not None and replay.message is not None:
+            # Whatever kind of message it was: the contract's answer to a
+            # second request with the same client_id is the first one's.
             return replay
         return self.firsts.get(key)
 
@@ -251,10 +256,14 @@ def _clean_bodies(requests: Sequence[AnySendRequest]) -> tuple[list[Any], dict[i
         try:
             if isinstance(r, SendRequest) and r.to_username == r.sender.username:
                 raise ServiceError("invalid", "You cannot send a message to yourself.")
-            bodies[i] = clean_body(r.body)
+            bodies[i] = clean_body(r.body, may_be_empty=bool(r.attachments))
         except ServiceError as e:
             results[i] = e
     return results, bodies, [i for i in range(len(requests)) if results[i] is None]
+
+
+def _claims(requests: Sequence[AnySendRequest], todo: list[int]) -> AttachmentClaims:
+    return AttachmentClaims({i: (requests[i].sender, requests[i].attachments) for i in todo if requests[i].attachments})
 
 
 def _key(sender: UserModel, client_id: str | None) -> Key | None:
@@ -292,6 +301,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         online = set(live_presence(now).filter(user__in=recipient_ids).values_list("user_id", flat=True))
         rates = RateLimits({requests[i].sender.pk for i in todo if requests[i].rate_limit}, now)
         replies = _Replies(requests, todo)
+        claims = _claims(requests, todo)
         accepted: list[int] = []
         copies: dict[int, int] = {}  # request index -> index of the earlier one it repeats
         for i in todo:
@@ -299,7 +309,8 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             try:
                 earlier = client_ids.check(keys[i], Message.Kind.PRIVATE)
                 if isinstance(earlier, ClientRequest):
-                    results[i] = Sent(earlier.message, bool(earlier.reply["live"]))  # type: ignore[arg-type,index]
+                    reply = earlier.reply or {}
+                    results[i] = Sent(earlier.message, bool(reply.get("live")))  # type: ignore[arg-type]
                     continue
                 if earlier is not None:
                     copies[i] = earlier
@@ -310,6 +321,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
                 if (recipient.pk, r.sender.pk) in blocks:
                     raise ServiceError("blocked", f"{recipient.username} does not accept your messages.")
                 replies.check(r, (Message.Kind.PRIVATE, frozenset((r.sender.pk, recipient.pk))))
+                claims.check(i)
                 if r.rate_limit:
                     rates.take(r.sender.pk)
             except ServiceError as e:
@@ -325,8 +337,11 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
             )
             results[i] = Sent(message, recipient.pk in online)
             accepted.append(i)
+            claims.take(i)
             client_ids.use(keys[i], i)
         Message.objects.bulk_create([results[i].message for i in accepted])
+        extras = {i: claims.attach(i, results[i].message, replies.extras) for i in accepted}
+        claims.save()
         Delivery.objects.bulk_create(
             [
                 Delivery(message=m, recipient_id=m.recipient_id, pushed_at=now if results[i].live else None)
@@ -339,7 +354,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         client_ids.finish(results, _sent_reply)
         for i in accepted:
             message = results[i].message
-            event = wire.message_event(message, stored=False, extras=replies.extras)
+            event = wire.message_event(message, stored=False, extras=extras[i])
             events.push_message(event, user_id=message.recipient_id)
     return results
 
@@ -351,11 +366,13 @@ def _fanned_out(
     requests: Sequence[BroadcastRequest | RoomSendRequest],
     kind: str,
     prepare: Callable[[list[int], datetime], Check],
-    store: Callable[[Any, str, datetime, wire.Extras], Broadcasted],
+    store: Callable[[Any, str, datetime, Callable[[Message], wire.Extras]], Broadcasted],
 ) -> list[Broadcasted | ServiceError]:
     """What broadcasts and room messages share: clean, replay a client_id's
     answer, check the request (`prepare` loads what the checks of the batch
-    need, once), store and fan out each accepted one."""
+    need, once), store and fan out each accepted one. `store` calls its
+    last argument with the message it created, to attach the request's
+    files, and pushes the extras it returns."""
     results, bodies, todo = _clean_bodies(requests)
     if not todo:
         return results
@@ -365,24 +382,32 @@ def _fanned_out(
         client_ids = _ClientIds({k for k in keys.values() if k}, now)
         replies = _Replies(requests, todo)
         check = prepare(todo, now)
+        claims = _claims(requests, todo)
         copies: dict[int, int] = {}
         for i in todo:
             r = requests[i]
             try:
                 earlier = client_ids.check(keys[i], kind)
                 if isinstance(earlier, ClientRequest):
+                    # The first answer's counts (a private message's: one, live or stored).
                     reply = earlier.reply or {}
-                    results[i] = Broadcasted(earlier.message, reply["live"], reply["stored"])  # type: ignore[arg-type]
+                    live, stored = reply.get("live", 0), reply.get("stored")
+                    if stored is None:
+                        live, stored = int(bool(live)), int(not live)
+                    results[i] = Broadcasted(earlier.message, live, stored)  # type: ignore[arg-type]
                     continue
                 if earlier is not None:
                     copies[i] = earlier
                     continue
+                claims.check(i)
                 check(r, replies)
             except ServiceError as e:
                 results[i] = e
                 continue
-            results[i] = store(r, bodies[i], now, replies.extras)
+            claims.take(i)
+            results[i] = store(r, bodies[i], now, lambda m, i=i: claims.attach(i, m, replies.extras))  # type: ignore[misc]
             client_ids.use(keys[i], i)
+        claims.save()
         for i, earlier in copies.items():
             results[i] = results[earlier]
         client_ids.finish(results, _broadcast_reply)
@@ -407,10 +432,11 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
 
         return check
 
-    def store(r: BroadcastRequest, body: str, now: datetime, extras: wire.Extras) -> Broadcasted:
+    def store(r: BroadcastRequest, body: str, now: datetime, attach: Callable[[Message], wire.Extras]) -> Broadcasted:
         message = Message.objects.create(
             kind=Message.Kind.BROADCAST, sender=r.sender, body=body, sent_at=now, reply_to_id=r.reply_to
         )
+        extras = attach(message)
         live, stored = _fan_out(message, now)
         blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
         events.push_to_everyone(
@@ -443,10 +469,11 @@ def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcast
 
         return check
 
-    def store(r: RoomSendRequest, body: str, now: datetime, extras: wire.Extras) -> Broadcasted:
+    def store(r: RoomSendRequest, body: str, now: datetime, attach: Callable[[Message], wire.Extras]) -> Broadcasted:
         message = Message.objects.create(
             kind=Message.Kind.ROOM, sender=r.sender, room_id=r.room_id, body=body, sent_at=now, reply_to_id=r.reply_to
         )
+        extras = attach(message)
         live, stored = _fan_out(message, now, room_id=r.room_id)
         # To the members online only, through the hubs: one layer message per process.
         online = Delivery.objects.filter(message=message, pushed_at__isnull=False).values_list(
@@ -507,10 +534,17 @@ def message_send(
     client_id: str | None = None,
     rate_limit: bool = True,
     reply_to: int | None = None,
+    attachments: Sequence[int] = (),
 ) -> Sent:
     """Store one private message (a batch of one)."""
     request = SendRequest(
-        sender=sender, to_username=to_username, body=body, client_id=client_id, rate_limit=rate_limit, reply_to=reply_to
+        sender=sender,
+        to_username=to_username,
+        body=body,
+        client_id=client_id,
+        rate_limit=rate_limit,
+        reply_to=reply_to,
+        attachments=tuple(attachments),
     )
     return _one(messages_send(requests=[request])[0])
 
@@ -522,9 +556,17 @@ def message_broadcast(
     client_id: str | None = None,
     rate_limit: bool = True,
     reply_to: int | None = None,
+    attachments: Sequence[int] = (),
 ) -> Broadcasted:
     """Store one broadcast (a batch of one)."""
-    request = BroadcastRequest(sender=sender, body=body, client_id=client_id, rate_limit=rate_limit, reply_to=reply_to)
+    request = BroadcastRequest(
+        sender=sender,
+        body=body,
+        client_id=client_id,
+        rate_limit=rate_limit,
+        reply_to=reply_to,
+        attachments=tuple(attachments),
+    )
     return _one(messages_broadcast(requests=[request])[0])
 
 
@@ -536,9 +578,16 @@ def message_room_send(
     client_id: str | None = None,
     reply_to: int | None = None,
     rate_limit: bool = True,
+    attachments: Sequence[int] = (),
 ) -> Broadcasted:
     """Store one room message (a batch of one)."""
     request = RoomSendRequest(
-        sender=sender, room_id=room_id, body=body, client_id=client_id, reply_to=reply_to, rate_limit=rate_limit
+        sender=sender,
+        room_id=room_id,
+        body=body,
+        client_id=client_id,
+        reply_to=reply_to,
+        rate_limit=rate_limit,
+        attachments=tuple(attachments),
     )
     return _one(messages_room_send(requests=[request])[0])

@@ -116,8 +116,14 @@ def _tell(room_id: int, changes: Sequence[tuple[wire.RoomChange, str | None]], *
 
 
 def _drop_pending(room_id: int, user_id: int) -> None:
-    """A member who is removed or leaves gets nothing more of the room."""
-    Delivery.objects.filter(recipient_id=user_id, message__room_id=room_id, acked_at__isnull=True).delete()
+    """A member who is removed or leaves gets nothing more of the room: what
+    was pending stops being pending (no push, at login or again). The rows
+    stay, marked done, because they are also what lets the member see those
+    messages in history should they be added again: they went to them
+    while they were a member (protocol 1.2)."""
+    Delivery.objects.filter(recipient_id=user_id, message__room_id=room_id, acked_at__isnull=True).update(
+        acked_at=timezone.now()
+    )
 
 
 def _as_it_was(member: RoomMember) -> wire.RoomObject:

@@ -14,6 +14,8 @@ if (note) {
       setTimeout(tick, ms % 1000 || 1000);
     } else {
       note.textContent = "You can try again now.";
+      // Good news, not an error any more.
+      note.classList.replace("form-error", "form-ok");
       button.disabled = false;
     }
   };

@@ -5,6 +5,7 @@
 // alerts.js.
 
 import { Alerts } from "./alerts.js";
+import { attachmentSummary, Tray, Viewer } from "./attachments.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { $, el } from "./dom.js";
@@ -25,6 +26,7 @@ let live = false; // logged in on the current socket
 let stopped = false; // replaced or ended: no reconnecting by itself
 let elsewhere = false; // this socket was told the user is online elsewhere
 let wantTakeover = false;
+let inactive = false; // another window of this user has the chat
 let loadingEarlier = null; // the older page on its way
 const supports = { typing: true }; // switched off when the server refuses an op
 
@@ -61,10 +63,23 @@ const outbox = new Outbox({
   onChange: outboxChanged,
   onSent: sent,
 });
+const tray = new Tray({
+  box: $("tray"),
+  input: $("file-input"),
+  button: $("attach"),
+  dropZone: $("conversation"),
+  paste: $("body"),
+  hooks: {
+    changed: () => composer.check(),
+    announce: (t) => alerts.announce(t),
+  },
+});
+new Viewer({ dialog: $("viewer"), list: $("message-list") });
 const composer = new Composer({
   saved,
+  tray,
   hooks: {
-    send: (key, body) => outbox.add(key, body),
+    send: (key, body, files) => outbox.add(key, body, files),
     typing,
     editLast,
     announce: (t) => alerts.announce(t),
@@ -80,6 +95,7 @@ new Search(store, {
 
 function setStatus(state, words, detail = "") {
   const status = $("status");
+  $("retry-now").hidden = true; // shown again by waiting() while a retry is due
   status.dataset.state = state;
   status.firstChild.textContent = words;
   $("status-detail").textContent = detail;
@@ -94,9 +110,18 @@ async function opened() {
   else if (!elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
 }
 
+/** Disconnected or inactive: who is online is not known any more. */
+function presenceUnknown() {
+  store.presenceKnown = false;
+  sidebar.people();
+  sidebar.conversations();
+  sidebar.header();
+}
+
 function closed() {
   live = false;
   elsewhere = false;
+  presenceUnknown();
   outboxChanged();
   if (stopped) return false;
   setStatus("offline", "Offline");
@@ -105,6 +130,7 @@ function closed() {
 
 function waiting(seconds) {
   setStatus("offline", "Offline", ` — reconnecting in ${seconds} s`);
+  $("retry-now").hidden = false;
 }
 
 async function takeOver() {
@@ -129,6 +155,7 @@ async function loggedIn() {
   live = true;
   stopped = false;
   elsewhere = false;
+  setInactive(false);
   conn.healthy();
   hideBanner();
   setStatus("online", "Connected");
@@ -145,6 +172,14 @@ async function loggedIn() {
   }
   await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
   await refreshOpen();
+}
+
+/** Inactive, the composer is off and says how to take the chat back here,
+ * rather than taking what is typed and keeping it from going. */
+function setInactive(yes) {
+  inactive = yes;
+  composer.setEnabled(!yes);
+  $("inactive-note").hidden = !yes;
 }
 
 function showBanner(text, action, onAction) {
@@ -189,6 +224,8 @@ function frameArrived(frame) {
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
+        setInactive(true);
+        presenceUnknown();
         showBanner("Chat is open in another window.", "Use here", takeOver);
         setStatus("offline", "Open elsewhere");
       }
@@ -196,6 +233,8 @@ function frameArrived(frame) {
     case "session_replaced":
       stopped = true;
       live = false;
+      setInactive(true);
+      presenceUnknown();
       showBanner("Chat is open in another window.", "Use here", takeOver);
       setStatus("offline", "Open elsewhere");
       break;
@@ -290,11 +329,35 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   list.show(c, outbox.forKey(key));
   if (!c.loaded) {
     if (!(await loadLatest(c)) || store.open !== key) return;
+    // More unread than a page: older pages too (a few at most), so that the
+    // "New" divider is above the first unread, not the first loaded.
+    for (let pages = 0; pages < 5 && !c.complete && c.unread > othersIn(c); pages++) {
+      if (!(await loadOlder(c)) || store.open !== key) return;
+    }
   }
   c.firstUnread = c.findFirstUnread(me);
   list.show(c, outbox.forKey(key));
   markRead();
   sidebar.conversations();
+}
+
+const othersIn = (c) => [...c.messages.values()].filter((m) => m.from !== me).length;
+
+/** The page before the oldest message held, kept but not shown; false when
+ * it cannot be had. */
+async function loadOlder(c) {
+  const reply = await conn.request("history", {
+    with: c.peer,
+    before: c.oldestId(),
+    limit: MAX_PAGE,
+  });
+  if (reply.type !== "ok") return false;
+  for (const m of reply.messages) {
+    store.seen.add(m.id);
+    c.add(m);
+  }
+  c.complete = reply.messages.length < MAX_PAGE;
+  return true;
 }
 
 /** After a reconnect: what the open conversation missed, added in place. */
@@ -407,14 +470,15 @@ function received(msg) {
 }
 
 function tell(msg, c, shown) {
-  const body = msg.body.length > 200 ? `${msg.body.slice(0, 200)}…` : msg.body;
+  const said = msg.body || attachmentSummary(msg.attachments);
+  const body = said.length > 200 ? `${said.slice(0, 200)}…` : said;
   const where = c.key === EVERYONE ? " to everyone" : "";
   alerts.announce(
     shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
   );
   if (document.hidden || !shown) alerts.chime();
   if (document.hidden)
-    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(msg.body)), () =>
+    alerts.notify(`${isolate(msg.from)}${where}`, isolate(neutralLinks(said)), () =>
       openConversation(c.key),
     );
 }
@@ -439,6 +503,7 @@ function sent(entry, reply) {
     body: trimBody(entry.body),
     sent_at: entry.at,
     edited_at: null,
+    attachments: entry.attachments || [],
   };
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
@@ -478,6 +543,7 @@ function pendingAction(action, cid) {
     outbox.discard(cid);
     openConversation(entry.key, { focus: true });
     composer.value = composer.value ? `${composer.value}\n${entry.body}` : entry.body;
+    if (entry.attachments && !entry.filesGone) tray.restore(entry.attachments);
   }
 }
 
@@ -609,7 +675,10 @@ function typingArrived({ from, typing: active }) {
 
 async function loadPeople() {
   const [online, recent] = await Promise.all([conn.request("online"), conn.request("recent")]);
-  if (online.type === "ok") store.online = new Set(online.users);
+  if (online.type === "ok") {
+    store.online = new Set(online.users);
+    store.presenceKnown = true;
+  }
   if (recent.type === "ok") store.recent = new Map(recent.users.map((u) => [u.username, u]));
   sidebar.people();
   sidebar.conversations();
@@ -679,6 +748,7 @@ function wire() {
       input.setAttribute("aria-invalid", "true");
     };
     if (name === me) return fail("That is you.");
+    if (inactive) return fail("Chat is open in another window: use it here first.");
     const reply = await conn.request("history", { with: name, limit: 1 });
     if (reply.type !== "ok") {
       return fail(
@@ -697,6 +767,18 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("inactive-use-here").addEventListener("click", () => {
+    hideBanner();
+    takeOver();
+  });
+  // Closing a window whose messages cannot go from it: say so first.
+  addEventListener("beforeunload", (e) => {
+    if (inactive && outbox.entries.length) e.preventDefault();
+  });
+  $("retry-now").addEventListener("click", () => {
+    setStatus("connecting", "Connecting…");
+    conn.retryNow();
+  });
   const back = () => {
     app.classList.remove("show-conversation");
     $("conversations").querySelector("[aria-current=true]")?.focus();

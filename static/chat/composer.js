@@ -8,10 +8,12 @@ import { MAX_BODY_CHARS } from "./store.js";
 const SHOW_COUNTER_FROM = MAX_BODY_CHARS - 500;
 
 export class Composer {
-  /** hooks: send(key, body), typing(key, active), editLast(), announce(text) */
-  constructor({ saved, hooks }) {
+  /** hooks: send(key, body, attachments), typing(key, active), editLast(),
+   * announce(text); tray: the files to send with the next message (attachments.js) */
+  constructor({ saved, hooks, tray }) {
     this.saved = saved;
     this.hooks = hooks;
+    this.tray = tray;
     this.form = $("composer");
     this.box = $("body");
     this.button = $("send");
@@ -84,7 +86,7 @@ export class Composer {
     );
     this.counter.classList.toggle("over", over);
     attr(this.box, "aria-invalid", over ? "true" : null);
-    this.button.disabled = over;
+    this.button.disabled = over || this.box.disabled;
     if (over && !this.over)
       this.hooks.announce(
         `Too long: a message can have at most ${number(MAX_BODY_CHARS)} characters.`,
@@ -92,11 +94,24 @@ export class Composer {
     this.over = over;
   }
 
+  /** Off while another window of the same user has the chat: what is
+   * typed here could not go, and the draft stays as it is. */
+  setEnabled(enabled) {
+    this.box.disabled = !enabled;
+    this.check();
+  }
+
   submit() {
     const body = this.box.value;
-    if (!trimBody(body) || this.over) return;
+    const files = this.tray?.ready || [];
+    if ((!trimBody(body) && !files.length) || this.over || this.box.disabled) return;
+    if (this.tray?.uploading)
+      return this.hooks.announce("Not sent yet: wait until the files are uploaded.");
+    if (this.tray?.failed.length)
+      return this.hooks.announce("Not sent: remove the files that could not be uploaded first.");
     this.hooks.typing(this.key, false);
-    this.hooks.send(this.key, body);
+    this.hooks.send(this.key, body, files);
     this.value = "";
+    this.tray?.clear();
   }
 }

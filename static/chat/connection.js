@@ -1,7 +1,9 @@
 // The one WebSocket: requests matched to replies by ref, events handed on,
 // reconnection with backoff. Who the connection is belongs to chat.js.
 
-const MAX_DELAY = 30000;
+// Low, so the page is back within a few seconds of the server (a restart,
+// an upgrade); the jitter below keeps a thousand pages from arriving at once.
+const MAX_DELAY = 5000;
 
 export class Connection {
   /**
@@ -66,7 +68,9 @@ export class Connection {
   }
 
   retryLater() {
-    const delay = Math.min(this.delay, MAX_DELAY) * (0.8 + Math.random() * 0.4);
+    // Anywhere in the second half of the step: pages that lost the server
+    // together spread over seconds instead of knocking in the same one.
+    const delay = Math.min(this.delay, MAX_DELAY) * (0.5 + Math.random() * 0.5);
     this.delay = Math.min(this.delay * 2, MAX_DELAY);
     let left = Math.ceil(delay / 1000);
     this.onWaiting(left);

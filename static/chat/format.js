@@ -15,7 +15,9 @@ export const number = (n) => n.toLocaleString();
 const sameDay = (a, b) => a.toDateString() === b.toDateString();
 
 export function clock(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  // "numeric": no leading zero in 12-hour style ("8:14 PM"); a 24-hour locale
+  // keeps its own form ("08:14" in German, "20:14").
+  return new Date(iso).toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
 }
 
 export function fullTime(iso) {
@@ -80,8 +82,8 @@ export function isolate(text) {
   return `\u2068${text}\u2069`;
 }
 
-// http(s) links only; trailing punctuation stays text.
-const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+// http(s) links, and "www." ones (as https); trailing punctuation stays text.
+const URL_RE = /\bhttps?:\/\/[^\s<>"]+|(?<![\w@.\/-])www\.[^\s<>"]+\.[^\s<>"]+/gi;
 const TRAILING = /[.,;:!?'")\]}]/;
 
 /** The body as text nodes and <a> elements for its http(s) links. */
@@ -98,7 +100,7 @@ export function linkify(body) {
     }
     let url;
     try {
-      url = new URL(link);
+      url = new URL(/^www\./i.test(link) ? `https://${link}` : link);
     } catch {
       continue;
     }

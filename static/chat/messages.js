@@ -3,8 +3,10 @@
 // selecting text is not disturbed; the view only scrolls by itself when the
 // person is already at the bottom.
 
+import { attachmentNodes } from "./attachments.js";
 import { el, icon, text } from "./dom.js";
-import { clock, dayKey, dayLabel, fullTime, linkify } from "./format.js";
+import { clock, dayKey, dayLabel, fullTime } from "./format.js";
+import { render } from "./markup.js";
 
 const GROUP_MS = 5 * 60 * 1000; // one sender's messages this close read as one group
 const AT_BOTTOM_PX = 40;
@@ -140,8 +142,10 @@ export class MessageList {
     this.list.prepend(...nodes);
     for (const node of nodes) this.decorate(node);
     if (first) this.decorate(first);
-    restore();
+    // The chrome first: a "Load earlier" button that goes away above the
+    // view would otherwise move it (past the "New" divider, into a header).
     this.updateChrome();
+    restore();
   }
 
   /** Keeps what the person sees in place while content changes above it. */
@@ -402,6 +406,7 @@ export class MessageList {
         el("time", { datetime: at, title: fullTime(at), text: clock(at) }),
       ),
       el("div", { class: "body", dir: "auto" }),
+      el("div", { class: "files", hidden: true }),
       el("div", { class: "foot" }),
     );
     const node = el("li", { class: "msg" + (mine ? " mine" : ""), tabindex: "-1" }, bubble);
@@ -414,11 +419,23 @@ export class MessageList {
     const box = node.querySelector(".body");
     if (box.dataset.text === body) return;
     box.dataset.text = body;
-    box.replaceChildren(...linkify(body));
+    box.replaceChildren(...render(body));
+    box.classList.toggle("empty-body", body === "");
+  }
+
+  /** Thumbnails and file cards, rebuilt only when the files change. */
+  setFiles(node, attachments) {
+    const box = node.querySelector(".files");
+    const key = (attachments || []).map((a) => a.id).join(",");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(...attachmentNodes(attachments));
+    box.hidden = key === "";
   }
 
   fill(node, msg) {
     this.setBody(node, msg.body);
+    this.setFiles(node, msg.attachments);
     const meta = node.querySelector(".meta");
     if (msg.stored && !meta.querySelector(".tag")) {
       meta.append(el("span", { class: "tag", text: "waited while you were offline" }));
@@ -476,6 +493,7 @@ export class MessageList {
 
   fillPending(node, entry) {
     this.setBody(node, entry.body);
+    this.setFiles(node, entry.attachments);
     const failed = entry.state === "failed";
     node.classList.toggle("failed", failed);
     node.classList.toggle("sending", !failed);

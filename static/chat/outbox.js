@@ -74,8 +74,11 @@ export class Outbox {
     return this.entries.find((e) => e.cid === cid);
   }
 
-  add(key, body) {
+  /** attachments: objects of files uploaded already (their ids are what is
+   * sent; kept with the entry, they survive a reload like the text). */
+  add(key, body, attachments = []) {
     const entry = { cid: newClientId(), key, body, at: new Date().toISOString(), state: "queued" };
+    if (attachments.length) entry.attachments = attachments;
     this.entries.push(entry);
     this.save();
     this.onChange();
@@ -131,6 +134,7 @@ export class Outbox {
     this.sending = entry.cid;
     this.onChange();
     const fields = { body: entry.body, client_id: entry.cid };
+    if (entry.attachments?.length) fields.attachments = entry.attachments.map((a) => a.id);
     const reply =
       entry.key === EVERYONE
         ? await this.request("broadcast", fields)
@@ -165,6 +169,12 @@ export class Outbox {
       entry.code = reply.code;
       const name = entry.key === EVERYONE ? "everyone" : entry.key;
       entry.error = EXPLAIN[reply.code]?.(name) || `Not sent: ${reply.message || reply.code}`;
+      // An upload not sent within a day is removed by the server: the
+      // file must be chosen again.
+      entry.filesGone = reply.code === "invalid" && /attachment/i.test(reply.message || "");
+      if (entry.filesGone)
+        entry.error =
+          "Not sent: a file of it is no longer on the server (uploads wait a day at most). Choose the file again.";
       entry.retry = RETRY_BY_HAND.has(reply.code);
     }
     this.save();

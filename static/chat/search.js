@@ -54,6 +54,7 @@ export class Search {
     this.people(query);
     $("search-messages").replaceChildren();
     $("search-more").hidden = true;
+    $("search-messages-section").hidden = !query; // no empty heading before a query
     if (query) this.messages(query, null);
     else this.status("Type a name or words from a message.");
   }
@@ -71,9 +72,9 @@ export class Search {
       .map((name) =>
         this.result(
           () => this.actions.open(name),
-          el("span", { class: "dot" + (s.online.has(name) ? " on" : ""), "aria-hidden": "true" }),
+          el("span", { class: "dot" + (s.isOnline(name) ? " on" : ""), "aria-hidden": "true" }),
           el("bdi", { class: "conv-name", text: name }),
-          el("span", { class: "muted small-text", text: s.online.has(name) ? "online" : "" }),
+          el("span", { class: "muted small-text", text: s.isOnline(name) ? "online" : "" }),
         ),
       );
     $("search-people").replaceChildren(...items);
@@ -124,13 +125,16 @@ export class Search {
         el(
           "span",
           { class: "result-line" },
-          el(
-            "span",
-            { class: "conv-name" },
-            el("bdi", { text: who }),
-            " · ",
-            el("bdi", { text: where }),
-          ),
+          // "bob", not "bob · bob", for what bob wrote to me.
+          who === where
+            ? el("span", { class: "conv-name" }, el("bdi", { text: who }))
+            : el(
+                "span",
+                { class: "conv-name" },
+                el("bdi", { text: who }),
+                " · ",
+                el("bdi", { text: where }),
+              ),
           el("span", { class: "conv-time", text: when(m.sent_at) }),
         ),
         el(
@@ -165,11 +169,14 @@ export class Search {
   }
 }
 
-const words = (query) =>
-  query
+const words = (query) => {
+  const found = query
     .toLowerCase()
     .split(/[^\p{L}\p{N}_]+/u)
     .filter(Boolean);
+  // Symbols alone (an emoji) are what the server looked for: mark them.
+  return found.length ? found : query.split(/\s+/).filter(Boolean);
+};
 
 /** Some 140 characters of the body around the first word found. */
 function snippet(body, query) {

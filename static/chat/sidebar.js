@@ -1,6 +1,7 @@
 // The side panel (conversations, people, blocked) and the conversation
 // header. Lists are updated in place by key, so focus survives updates.
 
+import { attachmentSummary } from "./attachments.js";
 import { $, attr, el, reconcile, text, textParts } from "./dom.js";
 import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
@@ -57,7 +58,7 @@ export class Sidebar {
         button.classList.toggle("active", active);
         attr(button, "aria-current", active ? "true" : null);
         button.querySelector(".dot").className =
-          "dot" + (c.key === EVERYONE ? " all" : s.online.has(c.key) ? " on" : "");
+          "dot" + (c.key === EVERYONE ? " all" : s.isOnline(c.key) ? " on" : "");
         const last = c.last;
         let preview = [];
         const draft = c.key !== s.open && this.actions.draft(c.key);
@@ -65,7 +66,11 @@ export class Sidebar {
           last?.from === s.me ? ["You: "] : c.key === EVERYONE ? [[last?.from], ": "] : [];
         if (c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
         else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
-        else if (last) preview = [...who, [neutralLinks(last.body.replace(/\s+/g, " "))]];
+        else if (last)
+          preview = [
+            ...who,
+            [neutralLinks((last.body || attachmentSummary(last.attachments)).replace(/\s+/g, " "))],
+          ];
         else if (c.key === EVERYONE) preview = ["Messages to everyone"];
         const p = button.querySelector(".preview");
         textParts(p, ...preview);
@@ -87,7 +92,8 @@ export class Sidebar {
     const s = this.store;
     const people = s.people();
     const online = people.filter((p) => p.online).length;
-    text($("online-count"), online ? `${online} online` : "");
+    const known = s.presenceKnown;
+    text($("online-count"), !known ? "unknown while offline" : online ? `${online} online` : "");
     $("people-empty").hidden = people.length > 0;
     reconcile($("people"), people, {
       key: (p) => p.username,
@@ -111,10 +117,11 @@ export class Sidebar {
       update: (li, p) => {
         const button = li.firstChild;
         button.classList.toggle("online", p.online);
+        button.classList.toggle("unknown", !known);
         button.querySelector(".dot").className = "dot" + (p.online ? " on" : "");
         text(
           button.querySelector(".seen"),
-          p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
+          !known ? "unknown" : p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
         );
         attr(button, "title", `Message ${p.username}`);
       },
@@ -158,8 +165,9 @@ export class Sidebar {
     if (c.key === EVERYONE) {
       toggle.hidden = true;
       const others = [...s.online].filter((n) => n !== s.me).length;
-      text(status, others ? `${others} online` : "nobody else online");
-      status.className = "presence";
+      const words = others ? `${others} online` : "nobody else online";
+      text(status, s.presenceKnown ? words : "who is online is unknown while offline");
+      status.className = "presence" + (s.presenceKnown ? "" : " unknown");
       return;
     }
     const blocked = s.blocked.includes(c.key);
@@ -167,11 +175,16 @@ export class Sidebar {
     text(toggle, blocked ? "Unblock" : "Block");
     attr(toggle, "aria-label", `${blocked ? "Unblock" : "Block"} ${c.key}`);
     attr(toggle, "title", `${blocked ? "Unblock" : "Block"} ${c.key}`);
-    const online = s.online.has(c.key);
+    const online = s.isOnline(c.key);
     const seen = s.recent.get(c.key)?.last_seen;
     let state = online ? "online" : seen ? lastSeen(seen) : "offline";
-    if (s.isTyping(c.key)) state = "typing…";
+    if (!s.presenceKnown) state = "presence unknown while offline";
+    else if (s.isTyping(c.key)) state = "typing…";
     text(status, state);
-    status.className = "presence" + (online ? " on" : "") + (state === "typing…" ? " typing" : "");
+    status.className =
+      "presence" +
+      (online ? " on" : "") +
+      (state === "typing…" ? " typing" : "") +
+      (s.presenceKnown ? "" : " unknown");
   }
 }

@@ -75,6 +75,9 @@ export class Store {
     this.convs = new Map();
     this.open = EVERYONE;
     this.online = new Set();
+    // False while disconnected: who is online is then not known, and the
+    // page must not claim anyone is.
+    this.presenceKnown = false;
     this.recent = new Map(); // username -> {username, online, last_seen}
     this.blocked = [];
     this.seen = new Set(); // message ids already shown
@@ -117,6 +120,10 @@ export class Store {
     );
   }
 
+  isOnline(name) {
+    return this.presenceKnown && this.online.has(name);
+  }
+
   /** Everyone we know of but me, online first. */
   people() {
     const names = new Set([...this.online, ...this.recent.keys()]);
@@ -124,7 +131,7 @@ export class Store {
     return [...names]
       .map((username) => ({
         username,
-        online: this.online.has(username),
+        online: this.isOnline(username),
         lastSeen: this.recent.get(username)?.last_seen,
       }))
       .sort((a, b) => b.online - a.online || a.username.localeCompare(b.username));
