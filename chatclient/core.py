@@ -37,7 +37,7 @@ EVENTS = {
     "session_replaced", "session_ended", "error", "room", "reaction",
 }  # fmt: skip
 ROOM_TOLD = {
-    "added": "{who} joined {room}",
+    "added": "{who} {was} added to {room}",
     "removed": "{who} {was} removed from {room}",
     "left": "{who} left {room}",
     "admin": "{who}'s admin rights in {room} changed",

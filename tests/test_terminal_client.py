@@ -392,7 +392,7 @@ async def test_rooms_in_the_terminal_client(server):
     await b.wait_for("Members of #team (2): alice (admin) (online), bob (online)")
 
     await alice.execute("/invite carol")
-    await b.wait_for("* carol joined #team")
+    await b.wait_for("* carol was added to #team")
     await alice.execute("welcome carol")
     await b.wait_for("welcome carol")
     carol, c = await client_for(server, "carol")
