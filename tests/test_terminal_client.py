@@ -793,6 +793,31 @@ def test_the_real_program_in_a_terminal(server, program):
     ends_well(child)
 
 
+def test_a_room_in_the_real_program(server, program):
+    """Issue 20: Tab knows the room, room lines say its name (the prompt,
+    drawn with cursor moves, is checked in `test_rooms_in_the_terminal_client`)."""
+    asyncio.run(signup(server.url, "alice", "bob"))
+    child = program()
+    log_in(child)
+    child.sendline("/create team bob")
+    child.expect("Created #team with 2 member\\(s\\).")
+    for keys in ("/room te\t", "\r"):  # Tab completes the room's name; as a person types
+        child.send(keys)
+        time.sleep(0.5)
+    child.expect("Plain text now goes to #team.")
+
+    async def bob_answers():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            room = (await bob.ok("rooms"))["rooms"][0]["id"]
+            await bob.ok("send", room=room, body="hi from bob")
+            await asyncio.get_running_loop().run_in_executor(None, child.expect, "#team bob: hi from bob")
+
+    asyncio.run(bob_answers())
+    child.sendline("/quit")
+    ends_well(child)
+
+
 def test_ctrl_c_says_bye_and_exits_cleanly(server, program):
     """Defect 2: Ctrl-C printed a traceback of a task that was never retrieved."""
     asyncio.run(signup(server.url, "alice"))
