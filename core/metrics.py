@@ -53,3 +53,7 @@ failed_logins = Counter("chat_failed_logins", "Logins with a wrong username or p
 layer_outages = Counter(
     "chat_channel_layer_outages", "Times the channel layer (Redis) became unreachable", registry=registry
 )
+uploads = Counter(
+    "chat_uploads", "File uploads, by result: stored, or the refusal's error code", ["result"], registry=registry
+)
+upload_bytes = Counter("chat_upload_bytes", "Bytes of files stored", registry=registry)

@@ -106,13 +106,16 @@ class Message(models.Model):
 
 class Reaction(models.Model):
     """`user` reacted to `message` with `emoji`; the first row of an emoji
-    (lowest id) sets its place among the message's reactions."""
+    (lowest id) sets its place among the message's reactions. A reaction
+    taken back is kept, inactive, so the emoji keeps that place (the
+    contract orders emojis by their first reaction)."""
 
     # Indexed by the unique (message, user, emoji).
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     emoji = models.CharField(max_length=32)
     created_at = models.DateTimeField()
+    active = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["id"]

@@ -163,12 +163,14 @@ def message_extras(*, messages: list[tuple[int, int | None]]) -> Extras:
     for id_, sender, body in Message.objects.filter(pk__in=reply_ids).values_list("id", "sender__username", "body"):
         replies[id_] = reply_object(id_, sender=sender, body=body)
     reactions: dict[int, Reactions] = {}
+    # Taken-back rows too: an emoji keeps the place of its first reaction.
     rows = Reaction.objects.filter(message__in=[m for m, _ in messages]).order_by("id")
-    for message_id, emoji, name in rows.values_list("message_id", "emoji", "user__username"):
-        reactions.setdefault(message_id, {}).setdefault(emoji, []).append(name)
-    for by_emoji in reactions.values():
-        for names in by_emoji.values():
-            names.sort()
+    for message_id, emoji, name, active in rows.values_list("message_id", "emoji", "user__username", "active"):
+        names = reactions.setdefault(message_id, {}).setdefault(emoji, [])
+        if active:
+            names.append(name)
+    for message_id, by_emoji in reactions.items():
+        reactions[message_id] = {emoji: sorted(names) for emoji, names in by_emoji.items() if names}
     return Extras(replies, reactions)
 
 

@@ -26,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts import selectors as account_selectors
 from accounts.models import User as UserModel
+from core import metrics
 from core.errors import ServiceError
 
 from . import selectors, services, wire
@@ -141,11 +142,14 @@ async def upload(request: HttpRequest) -> HttpResponse:
         file, checked = await asyncio.get_running_loop().run_in_executor(_workers(), _check, request)
         attachment = await sync_to_async(services.attachment_store)(uploader=user, file=file, checked=checked)
     except ServiceError as e:
+        metrics.uploads.labels(e.code).inc()
         return _error(e.code, e.message, **e.extra)
     finally:
         if hasattr(request, "_files"):
             for f in request.FILES.values():
                 f.close()  # type: ignore[union-attr]
+    metrics.uploads.labels("stored").inc()
+    metrics.upload_bytes.inc(attachment.size)
     return JsonResponse(wire.attachment_object(attachment), status=201)
 
 

@@ -591,3 +591,21 @@ def test_the_data_export_lists_each_messages_files(alice, bob):
     services.message_send(sender=alice, to_username="bob", body="plain")
     data = json.loads(b"".join(_logged_in(bob).get("/account/data.json").streaming_content))
     assert [[f["name"] for f in m["attachments"]] for m in data["messages_received"]] == [["a.pdf"], []]
+
+
+def test_uploads_are_counted_for_metrics(alice):
+    from core import metrics
+
+    def count(result):
+        return metrics.registry.get_sample_value("chat_uploads_total", {"result": result}) or 0
+
+    stored, refused, size = (
+        count("stored"),
+        count("invalid"),
+        metrics.registry.get_sample_value("chat_upload_bytes_total"),
+    )
+    client = _logged_in(alice)
+    assert _post(client, PDF, "a.pdf").status_code == 201
+    assert _post(client, HTML, "cat.png").status_code == 400
+    assert (count("stored"), count("invalid")) == (stored + 1, refused + 1)
+    assert metrics.registry.get_sample_value("chat_upload_bytes_total") == size + len(PDF)

@@ -444,6 +444,15 @@ def test_reactions_are_idempotent_ordered_and_told_to_viewers(users, capture_pus
     assert selectors.message_history(user=users["bob"], peer=None, room_id=room)[0]["reactions"] == {
         "👍": ["alice", "carol"]
     }
+    # An emoji keeps the place of its first reaction, whoever takes theirs back.
+    assert react(user=users["bob"], message_id=message.id, emoji="🎉", on=True) is True
+    assert react(user=users["carol"], message_id=message.id, emoji="👍", on=False) is True
+    [obj] = selectors.message_history(user=users["bob"], peer=None, room_id=room)
+    assert list(obj["reactions"].items()) == [("👍", ["alice"]), ("🎉", ["bob"])]
+    assert react(user=users["alice"], message_id=message.id, emoji="👍", on=False) is True
+    assert react(user=users["alice"], message_id=message.id, emoji="👍", on=True) is True
+    [obj] = selectors.message_history(user=users["bob"], peer=None, room_id=room)
+    assert list(obj["reactions"].items()) == [("👍", ["alice"]), ("🎉", ["bob"])]
 
 
 @pytest.mark.parametrize("emoji", ["", "a b", "x" * 33, "\t"])

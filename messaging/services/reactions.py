@@ -33,15 +33,20 @@ def message_react(*, user: UserModel, message_id: int, emoji: str, on: bool = Tr
         message = visible_message(user=user, message_id=message_id)
         mine = Reaction.objects.filter(message=message, user=user, emoji=emoji)
         if on:
-            try:
-                with transaction.atomic():
-                    changed = not mine.exists()
-                    if changed:
-                        Reaction.objects.create(message=message, user=user, emoji=emoji, created_at=timezone.now())
-            except IntegrityError:  # the same reaction, a moment earlier elsewhere
-                changed = False
+            # A reaction taken back is kept inactive (its emoji keeps its
+            # place): putting it back makes it active again.
+            if mine.filter(active=False).update(active=True):
+                changed = True
+            else:
+                try:
+                    with transaction.atomic():
+                        changed = not mine.exists()
+                        if changed:
+                            Reaction.objects.create(message=message, user=user, emoji=emoji, created_at=timezone.now())
+                except IntegrityError:  # the same reaction, a moment earlier elsewhere
+                    changed = False
         else:
-            changed = mine.delete()[0] > 0
+            changed = mine.filter(active=True).update(active=False) > 0
         if changed:
             _tell(message, wire.reaction(message.pk, emoji=emoji, by=user.username, on=on))
     return changed
