@@ -1,21 +1,25 @@
+from typing import Any, cast
+
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 
 from core.addresses import UNKNOWN, parse_ip
 from core.errors import ServiceError
 
 from . import names, services
+from .models import User
 
 
-def client_ip(request) -> str:
+def client_ip(request: HttpRequest | None) -> str:
     # REMOTE_ADDR comes from the ASGI scope's client, which
     # chatsite.proxies.ClientAddress has validated (and taken from
     # X-Forwarded-For only behind a trusted proxy); checked again here for
     # any other way in (WSGI, tests).
-    address = parse_ip(request.META.get("REMOTE_ADDR") or "")
+    address = parse_ip((request.META.get("REMOTE_ADDR") if request is not None else None) or "")
     return str(address) if address is not None else UNKNOWN
 
 
@@ -26,7 +30,7 @@ class LoginForm(AuthenticationForm):
 
     retry_after: int | None = None
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username")
         password = self.cleaned_data.get("password")
         if username is None or not password:
@@ -78,12 +82,12 @@ class SignupForm(forms.Form):
         widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
 
-    def __init__(self, *args, request=None, **kwargs):
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
         self.request = request
         super().__init__(*args, **kwargs)
         self.fields["password1"].help_text = password_rules()
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("password1") and data.get("password1") != data.get("password2"):
             self.add_error("password2", "The two passwords differ.")
@@ -123,7 +127,7 @@ def password_field(label: str, autocomplete: str) -> forms.CharField:
 class RequestForm(forms.Form):
     """A form that needs the request: the user, the client's address."""
 
-    def __init__(self, *args, request, **kwargs):
+    def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
         self.request = request
         super().__init__(*args, **kwargs)
 
@@ -136,7 +140,7 @@ class PasswordChangeForm(RequestForm):
     new_password1 = password_field("New password", "new-password")
     new_password2 = password_field("New password again", "new-password")
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if self.errors:
             return data
@@ -145,7 +149,7 @@ class PasswordChangeForm(RequestForm):
             return data
         try:
             services.password_change(
-                user=self.request.user,
+                user=cast(User, self.request.user),  # the views require a login
                 old_password=data["old_password"],
                 new_password=data["new_password1"],
                 ip=client_ip(self.request),
@@ -162,8 +166,8 @@ class PasswordConfirmForm(RequestForm):
 
     password = password_field("Your password", "current-password")
 
-    def clean_password(self):
-        password = self.cleaned_data["password"]
+    def clean_password(self) -> str:
+        password: str = self.cleaned_data["password"]
         user, ip = self.request.user, client_ip(self.request)
         try:
             services.user_authenticate(username=user.username, password=password, ip=ip)
@@ -180,11 +184,11 @@ class ResetRequestForm(PasswordResetForm):
 
     send_allowed = True
 
-    def __init__(self, *args, request=None, **kwargs):
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
         self.request = request
         super().__init__(*args, **kwargs)
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if self.errors:
             return data
@@ -194,6 +198,6 @@ class ResetRequestForm(PasswordResetForm):
             raise ValidationError(e.message, code=e.code) from None
         return data
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.send_allowed:
             super().save(*args, **kwargs)

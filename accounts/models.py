@@ -25,7 +25,8 @@ class User(AbstractUser):
     # When the user last went offline (logged out or disconnected).
     last_seen = models.DateTimeField(null=True, blank=True)
 
-    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]
+    # django-stubs declares no AbstractUser.Meta (Django has one).
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]
         swappable = "AUTH_USER_MODEL"
 
     def clean(self) -> None:

@@ -329,7 +329,8 @@ def session_create(*, user: UserModel) -> str:
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.set_expiry(settings.CHAT_TOKEN_SECONDS)
     session.create()
-    return session.session_key
+    key: str = session.session_key  # create() has set it
+    return key
 
 
 def session_end(*, session_key: str) -> None:
@@ -362,7 +363,8 @@ def username_clean(username: str) -> str:
         # First, alone: Django's own validator refuses these characters too,
         # with a message that does not say what is wrong.
         names.validate_no_bidi_controls(username)
-        return User._meta.get_field("username").clean(username, None)
+        cleaned: str = User._meta.get_field("username").clean(username, None)
+        return cleaned
     except ValidationError as e:
         raise ServiceError("invalid", f"Username: {_validation_text(e)}") from None
 

@@ -92,7 +92,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sizes_of(args: argparse.Namespace) -> Sizes:
     sizes = Sizes.quick() if args.quick else Sizes()
-    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+
+    def ints(s: str) -> list[int]:
+        return [int(x) for x in s.split(",") if x]
+
     if args.rates:
         sizes.rates = ints(args.rates)
     if args.fanout:

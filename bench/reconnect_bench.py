@@ -99,7 +99,10 @@ def summary(values: list[float], shift: float = 0) -> dict[str, Any]:
     s = sorted(values)
     if not s:
         return {"n": 0}
-    at = lambda p: round(s[min(len(s) - 1, int(len(s) * p))], 2)  # noqa: E731
+
+    def at(p: float) -> float:
+        return round(s[min(len(s) - 1, int(len(s) * p))], 2)
+
     bins = [[b - shift, n] for b, n in histogram([v + shift for v in s])]
     return {"n": len(s), "p50_s": at(0.5), "p99_s": at(0.99), "max_s": round(s[-1], 2), "histogram": bins}
 

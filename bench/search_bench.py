@@ -123,7 +123,9 @@ def plan(sql: str) -> str:
         return "\n".join(str(row[-1]) for row in cursor.fetchall())
 
 
-def measure(*, words: list[str], users: int, samples: int, rng: random.Random, show_plans: bool) -> list[dict]:
+def measure(
+    *, words: list[str], users: int, samples: int, rng: random.Random, show_plans: bool
+) -> list[dict[str, Any]]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

@@ -69,8 +69,8 @@ def main() -> None:
     sizes = [int(n) for n in args.rooms.split(",") if n]
     if sizes:
         users = {u.username: u for u in User.objects.filter(username__in=names)}
-        members = lambda n: [users[f"{args.prefix}{i}"] for i in range(n + 1, 0, -1)]  # noqa: E731
-        rooms_seed(rooms=[(f"bench-{n}", members(n)) for n in sizes])
+        rooms = [(f"bench-{n}", [users[f"{args.prefix}{i}"] for i in range(n + 1, 0, -1)]) for n in sizes]
+        rooms_seed(rooms=rooms)
     print(f"seeded {len(names)} users, {args.pending} pending at {time.strftime('%X')}")
 
 

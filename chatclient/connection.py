@@ -59,7 +59,8 @@ class Connection(Session):
         if who.get("type") != "ok" or "username" not in who:
             await self.close()
             raise NotAChatServer("it does not answer the chat protocol")
-        return who["username"]
+        username: str | None = who["username"]
+        return username
 
     def _refused(self, status: int) -> str:
         path = urlparse(self.url).path or "/"

@@ -899,7 +899,8 @@ class ChatClient:
             return room_key(m["room"])
         if m["kind"] == "broadcast":
             return EVERYONE
-        return m["to"] if m["from"] == self.username else m["from"]
+        peer: str = m["to"] if m["from"] == self.username else m["from"]
+        return peer
 
     def here(self, usage: str) -> int | None:
         """The room plain text goes to, or None after saying to pick one."""

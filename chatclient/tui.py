@@ -61,7 +61,8 @@ def url_from(args: Any) -> str:
     """The WebSocket URL to use. The page's address is fine too: http(s)
     becomes ws(s), and no path means the chat's."""
     if args.url:
-        parsed = urlparse(args.url)
+        url: str = args.url
+        parsed = urlparse(url)
         scheme = SCHEMES.get(parsed.scheme.lower())
         if scheme is None or not parsed.netloc:
             raise UsageError(f"--url must look like ws://HOST:PORT/ws/chat/ or http://HOST:PORT/, not {args.url!r}")
@@ -71,10 +72,11 @@ def url_from(args: Any) -> str:
     return f"ws://{host}:{args.port}{CHAT_PATH}"
 
 
-async def ask(session: PromptSession, message: Any, password: bool = False) -> str:
+async def ask(session: PromptSession[str], message: Any, password: bool = False) -> str:
     # is_password sticks to a PromptSession once given: pass it every time.
     try:
-        return await session.prompt_async(message, is_password=password)
+        answer: str = await session.prompt_async(message, is_password=password)
+        return answer
     except KeyboardInterrupt:
         raise Interrupted() from None
 
@@ -83,7 +85,7 @@ def say(text: str) -> None:
     print_formatted_text(text)
 
 
-async def menu(session: PromptSession, client: ChatClient, args: Any) -> bool:
+async def menu(session: PromptSession[str], client: ChatClient, args: Any) -> bool:
     """Until logged in: the old client's numbered menu. False: the user quit."""
     user = args.user
     while True:
@@ -112,7 +114,7 @@ async def menu(session: PromptSession, client: ChatClient, args: Any) -> bool:
         user = None
 
 
-async def sign_up(session: PromptSession, client: ChatClient) -> bool:
+async def sign_up(session: PromptSession[str], client: ChatClient) -> bool:
     """Name (checked at once), password twice, then logged in. False: the
     person gave up (an empty answer)."""
     while True:
@@ -142,7 +144,7 @@ async def sign_up(session: PromptSession, client: ChatClient) -> bool:
                 break
 
 
-async def chat(session: PromptSession, client: ChatClient) -> None:
+async def chat(session: PromptSession[str], client: ChatClient) -> None:
     """The chat loop: read lines and run them, the prompt always there; the
     client reconnects by itself. Raises Ended when the session ends."""
     while True:
@@ -160,7 +162,7 @@ async def chat(session: PromptSession, client: ChatClient) -> None:
 
 
 async def run(url: str, args: Any) -> int:
-    session: PromptSession | None = None
+    session: PromptSession[str] | None = None
 
     def refresh() -> None:
         if session is not None:

@@ -84,7 +84,7 @@ def upload(
     finally:
         conn.close()
     try:
-        answer = json.loads(body)
+        answer: dict[str, Any] = json.loads(body)
     except ValueError:
         answer = {}
     if response.status == 201:

@@ -57,7 +57,7 @@ class Outages:
             log.warning("Redis is back")
 
 
-class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
+class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):  # type: ignore[misc]  # no type hints in channels: its classes are Any
     sweep_interval = 1.0
     _swept_at = 0.0
 
@@ -93,7 +93,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 pass  # as Channels' layers do: a full channel misses group messages
 
 
-class RedisChannelLayer(Outages, ChannelsRedisChannelLayer):
+class RedisChannelLayer(Outages, ChannelsRedisChannelLayer):  # type: ignore[misc]  # no type hints in channels_redis: its classes are Any
     """channels_redis's layer, whose receive waits out a Redis outage.
 
     channels_redis raises from ``receive`` when Redis goes away, and Channels
@@ -110,7 +110,7 @@ class RedisChannelLayer(Outages, ChannelsRedisChannelLayer):
     async def receive(self, channel: str) -> dict[str, Any]:
         while True:
             try:
-                message = await super().receive(channel)
+                message: dict[str, Any] = await super().receive(channel)
             except REDIS_DOWN:
                 self.redis_down()
                 await asyncio.sleep(self.retry_seconds)
@@ -119,7 +119,7 @@ class RedisChannelLayer(Outages, ChannelsRedisChannelLayer):
             return message
 
 
-class RedisPubSubChannelLayer(Outages, ChannelsRedisPubSubChannelLayer):
+class RedisPubSubChannelLayer(Outages, ChannelsRedisPubSubChannelLayer):  # type: ignore[misc]  # no type hints in channels_redis: its classes are Any
     """channels_redis's pub/sub layer: a group is a Redis channel that each
     process holding a member subscribes to once, and a message is one
     PUBLISH, delivered at once or never (no queue, capacity nor expiry in
@@ -145,7 +145,7 @@ class RedisPubSubChannelLayer(Outages, ChannelsRedisPubSubChannelLayer):
             return layer
 
 
-class _PubSubLoopLayer(RedisPubSubLoopLayer):
+class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]  # no type hints in channels_redis: its classes are Any
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._shards: list[RedisSingleShardConnection] = [
@@ -175,7 +175,7 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):
             raise
 
 
-class _PubSubShard(RedisSingleShardConnection):
+class _PubSubShard(RedisSingleShardConnection):  # type: ignore[misc]  # no type hints in channels_redis: its classes are Any
     """One Redis connection's subscriptions. channels_redis's receiver polls
     every 0.1 s until the first subscription; this one is woken by it, so
     the first events of a process are not held back."""

@@ -8,33 +8,39 @@ scale-out path for several server processes.
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+# Django's generic classes (ModelAdmin[Block] ...) subscriptable at run
+# time, as the strict type check writes them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHAT_VAR_DIR", BASE_DIR / "var"))
 
 
-def env_bool(name, default=False):
+def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_int(name, default):
+def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
 
 
-def env_float(name, default):
+def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
 
 
-def env_list(name, default, *, empty_means_empty=False):
+def env_list(name: str, default: Iterable[str], *, empty_means_empty: bool = False) -> list[str]:
     """A comma-separated list. Unset is the default; set and empty is the
     default too, unless `empty_means_empty` (where "none" must be sayable)."""
     value = os.environ.get(name)
@@ -43,7 +49,7 @@ def env_list(name, default, *, empty_means_empty=False):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _secret_key():
+def _secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once per checkout.
 
     A random key kept under var/ means no well-known key ships with the code,

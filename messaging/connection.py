@@ -71,7 +71,7 @@ def unavailable() -> ServiceError:
     )
 
 
-class ChatConsumer(AsyncConsumer):
+class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in channels: its classes are Any
     transport: Transport
     identity: Identity
 

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -176,7 +176,8 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
         finally:
             _local.outbox = None
 
-    result, outbox, error = await database_sync_to_async(run)()
+    done: tuple[R | None, list[Push], BaseException | None] = await database_sync_to_async(run)()
+    result, outbox, error = done
     for push in outbox:
         try:
             await send(push)
@@ -184,7 +185,7 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
             log.warning("could not push %s to %s", push.event["type"], push.target, exc_info=True)
     if error is not None:
         raise error
-    return result
+    return cast(R, result)  # run() gives None for a result only with an error
 
 
 # --- What services push -----------------------------------------------------------

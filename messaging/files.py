@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from django.conf import settings
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ServiceError
 
@@ -122,7 +122,7 @@ def image_process(file: IO[bytes], content_type: str, name: str) -> Picture:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ServiceError("invalid", f"{name} has too many pixels (at most {limit:,}).") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError):
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError):
         raise bad from None
 
 

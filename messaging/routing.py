@@ -11,7 +11,7 @@ from .transport import on_daphne_shutdown
 log = logging.getLogger("chat")
 
 
-class NoSuchEndpoint(AsyncWebsocketConsumer):
+class NoSuchEndpoint(AsyncWebsocketConsumer):  # type: ignore[misc]  # no type hints in channels: its classes are Any
     """A WebSocket to any other path: refused at the handshake (403), with
     one line in the log rather than a 500 and a traceback."""
 

@@ -148,7 +148,8 @@ class DaphneTransport(Transport):
     def unsent_bytes(self) -> int:
         t = getattr(self.protocol, "transport", None)
         try:
-            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[union-attr]
+            unsent: int = len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[union-attr]
+            return unsent
         except AttributeError:  # not a plain TCP transport (TLS in daphne)
             return 0
 
@@ -286,7 +287,7 @@ def daphne_leaves_bodies_unparsed() -> None:
     WebRequest._chat_unparsed = True
 
 
-class SpooledBodyQueue(asyncio.Queue):
+class SpooledBodyQueue(asyncio.Queue[dict[str, Any]]):
     """An HTTP request's input queue that keeps body chunks on disk.
 
     daphne reads a request's whole body from Twisted's temporary file and

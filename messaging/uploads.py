@@ -217,7 +217,7 @@ class UploadGuard:
             nonlocal seen, over
             if over:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:

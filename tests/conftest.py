@@ -16,6 +16,22 @@ def need(condition, what):
     pytest.skip(f"{what} not available")
 
 
+_MUTATION_DB_NAMES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """`make mutation` tries two mutants at once, each in a process forked
+    from mutmut's: each gets its own test database, named by its process."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        from django.conf import settings
+
+        for alias, db in settings.DATABASES.items():
+            test = db.setdefault("TEST", {})
+            base = _MUTATION_DB_NAMES.setdefault(alias, test.get("NAME") or f"test_{db['NAME']}")
+            test["NAME"] = f"{base}-{os.getpid()}"
+
+
 @pytest.fixture(autouse=True)
 def fast_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -303,3 +303,59 @@ def test_a_read_receipt_goes_only_to_a_real_conversation_across_no_block(alice, 
     assert theirs["read"] is False
     [alices] = selectors.message_history(user=alice, peer=bob)
     assert alices["read"] is True
+
+
+@pytest.mark.django_db
+def test_a_read_mark_moves_forward_only_and_only_its_own(alice, bob):
+    """The mark moves on a later read (an update of the row the first read
+    made), an earlier read does not move it back, another user's mark stays
+    where it was, and a conversation with nothing to read does not end the
+    batch. (Mutants of conversations_read survived without it.)"""
+    carol, dave = make_user("carol"), make_user("dave")
+    to_carol = services.message_send(sender=bob, to_username="carol", body="c").message
+    first = services.message_send(sender=bob, to_username="alice", body="1").message
+    second = services.message_send(sender=bob, to_username="alice", body="2").message
+    assert read(carol, bob, to_carol.pk) is True
+    assert read(alice, bob, first.pk) is True
+    assert read(alice, bob, second.pk) is True
+    assert ReadMark.objects.get(user=alice, peer=bob).up_to == second.pk
+    assert ReadMark.objects.get(user=carol, peer=bob).up_to == to_carol.pk
+    assert read(alice, bob, first.pk) is False
+    assert ReadMark.objects.get(user=alice, peer=bob).up_to == second.pk
+    third = services.message_send(sender=bob, to_username="alice", body="3").message
+    batch = [
+        services.ReadRequest(user=alice, peer=dave, up_to=third.pk),  # nothing to read
+        services.ReadRequest(user=alice, peer=bob, up_to=third.pk),
+    ]
+    assert services.conversations_read(requests=batch) == [False, True]
+
+
+@pytest.mark.django_db
+def test_block_refusals_say_which(alice, bob):
+    """Each refusal of block_create has its own code and words (mutants
+    that changed them survived the service tests)."""
+    with pytest.raises(ServiceError) as itself:
+        services.block_create(blocker=alice, username="alice")
+    assert (itself.value.code, itself.value.message) == ("invalid", "You cannot block yourself.")
+    services.block_create(blocker=alice, username="bob")
+    with pytest.raises(ServiceError) as again:
+        services.block_create(blocker=alice, username="bob")
+    assert (again.value.code, again.value.message) == ("already_blocked", "You already block bob.")
+
+
+@pytest.mark.django_db
+def test_only_my_live_messages_can_be_edited_and_a_delete_empties_the_body(alice, bob):
+    """Someone else's message and my deleted one are both unknown_message;
+    a deleted message keeps no body."""
+    mine = services.message_send(sender=alice, to_username="bob", body="secret").message
+    theirs = services.message_send(sender=bob, to_username="alice", body="hi").message
+    unknown = ("unknown_message", "You have no message with that id.")
+    with pytest.raises(ServiceError) as not_mine:
+        services.message_edit(user=alice, message_id=theirs.pk, body="x")
+    assert (not_mine.value.code, not_mine.value.message) == unknown
+    services.message_delete(user=alice, message_id=mine.pk)
+    mine.refresh_from_db()
+    assert mine.body == "" and mine.deleted_at is not None
+    with pytest.raises(ServiceError) as deleted:
+        services.message_edit(user=alice, message_id=mine.pk, body="back")
+    assert (deleted.value.code, deleted.value.message) == unknown

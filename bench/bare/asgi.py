@@ -45,7 +45,7 @@ def _room_group(room: int) -> str:
     return f"r.{os.getpid()}.{room}"
 
 
-class BareConsumer(AsyncWebsocketConsumer):
+class BareConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # no type hints in channels: its classes are Any
     username = ""
     rooms: set[str]
 

@@ -238,4 +238,5 @@ async def _peer(request: Request) -> UserModel | None:
     username = request.optional_username("with", required=True, nullable=True)
     if username is None:
         return None
-    return await read(selectors.user_by_name, username=username)
+    peer: UserModel | None = await read(selectors.user_by_name, username=username)
+    return peer

@@ -7,12 +7,13 @@ from typing import Any
 
 from accounts import selectors as account_selectors
 from accounts import services as accounts
+from accounts.names import USERNAME_MAX
 from accounts.selectors import TOKEN_MAX
 from core.errors import ServiceError
 from core.protocol import CLOSE_NORMAL
 
 from .. import frames, selectors
-from ..frames import PASSWORD_MAX, USERNAME_MAX, Request
+from ..frames import PASSWORD_MAX, Request
 from ..runtime import runtime
 from .registry import Connection, Reply, op, read
 

@@ -241,7 +241,7 @@ def _delete(room_id: int) -> int:
     db = router.db_for_write(Message)
     with connections[db].cursor() as cursor:
         cursor.execute(f"DELETE FROM {Message._meta.db_table} WHERE room_id = %s", [room_id])
-        deleted = cursor.rowcount
+        deleted: int = cursor.rowcount
     ReadMark.objects.filter(room_id=room_id).delete()
     RoomMember.objects.filter(room_id=room_id).delete()
     Room.objects.filter(pk=room_id).delete()

@@ -64,7 +64,7 @@ class Command(BaseCommand):
             legacy = legacy_read(path=Path(path), zone=zone)
         except LegacyError as e:
             raise CommandError(str(e)) from None
-        bars: list[tqdm] = []
+        bars: list[tqdm[Any]] = []
         show = options.get("verbosity", 1) > 0 and self.stdout.isatty()
         try:
             report = services.legacy_import(
@@ -87,7 +87,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run, nothing written. Would import: {summary}.")
             self.stdout.write("Run again with --commit to import.")
 
-    def progress(self, bars: list[tqdm]) -> services.Progress:
+    def progress(self, bars: list[tqdm[Any]]) -> services.Progress:
         """One bar per phase, on stderr (stdout keeps the report), shown only
         when stdout is a terminal."""
 
