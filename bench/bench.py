@@ -18,6 +18,8 @@ cleans up, Ctrl+C included. Scenarios:
   idle    1,000 idle logged-in connections: server RSS per connection
   storm   250/500/1,000 logins, 20 at a time: presence frames, with and without presence_batch
   fanout  a broadcast to 100 and 1,000 online users: median time until all have it (10 broadcasts)
+  rooms   a room message to 100 and 1,000 members online: p50/p99 until all have it (20 messages),
+          and a broadcast to the same connections; `rooms` for a user in 500 rooms (project only)
 
 Clients and servers share this machine: compare the project with the bare
 app (and configurations) within one run, not figures across machines.
@@ -69,6 +71,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all (CI)")
     p.add_argument("--rates", help="open loop: offered messages/s, comma-separated (default 100,200,500)")
     p.add_argument("--fanout", help="online users per broadcast, comma-separated (default 100,1000)")
+    p.add_argument("--rooms", help="room members online besides the sender, comma-separated (default 100,1000)")
+    p.add_argument("--room-list", type=int, help="rooms of the user whose `rooms` is timed (default 500)")
     p.add_argument("--drain", type=int, help="messages waiting (default 10000)")
     p.add_argument("--idle", type=int, help="idle connections (default 1000)")
     p.add_argument("--storm", help="login storm sizes, comma-separated (default 250,500,1000)")
@@ -98,6 +102,10 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         sizes.fanout = ints(args.fanout)
     if args.storm:
         sizes.storm = ints(args.storm)
+    if args.rooms:
+        sizes.rooms = ints(args.rooms)
+    if args.room_list is not None:
+        sizes.room_list = args.room_list
     if args.drain is not None:
         sizes.drain = args.drain
     if args.idle is not None:
@@ -135,7 +143,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     options = Options(
         stack=args.stack, server=args.server, layer=args.layer, processes=args.processes, pg_url=args.pg_url,
         redis_url=args.redis_url, users=sizes.users(scenarios), log=log,
-        pending=sizes.drain if "drain" in scenarios else 0, extra_env={"BENCH_BARE_LAYER": args.bare_layer},
+        pending=sizes.drain if "drain" in scenarios else 0, rooms=sizes.rooms if "rooms" in scenarios else [],
+        extra_env={"BENCH_BARE_LAYER": args.bare_layer},
     )  # fmt: skip
     results.update({
         "meta": {

@@ -67,6 +67,7 @@ class BenchClient:
         self.presence_frames = 0
         self.last_presence = 0.0
         self.first_message = 0.0
+        self.rooms: set[Any] = set()  # ids of the rooms a `room` event said we are in
         self._acks: list[int] = []
         self._flush_scheduled = False
 
@@ -96,6 +97,8 @@ class BenchClient:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
+        elif kind == "room":
+            self.rooms.add(frame["room"]["id"])
         elif kind in PRESENCE_TYPES:
             self.presence_frames += 1
             self.last_presence = time.perf_counter()

@@ -73,6 +73,8 @@ def text(results: Results) -> str:
             for n in sorted(set(p) | set(b), key=int)
         ]
         out.append(_table("\nFan-out: one broadcast until every online user has it", header, rows))
+    if "rooms" in sc:
+        out.append(_rooms(results))
     if "drain" in sc:
         p, b = _get(results, "drain", "project"), _get(results, "drain", "bare")
         rows = [[k, p.get(k), b.get(k)] for k in ("pending", "received", "seconds", "from_login_request_s", "per_s")]
@@ -94,6 +96,33 @@ def text(results: Results) -> str:
         head = ["", "presence", "users", "login s", "frames", "frames/user", "per user-s"]
         out.append(_table("\nLogin storm: presence frames received by all clients", head, rows))
     return "\n".join(out)
+
+
+ROOM_TARGET = 1.5  # issue 20: project room p50 at most this times the bare app's broadcast p50
+
+
+def _rooms(results: Results) -> str:
+    """Room fan-out beside the bare app's broadcast to as many (the target)."""
+    p, b = _get(results, "rooms", "project"), _get(results, "rooms", "bare")
+    rows = []
+    for n in sorted((set(p) | set(b)) - {"list"}, key=int):
+        room, bare_room = p.get(n, {}).get("room", {}), b.get(n, {}).get("room", {})
+        bare_broadcast = b.get(n, {}).get("broadcast", {}).get("p50_ms")
+        ratio = room.get("p50_ms") / bare_broadcast if room.get("p50_ms") and bare_broadcast else None
+        verdict = None if ratio is None else "met" if ratio <= ROOM_TARGET else "missed"
+        broadcast = p.get(n, {}).get("broadcast", {}).get("p50_ms")
+        shown = None if ratio is None else round(ratio, 2)
+        rows.append([f"{n} members", room.get("p50_ms"), room.get("p99_ms"), broadcast, bare_room.get("p50_ms"),
+                     bare_room.get("p99_ms"), bare_broadcast, shown, verdict])  # fmt: skip
+    head = ["", "room p50", "p99", "broadcast p50", "bare room p50", "p99", "bare broadcast p50", "ratio", "<= 1.5x"]
+    text = _table("\nRooms: a room message until every member online has it (ms; ratio: project room p50 /"
+                  " bare broadcast p50)", head, rows)  # fmt: skip
+    listed = p.get("list")
+    if listed:
+        text += (
+            f"\n  `rooms` for a user in {listed['rooms']} rooms: p50 {listed['p50_ms']} ms, p99 {listed['p99_ms']} ms"
+        )
+    return text
 
 
 def write_json(results: Results, path: str) -> None:

@@ -19,7 +19,7 @@ from bench.clients import BenchClient, Tracker, close_many, login_many, open_man
 from bench.stack import Stack
 
 Log = Callable[[str], None]
-ORDER = ["closed", "open", "drain", "idle", "storm", "fanout"]
+ORDER = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms"]
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Sizes:
     grace: float = 5.0
     fanout: list[int] = field(default_factory=lambda: [100, 1000])
     broadcasts: int = 10
+    rooms: list[int] = field(default_factory=lambda: [100, 1000])  # members online besides the sender
+    room_messages: int = 20
+    room_list: int = 500  # rooms of one user, for the time `rooms` takes
     drain: int = 10_000
     idle: int = 1000
     storm: list[int] = field(default_factory=lambda: [250, 500, 1000])
@@ -42,12 +45,14 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             pairs=2, window=4, seconds=1.0, rates=[20, 50], rate_seconds=1.0, grace=2.0, fanout=[10], broadcasts=2,
-            drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2,
+            drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2, rooms=[10], room_messages=3,
+            room_list=5,
         )  # fmt: skip
 
     def users(self, scenarios: Sequence[str] = ORDER) -> int:
         """How many users to seed: the most any of `scenarios` logs in at once."""
         needs = {"closed": 2 * self.pairs, "open": 2 * self.pairs, "fanout": max(self.fanout) + 1}
+        needs["rooms"] = max([*self.rooms, 3]) + 1
         needs.update(idle=self.idle, storm=max(self.storm), drain=0)
         return max([2, *(needs[s] for s in scenarios)])
 
@@ -184,30 +189,116 @@ async def open_loop(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     return {"points": points, "grace_s": sizes.grace}
 
 
+async def _online(stack: Stack, sizes: Sizes, n: int, tracker: Tracker) -> list[BenchClient]:
+    """N + 1 users logged in, their presence settled: the last one speaks."""
+    clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
+    await login_many(clients)
+    await quiet(clients, seconds=0.2 + sizes.settle)
+    return clients
+
+
+async def _until_all(
+    tracker: Tracker, sender: BenchClient, count: int, times: int, log: Log, op: str, **fields: Any
+) -> list[float]:
+    """Send `op` `times` times, one after the other: seconds each took
+    until `count` clients had it."""
+    took = []
+    for k in range(times):
+        body = f"{op}-{uuid.uuid4().hex[:8]}-{k}"
+        done = tracker.wait_for(body, count=count)
+        start = time.perf_counter()
+        await sender.s.ok(op, body=body, **fields)
+        try:
+            took.append(await asyncio.wait_for(done, 60) - start)
+        except TimeoutError:
+            log(f"    {op} {k} to {count}: only {tracker.counts.get(body, 0)} got it within 60 s")
+    return took
+
+
 async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     """One user broadcasts to N online: median time until the last has it."""
     out = {}
     for n in sizes.fanout:
         tracker = Tracker()
-        clients = await open_many([f"u{i}" for i in range(1, n + 2)], stack.urls, tracker)
-        await login_many(clients)
-        await quiet(clients, seconds=0.2 + sizes.settle)
-        broadcaster, receivers = clients[-1], clients[:-1]
-        times = []
-        for k in range(sizes.broadcasts):
-            body = f"fan-{uuid.uuid4().hex[:8]}-{k}"
-            done = tracker.wait_for(body, count=len(receivers))
-            start = time.perf_counter()
-            await broadcaster.s.ok("broadcast", body=body)
-            try:
-                times.append(await asyncio.wait_for(done, 60) - start)
-            except TimeoutError:
-                log(f"    broadcast {k} to {n}: only {tracker.counts.get(body, 0)} got it within 60 s")
+        clients = await _online(stack, sizes, n, tracker)
+        times = await _until_all(tracker, clients[-1], n, sizes.broadcasts, log, "broadcast")
         await close_many(clients)
         out[str(n)] = {"median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times)}
         log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it")
         await asyncio.sleep(sizes.settle)  # the disconnects settle
     return out
+
+
+ROOM_ADD = 100  # names in one room_create or room_add (the protocol's limit)
+
+
+async def _room(stack: Stack, owner: BenchClient, members: Sequence[BenchClient], name: str) -> Any:
+    """The room of `owner` and `members`: the project's was seeded
+    (bench.seed); the bare app's is made here, and ready once every
+    member's connection has joined its group (a `room` event)."""
+    if stack.target == "project":
+        return next(r["id"] for r in (await owner.s.ok("rooms"))["rooms"] if r["name"] == name)
+    names = [c.name for c in members]
+    reply = await owner.s.ok("room_create", name=name, members=names[:ROOM_ADD])
+    room = reply["room"]["id"]
+    for i in range(ROOM_ADD, len(names), ROOM_ADD):
+        await owner.s.ok("room_add", room=room, usernames=names[i : i + ROOM_ADD])
+    deadline = time.perf_counter() + 60
+    while not all(room in c.rooms for c in members) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return room
+
+
+async def rooms(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """A room of N members online besides the sender: p50/p99 until every
+    member has a room message; and, to the same N connections, the time a
+    broadcast takes (the bare app's broadcast is the issue's yardstick).
+    Then (project only) how long `rooms` takes for a user in `room_list` rooms."""
+    out: dict[str, Any] = {}
+    for n in sizes.rooms:
+        tracker = Tracker()
+        clients = await _online(stack, sizes, n, tracker)
+        sender, members = clients[-1], clients[:-1]
+        room = await _room(stack, sender, members, f"bench-{n}")
+        figures: dict[str, Any] = {"members": n}
+        for kind, op, fields in (("room", "send", {"room": room}), ("broadcast", "broadcast", {})):
+            times = await _until_all(tracker, sender, n, sizes.room_messages, log, op, **fields)
+            figures[kind] = {"p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99), "messages": len(times)}
+        await close_many(clients)
+        out[str(n)] = figures
+        log(
+            f"    room of {n} online: p50 {figures['room']['p50_ms']} p99 {figures['room']['p99_ms']} ms until all"
+            f" have it (broadcast to them: p50 {figures['broadcast']['p50_ms']} ms)"
+        )
+        await asyncio.sleep(sizes.settle)
+    if stack.target == "project":
+        out["list"] = await room_list(stack, sizes, log)
+    return out
+
+
+async def room_list(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """`rooms` for a user in `room_list` rooms of three members, each with a
+    few messages (some unread): p50/p99 of the reply time."""
+    tracker = Tracker()
+    me, other, third = await open_many(["u1", "u2", "u3"], stack.urls, tracker)
+    await login_many([me, other, third])
+    made = []
+    for i in range(sizes.room_list):
+        made.append((await me.s.ok("room_create", name=f"list-{i}", members=["u2", "u3"]))["room"]["id"])
+    for i, room in enumerate(made):
+        await other.s.ok("send", room=room, body=f"unread {i}")
+        await me.s.ok("send", room=room, body=f"mine {i}")
+    await quiet([me], seconds=0.5)
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        reply = await me.s.ok("rooms")
+        times.append(time.perf_counter() - start)
+    assert len(reply["rooms"]) >= sizes.room_list
+    await close_many([me, other, third])
+    result = {"rooms": len(reply["rooms"]), "p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99), "calls": len(times)}
+    log(f"    rooms for a user in {result['rooms']} rooms: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
+    return result
 
 
 async def drain(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
@@ -290,4 +381,5 @@ SCENARIOS: dict[str, Callable[[Stack, Sizes, Log], Awaitable[dict[str, Any]]]] =
     "idle": idle,
     "storm": storm,
     "fanout": fanout,
+    "rooms": rooms,
 }

@@ -1,13 +1,17 @@
 """Seed a benchmark database: users, and messages waiting for one user.
 
     python -m bench.seed --users 1100 --prefix u --password P [--pending 10000 --to drain --sender drainsrc]
+                         [--rooms 100,1000]
 
 Run with the benchmark's settings (``DJANGO_SETTINGS_MODULE=bench.cheap_hash_settings``):
 users come from ``accounts.services.user_bulk_create`` (one MD5 hash for all);
 pending messages are bulk-inserted as the project's own rows (a ``Message``
 and its ``Delivery`` each, as ``messages_import`` writes them), in one
 transaction: seconds for ten thousand, where ten thousand sends would take
-a minute.
+a minute. ``--rooms N,..`` makes a room ``bench-N`` of users 1 to N+1 for
+each N (``messaging.services.rooms_seed``), the last one its admin: adding a
+thousand members through ``room_add`` would tell each member online of each
+one added, a million frames before the first measurement.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=0)
     parser.add_argument("--to", default="drain")
     parser.add_argument("--sender", default="drainsrc")
+    parser.add_argument("--rooms", default="", help="room sizes (members besides the sender), comma-separated")
     args = parser.parse_args()
 
     import django
@@ -38,6 +43,7 @@ def main() -> None:
     from accounts import services as accounts
     from accounts.models import User
     from messaging.models import Delivery, Message
+    from messaging.services import rooms_seed
 
     names = [f"{args.prefix}{i}" for i in range(1, args.users + 1)]
     if args.pending:
@@ -60,6 +66,11 @@ def main() -> None:
                     for i in range(n)
                 )
                 Delivery.objects.bulk_create(Delivery(message=m, recipient=recipient) for m in messages)
+    sizes = [int(n) for n in args.rooms.split(",") if n]
+    if sizes:
+        users = {u.username: u for u in User.objects.filter(username__in=names)}
+        rooms = [(f"bench-{n}", [users[f"{args.prefix}{i}"] for i in range(n + 1, 0, -1)]) for n in sizes]
+        rooms_seed(rooms=rooms)
     print(f"seeded {len(names)} users, {args.pending} pending at {time.strftime('%X')}")
 
 

@@ -40,6 +40,7 @@ class Options:
     redis_url: str = "redis://127.0.0.1:6379/0"
     users: int = 100
     pending: int = 0
+    rooms: list[int] = field(default_factory=list)  # a room bench-N of users 1..N+1 for each
     log: Callable[[str], None] = print
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +102,10 @@ class Stack:
             CHAT_BROADCAST_RATE_COUNT="0",
             CHAT_CONNECTION_RATE="0",
             CHAT_SIGNUPS_PER_ADDRESS="0",
+            CHAT_ROOM_MAX_MEMBERS="100000",  # a room of 1,000 and its sender
+            # A thousand connections open, then log in 20 at a time: on a
+            # loaded machine the last ones pass the default 60 s deadline.
+            CHAT_LOGIN_DEADLINE_SECONDS="600",
             CHAT_PASSWORD_FAILURES_PER_ADDRESS="0",
             DJANGO_SETTINGS_MODULE="bench.cheap_hash_settings" if self.target == "project" else "bench.bare.settings",
         )
@@ -127,7 +132,7 @@ class Stack:
                 self.db_created = True
             self._run("manage.py", "migrate", "--noinput", "-v0")
             seed = ["-m", "bench.seed", "--users", str(self.o.users), "--password", PASSWORD]
-            self._run(*seed, "--pending", str(self.o.pending))
+            self._run(*seed, "--pending", str(self.o.pending), "--rooms", ",".join(map(str, self.o.rooms)))
         for i in range(self.n):
             port = free_port()
             self.procs.append(self._serve(port, i))

@@ -34,8 +34,16 @@ TYPING_SHOWN = 6.0  # how long another's "typing" lasts without a repeat
 ANONYMOUS_FOR = 45.0  # an anonymous connection older than this is replaced before use
 EVENTS = {
     "message", "presence", "presence_batch", "receipt", "typing", "message_edited", "message_deleted",
-    "session_replaced", "session_ended", "error",
+    "session_replaced", "session_ended", "error", "room", "reaction",
 }  # fmt: skip
+ROOM_TOLD = {
+    "added": "{who} {was} added to {room}",
+    "removed": "{who} {was} removed from {room}",
+    "left": "{who} left {room}",
+    "admin": "{who}'s admin rights in {room} changed",
+    "renamed": "the room is now called {room}",
+    "created": "you were added to the new room {room}",
+}
 
 
 @dataclass(frozen=True)
@@ -45,18 +53,43 @@ class Command:
     help: str
     method: str
     names: bool = False  # its argument is a user name (Tab completes it)
+    rooms: bool = False  # its argument is a room name (Tab completes it)
+    many: int = 0  # with `names`: user names from this word on (0: only the first)
 
 
 # The one list of commands: /help, Tab completion and `execute` read it.
 COMMAND_LIST = [
     Command("/msg", "USER [TEXT]", "private message to USER; plain text then goes to USER", "cmd_msg", names=True),
-    Command("/reply", "[TEXT]", "answer whoever wrote to you privately last", "cmd_reply"),
+    Command("/reply", "[#ID] TEXT", "answer message #ID (else whoever wrote privately last)", "cmd_reply"),
     Command("/all", "[TEXT]", "message to everyone; plain text then goes to everyone", "cmd_all"),
+    Command("/rooms", "", "your rooms, with unread counts", "cmd_rooms"),
+    Command("/room", "NAME-OR-ID", "talk in a room: plain text then goes there", "cmd_room", rooms=True),
+    Command(
+        "/create",
+        "NAME [USER...]",
+        "a new room with these members; you are its admin",
+        "cmd_create",
+        names=True,
+        many=2,
+    ),
+    Command("/invite", "USER...", "add users to this room (admins)", "cmd_invite", names=True, many=1),
+    Command("/kick", "USER", "remove USER from this room (admins)", "cmd_kick", names=True),
+    Command("/leave", "", "leave this room", "cmd_leave"),
+    Command("/members", "", "who is in this room", "cmd_members"),
+    Command("/rename", "NAME", "rename this room (admins)", "cmd_rename"),
+    Command("/react", "#ID EMOJI", "react to message #ID", "cmd_react"),
+    Command("/unreact", "#ID EMOJI", "take your reaction back", "cmd_unreact"),
     Command("/send-file", "PATH [TEXT]", "upload a file and send it where plain text goes", "cmd_send_file"),
     Command("/edit", "[#ID] TEXT", "change your last message (or message #ID)", "cmd_edit"),
     Command("/delete", "[#ID]", "delete your last message (or message #ID)", "cmd_delete"),
-    Command("/history", "[USER]", "recent messages with USER (without USER: to everyone)", "cmd_history", names=True),
-    Command("/search", "[@USER] WORDS", "messages with these words (with USER only)", "cmd_search"),
+    Command(
+        "/history",
+        "[USER|#ROOM]",
+        "recent messages (default: this room, or to everyone)",
+        "cmd_history",
+        names=True,
+    ),
+    Command("/search", "[@USER|#ROOM] WORDS", "messages with these words (default: this room, or all)", "cmd_search"),
     Command("/online", "", "who is online now", "cmd_online"),
     Command("/recent", "", "who was around in the last hour", "cmd_recent"),
     Command("/block", "USER", "stop USER's messages reaching you", "cmd_block", names=True),
@@ -70,11 +103,29 @@ COMMAND_LIST = [
 COMMANDS = [c.name for c in COMMAND_LIST]
 BY_NAME = {c.name: c for c in COMMAND_LIST}
 
+USAGE_WIDTH = max(len(f"{c.name} {c.usage}") for c in COMMAND_LIST) + 2
 HELP = (
     "Commands:\n"
-    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<22}{c.help}" for c in COMMAND_LIST)
-    + "\nPlain text goes where the prompt says (to bob >). Tab completes commands and names."
+    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<{USAGE_WIDTH}}{c.help}" for c in COMMAND_LIST)
+    + "\nPlain text goes where the prompt says (to bob >, to #team >)."
+    + "\nTab completes commands, names and room names."
 )
+
+
+def room_key(room: int) -> str:
+    """A room as a target: "#" and its id (no username has a "#")."""
+    return f"#{room}"
+
+
+def room_id(target: str) -> int | None:
+    """The room a target is, or None for a user or everyone."""
+    return int(target[1:]) if target.startswith("#") and target[1:].isdigit() else None
+
+
+def message_id(word: str) -> int | None:
+    """#57 (or 57) as a message id."""
+    word = word.removeprefix("#")
+    return int(word) if word.isdigit() else None
 
 
 UNAVAILABLE_TRIES = 15  # logins tried while the server says it is briefly unavailable
@@ -96,10 +147,11 @@ class Outgoing:
     """A message the person sent that has no `ok` yet: it is sent again,
     with the same client_id, after a reconnect."""
 
-    to: str  # a username or EVERYONE
+    to: str  # a username, EVERYONE or a room ("#" and its id)
     body: str
     client_id: str
     queued: bool = False  # typed while offline
+    reply_to: int | None = None
     attachments: tuple[int, ...] = ()  # ids of files uploaded for it
 
 
@@ -108,7 +160,7 @@ class Sent:
     """One of one's own messages of this session."""
 
     id: int
-    to: str | None  # None: everyone
+    to: str | None  # None: everyone; "#ID": a room
     body: str
     delivered: bool = False
     read: bool = False
@@ -162,12 +214,13 @@ class ChatClient:
         self.seen: set[int] = set()  # ids shown, so a re-push is not shown twice
         self.shown: dict[int, dict[str, Any]] = {}  # what others' edits and deletes refer to
         self.deleted: set[int] = set()  # a delete may overtake the message it deletes
-        self.target: str | None = None  # where plain text goes: a username or EVERYONE
+        self.target: str | None = None  # where plain text goes: a username, EVERYONE or room_key(id)
+        self.rooms: dict[int, dict[str, Any]] = {}  # room objects by id, kept by `rooms` and room events
         self.last_writer: str | None = None  # who wrote privately last (/reply)
         self.known: set[str] = set()  # names for tab completion
         self.outbox: dict[str, Outgoing] = {}  # sent or typed, no ok yet; in order
         self.sent: dict[int, Sent] = {}  # one's own messages, for receipts, /edit and /delete
-        self.typing: dict[str, float] = {}  # who types to me, until when
+        self.typing: dict[tuple[str, int | None], float] = {}  # (who, room) typing to me, until when
         self.typing_to: tuple[str, float] | None = None  # whom I told I type, when
         self.held: list[dict[str, Any]] | None = None  # events kept back while a login is answered
         self.marks: tuple[list[int], dict[str, int]] = ([], {})  # acks and read marks to send
@@ -276,6 +329,13 @@ class ChatClient:
     async def _logged_in(self, reply: dict[str, Any], lead: str, held: list[dict[str, Any]]) -> None:
         self.username = reply["username"]
         self.token = reply.get("token") or self.token
+        # The rooms' names before any room message is shown; what arrives
+        # meanwhile waits behind what waited already, in order.
+        self.held = held
+        try:
+            await self.load_rooms()
+        finally:
+            held, self.held = self.held, None
         waiting = reply.get("pending", 0)
         self.output(
             f"{lead} {self.username}."
@@ -399,6 +459,20 @@ class ChatClient:
             pass  # logged in, then dropped: the token logs in again, and resends
         return None
 
+    async def load_rooms(self) -> list[dict[str, Any]]:
+        """The rooms one is in (latest message first), kept for names and
+        completion; a server older than 1.2 has none."""
+        reply = await self.request("rooms")
+        if reply["type"] == "ok":
+            self.rooms = {r["id"]: r for r in reply["rooms"]}
+            if self.target is not None and room_id(self.target) not in (None, *self.rooms):
+                self.target = None  # removed from that room while away
+        return list(self.rooms.values())
+
+    def room_label(self, room: int | None) -> str:
+        known = self.rooms.get(room or 0)
+        return f"#{clean(known['name'])}" if known is not None else f"room #{room}"
+
     async def refresh_names(self) -> None:
         try:
             online = await self.request("online")
@@ -428,13 +502,52 @@ class ChatClient:
         sender = m["from"]
         if sender != self.username:
             self.known.add(sender)
-            self.typing.pop(sender, None)
+            self.typing.pop((sender, m.get("room")), None)
             if m["kind"] == "private":
                 self.last_writer = sender
                 if self.target is None:
                     self.target = sender
-        self.output(render_message(m, self.username, base=self.http_base))
+        self.output(render_message(m, self.username, base=self.http_base, rooms=self.room_names()))
         self.on_change()
+
+    def room_names(self) -> dict[int, str]:
+        return {i: r["name"] for i, r in self.rooms.items()}
+
+    def on_room(self, frame: dict[str, Any]) -> None:
+        """A change to one of one's rooms: keep the room, say what changed."""
+        room, change, who = frame["room"], frame.get("change", ""), frame.get("username")
+        gone = change in ("removed", "left") and who == self.username
+        before = self.rooms.get(room["id"])
+        if gone:
+            self.rooms.pop(room["id"], None)
+            if self.target == room_key(room["id"]):
+                self.target = None
+        else:
+            self.rooms[room["id"]] = room
+        label = f"#{clean(room['name'])}"
+        if change == "renamed" and before is not None:
+            line = f"{self.room_label_of(before)} is now called {label}"
+        elif change == "added" and who == self.username:
+            line = f"you were added to {label}"
+        elif change == "admin" and who == self.username:
+            line = f"you are {'now' if room.get('admin') else 'no longer'} an admin of {label}"
+        else:
+            template = ROOM_TOLD.get(change, "{room} changed")
+            mine = who == self.username
+            line = template.format(who="you" if mine else clean(who or ""), room=label, was="were" if mine else "was")
+        self.output(f"* {line}")
+        self.on_change()
+
+    @staticmethod
+    def room_label_of(room: dict[str, Any]) -> str:
+        return f"#{clean(room['name'])}"
+
+    def on_reaction(self, frame: dict[str, Any]) -> None:
+        who = "you" if frame["by"] == self.username else clean(frame["by"])
+        if frame.get("on", True):
+            self.output(f"({who} reacted {clean(frame['emoji'])} to #{frame['id']})")
+        else:
+            self.output(f"({who} took back {clean(frame['emoji'])} on #{frame['id']})")
 
     def on_presence(self, frame: dict[str, Any]) -> None:
         online = [frame["username"]] if frame["online"] else []
@@ -459,10 +572,11 @@ class ChatClient:
         self.on_change()
 
     def on_typing(self, frame: dict[str, Any]) -> None:
+        key = (frame["from"], frame.get("room"))
         if frame.get("typing", True):
-            self.typing[frame["from"]] = self.now() + TYPING_SHOWN
+            self.typing[key] = self.now() + TYPING_SHOWN
         else:
-            self.typing.pop(frame["from"], None)
+            self.typing.pop(key, None)
         self.on_change()
 
     def on_message_edited(self, frame: dict[str, Any]) -> None:
@@ -470,7 +584,8 @@ class ChatClient:
         if m is None or m["from"] == self.username:
             return
         m["body"] = frame["body"]
-        self.output(f"[{clock(frame['edited_at'])}] {clean(m['from'])} edited: {clean(frame['body'])}")
+        where = f"{self.room_label(m['room'])} " if m.get("room") else ""
+        self.output(f"[{clock(frame['edited_at'])}] {where}{clean(m['from'])} edited: {clean(frame['body'])}")
 
     def on_message_deleted(self, frame: dict[str, Any]) -> None:
         self.deleted.add(frame["id"])
@@ -498,8 +613,9 @@ class ChatClient:
         """Ack what arrived; mark as read what the person now sees."""
         acks, reads = self.marks
         acks.append(message["id"])
-        if message["kind"] == "private" and message["from"] != self.username:
-            reads[message["from"]] = max(reads.get(message["from"], 0), message["id"])
+        if message["from"] != self.username and message["kind"] in ("private", "room"):
+            peer = room_key(message["room"]) if message["kind"] == "room" else message["from"]
+            reads[peer] = max(reads.get(peer, 0), message["id"])
         if self.marks_task is None or self.marks_task.done():
             self.marks_task = asyncio.get_running_loop().create_task(self._send_marks(soon=True))
 
@@ -512,14 +628,19 @@ class ChatClient:
         for i in range(0, len(acks), 1000):
             await self.conn.notify("ack", ids=acks[i : i + 1000])
         for peer, up_to in reads.items():
-            await self.conn.notify("read", **{"with": peer, "up_to": up_to})
+            room = room_id(peer)
+            where: dict[str, Any] = {"room": room} if room is not None else {"with": peer}
+            await self.conn.notify("read", **where, up_to=up_to)
 
     # --- What the terminal shows ---------------------------------------------------------
 
     def prompt(self) -> str:
         if self.target is None:
             return "> "
-        return "to everyone > " if self.target == EVERYONE else f"to {self.target} > "
+        if self.target == EVERYONE:
+            return "to everyone > "
+        room = room_id(self.target)
+        return f"to {self.room_label(room)} > " if room is not None else f"to {self.target} > "
 
     def status(self) -> str:
         """The status line below the input."""
@@ -531,11 +652,15 @@ class ChatClient:
             return "Not logged in" if self.up.is_set() else "Not connected"
         parts = [self.username]
         now = self.now()
-        typing = sorted(u for u, until in self.typing.items() if until > now)
-        if typing:
-            parts.append(f"{names(typing)} {'is' if len(typing) == 1 else 'are'} typing…")
+        places: dict[int | None, list[str]] = {}
+        for (user, room), until in sorted(self.typing.items()):
+            if until > now and (room is None or room in self.rooms):
+                places.setdefault(room, []).append(user)
+        for room, typing in sorted(places.items(), key=lambda p: p[0] != room_id(self.target or "")):
+            where = f" in {self.room_label(room)}" if room is not None else ""
+            parts.append(f"{names(typing)} {'is' if len(typing) == 1 else 'are'} typing{where}…")
         last = next((s for s in reversed(self.sent.values()) if s.to == self.target), None)
-        if last is not None and last.to is not None:
+        if last is not None and last.to is not None and room_id(last.to) is None:
             parts.append(f"your last message to {last.to}: {receipt(vars(last))}")
         return "  ·  ".join(parts)
 
@@ -555,6 +680,10 @@ class ChatClient:
             if command == "/msg":
                 name, space, body = rest.partition(" ")
                 return name if space and body.strip() and name != self.username else None
+            if command == "/reply" and rest.startswith("#"):
+                word, _, body = rest.partition(" ")
+                replied = message_id(word)
+                return self._conversation_of(replied) if replied is not None and body.strip() else None
             if command == "/reply" and rest.strip():
                 return self.last_writer
             return None
@@ -565,7 +694,9 @@ class ChatClient:
     def _typing(self, to: str, typing: bool) -> None:
         self.typing_to = (to, self.now()) if typing else None
         if self.online:
-            task = asyncio.get_running_loop().create_task(self.notify("typing", to=to, typing=typing))
+            room = room_id(to)
+            where: dict[str, Any] = {"room": room} if room is not None else {"to": to}
+            task = asyncio.get_running_loop().create_task(self.notify("typing", **where, typing=typing))
             self.chores.add(task)
             task.add_done_callback(self.chores.discard)
 
@@ -611,9 +742,13 @@ class ChatClient:
         if not self.online:
             raise ConnectionLost()
 
-    async def say(self, target: str, text: str, attachments: tuple[int, ...] = ()) -> None:
+    async def say(
+        self, target: str, text: str, attachments: tuple[int, ...] = (), *, reply_to: int | None = None
+    ) -> None:
         """Send, or keep to send once the connection is back."""
-        item = Outgoing(target, text, uuid.uuid4().hex, queued=not self.online, attachments=attachments)
+        item = Outgoing(
+            target, text, uuid.uuid4().hex, queued=not self.online, reply_to=reply_to, attachments=attachments
+        )
         self.outbox[item.client_id] = item
         if item.queued:
             self.output("(not connected: it goes when the connection is back)")
@@ -627,10 +762,15 @@ class ChatClient:
         """Send one message of the outbox; ConnectionLost leaves it there.
         The same client_id every time: the server stores it once."""
         fields: dict[str, Any] = {"body": item.body, "client_id": item.client_id}
+        if item.reply_to is not None:
+            fields["reply_to"] = item.reply_to
+        room = room_id(item.to)
         if item.attachments:
             fields["attachments"] = list(item.attachments)
         if item.to == EVERYONE:
             reply = await self.request("broadcast", **fields)
+        elif room is not None:
+            reply = await self.request("send", room=room, **fields)
         else:
             reply = await self.request("send", to=item.to, **fields)
         if reply["type"] != "ok" and reply.get("code") == "rate_limited" and again:
@@ -638,20 +778,31 @@ class ChatClient:
             return  # still first in the outbox: tried again
         self.outbox.pop(item.client_id, None)
         if reply["type"] != "ok":
-            self.output(f"Not sent{f' ({item.body!r})' if again else ''}: {explain(reply, item.to)}")
+            self.output(f"Not sent{f' ({item.body!r})' if again else ''}: {explain(reply, self.place(item.to))}")
             return
         self.seen.add(reply["id"])
         self.sent[reply["id"]] = Sent(reply["id"], None if item.to == EVERYONE else item.to, item.body)
         if again or item.queued:
-            self.output(f"(sent to {'everyone' if item.to == EVERYONE else item.to}: {item.body})")
+            self.output(f"(sent to {self.place(item.to)}: {item.body})")
         if item.to == EVERYONE:
             self.output(f"(to everyone: {reply['live']} online now, {reply['stored']} later)")
+        elif room is not None:
+            pass  # the room's members see it; no line for each message sent
+        elif item.reply_to is not None and reply["delivered"] != "stored":
+            self.output(f"(you → {item.to}, in reply to #{item.reply_to}: {item.body})")
         elif reply["delivered"] == "stored":
             self.output(f"({item.to} is offline; they will get it when they log in)")
         self.on_change()
 
+    def place(self, target: str) -> str:
+        """A target in words: everyone, #team or bob."""
+        if target == EVERYONE:
+            return "everyone"
+        room = room_id(target)
+        return self.room_label(room) if room is not None else target
+
     def _aim(self, target: str) -> None:
-        if target != EVERYONE:
+        if target != EVERYONE and room_id(target) is None:
             self.known.add(target)
         if self.target != target:
             self.target = target
@@ -682,7 +833,7 @@ class ChatClient:
             self.output("Usage: /send-file PATH [TEXT]")
             return
         if self.target is None:
-            self.output("Choose where it goes first: /msg USER or /all.")
+            self.output("Choose where it goes first: /msg USER, /room NAME or /all.")
             return
         if not self.online or self.token is None:
             self.output("Not connected: send the file when the connection is back.")
@@ -710,6 +861,10 @@ class ChatClient:
         await self.say(self.target, text, (attachment["id"],))
 
     async def cmd_reply(self, rest: str) -> None:
+        word, _, text = rest.partition(" ")
+        if word.startswith("#"):
+            await self.reply_to(word, text.strip())
+            return
         if self.last_writer is None:
             self.output("Nobody has written to you privately yet.")
             return
@@ -721,6 +876,171 @@ class ChatClient:
             await self.say(EVERYONE, rest)
         else:
             self.output("Plain text now goes to everyone.")
+
+    async def reply_to(self, word: str, text: str) -> None:
+        """/reply #ID TEXT: an answer to message #ID, in its conversation
+        (the current one if the client has not seen that message)."""
+        replied = message_id(word)
+        if replied is None or not text:
+            self.output("Usage: /reply #ID TEXT (/history shows the ids)")
+            return
+        target = self._conversation_of(replied) or self.target
+        if target is None:
+            self.output("Which conversation is that in? Go there first (/msg USER, /room NAME).")
+            return
+        await self.say(target, text, reply_to=replied)
+
+    def _conversation_of(self, message: int) -> str | None:
+        m = self.shown.get(message)
+        if m is None:
+            sent = self.sent.get(message)
+            return (sent.to or EVERYONE) if sent is not None else None
+        if m["kind"] == "room":
+            return room_key(m["room"])
+        if m["kind"] == "broadcast":
+            return EVERYONE
+        peer: str = m["to"] if m["from"] == self.username else m["from"]
+        return peer
+
+    def here(self, usage: str) -> int | None:
+        """The room plain text goes to, or None after saying to pick one."""
+        room = room_id(self.target or "")
+        if room is None:
+            self.output(f"Go to a room first (/room NAME, /rooms lists them). Usage: {usage}")
+        return room
+
+    async def room_request(self, type: str, doing: str, **fields: Any) -> dict[str, Any] | None:
+        """A room op: the ok reply, or None after saying why not."""
+        self.need_online()
+        reply = await self.request(type, **fields)
+        if reply["type"] == "ok":
+            return reply
+        name = fields.get("username") or ", ".join(fields.get("usernames") or fields.get("members") or ())
+        self.output(f"Not {doing}: {explain(reply, name)}")
+        return None
+
+    async def cmd_rooms(self, rest: str) -> None:
+        self.need_online()
+        rooms = await self.load_rooms()
+        if not rooms:
+            self.output("You are in no room. /create NAME [USER...] makes one.")
+            return
+        self.output(f"--- {len(rooms)} room(s) ---")
+        for r in rooms:
+            notes = [f"{r['member_count']} member{'s' if r['member_count'] != 1 else ''}"]
+            if r["unread"]:
+                notes.append(f"{r['unread']} unread")
+            if r["admin"]:
+                notes.append("admin")
+            last = f": last {clock(r['last']['sent_at'])}" if r.get("last") else ""
+            label = "#" + clean(r["name"])
+            self.output(f"  {label:<24} ({', '.join(notes)}, id {r['id']}){last}")
+
+    def find_room(self, wanted: str) -> dict[str, Any] | None:
+        """A room by its name (any case, with or without "#"), else by id."""
+        for name in (wanted, wanted.removeprefix("#")):
+            for r in self.rooms.values():
+                if r["name"].lower() == name.lower():
+                    return r
+        number = message_id(wanted)
+        return self.rooms.get(number) if number is not None else None
+
+    async def cmd_room(self, rest: str) -> None:
+        if not rest:
+            self.output("Usage: /room NAME-OR-ID (/rooms lists them)")
+            return
+        room = self.find_room(rest)
+        if room is None:
+            self.need_online()
+            await self.load_rooms()  # one made or joined elsewhere
+            room = self.find_room(rest)
+        if room is None:
+            self.output(f"You are in no room called {clean(rest)}. /rooms lists yours.")
+            return
+        self._aim(room_key(room["id"]))
+        unread = f" ({room['unread']} unread: /history shows them)" if room.get("unread") else ""
+        self.output(f"Plain text now goes to #{clean(room['name'])}.{unread}")
+
+    async def cmd_create(self, rest: str) -> None:
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = rest.split()
+        if not words:
+            self.output('Usage: /create NAME [USER...] (quote a name with spaces: /create "team lunch" bob)')
+            return
+        name, members = words[0], words[1:]
+        reply = await self.room_request("room_create", "created", name=name, members=members)
+        if reply is None:
+            return
+        room = reply["room"]
+        self.rooms[room["id"]] = room
+        self._aim(room_key(room["id"]))
+        refused = f" Not added (they block you): {names(reply['refused'])}." if reply.get("refused") else ""
+        self.output(f"Created #{clean(room['name'])} with {room['member_count']} member(s).{refused}")
+
+    async def cmd_invite(self, rest: str) -> None:
+        room = self.here("/invite USER...")
+        users = rest.split()
+        if room is None:
+            return
+        if not users:
+            self.output("Usage: /invite USER...")
+            return
+        reply = await self.room_request("room_add", "added", room=room, usernames=users)
+        if reply is not None and not reply["added"]:
+            self.output("Nobody added: " + ("they block you." if reply["refused"] else "they are members already."))
+        elif reply is not None and reply["refused"]:
+            self.output(f"Not added (they block you): {names(reply['refused'])}.")
+
+    async def cmd_kick(self, rest: str) -> None:
+        room = self.here("/kick USER")
+        name = self.need_name(rest, "/kick USER") if room is not None else None
+        if room is not None and name:
+            await self.room_request("room_remove", "removed", room=room, username=name)
+
+    async def cmd_leave(self, rest: str) -> None:
+        room = self.here("/leave")
+        if room is not None and await self.room_request("room_leave", "left", room=room) is not None:
+            self.output(f"You left {self.room_label(room)}.")
+            self.rooms.pop(room, None)
+            if self.target == room_key(room):
+                self.target = None
+                self.on_change()
+
+    async def cmd_members(self, rest: str) -> None:
+        room = self.here("/members")
+        reply = await self.room_request("room_members", "listed", room=room) if room is not None else None
+        if reply is None:
+            return
+        members = reply["members"]
+        self.known.update(m["username"] for m in members)
+        self.known.discard(self.username or "")
+        shown = [
+            clean(m["username"]) + (" (admin)" if m["admin"] else "") + (" (online)" if m["online"] else "")
+            for m in members
+        ]
+        self.output(f"Members of {self.room_label(room)} ({len(members)}): " + ", ".join(shown))
+
+    async def cmd_rename(self, rest: str) -> None:
+        room = self.here("/rename NAME")
+        if room is not None and not rest:
+            self.output("Usage: /rename NAME")
+        elif room is not None:
+            await self.room_request("room_rename", "renamed", room=room, name=rest)
+
+    async def cmd_react(self, rest: str, on: bool = True) -> None:
+        word, _, emoji = rest.partition(" ")
+        message, usage = message_id(word), f"/{'' if on else 'un'}react #ID EMOJI"
+        if message is None or not emoji.strip():
+            self.output(f"Usage: {usage} (/history shows the ids)")
+            return
+        reply = await self.room_request("react", "done", id=message, emoji=emoji.strip(), on=on)
+        if reply is not None:
+            self.on_change()
+
+    async def cmd_unreact(self, rest: str) -> None:
+        await self.cmd_react(rest, on=False)
 
     def _which(self, rest: str, usage: str) -> tuple[Sent | int, str] | None:
         """The message `/edit` or `/delete` is about: #ID, or one's last."""
@@ -805,22 +1125,40 @@ class ChatClient:
         users = (await self.request("blocked")).get("users", [])
         self.output("You block: " + ", ".join(map(clean, users)) if users else "You block nobody.")
 
+    def _room_or_here(self, word: str | None) -> int | None:
+        """A room named by `#NAME` (or #ID), else without a word the room
+        one talks in; None for a user or everyone."""
+        if word is not None:
+            room = self.find_room(word) if word.startswith("#") else None
+            return room["id"] if room is not None else None
+        return room_id(self.target or "")
+
     async def cmd_history(self, rest: str) -> None:
         self.need_online()
         name = rest.split()[0] if rest.split() else None
-        reply = await self.request("history", **{"with": name, "limit": 20})
+        room = self._room_or_here(name)
+        if room is not None:
+            reply = await self.request("history", room=room, limit=20)
+            title = f"in {self.room_label(room)}"
+        else:
+            reply = await self.request("history", **{"with": name, "limit": 20})
+            title = f"with {name}" if name else "to everyone"
         if reply["type"] != "ok":
             self.output(explain(reply, name or ""))
             return
-        self._list(reply["messages"], f"with {name}" if name else "to everyone")
+        self._list(reply["messages"], title)
 
     async def cmd_search(self, rest: str) -> None:
         words = rest.split()
         fields: dict[str, Any] = {}
         if words and words[0].startswith("@"):
             fields["with"] = words.pop(0)[1:]
+        elif words and words[0].startswith("#") and self.find_room(words[0]) is not None:
+            fields["room"] = self._room_or_here(words.pop(0))
+        elif room_id(self.target or "") is not None:
+            fields["room"] = room_id(self.target or "")  # in a room: its messages
         if not words:
-            self.output("Usage: /search [@USER] WORDS")
+            self.output("Usage: /search [@USER or #ROOM] WORDS")
             return
         self.need_online()
         query = " ".join(words)
@@ -829,6 +1167,7 @@ class ChatClient:
             self.output(explain(reply, fields.get("with", "")))
             return
         title = f"with “{query}”" + (f" (with {fields['with']})" if "with" in fields else "")
+        title += f" (in {self.room_label(fields['room'])})" if "room" in fields else ""
         self._list(list(reversed(reply["messages"])), title)
 
     def _list(self, messages: list[dict[str, Any]], title: str) -> None:
@@ -837,7 +1176,7 @@ class ChatClient:
             return
         self.output(f"--- {len(messages)} message(s) {title} ---")
         for m in messages:
-            self.output(render_message(m, self.username, ids=True, base=self.http_base))
+            self.output(render_message(m, self.username, ids=True, base=self.http_base, rooms=self.room_names()))
 
     async def cmd_logout(self, rest: str) -> bool:
         self.need_online()
@@ -866,6 +1205,10 @@ class ChatClient:
         if len(words) == 1:
             return [c for c in COMMANDS if c.startswith(words[0].lower())]
         command = BY_NAME.get(words[0].lower())
-        if len(words) == 2 and command is not None and command.names:
-            return sorted(n for n in self.known if n.startswith(words[1]))
+        if command is None:
+            return []
+        if command.names and (len(words) == 2 if not command.many else len(words) > command.many):
+            return sorted(n for n in self.known if n.startswith(words[-1]))
+        if command.rooms and len(words) == 2:
+            return sorted(r["name"] for r in self.rooms.values() if r["name"].lower().startswith(words[1].lower()))
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +69,9 @@ def receipt(m: dict[str, Any]) -> str:
     return "read" if m.get("read") else "delivered" if m.get("delivered") else "sent"
 
 
+QUOTE = 40  # characters of a replied-to message shown
+
+
 def file_size(n: int) -> str:
     """As the page says it: 12 bytes, 840 KB, 2.1 MB."""
     if n < 1000:
@@ -84,26 +88,46 @@ def render_files(attachments: list[dict[str, Any]] | None, base: str = "") -> li
     ]
 
 
-def render_message(m: dict[str, Any], me: str | None = None, *, ids: bool = False, base: str = "") -> str:
+def render_message(
+    m: dict[str, Any],
+    me: str | None = None,
+    *,
+    ids: bool = False,
+    base: str = "",
+    rooms: Mapping[int, str] | None = None,
+) -> str:
     """One line for a message event or message object (and one more per
     attachment, indented; `base` makes their URLs whole). With `ids`, one's
-    own messages show their id (for /edit and /delete) and receipt."""
+    own messages show their id (for /edit and /delete) and receipt; and
+    every message its id, which /reply and /react name. `rooms`: room
+    names by id, for room messages."""
     notes = []
     if m.get("edited_at"):
         notes.append("edited")
     if m.get("stored"):
         notes.append("waited while you were offline")
     mine = m["from"] == me
-    if ids and mine:
-        if m["kind"] == "private":
-            notes.append(receipt(m))
+    for emoji, users in (m.get("reactions") or {}).items():
+        notes.append(f"{clean(emoji)} {len(users)}")
+    if ids and mine and m["kind"] == "private":
+        notes.append(receipt(m))
+    if ids or m.get("kind") == "room" or m.get("reply_to"):
         notes.append(f"#{m['id']}")
     tail = f" ({', '.join(notes)})" if notes else ""
     when, body = clock(m["sent_at"]), clean(m["body"])
+    quoted = m.get("reply_to")
+    if quoted:
+        excerpt = quoted["excerpt"] or "(deleted)"
+        excerpt = excerpt if len(excerpt) <= QUOTE else excerpt[: QUOTE - 1] + "…"
+        body = f"↪ {clean(quoted['from'])} #{quoted['id']} “{clean(excerpt)}” {body}"
     files = render_files(m.get("attachments"), base)
     if files and not body:
         body, files = files[0], files[1:]
-    if m["kind"] == "broadcast":
+    if m["kind"] == "room":
+        room: int = m["room"]
+        where = f"#{clean(rooms[room])}" if rooms and room in rooms else f"room #{room}"
+        line = f"[{when}] {where} {'you' if mine else clean(m['from'])}: {body}{tail}"
+    elif m["kind"] == "broadcast":
         line = f"[{when}] {'you' if mine else clean(m['from'])} → everyone: {body}{tail}"
     elif mine:
         line = f"[{when}] you → {clean(m['to'])}: {body}{tail}"

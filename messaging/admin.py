@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
-from django.db.models import Count, Exists, Model, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, IntegerField, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +22,7 @@ from accounts.models import LoginAttempt, User
 from core.errors import ServiceError
 
 from . import selectors, services
-from .models import Attachment, Block, Message
+from .models import Attachment, Block, Message, Room, RoomMember
 
 # Generic in django-stubs (over the user model), like the classes that
 # settings.py makes subscriptable at run time; this one is not in that list.
@@ -258,10 +260,10 @@ class MessageAdmin(admin.ModelAdmin[Message]):
     list_display = ["id", "sender", "to", "sent_at", "short_body", "pending"]
     list_filter = ["kind", DeletedFilter, "sent_at"]
     ordering = ["-id"]  # newest first, as everywhere else
-    search_fields = ["body", "sender__username", "recipient__username"]
+    search_fields = ["body", "sender__username", "recipient__username", "room__name"]
     date_hierarchy = "sent_at"
-    list_select_related = ["sender", "recipient"]
-    fields = ("kind", "sender", "recipient", "sent_at", "deleted_at", "body", "pending")
+    list_select_related = ["sender", "recipient", "room"]
+    fields = ("kind", "sender", "recipient", "room", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
     inlines = [AttachmentsInline]
 
@@ -274,6 +276,8 @@ class MessageAdmin(admin.ModelAdmin[Message]):
 
     @admin.display(description="to", ordering="recipient__username")
     def to(self, obj: Message) -> User | str:
+        if obj.room is not None:
+            return f"#{obj.room.name} (room {obj.room_id})"
         return obj.recipient or "everyone"
 
     @admin.display(description="body")
@@ -355,3 +359,140 @@ class BlockAdmin(admin.ModelAdmin[Block]):
         for block in blocks:
             self.delete_model(request, block)
         self.message_user(request, f"Removed {len(blocks)} block(s).")
+
+
+class RoomRow(TypedDict):
+    member_total: int
+    admin_total: int
+    message_total: int
+    admin_rows: list[RoomMember]  # prefetched: the admins, by name
+
+
+def _count(rows: QuerySet[RoomMember] | QuerySet[Message]) -> Coalesce:
+    """A per-room count as a subquery: two Count()s over joins would multiply."""
+    counted = rows.filter(room=OuterRef("pk")).order_by().values("room").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+class RoomSizeFilter(admin.SimpleListFilter):
+    title = "members"
+    parameter_name = "size"
+    SIZES = {"1": (1, 1), "2-10": (2, 10), "11-100": (11, 100), "101+": (101, None)}
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [(key, key) for key in self.SIZES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Room]) -> QuerySet[Room]:
+        """On RoomAdmin's queryset, which counts the members (member_total)."""
+        bounds = self.SIZES.get(self.value() or "")
+        if bounds is None:
+            return queryset
+        low, high = bounds
+        fits = Q(member_total__gte=low) if high is None else Q(member_total__gte=low, member_total__lte=high)
+        return queryset.filter(fits)
+
+
+class RoomMembersInline(admin.TabularInline[RoomMember, Room]):
+    """A room's members. Ticking "delete" removes a member through the
+    service a room admin's /kick runs (they are told, their pending room
+    messages dropped, an heir named if they were the last admin)."""
+
+    model = RoomMember
+    fields = ("user", "admin", "joined_at")
+    readonly_fields = fields
+    extra = 0
+    ordering = ["user__username"]
+    verbose_name_plural = "Members"
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RoomMember]:
+        return super().get_queryset(request).select_related("user")
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin[Room]):
+    """Rooms, for operators: who is in them, how big they are. Removing a
+    member or deleting a room runs the same services as the socket does;
+    deleting never loads a room's history (the service deletes in bulk)."""
+
+    list_display = ["name", "id", "members", "admins", "message_count", "created_at"]
+    list_filter = [RoomSizeFilter, "created_at"]
+    search_fields = ["name", "=id", "members__user__username"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    fields = ("name", "created_at", "members", "admins", "message_count")
+    readonly_fields = fields
+    inlines = [RoomMembersInline]
+    actions = ["delete_rooms"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_total=_count(RoomMember.objects.all()),
+                admin_total=_count(RoomMember.objects.filter(admin=True)),
+                message_total=_count(Message.objects.filter(deleted_at__isnull=True)),
+            )
+            .prefetch_related(
+                Prefetch(
+                    "members",
+                    queryset=RoomMember.objects.filter(admin=True).select_related("user").order_by("user__username"),
+                    to_attr="admin_rows",
+                )
+            )
+        )
+
+    @admin.display(description="members", ordering="member_total")
+    def members(self, obj: WithAnnotations[Room, RoomRow]) -> int:
+        return obj.member_total
+
+    @admin.display(description="admins", ordering="admin_total")
+    def admins(self, obj: WithAnnotations[Room, RoomRow]) -> str:
+        shown = ", ".join(m.user.username for m in obj.admin_rows[:3])
+        return shown + (f" and {obj.admin_total - 3} more" if obj.admin_total > 3 else "")
+
+    @admin.display(description="messages", ordering="message_total")
+    def message_count(self, obj: WithAnnotations[Room, RoomRow]) -> int:  # not `messages`: the module's
+        return obj.message_total
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # Django's would fetch every message first
+        return actions
+
+    def get_deleted_objects(
+        self, objs: Sequence[Room] | QuerySet[Room], request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        """The confirmation page: counts, not every message listed (Django's
+        own walks each related row in Python)."""
+        rooms = list(objs)
+        total = Message.objects.filter(room__in=rooms).count()
+        return [str(r) for r in rooms], {"rooms": len(rooms), "messages": total}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: Room) -> None:
+        try:
+            services.room_delete(room_id=obj.pk)
+        except ServiceError as e:
+            self.message_user(request, e.message, messages.WARNING)
+
+    @admin.action(description="Delete selected rooms and their messages", permissions=["delete"])
+    def delete_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        rooms = list(queryset.values_list("pk", flat=True))
+        for room_id in rooms:
+            services.room_delete(room_id=room_id)
+        self.message_user(request, f"Deleted {len(rooms)} room(s).")
+
+    def save_formset(self, request: HttpRequest, form: forms.Form, formset: Any, change: bool) -> None:
+        """Only removals come from the members inline: through the service."""
+        formset.save(commit=False)
+        for member in formset.deleted_objects:
+            try:
+                services.room_member_expel(room_id=member.room_id, username=member.user.username)
+            except ServiceError as e:
+                self.message_user(request, e.message, messages.WARNING)

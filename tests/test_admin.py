@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.models import LoginAttempt
 from messaging import services
-from messaging.models import Block, Delivery, Presence
+from messaging.models import Block, Delivery, Message, Presence, Reaction, ReadMark, Room, RoomMember
 
 from .helpers import make_user
 
@@ -50,6 +50,11 @@ def lock(username, ip="10.0.0.1"):
         "/admin/messaging/message/?q=hello",
         "/admin/messaging/block/",
         "/admin/messaging/block/add/",
+        "/admin/messaging/room/",
+        "/admin/messaging/room/?q=team",
+        "/admin/messaging/room/?q=bob",
+        "/admin/messaging/room/?size=2-10",
+        "/admin/messaging/room/?o=3",
     ],
 )
 def test_pages_render_for_staff(staff, people, url):
@@ -150,3 +155,78 @@ def test_removing_a_block_in_admin(staff, people):
     block = services.block_create(blocker=people[1], username="alice")
     staff.post(f"/admin/messaging/block/{block.pk}/delete/", {"post": "yes"})
     assert not Block.objects.exists()
+
+
+@pytest.fixture
+def team():
+    """A room of alice (admin), bob and carol with a reply, a reaction and a
+    read mark: everything a room's deletion must take with it."""
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    room = services.room_create(user=alice, name="team", usernames=["bob", "carol"]).room
+    first = services.message_room_send(sender=alice, room_id=room["id"], body="first in team").message
+    services.message_room_send(sender=bob, room_id=room["id"], body="an answer", reply_to=first.id)
+    services.message_react(user=carol, message_id=first.id, emoji="👍")
+    services.conversations_read(
+        requests=[services.ReadRequest(user=bob, peer=None, room_id=room["id"], up_to=first.id)]
+    )
+    services.message_send(sender=alice, to_username="bob", body="private, stays")
+    return Room.objects.get(pk=room["id"]), (alice, bob, carol)
+
+
+def test_rooms_are_listed_with_members_admins_and_messages(staff, team):
+    room, _ = team
+    page = staff.get("/admin/messaging/room/").content.decode()
+    assert ">team<" in page and ">3<" in page and ">alice<" in page and ">2<" in page
+    assert ">team<" in staff.get("/admin/messaging/room/?q=carol").content.decode()
+    assert ">team<" not in staff.get("/admin/messaging/room/?q=nobody").content.decode()
+    assert ">team<" not in staff.get("/admin/messaging/room/?size=101%2B").content.decode()
+    page = staff.get(f"/admin/messaging/room/{room.pk}/change/").content.decode()
+    assert "Members" in page and "carol" in page
+    page = staff.get("/admin/messaging/message/?q=team").content.decode()
+    assert "#team (room " in page and "first in team" in page
+
+
+def test_removing_a_member_in_admin_runs_the_service(staff, team):
+    room, (alice, bob, carol) = team
+    members = list(RoomMember.objects.filter(room=room).order_by("user__username"))
+    form = {
+        "members-TOTAL_FORMS": len(members), "members-INITIAL_FORMS": len(members),
+        "members-MIN_NUM_FORMS": 0, "members-MAX_NUM_FORMS": 1000,
+    }  # fmt: skip
+    for i, m in enumerate(members):
+        form[f"members-{i}-id"] = m.pk
+        form[f"members-{i}-room"] = room.pk
+    form["members-0-DELETE"] = "on"  # alice, the only admin
+    response = staff.post(f"/admin/messaging/room/{room.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    left = RoomMember.objects.filter(room=room)
+    assert set(left.values_list("user__username", flat=True)) == {"bob", "carol"}
+    assert left.get(admin=True).user == bob  # the heir: the earliest to join
+    services.message_room_send(sender=bob, room_id=room.pk, body="alice is gone")
+    assert not Delivery.objects.filter(recipient=alice, message__body="alice is gone").exists()
+
+
+def test_deleting_a_room_in_admin_takes_its_messages_not_others(staff, team, django_assert_max_num_queries):
+    room, _ = team
+    page = staff.get(f"/admin/messaging/room/{room.pk}/delete/").content.decode()
+    assert "first in team" not in page  # counts, not the history
+    alice, bob, _ = team[1]
+    more = Message.objects.bulk_create(
+        Message(kind="room", sender=alice, room=room, body="more", sent_at=timezone.now()) for _ in range(300)
+    )  # a longer history costs no more queries
+    Delivery.objects.bulk_create(Delivery(message=m, recipient=bob) for m in more)
+    with django_assert_max_num_queries(40) as queries:
+        assert staff.post(f"/admin/messaging/room/{room.pk}/delete/", {"post": "yes"}).status_code == 302
+    loaded = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and '"body"' in q["sql"]]
+    assert loaded == []  # no message row came into Python
+    assert not Room.objects.exists() and not RoomMember.objects.exists() and not Reaction.objects.exists()
+    assert not ReadMark.objects.filter(room__isnull=False).exists()
+    assert list(Message.objects.values_list("body", flat=True)) == ["private, stays"]
+    assert Delivery.objects.filter(message__body="private, stays").exists()
+
+
+def test_deleting_rooms_with_the_action(staff, team):
+    room, (alice, _, _) = team
+    other = services.room_create(user=alice, name="other").room
+    staff.post("/admin/messaging/room/", {"action": "delete_rooms", "_selected_action": [room.pk, other["id"]]})
+    assert not Room.objects.exists() and Message.objects.count() == 1

@@ -18,7 +18,7 @@ from django.db import connection
 from .conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["closed", "open", "drain", "idle", "storm", "fanout"]
+SCENARIOS = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms"]
 
 
 def run_bench(tmp_path, *args):
@@ -48,6 +48,12 @@ def check(results, target):
     assert sc["idle"][target]["rss_after_kib"] > 0
     for fan in sc["fanout"][target].values():
         assert fan["broadcasts"] == results["meta"]["sizes"]["broadcasts"]
+    sizes = results["meta"]["sizes"]
+    for n in sizes["rooms"]:
+        for kind in ("room", "broadcast"):
+            assert sc["rooms"][target][str(n)][kind]["messages"] == sizes["room_messages"]
+    if target == "project":
+        assert sc["rooms"][target]["list"]["rooms"] >= sizes["room_list"]
     storm = sc["storm"][target]
     assert [r["users"] for r in storm["batch"]] == [r["users"] for r in storm["plain"]]
     if target == "project":
@@ -58,7 +64,7 @@ def test_quick_run_of_every_scenario_on_sqlite(tmp_path):
     results, stdout = run_bench(tmp_path, "--plot", str(tmp_path / "plot.png"))
     check(results, "project")
     check(results, "bare")
-    assert "Closed loop" in stdout and (tmp_path / "plot.png").stat().st_size > 0
+    assert "Closed loop" in stdout and "Rooms: a room message" in stdout and (tmp_path / "plot.png").stat().st_size > 0
 
 
 @pytest.mark.scaleout

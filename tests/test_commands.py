@@ -13,8 +13,8 @@ from django.contrib.auth import authenticate, get_user_model, hashers
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from messaging import services
-from messaging.models import Block, Delivery, Message, Presence
+from messaging import selectors, services
+from messaging.models import Block, Delivery, Message, Presence, Room, RoomMember
 
 from .helpers import make_user
 from .legacy import write_legacy_copy, write_legacy_sample
@@ -265,6 +265,40 @@ def test_seed_rejects_bad_input():
         run("chat_seed", "--users", "0")
     with pytest.raises(CommandError):
         run("chat_seed", "--users", "2", "--prefix", "bad prefix ")
+
+
+def test_seed_rooms_in_bulk_idempotent(django_assert_max_num_queries):
+    run("chat_seed", "--users", "300")
+    with django_assert_max_num_queries(100):  # bulk: not a query per member (10,000)
+        out = run("chat_seed", "--users", "300", "--rooms", "50", "--room-size", "200", "--seed", "3")
+    assert "50 room(s) of 200 member(s) made, 0 already there." in out
+    assert Room.objects.count() == 50 and RoomMember.objects.count() == 50 * 200
+    assert RoomMember.objects.filter(admin=True).count() == 50
+    assert set(Room.objects.values_list("name", flat=True)) == {f"user-room{i}" for i in range(1, 51)}
+    assert not RoomMember.objects.exclude(user__username__startswith="user").exists()
+    out = run("chat_seed", "--users", "300", "--rooms", "60", "--room-size", "200")
+    assert "10 room(s) of 200 member(s) made, 50 already there." in out
+    assert RoomMember.objects.count() == 60 * 200
+    alice = User.objects.get(username="user1")
+    assert len(selectors.room_list(user=alice)) == RoomMember.objects.filter(user=alice).count()
+
+
+def test_seed_rooms_bigger_than_the_users_or_the_limit(settings):
+    assert "3 room(s) of 5 member(s)" in run("chat_seed", "--users", "5", "--rooms", "3", "--room-size", "50")
+    settings.CHAT_ROOM_MAX_MEMBERS = 4
+    with pytest.raises(CommandError, match="at most 4"):
+        run("chat_seed", "--users", "5", "--prefix", "x", "--rooms", "1", "--room-size", "5")
+    with pytest.raises(CommandError):
+        run("chat_seed", "--users", "5", "--rooms", "1", "--room-size", "0")
+
+
+def test_seed_rooms_progress_only_on_a_terminal(capsys, monkeypatch):
+    run("chat_seed", "--users", "3", "--rooms", "2")
+    assert "room/s" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    run("chat_seed", "--users", "3", "--rooms", "4")
+    err = capsys.readouterr().err
+    assert "4/4" in err and "room/s" in err
 
 
 def test_seed_ten_thousand_users_hashes_once():

@@ -362,13 +362,93 @@ async def test_search_edit_and_delete(server):
     await b.wait_for("alice deleted their message of")
     await bob.execute("/history alice")
     await b.wait_for("--- 1 message(s) with alice ---")
-    assert b[-1].endswith("alice: lunch at one? (edited)")
+    assert b[-1].endswith(f"alice: lunch at one? (edited, #{first})")  # ids: for /reply and /react
     await bob.execute("/search dinner")
     await b.wait_for("No messages with “dinner”.")
     await alice.execute("/delete #999999")
     await a.wait_for("Not deleted: You have no such message")
     await alice.close()
     await bob.close()
+
+
+async def test_rooms_in_the_terminal_client(server):
+    """Issue 20: rooms, replies and reactions from the terminal."""
+    await signup(server.url, "alice", "bob", "carol")
+    now = [1000.0]
+    alice, a = await client_for(server, "alice")
+    bob, b = await client_for(server, "bob", clock=lambda: now[0])
+    await alice.execute("/create team bob")
+    await a.wait_for("Created #team with 2 member(s).")
+    assert alice.prompt() == "to #team > "
+    await b.wait_for("* you were added to the new room #team")
+    await alice.execute("hi team")
+    line = await b.wait_for("hi team")
+    assert "] #team alice: hi team (#" in line
+    await bob.execute("/rooms")
+    await b.wait_for("#team")
+    await bob.execute("/room team")
+    assert bob.prompt() == "to #team > "
+    await bob.execute("/members")
+    await b.wait_for("Members of #team (2): alice (admin) (online), bob (online)")
+
+    await alice.execute("/invite carol")
+    await b.wait_for("* carol was added to #team")
+    await alice.execute("welcome carol")
+    await b.wait_for("welcome carol")
+    carol, c = await client_for(server, "carol")
+    await c.wait_for("#team alice: welcome carol")  # waited: shown with its room's name
+    await asyncio.sleep(0.5)  # the read mark the client sends for what it showed
+    await carol.execute("/rooms")
+    await c.wait_for("(3 members, id ")  # nothing unread
+    await carol.execute("/room #team")
+    await carol.execute("/history")
+    await c.wait_for("--- 1 message(s) in #team ---")  # not what was said before carol came
+    first = list(alice.sent)[-1]
+    await carol.execute(f"/reply #{first} hello alice")
+    line = await a.wait_for("hello alice")
+    assert f"#team carol: ↪ alice #{first} “welcome carol” hello alice" in line
+    await bob.execute(f"/react #{first} 👍")
+    await a.wait_for(f"(bob reacted 👍 to #{first})")
+    await c.wait_for(f"(bob reacted 👍 to #{first})")
+    await bob.execute(f"/unreact #{first} 👍")
+    await a.wait_for(f"(bob took back 👍 on #{first})")
+    await carol.execute("/search hello")
+    await c.wait_for("--- 1 message(s) with “hello” (in #team) ---")
+
+    carol.typed("typing here")
+    await wait_until(lambda: "carol is typing in #team…" in bob.status())
+    await alice.execute("/rename crew")
+    await b.wait_for("* #team is now called #crew")
+    assert bob.prompt() == "to #crew > "
+    await bob.execute("/rename nope")
+    await b.wait_for("Not renamed: Only an admin of the room may do that.")
+    await alice.execute("/kick carol")
+    await b.wait_for("* carol was removed from #crew")
+    await c.wait_for("* you were removed from #crew")
+    assert carol.prompt() == "> "
+    await bob.execute("/leave")
+    await b.wait_for("You left #crew.")
+    await a.wait_for("* bob left #crew")
+    await alice.execute("/members")
+    await a.wait_for("Members of #crew (1): alice (admin) (online)")
+    for client in (alice, bob, carol):
+        await client.close()
+
+
+def test_room_commands_complete_and_render():
+    client = ChatClient("ws://unused/", print)
+    client.known = {"alice", "bob"}
+    client.rooms = {7: {"id": 7, "name": "team", "member_count": 2, "admin": True, "unread": 0}}
+    assert client.completions("/ro") == ["/rooms", "/room"]
+    assert client.completions("/room t") == ["team"]
+    assert client.completions("/invite alice b") == ["bob"]
+    assert client.completions("/create crew a") == ["alice"]
+    assert client.completions("/create a") == []  # the room's name
+    message = {"id": 9, "kind": "room", "room": 7, "from": "bob", "to": None, "body": "yes",
+               "sent_at": "2020-01-01T10:00:00+00:00", "reactions": {"👍": ["alice"]},
+               "reply_to": {"id": 8, "from": "alice", "excerpt": "lunch? " * 20}}  # fmt: skip
+    line = render_message(message, "alice", rooms={7: "team"})
+    assert line.endswith("#team bob: ↪ alice #8 “lunch? lunch? lunch? lunch? lunch? lunc…” yes (👍 1, #9)")
 
 
 async def test_a_delete_that_overtakes_its_message_hides_it():
@@ -709,6 +789,31 @@ def test_the_real_program_in_a_terminal(server, program):
             assert event["body"] == "hello from the terminal" and event["from"] == "alice"
 
     asyncio.run(bob_talks())
+    child.sendline("/quit")
+    ends_well(child)
+
+
+def test_a_room_in_the_real_program(server, program):
+    """Issue 20: Tab knows the room, room lines say its name (the prompt,
+    drawn with cursor moves, is checked in `test_rooms_in_the_terminal_client`)."""
+    asyncio.run(signup(server.url, "alice", "bob"))
+    child = program()
+    log_in(child)
+    child.sendline("/create team bob")
+    child.expect("Created #team with 2 member\\(s\\).")
+    for keys in ("/room te\t", "\r"):  # Tab completes the room's name; as a person types
+        child.send(keys)
+        time.sleep(0.5)
+    child.expect("Plain text now goes to #team.")
+
+    async def bob_answers():
+        async with Peer(server.url) as bob:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            room = (await bob.ok("rooms"))["rooms"][0]["id"]
+            await bob.ok("send", room=room, body="hi from bob")
+            await asyncio.get_running_loop().run_in_executor(None, child.expect, "#team bob: hi from bob")
+
+    asyncio.run(bob_answers())
     child.sendline("/quit")
     ends_well(child)
 

@@ -48,10 +48,13 @@ from .rooms import (
     RoomCreated,
     room_admin_set,
     room_create,
+    room_delete,
     room_leave,
+    room_member_expel,
     room_member_remove,
     room_members_add,
     room_rename,
+    rooms_seed,
 )
 
 __all__ = [
@@ -101,9 +104,12 @@ __all__ = [
     "requests_apply",
     "room_admin_set",
     "room_create",
+    "room_delete",
     "room_leave",
+    "room_member_expel",
     "room_member_remove",
     "room_members_add",
     "room_rename",
+    "rooms_seed",
     "user_deactivate",
 ]

@@ -9,19 +9,19 @@ does not exist: nobody learns of a room they are not in.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from accounts.models import User as UserModel
 from core.errors import ServiceError
 
 from .. import events, wire
-from ..models import Block, Delivery, Room, RoomMember
+from ..models import Block, ClientRequest, Delivery, Edit, Message, Reaction, ReadMark, Room, RoomMember
 from ..selectors import room_objects, room_online_member_ids
 
 User = get_user_model()
@@ -115,13 +115,13 @@ def _tell(room_id: int, changes: Sequence[tuple[wire.RoomChange, str | None]], *
     events.push_rooms(frames)
 
 
-def _drop_pending(room_id: int, user: UserModel) -> None:
+def _drop_pending(room_id: int, user_id: int) -> None:
     """A member who is removed or leaves gets nothing more of the room: what
     was pending stops being pending (no push, at login or again). The rows
     stay, marked done, because they are also what lets the member see those
     messages in history should they be added again: they went to them
     while they were a member (protocol 1.2)."""
-    Delivery.objects.filter(recipient=user, message__room_id=room_id, acked_at__isnull=True).update(
+    Delivery.objects.filter(recipient_id=user_id, message__room_id=room_id, acked_at__isnull=True).update(
         acked_at=timezone.now()
     )
 
@@ -163,35 +163,89 @@ def room_member_remove(*, user: UserModel, room_id: int, username: str) -> None:
         _membership(user, room_id, admin=True)
         if username == user.username:
             raise ServiceError("invalid", "Leave the room instead of removing yourself.")
-        removed = _member(room_id, username)
-        before = _as_it_was(removed)
-        removed.delete()
-        _drop_pending(room_id, removed.user)
-        _tell(room_id, [("removed", username)])
-        events.push_rooms({removed.user_id: [wire.room_event("removed", before, username=username)]})
+        _remove(_member(room_id, username))
+
+
+def room_member_expel(*, room_id: int, username: str) -> None:
+    """An operator (the admin site) removes a member of any room: as an
+    admin's removal, and as a leave for what follows (an heir if they were
+    the last admin, the room gone with its last member)."""
+    with transaction.atomic():
+        if not Room.objects.select_for_update().filter(pk=room_id).exists():
+            raise ServiceError("unknown_room", "There is no room with that id.")
+        _remove(_member(room_id, username))
+
+
+def _remove(removed: RoomMember) -> None:
+    before = _as_it_was(removed)
+    _depart(removed, ("removed", removed.user.username))
+    events.push_rooms({removed.user_id: [wire.room_event("removed", before, username=removed.user.username)]})
+
+
+def _depart(member: RoomMember, change: tuple[wire.RoomChange, str | None]) -> None:
+    """`member` is out: nothing more of the room for them. The last admin
+    gone makes the member who joined earliest admin; the last member gone
+    deletes the room. The others online hear `change`."""
+    room_id = member.room_id
+    member.delete()
+    _drop_pending(room_id, member.user_id)
+    rest = RoomMember.objects.filter(room_id=room_id)
+    if not rest.exists():
+        _delete(room_id)
+        return
+    changes: list[tuple[wire.RoomChange, str | None]] = [change]
+    if member.admin and not rest.filter(admin=True).exists():
+        heir = rest.select_related("user").order_by("joined_at", "id").first()
+        assert heir is not None
+        heir.admin = True
+        heir.save(update_fields=["admin"])
+        changes.append(("admin", heir.user.username))
+    _tell(room_id, changes)
 
 
 def room_leave(*, user: UserModel, room_id: int) -> None:
     """Leave a room. The last admin leaving makes the member who joined
     earliest admin; the last member leaving deletes the room."""
     with transaction.atomic():
-        member = _membership(user, room_id)
-        member.delete()
-        _drop_pending(room_id, user)
-        rest = RoomMember.objects.filter(room_id=room_id)
-        heir = None
-        if not rest.exists():
-            member.room.delete()
-            return
-        if member.admin and not rest.filter(admin=True).exists():
-            heir = rest.select_related("user").order_by("joined_at", "id").first()
-            assert heir is not None
-            heir.admin = True
-            heir.save(update_fields=["admin"])
-        changes: list[tuple[wire.RoomChange, str | None]] = [("left", user.username)]
-        if heir is not None:
-            changes.append(("admin", heir.user.username))
-        _tell(room_id, changes)
+        _depart(_membership(user, room_id), ("left", user.username))
+
+
+def room_delete(*, room_id: int) -> int:
+    """An operator (the admin site) deletes a room, its members and every
+    message of it; each member online gets `removed` with the room as it
+    was. How many messages went."""
+    with transaction.atomic():
+        if not Room.objects.select_for_update().filter(pk=room_id).exists():
+            raise ServiceError("unknown_room", "There is no room with that id.")
+        told = room_objects(RoomMember.objects.filter(room_id=room_id, user__in=room_online_member_ids(room_id)))
+        members = dict(RoomMember.objects.filter(room_id=room_id).values_list("user_id", "user__username"))
+        deleted = _delete(room_id)
+        events.push_rooms(
+            {
+                user_id: [wire.room_event("removed", room, username=members[user_id])]
+                for (_, user_id), room in told.items()
+            }
+        )
+    return deleted
+
+
+def _delete(room_id: int) -> int:
+    """Delete a room and all of it in a few statements, none of which loads
+    its history into Python (Django's cascade would fetch every message to
+    delete its deliveries, reactions and edits first)."""
+    of_room = Message.objects.filter(room_id=room_id).values("pk")
+    for rows in (Delivery, Reaction, Edit, ClientRequest):
+        rows.objects.filter(message__in=of_room).delete()  # no dependents: one DELETE each
+    # A reply is of the same conversation; anything else pointing in lets go.
+    Message.objects.filter(reply_to__in=of_room).exclude(room_id=room_id).update(reply_to=None)
+    db = router.db_for_write(Message)
+    with connections[db].cursor() as cursor:
+        cursor.execute(f"DELETE FROM {Message._meta.db_table} WHERE room_id = %s", [room_id])
+        deleted: int = cursor.rowcount
+    ReadMark.objects.filter(room_id=room_id).delete()
+    RoomMember.objects.filter(room_id=room_id).delete()
+    Room.objects.filter(pk=room_id).delete()
+    return deleted
 
 
 def room_rename(*, user: UserModel, room_id: int, name: str) -> None:
@@ -215,3 +269,36 @@ def room_admin_set(*, user: UserModel, room_id: int, username: str, admin: bool)
         target.admin = admin
         target.save(update_fields=["admin"])
         _tell(room_id, [("admin", username)])
+
+
+SEED_BATCH = 5000  # memberships per bulk insert
+
+
+def rooms_seed(
+    *, rooms: Sequence[tuple[str, Sequence[UserModel]]], progress: Callable[[int], object] = lambda n: None
+) -> int:
+    """Demo and load-test rooms (chat_seed), each (name, members) with the
+    first member its admin, in bulk and untold: nobody is online to hear.
+    A room whose name exists already is left as it is; how many were made."""
+    existing = set(Room.objects.filter(name__in=[name for name, _ in rooms]).values_list("name", flat=True))
+    todo = [(name, members) for name, members in rooms if name not in existing]
+    progress(len(rooms) - len(todo))
+    limit = settings.CHAT_ROOM_MAX_MEMBERS
+    if any(len(members) > limit for _, members in todo):
+        raise ServiceError("room_full", f"A room holds at most {limit} members.")
+    now = timezone.now()
+    per = max(1, SEED_BATCH // max((len(m) for _, m in todo), default=1))  # rooms per transaction
+    for start in range(0, len(todo), per):
+        batch = todo[start : start + per]
+        with transaction.atomic():
+            made = Room.objects.bulk_create([Room(name=name, created_at=now) for name, _ in batch])
+            RoomMember.objects.bulk_create(
+                [
+                    RoomMember(room=room, user=user, admin=i == 0, joined_at=now)
+                    for room, (_, members) in zip(made, batch, strict=True)
+                    for i, user in enumerate(members)
+                ],
+                batch_size=SEED_BATCH,
+            )
+        progress(len(batch))
+    return len(todo)

@@ -1,4 +1,4 @@
-"""Seed users (and optionally conversations) for demos and load tests."""
+"""Seed users (and optionally conversations and rooms) for demos and load tests."""
 
 import random
 import sys
@@ -45,13 +45,33 @@ class Command(DatabaseCommand):
             default=0,
             help="also send this many random private messages among them, if they have none yet",
         )
+        parser.add_argument(
+            "--rooms", type=int, default=0, help="also make this many rooms PREFIX-room1.. (those missing)"
+        )
+        parser.add_argument(
+            "--room-size",
+            type=int,
+            default=10,
+            help="members of each room, drawn from the users (default %(default)s; at most the users)",
+        )
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable conversations")
 
     def handle(
-        self, *args: Any, users: int, prefix: str, password: str, messages: int, seed: int | None, **options: Any
+        self,
+        *args: Any,
+        users: int,
+        prefix: str,
+        password: str,
+        messages: int,
+        rooms: int,
+        room_size: int,
+        seed: int | None,
+        **options: Any,
     ) -> None:
         if users < 1:
             raise CommandError("--users must be at least 1")
+        if rooms < 0 or room_size < 1:
+            raise CommandError("--rooms must be at least 0 and --room-size at least 1")
         names = [f"{prefix}{i}" for i in range(1, users + 1)]
         # A bar on a terminal only: in a log or a pipe it would be noise.
         progress = options.get("verbosity", 1) > 0 and sys.stderr.isatty()
@@ -63,6 +83,24 @@ class Command(DatabaseCommand):
         self.stdout.write(f"{created} user(s) created, {len(names) - created} already there.")
         if messages:
             self.seed_messages(names, messages, seed, progress)
+        if rooms:
+            self.seed_rooms(prefix, names, rooms, room_size, seed, progress)
+
+    def seed_rooms(
+        self, prefix: str, names: list[str], count: int, size: int, seed: int | None, progress: bool
+    ) -> None:
+        """Rooms PREFIX-room1..N, each of `size` users drawn at random (all
+        of them if fewer), the first its admin."""
+        people = list(get_user_model().objects.filter(username__in=names, is_active=True).order_by("pk"))
+        rng = random.Random(seed)
+        size = min(size, len(people))
+        wanted = [(f"{prefix}-room{i}", rng.sample(people, size)) for i in range(1, count + 1)]
+        try:
+            with tqdm(total=count, unit="room", disable=not progress) as bar:
+                made = messaging.rooms_seed(rooms=wanted, progress=bar.update)
+        except ServiceError as e:
+            raise CommandError(e.message) from None
+        self.stdout.write(f"{made} room(s) of {size} member(s) made, {count - made} already there.")
 
     def seed_messages(self, names: list[str], count: int, seed: int | None, progress: bool) -> None:
         User = get_user_model()
