@@ -8,13 +8,23 @@ import { Alerts } from "./alerts.js";
 import { attachmentSummary, Tray, Viewer } from "./attachments.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
-import { $, el } from "./dom.js";
+import { $, el, textParts } from "./dom.js";
 import { bodyLength, isolate, neutralLinks, number, trimBody } from "./format.js";
 import { MessageList } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { Search } from "./search.js";
 import { Sidebar } from "./sidebar.js";
-import { EVERYONE, MAX_BODY_CHARS, MAX_PAGE, PAGE_SIZE, Saved, Store } from "./store.js";
+import { Rooms } from "./rooms.js";
+import {
+  EVERYONE,
+  MAX_BODY_CHARS,
+  MAX_PAGE,
+  PAGE_SIZE,
+  ROOM,
+  roomKey,
+  Saved,
+  Store,
+} from "./store.js";
 
 const app = $("app");
 const me = app.dataset.username;
@@ -54,6 +64,8 @@ const list = new MessageList({
     atBottom: markRead,
     pending: pendingAction,
     message: messageAction,
+    quote: (id) => jumpTo(store.open, id),
+    react,
   },
 });
 const outbox = new Outbox({
@@ -79,10 +91,30 @@ const composer = new Composer({
   saved,
   tray,
   hooks: {
-    send: (key, body, files) => outbox.add(key, body, files),
+    send: (key, body, files) => {
+      outbox.add(key, body, files, replyingTo?.key === key ? replyingTo.quote : null);
+      setReply(null);
+    },
     typing,
     editLast,
     announce: (t) => alerts.announce(t),
+  },
+});
+const rooms = new Rooms(store, {
+  request: (type, fields) => conn.request(type, fields),
+  open: (key) => openConversation(key, { focus: true }),
+  announce: (t) => alerts.announce(t),
+  created: (room) => {
+    const c = store.conv(roomKey(room.id));
+    c.setInfo(room);
+    c.touched = Number.MAX_SAFE_INTEGER - 1;
+    sidebar.conversations();
+    return c.key;
+  },
+  left: (c) => {
+    roomGone(c);
+    sidebar.conversations();
+    alerts.announce(`You left ${c.name}.`);
   },
 });
 new Search(store, {
@@ -170,7 +202,7 @@ async function loggedIn() {
       c.messages.clear();
     }
   }
-  await Promise.all([loadConversations(), loadPeople(), loadBlocked()]);
+  await Promise.all([loadConversations(), loadRooms(), loadPeople(), loadBlocked()]);
   await refreshOpen();
 }
 
@@ -221,6 +253,12 @@ function frameArrived(frame) {
     case "message_deleted":
       deleted(frame.id);
       break;
+    case "room":
+      roomChanged(frame);
+      break;
+    case "reaction":
+      reactionArrived(frame);
+      break;
     case "error":
       if (frame.code === "already_online" && !wantTakeover) {
         elsewhere = true;
@@ -270,25 +308,81 @@ function sessionEnded({ reason, action }) {
 async function loadConversations() {
   const reply = await conn.request("conversations");
   if (reply.type !== "ok") return;
-  for (const entry of reply.conversations) {
-    const c = store.conv(entry.with === null ? EVERYONE : entry.with);
-    // The count is as of the reply; messages pushed since are counted here.
-    let newer = 0;
-    for (const m of c.messages.values())
-      if (m.id > entry.last.id && m.from !== me && m.id > c.readUpTo) newer += 1;
-    c.unread = entry.unread + newer; // the open one is marked read again below if it is seen
-    c.listedUpTo = entry.last.id;
-    c.add(entry.last);
-  }
+  for (const entry of reply.conversations)
+    listed(store.conv(entry.with === null ? EVERYONE : entry.with), entry.last, entry.unread);
   sidebar.conversations();
   unreadChanged();
   markRead();
 }
 
+/** A conversation's last message and unread count, as a list reply has them. */
+function listed(c, last, unread) {
+  // The count is as of the reply; messages pushed since are counted here.
+  let newer = 0;
+  const lastId = last ? last.id : 0;
+  for (const m of c.messages.values())
+    if (m.id > lastId && m.from !== me && m.id > c.readUpTo) newer += 1;
+  c.unread = unread + newer; // the open one is marked read again below if it is seen
+  c.listedUpTo = lastId;
+  if (last) c.add(last);
+}
+
+/** The rooms I am a member of (protocol 1.2), beside the people. */
+async function loadRooms() {
+  const reply = await conn.request("rooms");
+  if (reply.type !== "ok") return;
+  const keys = new Set(reply.rooms.map((r) => roomKey(r.id)));
+  for (const c of [...store.convs.values()]) if (c.room !== null && !keys.has(c.key)) roomGone(c); // left or removed while away
+  for (const room of reply.rooms) {
+    const c = store.conv(roomKey(room.id));
+    c.setInfo(room);
+    listed(c, room.last, room.unread);
+  }
+  sidebar.conversations();
+  sidebar.header();
+  unreadChanged();
+  markRead();
+}
+
+/** A `room` event: a room I am in changed, or I joined or left one. */
+function roomChanged({ change, room, username }) {
+  const key = roomKey(room.id);
+  const gone = (change === "removed" || change === "left") && username === me;
+  if (gone) {
+    const c = store.convs.get(key);
+    if (c) roomGone(c);
+    if (change === "removed") alerts.announce(`You were removed from ${room.name}.`);
+  } else {
+    const isNew = !store.convs.has(key);
+    const c = store.conv(key);
+    c.setInfo(room);
+    if (isNew) {
+      if (room.last) listed(c, room.last, room.unread);
+      c.touched = Number.MAX_SAFE_INTEGER - 1; // a new room goes to the top of the list
+      alerts.announce(`You are now in the room ${room.name}.`);
+    }
+  }
+  sidebar.conversations();
+  sidebar.header();
+  unreadChanged();
+  rooms.changed(key);
+}
+
+/** A room I am no longer in: it leaves the list (and the view). */
+function roomGone(c) {
+  store.convs.delete(c.key);
+  if (composer.drafts[c.key] !== undefined) {
+    delete composer.drafts[c.key];
+    saved.set("drafts", composer.drafts);
+  }
+  outbox.entries.filter((e) => e.key === c.key).forEach((e) => outbox.discard(e.cid));
+  if (store.open === c.key) openConversation(EVERYONE);
+}
+
 /** The latest page of a conversation; false when it cannot be had. */
 async function loadLatest(c) {
   const limit = Math.min(MAX_PAGE, Math.max(PAGE_SIZE, c.unread + 10));
-  const reply = await conn.request("history", { with: c.peer, limit });
+  const reply = await conn.request("history", { ...c.where, limit });
   if (reply.type === "ok") {
     const known = reply.messages.some((m) => c.messages.has(m.id) && store.seen.has(m.id));
     if (c.loaded && !known && reply.messages.length === limit) {
@@ -305,7 +399,7 @@ async function loadLatest(c) {
     c.loaded = true;
     return fresh;
   }
-  if (reply.code === "unknown_user") {
+  if (reply.code === "unknown_user" || reply.code === "unknown_room") {
     store.convs.delete(c.key);
     if (store.open === c.key) openConversation(EVERYONE);
     sidebar.conversations();
@@ -320,7 +414,10 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   if (reveal) app.classList.add("show-conversation");
   if (focus) composer.focus();
   if (previous === c && c.loaded && list.conv === c) return;
-  if (previous !== c) previous.firstUnread = null;
+  if (previous !== c) {
+    previous.firstUnread = null;
+    setReply(null);
+  }
   store.open = key;
   if (!c.lastId && key !== EVERYONE) c.touched = Number.MAX_SAFE_INTEGER;
   composer.setConversation(key);
@@ -380,7 +477,7 @@ function loadEarlier() {
   list.setLoading(true);
   loadingEarlier = (async () => {
     const reply = await conn.request("history", {
-      with: c.peer,
+      ...c.where,
       before: c.oldestId(),
       limit: PAGE_SIZE,
     });
@@ -419,7 +516,7 @@ function markRead() {
   if (!upTo || (upTo <= c.readUpTo && !c.unread)) return;
   c.unread = 0;
   c.readUpTo = upTo;
-  conn.request("read", { with: c.peer, up_to: upTo });
+  conn.request("read", { ...c.where, up_to: upTo });
   sidebar.conversations();
   unreadChanged();
 }
@@ -452,9 +549,12 @@ function received(msg) {
   // counted: in `unread` already (pushes of waiting messages come after it).
   const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
   c.add(msg);
+  if (c.touched > msg.id) c.touched = 0; // sorted by its messages from now on
+  if (c.room !== null && !c.info) loadRooms(); // a message overtook the room's event
   const shown = c === store.current && list.conv === c && c.loaded;
   if (msg.from !== me && !known) {
-    store.typing.delete(msg.from);
+    if (c.room === null) store.typing.delete(msg.from);
+    else store.roomTyping.get(c.key)?.delete(msg.from);
     const seenNow = shown && !document.hidden && list.atBottom();
     if (!seenNow) {
       c.unread += 1;
@@ -472,7 +572,7 @@ function received(msg) {
 function tell(msg, c, shown) {
   const said = msg.body || attachmentSummary(msg.attachments);
   const body = said.length > 200 ? `${said.slice(0, 200)}…` : said;
-  const where = c.key === EVERYONE ? " to everyone" : "";
+  const where = c.key === EVERYONE ? " to everyone" : c.room !== null ? ` in ${c.name}` : "";
   alerts.announce(
     shown ? `${msg.from}${where}: ${body}` : `New message from ${msg.from}${where}: ${body}`,
   );
@@ -497,13 +597,16 @@ function sent(entry, reply) {
   const c = store.conv(entry.key);
   const msg = {
     id: reply.id,
-    kind: entry.key === EVERYONE ? "broadcast" : "private",
+    kind: entry.key === EVERYONE ? "broadcast" : c.room !== null ? "room" : "private",
     from: me,
-    to: c.peer,
+    to: c.room !== null ? null : c.peer,
+    room: c.room,
     body: trimBody(entry.body),
     sent_at: entry.at,
     edited_at: null,
     attachments: entry.attachments || [],
+    reply_to: entry.replyTo || null,
+    reactions: {},
   };
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
@@ -566,6 +669,61 @@ function receiptArrived({ status, by, id, up_to: upTo }) {
 function messageAction(action, id) {
   if (action === "edit") list.startEdit(id, saveEdit);
   else if (action === "delete") list.confirmDelete(id, deleteMessage);
+  else if (action === "reply") startReply(id);
+  else if (action === "react") list.openPicker(id, (emoji) => react(id, emoji, true));
+}
+
+// --- Replies and reactions (protocol 1.2) ------------------------------------------------
+
+const EXCERPT_CHARS = 100; // as the server cuts a reply's excerpt
+let replyingTo = null; // {key, quote: {id, from, excerpt}} while the composer answers one
+
+function startReply(id) {
+  const msg = store.current.messages.get(id);
+  if (!msg) return;
+  const excerpt = [...msg.body].slice(0, EXCERPT_CHARS).join("");
+  setReply({ key: store.open, quote: { id, from: msg.from, excerpt } });
+  composer.focus();
+}
+
+function setReply(reply) {
+  replyingTo = reply;
+  $("replying").hidden = !reply;
+  if (!reply) return textParts($("replying-text"));
+  const { id, from, excerpt } = reply.quote;
+  const files = attachmentSummary(store.current.messages.get(id)?.attachments);
+  textParts($("replying-text"), "Replying to ", from === me ? "yourself" : [from], ": ", [
+    (excerpt || files || "(no text)").replace(/\s+/g, " "),
+  ]);
+  alerts.announce(`Replying to ${from === me ? "yourself" : from}. Escape cancels.`);
+}
+
+async function react(id, emoji, on) {
+  const reply = await conn.request("react", { id, emoji, on });
+  if (reply.type === "ok") return; // the reaction event (to me too) shows it
+  showProblem(
+    reply.code === "disconnected"
+      ? "Not done: you are offline."
+      : reply.code === "invalid"
+        ? "A reaction is 1 to 32 characters, with no spaces."
+        : reply.message,
+  );
+}
+
+function reactionArrived({ id, emoji, by, on }) {
+  const c = store.find(id);
+  const msg = c?.messages.get(id);
+  if (!msg) return; // not loaded: history has it when it is
+  const reactions = { ...(msg.reactions || {}) };
+  const names = (reactions[emoji] || []).filter((n) => n !== by);
+  if (on) names.push(by);
+  // An emoji keeps its place when its last reaction is taken back, as on
+  // the server (shown again there if it comes back); empty ones are not shown.
+  reactions[emoji] = names.sort();
+  c.add({ ...msg, reactions });
+  if (list.conv === c) list.update(c.messages.get(id));
+  if (on && by !== me && msg.from === me)
+    alerts.announce(`${by} reacted ${emoji} to your message.`);
 }
 
 /** Up in an empty text box edits one's last message here. */
@@ -651,24 +809,29 @@ function typing(key, active) {
   }
 }
 
-async function signalTyping(to, active) {
-  const reply = await conn.request("typing", { to, typing: active });
+async function signalTyping(key, active) {
+  const where = key.startsWith(ROOM) ? { room: store.conv(key).room } : { to: key };
+  const reply = await conn.request("typing", { ...where, typing: active });
   if (reply.code === "bad_request") supports.typing = false; // a 1.0 server
 }
 
 const typingTimers = new Map();
 
-function typingArrived({ from, typing: active }) {
-  clearTimeout(typingTimers.get(from));
+function typingArrived({ from, room = null, typing: active }) {
+  const key = room === null ? from : roomKey(room);
+  const timer = `${key} ${from}`;
+  if (room !== null && !store.roomTyping.has(key)) store.roomTyping.set(key, new Map());
+  const typers = room === null ? store.typing : store.roomTyping.get(key);
+  clearTimeout(typingTimers.get(timer));
   if (active) {
-    store.typing.set(from, Date.now() + TYPING_SHOWN_MS);
+    typers.set(from, Date.now() + TYPING_SHOWN_MS);
     typingTimers.set(
-      from,
-      setTimeout(() => typingArrived({ from, typing: false }), TYPING_SHOWN_MS),
+      timer,
+      setTimeout(() => typingArrived({ from, room, typing: false }), TYPING_SHOWN_MS),
     );
-  } else store.typing.delete(from);
+  } else typers.delete(from);
   sidebar.conversations();
-  if (store.open === from) sidebar.header();
+  if (store.open === key) sidebar.header();
 }
 
 // --- People --------------------------------------------------------------------------------
@@ -707,6 +870,7 @@ function presenceChanged(online, offline) {
   sidebar.people();
   sidebar.conversations();
   sidebar.header();
+  rooms.presence();
   clearTimeout(recentTimer);
   recentTimer = setTimeout(loadPeople, 1500);
 }
@@ -767,6 +931,16 @@ function wire() {
     setBlocked(store.open, !store.blocked.includes(store.open)),
   );
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("reply-cancel").addEventListener("click", () => {
+    setReply(null);
+    composer.focus();
+  });
+  $("body").addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && replyingTo) {
+      e.preventDefault();
+      setReply(null);
+    }
+  });
   $("inactive-use-here").addEventListener("click", () => {
     hideBanner();
     takeOver();

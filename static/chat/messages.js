@@ -3,14 +3,17 @@
 // selecting text is not disturbed; the view only scrolls by itself when the
 // person is already at the bottom.
 
-import { attachmentNodes } from "./attachments.js";
-import { el, icon, text } from "./dom.js";
+import { attachmentNodes, attachmentSummary } from "./attachments.js";
+import { attr, el, icon, text } from "./dom.js";
 import { clock, dayKey, dayLabel, fullTime } from "./format.js";
 import { render } from "./markup.js";
 
 const GROUP_MS = 5 * 60 * 1000; // one sender's messages this close read as one group
 const AT_BOTTOM_PX = 40;
 const NEAR_TOP_PX = 300;
+// The reaction picker's choices; anything else goes in its text box.
+export const COMMON_EMOJIS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
+const MAX_EMOJI_CHARS = 32; // the protocol's longest reaction, in characters
 
 // The mark at a bubble's corner: [icon, words for screen readers and the tooltip].
 const MARKS = {
@@ -23,7 +26,8 @@ const MARKS = {
 
 export class MessageList {
   /** hooks: nearTop(), atBottom(), pending(action, cid), message(action, id)
-   * (action: "edit" or "delete", on one's own messages) */
+   * (action: "reply" or "react", and "edit" or "delete" on one's own
+   * messages), quote(id) (the original of a reply), react(id, emoji, on) */
   constructor({ box, list, pill, earlier, empty, me, hooks }) {
     Object.assign(this, { box, list, pill, earlier, empty, me, hooks });
     this.conv = null;
@@ -31,9 +35,14 @@ export class MessageList {
     box.addEventListener("scroll", () => this.scrolled(), { passive: true });
     box.addEventListener("keydown", (e) => this.keys(e));
     list.addEventListener("click", (e) => {
-      const button = e.target.closest("[data-action]");
-      if (button)
-        this.hooks.message(button.dataset.action, Number(button.closest(".msg").dataset.id));
+      const button = e.target.closest("[data-action], .quote, .reaction");
+      const node = button?.closest(".msg[data-id]");
+      if (!node) return;
+      const id = Number(node.dataset.id);
+      if (button.classList.contains("quote")) this.hooks.quote(Number(button.dataset.of));
+      else if (button.classList.contains("reaction"))
+        this.hooks.react(id, button.dataset.emoji, button.getAttribute("aria-pressed") !== "true");
+      else this.hooks.message(button.dataset.action, id);
     });
     // A message's own buttons are in the tab order only while it has focus.
     list.addEventListener("focusin", (e) => this.tabbable(e.target.closest(".msg"), true));
@@ -189,13 +198,20 @@ export class MessageList {
 
   tabbable(node, yes) {
     if (!node) return;
-    for (const button of node.querySelectorAll(".actions button")) button.tabIndex = yes ? 0 : -1;
+    for (const button of node.querySelectorAll(".actions button, .quote, .reaction"))
+      button.tabIndex = yes ? 0 : -1;
   }
 
   /** In the message list: arrows move between messages, Home and End to the
-   * first and last; on one's own, E edits and Delete deletes. */
+   * first and last; R replies, + reacts; on one's own, E edits and Delete deletes. */
   keys(e) {
-    if (e.target.closest("textarea, input, .confirm") || e.altKey || e.ctrlKey || e.metaKey) return;
+    if (
+      e.target.closest("textarea, input, .confirm, .picker") ||
+      e.altKey ||
+      e.ctrlKey ||
+      e.metaKey
+    )
+      return;
     const all = [...this.list.querySelectorAll(".msg")];
     if (!all.length) return;
     const current = e.target.closest(".msg");
@@ -209,8 +225,11 @@ export class MessageList {
     else if (e.key === "Escape" && current) next = this.box;
     else if (current?.querySelector(".actions") && e.target === current) {
       const id = Number(current.dataset.id);
-      if (e.key === "e" || e.key === "E") this.hooks.message("edit", id);
-      else if (e.key === "Delete") this.hooks.message("delete", id);
+      const mine = current.classList.contains("mine");
+      if (e.key === "r" || e.key === "R") this.hooks.message("reply", id);
+      else if (e.key === "+") this.hooks.message("react", id);
+      else if (mine && (e.key === "e" || e.key === "E")) this.hooks.message("edit", id);
+      else if (mine && e.key === "Delete") this.hooks.message("delete", id);
       else return;
       e.preventDefault();
       return;
@@ -356,33 +375,34 @@ export class MessageList {
   messageNode(msg) {
     const node = this.shell(msg.from, msg.sent_at);
     node.dataset.id = msg.id;
-    if (msg.from === this.me) {
-      // Reached with the mouse on hover, with the keyboard once the message
-      // has focus (see keys()).
-      const action = (name, label) =>
+    // Reached with the mouse on hover, with the keyboard once the message
+    // has focus (see keys()).
+    const action = (name, label) =>
+      el(
+        "button",
+        {
+          type: "button",
+          class: "icon-button",
+          "data-action": name,
+          "aria-label": label,
+          title: label,
+          tabindex: "-1",
+        },
+        icon(name),
+      );
+    const mine = msg.from === this.me;
+    node
+      .querySelector(".bubble")
+      .append(
         el(
-          "button",
-          {
-            type: "button",
-            class: "icon-button",
-            "data-action": name,
-            "aria-label": label,
-            title: label,
-            tabindex: "-1",
-          },
-          icon(name),
-        );
-      node
-        .querySelector(".bubble")
-        .append(
-          el(
-            "div",
-            { class: "actions" },
-            action("edit", "Edit message"),
-            action("delete", "Delete message"),
-          ),
-        );
-    }
+          "div",
+          { class: "actions" },
+          action("reply", "Reply (R)"),
+          action("react", "React (+)"),
+          mine ? action("edit", "Edit message") : null,
+          mine ? action("delete", "Delete message") : null,
+        ),
+      );
     this.fill(node, msg);
     return node;
   }
@@ -407,6 +427,7 @@ export class MessageList {
       ),
       el("div", { class: "body", dir: "auto" }),
       el("div", { class: "files", hidden: true }),
+      el("div", { class: "reactions", hidden: true }),
       el("div", { class: "foot" }),
     );
     const node = el("li", { class: "msg" + (mine ? " mine" : ""), tabindex: "-1" }, bubble);
@@ -435,7 +456,9 @@ export class MessageList {
 
   fill(node, msg) {
     this.setBody(node, msg.body);
+    this.setQuote(node, msg.reply_to);
     this.setFiles(node, msg.attachments);
+    this.setReactions(node, msg.reactions || {});
     const meta = node.querySelector(".meta");
     if (msg.stored && !meta.querySelector(".tag")) {
       meta.append(el("span", { class: "tag", text: "waited while you were offline" }));
@@ -493,6 +516,7 @@ export class MessageList {
 
   fillPending(node, entry) {
     this.setBody(node, entry.body);
+    this.setQuote(node, entry.replyTo);
     this.setFiles(node, entry.attachments);
     const failed = entry.state === "failed";
     node.classList.toggle("failed", failed);
@@ -522,6 +546,164 @@ export class MessageList {
         act("discard", "Discard"),
       ),
     );
+  }
+
+  // --- Replies and reactions (protocol 1.2) ------------------------------------------
+
+  /** The quoted excerpt above a reply's body: a button to the original. */
+  setQuote(node, replyTo) {
+    let quote = node.querySelector(".quote");
+    const key = replyTo ? JSON.stringify(replyTo) : "";
+    if (quote?.dataset.key === key) return;
+    quote?.remove();
+    if (!replyTo) return;
+    // An empty excerpt: the original was deleted, or has files and no text.
+    const original = this.conv?.messages.get(replyTo.id);
+    const excerpt = replyTo.excerpt || attachmentSummary(original?.attachments) || "(no text)";
+    quote = el(
+      "button",
+      {
+        type: "button",
+        class: "quote",
+        tabindex: node.contains(document.activeElement) ? "0" : "-1",
+        title: "Show the original",
+      },
+      el("span", { class: "visually-hidden", text: "In reply to " }),
+      el("bdi", { class: "quote-from", text: replyTo.from === this.me ? "You" : replyTo.from }),
+      el("span", {
+        class: "quote-text" + (replyTo.excerpt ? "" : " gone"),
+        dir: "auto",
+        text: excerpt,
+      }),
+    );
+    quote.dataset.key = key;
+    quote.dataset.of = replyTo.id;
+    node.querySelector(".body").before(quote);
+  }
+
+  /** The counts under a message, mine pressed; who reacted on hover or focus. */
+  setReactions(node, reactions) {
+    const box = node.querySelector(".reactions");
+    const key = JSON.stringify(reactions);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const focusedEmoji = box.contains(document.activeElement)
+      ? document.activeElement.dataset.emoji
+      : null;
+    const buttons = Object.entries(reactions)
+      .filter(([, names]) => names.length)
+      .map(([emoji, names]) => {
+        const mine = names.includes(this.me);
+        const who = names.map((n) => (n === this.me ? "you" : n));
+        const tipParts = [];
+        who.forEach((n, i) => {
+          if (i) tipParts.push(", ");
+          tipParts.push(n === "you" ? "you" : el("bdi", { text: n }));
+        });
+        const button = el(
+          "button",
+          {
+            type: "button",
+            class: "reaction",
+            tabindex: node.contains(document.activeElement) ? "0" : "-1",
+            "aria-pressed": mine ? "true" : "false",
+          },
+          el("bdi", { class: "emoji", text: emoji }),
+          el("span", { class: "n", text: String(names.length) }),
+          // Read with the count; shown as a tip on hover and focus.
+          el("span", { class: "visually-hidden", text: " from " }),
+          el("span", { class: "who" }, ...tipParts),
+        );
+        button.dataset.emoji = emoji;
+        return button;
+      });
+    box.replaceChildren(...buttons);
+    box.hidden = buttons.length === 0;
+    if (focusedEmoji !== null) {
+      const again = buttons.find((b) => b.dataset.emoji === focusedEmoji);
+      (again || node).focus({ preventScroll: true });
+    }
+  }
+
+  /** The picker under a message; react(emoji) sends it. */
+  openPicker(id, react) {
+    const node = this.node(id);
+    if (!node) return;
+    const open = node.querySelector(".picker");
+    if (open) return open.querySelector("button").focus();
+    const close = (focusNode = true) => {
+      picker.remove();
+      if (focusNode) node.focus({ preventScroll: true });
+    };
+    const choose = (emoji) => {
+      close();
+      react(emoji);
+    };
+    const input = el("input", {
+      type: "text",
+      class: "picker-input",
+      "aria-label": "Another emoji",
+      placeholder: "Other…",
+      autocomplete: "off",
+      spellcheck: "false",
+    });
+    const error = el("span", { class: "edit-error small-text", role: "alert" });
+    const form = el(
+      "form",
+      { class: "picker-other" },
+      input,
+      el("button", { type: "submit", class: "small secondary", text: "React" }),
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const emoji = input.value.trim();
+      const chars = [...emoji].length;
+      if (!chars || chars > MAX_EMOJI_CHARS || /\s/.test(emoji)) {
+        attr(input, "aria-invalid", "true");
+        error.textContent = `1 to ${MAX_EMOJI_CHARS} characters, no spaces.`;
+        return input.focus();
+      }
+      choose(emoji);
+    });
+    const picker = el(
+      "div",
+      { class: "picker", role: "group", "aria-label": "React with" },
+      el(
+        "div",
+        { class: "picker-emojis" },
+        ...COMMON_EMOJIS.map((emoji) =>
+          el("button", {
+            type: "button",
+            class: "picker-emoji",
+            text: emoji,
+            "aria-label": `React with ${emoji}`,
+            onclick: () => choose(emoji),
+          }),
+        ),
+      ),
+      form,
+      error,
+    );
+    picker.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        close();
+      } else if (
+        (e.key === "ArrowRight" || e.key === "ArrowLeft") &&
+        e.target.matches(".picker-emoji")
+      ) {
+        e.preventDefault();
+        const all = [...picker.querySelectorAll(".picker-emoji")];
+        const i = all.indexOf(e.target) + (e.key === "ArrowRight" ? 1 : -1);
+        all[(i + all.length) % all.length].focus();
+      }
+    });
+    picker.addEventListener("focusout", (e) => {
+      if (!picker.contains(e.relatedTarget) && e.relatedTarget !== null) close(false);
+    });
+    node.querySelector(".bubble").append(picker);
+    picker.querySelector("button").focus();
   }
 
   /** Day separator, unread divider and grouping, from the message before. */

@@ -3,7 +3,7 @@
 // user sends them; each carries a client_id, so a resend after a lost reply
 // is stored once (protocol 1.1).
 
-import { EVERYONE } from "./store.js";
+import { EVERYONE, ROOM } from "./store.js";
 
 // Errors that end by themselves: the entry waits and goes again.
 const WAIT_FOR_LOGIN = new Set(["disconnected", "not_logged_in"]);
@@ -13,6 +13,8 @@ const RETRY_BY_HAND = new Set(["internal_error"]);
 const EXPLAIN = {
   blocked: (name) => `Not delivered: ${name} does not accept your messages.`,
   unknown_user: (name) => `Not sent: there is no user called ${name}.`,
+  unknown_room: () => "Not sent: you are no longer in this room.",
+  unknown_message: () => "Not sent: the message it replies to is gone.",
   internal_error: () => "Not sent: the server failed to take it.",
 };
 
@@ -75,10 +77,12 @@ export class Outbox {
   }
 
   /** attachments: objects of files uploaded already (their ids are what is
-   * sent; kept with the entry, they survive a reload like the text). */
-  add(key, body, attachments = []) {
+   * sent; kept with the entry, they survive a reload like the text);
+   * replyTo: null, or the {id, from, excerpt} of the message it answers. */
+  add(key, body, attachments = [], replyTo = null) {
     const entry = { cid: newClientId(), key, body, at: new Date().toISOString(), state: "queued" };
     if (attachments.length) entry.attachments = attachments;
+    if (replyTo) entry.replyTo = replyTo;
     this.entries.push(entry);
     this.save();
     this.onChange();
@@ -135,10 +139,13 @@ export class Outbox {
     this.onChange();
     const fields = { body: entry.body, client_id: entry.cid };
     if (entry.attachments?.length) fields.attachments = entry.attachments.map((a) => a.id);
+    if (entry.replyTo) fields.reply_to = entry.replyTo.id;
     const reply =
       entry.key === EVERYONE
         ? await this.request("broadcast", fields)
-        : await this.request("send", { ...fields, to: entry.key });
+        : entry.key.startsWith(ROOM)
+          ? await this.request("send", { ...fields, room: Number(entry.key.slice(ROOM.length)) })
+          : await this.request("send", { ...fields, to: entry.key });
     this.sending = null;
     if (reply.type === "ok") {
       this.entries = this.entries.filter((e) => e.cid !== entry.cid);
@@ -167,7 +174,7 @@ export class Outbox {
     } else {
       entry.state = "failed";
       entry.code = reply.code;
-      const name = entry.key === EVERYONE ? "everyone" : entry.key;
+      const name = entry.key === EVERYONE || entry.key.startsWith(ROOM) ? "everyone" : entry.key;
       entry.error = EXPLAIN[reply.code]?.(name) || `Not sent: ${reply.message || reply.code}`;
       // An upload not sent within a day is removed by the server: the
       // file must be chosen again.

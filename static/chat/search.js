@@ -114,8 +114,8 @@ export class Search {
 
   messageResult(m, query) {
     const s = this.store;
-    const key = m.kind === "broadcast" ? EVERYONE : m.from === s.me ? m.to : m.from;
-    const where = key === EVERYONE ? "Everyone" : key;
+    const key = s.keyOf(m); // a person, everyone, or a room (protocol 1.2)
+    const where = s.convs.get(key)?.name || (key === EVERYONE ? "Everyone" : key);
     const who = m.from === s.me ? "You" : m.from;
     return this.result(
       () => this.actions.jump(key, m.id),

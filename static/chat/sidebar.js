@@ -58,13 +58,28 @@ export class Sidebar {
         button.classList.toggle("active", active);
         attr(button, "aria-current", active ? "true" : null);
         button.querySelector(".dot").className =
-          "dot" + (c.key === EVERYONE ? " all" : s.isOnline(c.key) ? " on" : "");
+          "dot" +
+          (c.key === EVERYONE
+            ? " all"
+            : c.room !== null
+              ? " room"
+              : s.isOnline(c.key)
+                ? " on"
+                : "");
+        textParts(button.querySelector(".conv-name"), [c.name]);
+        button.classList.toggle("is-room", c.room !== null);
         const last = c.last;
         let preview = [];
         const draft = c.key !== s.open && this.actions.draft(c.key);
         const who =
-          last?.from === s.me ? ["You: "] : c.key === EVERYONE ? [[last?.from], ": "] : [];
-        if (c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
+          last?.from === s.me
+            ? ["You: "]
+            : c.key === EVERYONE || c.room !== null
+              ? [[last?.from], ": "]
+              : [];
+        const typers = c.room !== null ? s.typingIn(c.key) : [];
+        if (typers.length) preview = [...typingWords(typers)];
+        else if (c.room === null && c.key !== EVERYONE && s.isTyping(c.key)) preview = ["typing…"];
         else if (draft) preview = ["Draft: ", [draft.replace(/\s+/g, " ")]];
         else if (last)
           preview = [
@@ -72,9 +87,10 @@ export class Sidebar {
             [neutralLinks((last.body || attachmentSummary(last.attachments)).replace(/\s+/g, " "))],
           ];
         else if (c.key === EVERYONE) preview = ["Messages to everyone"];
+        else if (c.room !== null) preview = ["No messages yet"];
         const p = button.querySelector(".preview");
         textParts(p, ...preview);
-        p.classList.toggle("typing", preview[0] === "typing…");
+        p.classList.toggle("typing", preview[preview.length - 1]?.endsWith?.("typing…") || false);
         p.classList.toggle("draft", preview[0] === "Draft: ");
         text(button.querySelector(".conv-time"), last ? when(last.sent_at) : "");
         const badge = button.querySelector(".badge");
@@ -162,11 +178,22 @@ export class Sidebar {
     attr($("conv-title"), "title", c.name);
     const toggle = $("block-toggle");
     const status = $("conv-presence");
+    $("members-open").hidden = c.room === null;
+    if (c.room !== null) {
+      toggle.hidden = true;
+      const typers = s.typingIn(c.key);
+      const n = c.info?.member_count ?? 0;
+      if (typers.length) textParts(status, ...typingWords(typers));
+      else textParts(status, n === 1 ? "1 member" : `${n} members`);
+      status.className = "presence" + (typers.length ? " typing" : "");
+      attr($("members-open"), "aria-label", `Members of ${c.name}`);
+      return;
+    }
     if (c.key === EVERYONE) {
       toggle.hidden = true;
       const others = [...s.online].filter((n) => n !== s.me).length;
       const words = others ? `${others} online` : "nobody else online";
-      text(status, s.presenceKnown ? words : "who is online is unknown while offline");
+      textParts(status, s.presenceKnown ? words : "who is online is unknown while offline");
       status.className = "presence" + (s.presenceKnown ? "" : " unknown");
       return;
     }
@@ -180,11 +207,18 @@ export class Sidebar {
     let state = online ? "online" : seen ? lastSeen(seen) : "offline";
     if (!s.presenceKnown) state = "presence unknown while offline";
     else if (s.isTyping(c.key)) state = "typing…";
-    text(status, state);
+    textParts(status, state);
     status.className =
       "presence" +
       (online ? " on" : "") +
       (state === "typing…" ? " typing" : "") +
       (s.presenceKnown ? "" : " unknown");
   }
+}
+
+/** "alice is typing…", "alice and bob are typing…", names isolated. */
+function typingWords(names) {
+  if (names.length === 1) return [[names[0]], " is typing…"];
+  if (names.length === 2) return [[names[0]], " and ", [names[1]], " are typing…"];
+  return [[names[0]], ` and ${names.length - 1} others are typing…`];
 }

@@ -5,11 +5,17 @@ export const EVERYONE = "*"; // the conversation key of the broadcasts
 export const PAGE_SIZE = 50; // history messages per request
 export const MAX_PAGE = 100; // the protocol's largest history limit
 export const MAX_BODY_CHARS = 4000; // the protocol's longest body, in characters
+export const ROOM = "#"; // a room's conversation key is ROOM + its id (no username has "#")
+
+/** The conversation key of room `id`. */
+export const roomKey = (id) => ROOM + id;
 
 export class Conversation {
   constructor(key) {
     this.key = key;
     this.name = key === EVERYONE ? "Everyone" : key;
+    this.room = key.startsWith(ROOM) ? Number(key.slice(ROOM.length)) : null; // a room's id
+    this.info = null; // a room's room object (protocol 1.2)
     this.messages = new Map(); // id -> message object
     this.last = null; // the newest message known (for the list)
     this.unread = 0;
@@ -24,6 +30,17 @@ export class Conversation {
   /** The `with` of requests about this conversation. */
   get peer() {
     return this.key === EVERYONE ? null : this.key;
+  }
+
+  /** The fields naming this conversation in history, read and search. */
+  get where() {
+    return this.room === null ? { with: this.peer } : { room: this.room };
+  }
+
+  /** Keep a room's room object (its name, members, whether I am an admin). */
+  setInfo(room) {
+    this.info = room;
+    this.name = room.name;
   }
 
   get lastId() {
@@ -83,6 +100,7 @@ export class Store {
     this.seen = new Set(); // message ids already shown
     this.deleted = new Set(); // ids deleted while the page was open
     this.typing = new Map(); // username -> time their "typing" expires
+    this.roomTyping = new Map(); // room key -> Map(username -> time it expires)
     this.conv(EVERYONE);
   }
 
@@ -97,6 +115,7 @@ export class Store {
 
   keyOf(msg) {
     if (msg.kind === "broadcast") return EVERYONE;
+    if (msg.kind === "room" || msg.room) return roomKey(msg.room);
     return msg.from === this.me ? msg.to : msg.from;
   }
 
@@ -141,11 +160,21 @@ export class Store {
     const names = new Set([...this.online, ...this.recent.keys(), ...this.convs.keys()]);
     names.delete(EVERYONE);
     names.delete(this.me);
+    for (const n of names) if (n.startsWith(ROOM)) names.delete(n);
     return [...names].sort();
   }
 
   isTyping(name) {
     return (this.typing.get(name) || 0) > Date.now();
+  }
+
+  /** Who is typing in a room now, by name. */
+  typingIn(key) {
+    const now = Date.now();
+    return [...(this.roomTyping.get(key) || new Map())]
+      .filter(([, until]) => until > now)
+      .map(([name]) => name)
+      .sort();
   }
 }
 
