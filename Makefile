@@ -28,8 +28,8 @@ TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 # Branch coverage floors (percent) for `make test`, a point or two under the
 # figures in docs/quality.md: the run fails below either.
-COV_FLOOR_MESSAGING ?= 80
-COV_FLOOR_ACCOUNTS  ?= 90
+COV_FLOOR_MESSAGING ?= 87
+COV_FLOOR_ACCOUNTS  ?= 95
 
 LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
 
