@@ -91,6 +91,9 @@ def retry_wait(delay: float) -> float:
 
 
 class ChatClient:
+    """One person's session with a chat server; the commands use it as
+    `commands.Client` (mypy checks that it is one)."""
+
     def __init__(
         self,
         url: str,
