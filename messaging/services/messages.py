@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
+from accounts import selectors as account_selectors
 from accounts.models import User as UserModel
 from core import metrics
 from core.errors import ServiceError
@@ -493,7 +494,10 @@ def _fan_out_broadcast(message: Message, now: datetime) -> tuple[int, int]:
     """A pending delivery for each user with presence (live, or a stale row
     whose connection may still be there) but the sender and those who block
     the sender, in one INSERT ... SELECT; the rest of the audience is
-    counted, not written (mailbox). Returns (online, offline) recipients."""
+    counted, not written (mailbox). CROSS JOIN keeps SQLite from walking
+    every user to find the few with presence (it keeps the order written;
+    PostgreSQL plans it like any join). Returns (online, offline)
+    recipients."""
     user, delivery, block, presence = (m._meta.db_table for m in (User, Delivery, Block, Presence))
     ops = connection.ops
     with connection.cursor() as cursor:
@@ -501,8 +505,8 @@ def _fan_out_broadcast(message: Message, now: datetime) -> tuple[int, int]:
             f"""
             INSERT INTO {delivery} (message_id, recipient_id, pushed_at, acked_at)
             SELECT %s, u.id, CASE WHEN p.heartbeat_at >= %s THEN %s ELSE NULL END, NULL
-            FROM {presence} p JOIN {user} u ON u.id = p.user_id
-            WHERE u.is_active AND u.id <> %s
+            FROM {presence} p CROSS JOIN {user} u
+            WHERE u.id = p.user_id AND u.is_active AND u.id <> %s
               AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
             """,
             [
@@ -515,8 +519,10 @@ def _fan_out_broadcast(message: Message, now: datetime) -> tuple[int, int]:
         )
         cursor.execute(f"SELECT COUNT(pushed_at) FROM {delivery} WHERE message_id = %s", [message.pk])
         (live,) = cursor.fetchone()
+    sender_active = User.objects.filter(pk=message.sender_id, is_active=True).exists()
     audience = (
-        User.objects.filter(is_active=True).exclude(pk=message.sender_id).count()
+        account_selectors.active_user_count()
+        - sender_active
         - Block.objects.filter(blocked=message.sender_id, blocker__is_active=True).count()
     )
     return live, max(audience - live, 0)
