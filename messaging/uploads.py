@@ -88,8 +88,12 @@ def _body_saved(request: HttpRequest) -> str:
     """A folder of the upload's own, with the request's body in it as
     `body`, copied in chunks (the server spooled it to disk already)."""
     folder = tempfile.mkdtemp(prefix="upload-", dir=settings.FILE_UPLOAD_TEMP_DIR)
-    with open(os.path.join(folder, "body"), "wb") as out:
-        shutil.copyfileobj(request, out, CHUNK)
+    try:
+        with open(os.path.join(folder, "body"), "wb") as out:
+            shutil.copyfileobj(request, out, CHUNK)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
