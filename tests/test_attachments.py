@@ -238,6 +238,7 @@ def test_a_broadcast_carries_attachments(alice, bob, capture_pushes):
     with capture_pushes() as pushes:
         services.message_broadcast(sender=alice, body="look", attachments=[pic.pk])
     assert pushes[0].event["frames"][0]["attachments"][0]["id"] == pic.pk
+    services.presence_claim(user=bob, channel_name="c-bob")  # his login brings it
     [obj] = selectors.message_history(user=bob, peer=None)
     assert obj["attachments"][0]["id"] == pic.pk
 
