@@ -141,7 +141,7 @@ class Runtime:
                 # Not fork: this process has threads, and a loop of its own.
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=upload_worker.start,
-                initargs=(settings.CHAT_UPLOAD_NICE,),
+                initargs=(settings.CHAT_UPLOAD_NICE, os.getpid()),
             )
         return self.upload_pool
 

@@ -18,6 +18,8 @@ what the server would.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,15 +64,23 @@ class Outcome:
     error: tuple[str, str, dict[str, Any]] | None = None
 
 
-def start(nice: int) -> None:
+def start(nice: int, server: int) -> None:
     """A worker's start: a lower CPU priority than the server's event loop
     (first: importing Django takes a second of CPU), then Django's apps
-    (the checks' imports need them)."""
+    (the checks' imports need them). It ends when the server process does,
+    however that ends (killed, it never stops its pool)."""
     import django
 
+    threading.Thread(target=_follow, args=(server,), daemon=True, name="follow-server").start()
     if nice > 0:
         os.nice(nice)
     django.setup()
+
+
+def _follow(server: int) -> None:
+    while os.getppid() == server:
+        time.sleep(1)
+    os._exit(0)
 
 
 def check(job: Job) -> Outcome:

@@ -627,6 +627,28 @@ def test_uploads_are_checked_in_other_processes_at_a_lower_priority(alice, monke
     assert outcomes[-1].pid != worker and Attachment.objects.count() == 3
 
 
+def test_an_upload_process_ends_with_its_server():
+    """A server killed (it never stops its pool) leaves no upload process behind."""
+    import subprocess
+    import sys
+
+    code = "import django; django.setup(); from messaging.runtime import runtime; import os, time; "
+    code += "print(runtime._upload_pool().submit(os.getpid).result(), flush=True); time.sleep(60)"
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    worker = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the upload process outlived its server")
+
+
 def test_uploads_are_counted_for_metrics(alice):
     from core import metrics
 
