@@ -123,14 +123,12 @@ def s3_stack() -> bool:
 def s3_server():
     """moto's standalone S3 server on a free loopback port, for the whole
     session, with one bucket; yields the env that points the chat at it."""
-    import socket
-
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from .servers import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {
