@@ -117,6 +117,7 @@ class Server:
                 return self
             except OSError:
                 time.sleep(0.1)
+        self.kill()  # no fixture holds it yet to stop it
         raise RuntimeError("server did not start")
 
     def stop(self, sig=signal.SIGTERM):
