@@ -25,6 +25,11 @@ N ?= 2
 # session on dev and CI machines; see README).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+# The ports the tests' servers listen on, a range for each half (they run
+# at once): below the kernel's range for outgoing connections (32768 on),
+# so neither half's server, nor a client's socket, takes the other's.
+TEST_PORTS_SQLITE   ?= 30000-31399
+TEST_PORTS_SCALEOUT ?= 31400-32767
 PYTEST_ARGS ?=
 # Branch coverage floors (percent) for `make test`, a point or two under the
 # figures in docs/quality.md: the run fails below either.
@@ -112,25 +117,33 @@ nginx:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx >/dev/null; }
 
-# Every test on the embedded default (SQLite, in-memory layer), then every
-# test again on PostgreSQL + Redis, where the two-process tests also run.
-# Both runs measure branch coverage of the server and the client, in the
-# pytest process (pyproject.toml [tool.coverage]),
-# the second appending to the first; `coverage` prints the report and fails
-# below the floors.
+# Every test on the embedded default (SQLite, in-memory layer), and every
+# test again on PostgreSQL + Redis, where the two-process tests also run:
+# the two halves at once, since each spends much of its time waiting on the
+# servers, browsers and clients it starts. Each has its own test database,
+# Redis prefix, port range and coverage data file; the output of each comes
+# whole when it ends (make's --output-sync). Both measure branch coverage of
+# the server and the client in the pytest process (pyproject.toml
+# [tool.coverage]); `coverage` joins the two data files, prints the report
+# and fails below the floors.
 test: install-dev browser nginx
-	$(MAKE) --no-print-directory test-sqlite
-	$(MAKE) --no-print-directory test-scaleout
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-scaleout
 	$(MAKE) --no-print-directory coverage
 
 test-sqlite: install-dev
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest --cov --cov-report= -m "not scaleout" $(PYTEST_ARGS)
+	env -u DATABASE_URL -u REDIS_URL COVERAGE_FILE=.coverage.sqlite TEST_PORTS=$(TEST_PORTS_SQLITE) \
+	  $(BIN)/pytest --cov --cov-report= -m "not scaleout" $(PYTEST_ARGS)
 
 test-scaleout: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
-	  $(BIN)/pytest --cov --cov-append --cov-report= $(PYTEST_ARGS)
+	  COVERAGE_FILE=.coverage.scaleout TEST_PORTS=$(TEST_PORTS_SCALEOUT) \
+	  $(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
 
+# Joins the halves' data that a test run left (either or both) into
+# .coverage, then reports on it.
 coverage: install-dev
+	@data=$$(ls .coverage.sqlite .coverage.scaleout 2>/dev/null || true); \
+	  if [ -n "$$data" ]; then $(BIN)/coverage combine --quiet $$data; fi
 	$(BIN)/coverage report
 	@for pair in messaging:$(COV_FLOOR_MESSAGING) accounts:$(COV_FLOOR_ACCOUNTS); do \
 	  app=$${pair%%:*}; floor=$${pair#*:}; \

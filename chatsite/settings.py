@@ -63,11 +63,20 @@ def _secret_key() -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(50)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return key
+    # Written aside, then linked into place: of processes starting at once on
+    # a fresh checkout (`make test`'s two halves), one key wins, whole, and
+    # the others read it.
+    aside = VAR_DIR / f".secret_key.{os.getpid()}"
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(50))
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass
+    finally:
+        aside.unlink()
+    return path.read_text().strip()
 
 
 SECRET_KEY = _secret_key()

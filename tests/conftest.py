@@ -82,14 +82,35 @@ def chromium_path():
     return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 
 
-@pytest.fixture
-def server(transactional_db):
-    """A real chat server (daphne subprocess) on the test database."""
+@pytest.fixture(scope="module")
+def module_server(django_db_setup, django_db_blocker):
+    """One server for the module's tests: starting one costs a second or two
+    of CPU, the `make test` budget's largest share after the tests' own."""
     from .servers import Server
 
-    srv = Server().start()
+    with django_db_blocker.unblock():
+        srv = Server().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def server(module_server, transactional_db):
+    """A real chat server (daphne subprocess) on the test database: the
+    module's, started again if a test before stopped it, its log_text()
+    from this test on. The database is emptied after each test; the
+    server's connections end first, so nothing they write outlives it."""
+    import time
+
+    from messaging.models import Presence
+
+    if module_server.proc.poll() is not None:
+        module_server.start()
+    module_server.log_from = os.path.getsize(module_server.log.name)
+    yield module_server
+    deadline = time.monotonic() + 10
+    while Presence.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -123,14 +144,12 @@ def s3_stack() -> bool:
 def s3_server():
     """moto's standalone S3 server on a free loopback port, for the whole
     session, with one bucket; yields the env that points the chat at it."""
-    import socket
-
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from .servers import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {

@@ -21,10 +21,42 @@ from .helpers import PASSWORD
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _port_range():
+    """This process's share of TEST_PORTS ("30000-30999"): runs at once on one
+    machine (`make test`'s two halves, xdist's workers) each take ports from a
+    range of their own, so one never serves or dials another's server."""
+    spec = os.environ.get("TEST_PORTS")
+    if not spec:
+        return None
+    low, high = (int(n) for n in spec.split("-"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    share = (high - low + 1) // workers
+    return range(low + worker * share, low + (worker + 1) * share)
+
+
+_next_port = 0
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on: the kernel's pick, or the next free one of
+    this process's range (_port_range) when TEST_PORTS is set."""
+    global _next_port
+    ports = _port_range()
+    if ports is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in ports:
+        port = ports[_next_port % len(ports)]
+        _next_port += 1
+        with socket.socket() as s:
+            try:  # no SO_REUSEADDR: a port still in TIME_WAIT is passed over too
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def database_url_for_servers():
@@ -85,6 +117,7 @@ class Server:
                 return self
             except OSError:
                 time.sleep(0.1)
+        self.kill()  # no fixture holds it yet to stop it
         raise RuntimeError("server did not start")
 
     def stop(self, sig=signal.SIGTERM):

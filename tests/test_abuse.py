@@ -46,7 +46,9 @@ def rss(pid):
 @pytest.fixture
 def server(transactional_db):
     raise_open_files()
-    srv = Server().start()
+    # Rows that a closed socket failed to release must not expire (45 s by
+    # default) before a test has looked for them.
+    srv = Server(CHAT_PRESENCE_TIMEOUT_SECONDS=600).start()
     yield srv
     srv.stop()
 
@@ -146,9 +148,12 @@ def _wait_for_bob(n):
 # --- 3. No ghosts -------------------------------------------------------------------
 
 
-async def test_a_thousand_sockets_closed_every_way_leave_nobody_online(server):
+async def test_hundreds_of_sockets_closed_every_way_leave_nobody_online(server):
+    """Five hundred sockets, a hundred at a time, each way of ending one a
+    hundred times: the races of a close with a login or a reply. (A
+    thousand took two minutes of a loaded machine; sizes belong in bench/.)"""
     hard = raise_open_files()
-    n = 1000 if hard >= 2500 else 200
+    n = 500 if hard >= 2500 else 200
     names = [f"ghost{i}" for i in range(n)]
     await sync_to_async(accounts.user_bulk_create)(usernames=names, password=PASSWORD)
     tokens = await sync_to_async(
@@ -181,7 +186,7 @@ async def test_a_thousand_sockets_closed_every_way_leave_nobody_online(server):
 
     for start in range(0, n, 100):
         await asyncio.gather(*(end(i, tokens[i]) for i in range(start, min(n, start + 100))))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 30  # a row left behind stays: see the fixture
     while await sync_to_async(Presence.objects.count)():
         assert time.monotonic() < deadline, f"{await sync_to_async(Presence.objects.count)()} still online"
         await asyncio.sleep(0.2)

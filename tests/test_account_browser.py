@@ -10,7 +10,7 @@ from .test_browser import ARTIFACTS, PHONE, WIDE, expect, run_async
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
-module_server, server, open_page = chat_browser.module_server, chat_browser.server, chat_browser.open_page
+open_page = chat_browser.open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,10 +1,11 @@
 """The chat page in a real headless Chromium (Debian's), against a real server.
 
 One browser for the module; each test gets fresh contexts (cookies and
-localStorage of their own) and a fresh server on the test database.
-Screenshots of the main states go to test-artifacts/ (ignored by git), in
-light and dark, at 1280x800 and 390x844. axe-core (tests/vendor) checks the
-main states for serious and critical accessibility problems.
+localStorage of their own) and the module's server (conftest.py) on a test
+database emptied after each test. Screenshots of the main states go to
+test-artifacts/ (ignored by git), in light and dark, at 1280x800 and
+390x844. axe-core (tests/vendor) checks the main states for serious and
+critical accessibility problems.
 """
 
 import asyncio
@@ -214,29 +215,6 @@ def new_page(browser, page_errors):
     yield new
     for context in contexts:
         context.close()
-
-
-@pytest.fixture(scope="module")
-def module_server(django_db_setup, django_db_blocker):
-    """One server for the module's tests (starting one costs a second or two)."""
-    with django_db_blocker.unblock():
-        srv = Server().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def server(module_server, transactional_db):
-    """The module's server, on a database emptied after each test. Its
-    connections end first, so that nothing they write outlives the test."""
-    from messaging.models import Presence
-
-    if module_server.proc.poll() is not None:  # stopped by the test before
-        module_server.start()
-    yield module_server
-    deadline = time.monotonic() + 10
-    while Presence.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @pytest.fixture

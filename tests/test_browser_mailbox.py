@@ -9,13 +9,11 @@ import pytest
 from .test_browser import (  # noqa: F401  (fixtures)
     accounts,
     browser,
-    module_server,
     new_page,
     open_chat,
     open_page,
     page_errors,
     password_hash,
-    server,
     shot,
 )
 

@@ -11,7 +11,7 @@ from .test_browser import PHONE, WIDE, axe, expect, meets, no_horizontal_scroll,
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
-module_server, server, open_page = chat_browser.module_server, chat_browser.server, chat_browser.open_page
+open_page = chat_browser.open_page
 accounts, password_hash = chat_browser.accounts, chat_browser.password_hash
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -1,8 +1,10 @@
 """Property-based fuzzing of the socket protocol against a real server.
 
-Thousands of random and mutated frames, each followed by a sentinel
-request: every frame gets exactly one reply (`ok` or `error`), the
-connection stays usable, and the server's memory comes back to its level.
+A thousand random and mutated frames a run (hypothesis draws new ones each
+time), each followed by a sentinel request: every frame gets exactly one
+reply (`ok` or `error`), the connection stays usable, and the server's
+memory comes back to its level (under 15 KiB a frame kept; a run keeps
+about 0.6 MiB in all).
 """
 
 import asyncio
@@ -163,7 +165,7 @@ def remote():
 def test_every_frame_gets_one_reply_and_memory_comes_back(remote):
     server, connection = remote
 
-    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(frame=frames)
     def one_frame(frame):
         replies, sentinel = connection.call(connection.exchange(frame))
@@ -178,5 +180,5 @@ def test_every_frame_gets_one_reply_and_memory_comes_back(remote):
     one_frame()
     connection.call(asyncio.sleep(1))
     after = rss(server.proc.pid)
-    assert after - before < 30 * MiB, f"the server grew {(after - before) / MiB:.0f} MiB"
+    assert after - before < 15 * MiB, f"the server grew {(after - before) / MiB:.0f} MiB"
     assert connection.call(connection.peer.ok("online"))["users"] == ["fuzzer"]

@@ -16,7 +16,7 @@ from messaging import connection
 from messaging.models import Delivery, Message
 
 from .helpers import PASSWORD, amake_user, connected
-from .servers import Peer, Server, signup
+from .servers import Peer, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 User = get_user_model()
@@ -44,13 +44,6 @@ def stuff_mailbox(sender, recipient, count, body):
 @sync_to_async
 def pending_for(username):
     return Delivery.objects.filter(recipient__username=username, acked_at__isnull=True).count()
-
-
-@pytest.fixture
-def server(transactional_db):
-    srv = Server().start()
-    yield srv
-    srv.stop()
 
 
 async def test_a_stuffed_mailbox_arrives_whole_on_a_real_server(server):
