@@ -39,6 +39,8 @@ def estimated_rows(rows: QuerySet[Any]) -> int | None:
     statistics: no row is read), None on other databases."""
     if connections[rows.db].vendor != "postgresql":
         return None
+    if rows.query.is_empty():  # .none(): nothing to ask
+        return 0
     plan = json.loads(rows.explain(format="json"))
     return int(plan[0]["Plan"]["Plan Rows"])
 

@@ -21,7 +21,7 @@ from django_stubs_ext import WithAnnotations, monkeypatch
 from accounts import names
 from accounts import services as accounts
 from accounts.models import LoginAttempt, User
-from accounts.paging import BigTableAdmin
+from accounts.paging import BigTableAdmin, CappedPaginator
 from core.errors import ServiceError
 
 from . import selectors, services
@@ -353,7 +353,7 @@ class MessageAdmin(BigTableAdmin[Message]):
         for who in people:
             queryset = queryset.filter(who)
         if words:
-            queryset = selectors.messages_with_words(queryset, " ".join(words))
+            queryset = selectors.messages_with_words(queryset, " ".join(words), newest=CappedPaginator.cap + 1)
         return queryset, False
 
     @admin.display(description="pending for")
