@@ -115,3 +115,18 @@ class PasswordResetAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"reset for {self.email} from {self.ip}"
+
+
+class ActiveUserCount(models.Model):
+    """How many users are active, kept by database triggers on the user
+    table (migration 0005), whoever writes it: signup, the admin, imports,
+    raw SQL. One row. A broadcast answers how many users it will reach;
+    counting 100,000 rows for each would make its cost grow with the
+    number of registered users. A TRUNCATE (test flushes) removes the row
+    without a trigger; selectors.active_user_count counts and puts it back.
+    """
+
+    active = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.active} active users"

@@ -14,6 +14,7 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from .models import ActiveUserCount
 from .models import User as UserModel
 
 User = get_user_model()
@@ -94,3 +95,14 @@ def user_for_session(session_key: str | None) -> UserModel | None:
         return None
     check = sessions_check([session_key])[session_key]
     return check.user if check.ended is None else None
+
+
+def active_user_count() -> int:
+    """How many users are active: one row kept by triggers, not a count of
+    the user table. Where a TRUNCATE took the row (test flushes), count
+    once and put it back."""
+    active = ActiveUserCount.objects.values_list("active", flat=True).first()
+    if active is None:
+        active = get_user_model().objects.filter(is_active=True).count()
+        ActiveUserCount.objects.bulk_create([ActiveUserCount(pk=1, active=active)], ignore_conflicts=True)
+    return active

@@ -11,7 +11,11 @@ fresh SQLite database and media folder in a temp dir):
    messages a second); the chat's p99 must stay under 100 ms. The same
    chat alone first, for comparison.
 
-    .venv/bin/python bench/attachments_bench.py [--server uvicorn] [--json out.json]
+    .venv/bin/python bench/attachments_bench.py [--server uvicorn] [--json out.json] [--py-spy out.txt]
+
+With --py-spy, py-spy samples the server (every thread, only while it holds
+the GIL) during the concurrent uploads and writes collapsed stacks there:
+what the event loop's thread competes with for the GIL.
 
 Not a test: a measurement for docs/performance.md. It cleans up after itself.
 """
@@ -25,6 +29,8 @@ import json
 import os
 import platform
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -96,9 +102,13 @@ def memory(stack: Stack, base: str, token: str, folder: Path, runs: int = 3) -> 
 Pairs = list[tuple[BenchClient, BenchClient]]
 
 
+chat_bodies: list[list[str]] = []
+
+
 async def chat(pairs: Pairs, tracker: Tracker, seconds: float, rate: float) -> list[float]:
     """Messages at `rate` a second across the pairs, for `seconds`; their latencies."""
     bodies: list[str] = []
+    chat_bodies.append(bodies)
     loop = asyncio.get_running_loop()
     start = loop.time()
     n = 0
@@ -115,7 +125,16 @@ async def chat(pairs: Pairs, tracker: Tracker, seconds: float, rate: float) -> l
     return tracker.latencies(bodies)
 
 
-async def concurrency(stack: Stack, base: str, tokens: list[str], folder: Path, count: int = 50) -> dict[str, object]:
+def py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` (GIL holders, per thread) until interrupted."""
+    cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--threads", "--gil"]
+    cmd += ["--rate", "200", "--format", "raw", "--output", out, "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def concurrency(
+    stack: Stack, base: str, tokens: list[str], folder: Path, count: int = 50, profile: str | None = None
+) -> dict[str, object]:
     tracker = Tracker()
     names = [f"u{i}" for i in range(1, 21)]
     clients = await open_many(names, stack.urls, tracker)
@@ -133,6 +152,7 @@ async def concurrency(stack: Stack, base: str, tokens: list[str], folder: Path, 
     # do not delay this process's chat clients (what is measured is the
     # server's latency, not the load generator's).
     (folder / "tokens.json").write_text(json.dumps(tokens))
+    spy = py_spy(stack.server_pids[0], profile) if profile else None
     started = time.perf_counter()
     uploader = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--uploader", str(folder), base, str(count), stdout=asyncio.subprocess.PIPE
@@ -142,6 +162,19 @@ async def concurrency(stack: Stack, base: str, tokens: list[str], folder: Path, 
     wall = time.perf_counter() - started
     times = json.loads(out)
     during = await during_task
+    # When the slowest chat messages of that phase were sent (seconds after
+    # the uploads started) and their latency: a burst, or all along?
+    slow = sorted(
+        (
+            (tracker.sent[b] - started, tracker.received[b] - tracker.sent[b])
+            for b in chat_bodies[-1]
+            if b in tracker.received
+        ),
+        key=lambda x: -x[1],
+    )[:10]
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     await close_many(clients)
     return {
         "uploads": count,
@@ -152,6 +185,7 @@ async def concurrency(stack: Stack, base: str, tokens: list[str], folder: Path, 
         "all_uploads_s": round(wall, 2),
         "chat_alone": {"messages": len(alone), "p50_ms": pct(alone, 0.5), "p99_ms": pct(alone, 0.99)},
         "chat_during_uploads": {"messages": len(during), "p50_ms": pct(during, 0.5), "p99_ms": pct(during, 0.99)},
+        "chat_during_slowest": [[round(t, 2), round(ms * 1000)] for t, ms in slow],
     }
 
 
@@ -190,6 +224,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the figures here too")
+    parser.add_argument("--py-spy", help="profile the server during the concurrent uploads into this file")
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     args = parser.parse_args()
     env = {"CHAT_ATTACHMENT_BYTES_PER_DAY": str(10**12), "LOG_LEVEL": "ERROR"}
@@ -204,8 +239,10 @@ def main() -> None:
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine(),
                 "command": f"bench/attachments_bench.py --server {args.server}",
+                "load_average_before": os.getloadavg(),
                 "memory_10mib_upload": memory(stack, base, tokens[0], folder),
-                "concurrent_image_uploads": asyncio.run(concurrency(stack, base, tokens, folder)),
+                "concurrent_image_uploads": asyncio.run(concurrency(stack, base, tokens, folder, profile=args.py_spy)),
+                "load_average_after": os.getloadavg(),
             }
     finally:
         stack.stop()

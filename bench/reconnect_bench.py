@@ -3,7 +3,7 @@
     .venv/bin/python bench/reconnect_bench.py [--clients 1000] [--outage 20] [--json out.json]
 
 Starts the project on a fresh SQLite database (bench/stack.py), logs in
-`--clients` real ``chatclient.core.ChatClient`` instances (the terminal
+`--clients` real ``chatclient.client.ChatClient`` instances (the terminal
 client's own backoff and jitter, not a model of them), stops the server for
 `--outage` seconds, starts it again on the same port and records, per
 client, the seconds from "the server listens again" to "logged in again".
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench import raise_open_files  # noqa: E402
 from bench.clients import PASSWORD  # noqa: E402
 from bench.stack import Options, Stack  # noqa: E402
-from chatclient.core import ChatClient  # noqa: E402
+from chatclient.client import ChatClient  # noqa: E402
 
 
 def histogram(values: list[float], width: float = 1.0) -> list[list[float]]:

@@ -14,8 +14,9 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from .client import ChatClient, Ended
 from .connection import CHAT_PATH, ConnectFailed, NotAChatServer
-from .core import ChatClient, Ended, explain, username_problem
+from .text import explain, username_problem
 
 EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_NOT_CHAT = 0, 2, 2, 3  # 5 and 6: Ended.code
 SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}

@@ -411,8 +411,11 @@ CHAT_ATTACHMENT_BYTES_PER_DAY = env_int("CHAT_ATTACHMENT_BYTES_PER_DAY", 200 * 1
 # Images larger than this many pixels are refused (decompression bombs).
 CHAT_IMAGE_MAX_PIXELS = env_int("CHAT_IMAGE_MAX_PIXELS", 40_000_000)
 CHAT_THUMBNAIL_PIXELS = 400
-# Threads per process that parse, check and re-encode uploads (the rest queue).
-CHAT_UPLOAD_THREADS = env_int("CHAT_UPLOAD_THREADS", 2)
+# Processes per server process that parse, check and re-encode uploads
+# (the rest queue), out of the server's GIL: a core is left to the event loop.
+CHAT_UPLOAD_PROCESSES = env_int("CHAT_UPLOAD_PROCESSES", max(1, (os.cpu_count() or 2) - 1))
+# Their CPU priority below the server's (os.nice): chat first, then uploads.
+CHAT_UPLOAD_NICE = env_int("CHAT_UPLOAD_NICE", 10)
 # Uploads never sent are removed after this long (`manage.py chat_cleanup`).
 CHAT_UNSENT_ATTACHMENT_SECONDS = env_int("CHAT_UNSENT_ATTACHMENT_SECONDS", 24 * 3600)
 # Behind nginx: after Django's check, nginx sends the file from this

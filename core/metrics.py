@@ -26,7 +26,9 @@ deliveries = Counter(
     registry=registry,
 )
 pending = Gauge(
-    "chat_pending_messages", "Deliveries not acked yet, all processes (the database's count)", registry=registry
+    "chat_pending_messages",
+    "Delivery rows not acked yet, all processes (the database's count; a broadcast counts for a user from their login)",
+    registry=registry,
 )
 acks = Counter("chat_acks", "Message ids acked by clients", registry=registry)
 batch_size = Histogram(

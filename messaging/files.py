@@ -2,8 +2,9 @@
 its type (from the extension, checked against the bytes), and for images
 a re-encoded copy without metadata and a thumbnail.
 
-Pure functions of the bytes, no database: the upload service runs them in
-a worker thread, never on the event loop (Pillow is CPU-bound).
+Pure functions of the bytes, no database: the upload view runs them in an
+upload process (upload_worker), never in the server's (Pillow is CPU-bound,
+and much of it holds the GIL).
 """
 
 from __future__ import annotations

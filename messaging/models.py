@@ -87,6 +87,8 @@ class Message(models.Model):
             models.Index(
                 fields=["sender", "room", "id"], name="messaging_msg_sender_room", condition=Q(room__isnull=False)
             ),
+            # The broadcasts after a user's cursor (BroadcastCursor), and the latest one.
+            models.Index(fields=["id"], name="messaging_msg_broadcast", condition=Q(kind="broadcast")),
             # What answers a message, when it goes (SET_NULL).
             models.Index(fields=["reply_to"], name="messaging_msg_reply_to", condition=Q(reply_to__isnull=False)),
             # The admin's filters, newest first, at ten million messages:
@@ -138,7 +140,8 @@ class Delivery(models.Model):
     """A message in one recipient's mailbox; pending until the client acks it.
 
     Blocking drops pending rows, so a row is also what lets the recipient see
-    the message in history.
+    the message in history. A broadcast's rows of offline users are written
+    only when they log in (BroadcastCursor).
     """
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
@@ -164,6 +167,28 @@ class Delivery(models.Model):
     def __str__(self) -> str:
         state = "acked" if self.acked_at else "pending"
         return f"#{self.message_id} to {self.recipient}: {state}"
+
+
+class BroadcastCursor(models.Model):
+    """How far the broadcasts are in `user`'s mailbox.
+
+    A broadcast writes a Delivery row only for the users with a presence
+    row (online, or not yet expired); a user offline gets theirs at their
+    next login, when every broadcast after `up_to` is written into their
+    mailbox at once (services.deliveries). So a broadcast costs the writer
+    what its online audience costs, not a row per registered user (Zulip's
+    soft deactivation; Matrix's per-user cursors over one stored event).
+
+    Every broadcast with an id up to `up_to` that the user should have is in
+    their mailbox, or was there and dropped (acked, blocked). A user without
+    a row has had none yet: their broadcasts start at their `date_joined`.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    up_to = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.user} has the broadcasts up to #{self.up_to}"
 
 
 class Block(models.Model):

@@ -1,8 +1,8 @@
 """The one owner of this server process's machinery.
 
 A process has one hub (the connections it holds), one pump (heartbeat,
-expiry, re-push), one writer (group commit), one pool of password hashes
-and the channel-layer breaker of ``events``. They belong to one event loop
+expiry, re-push), one writer (group commit), one pool of password hashes,
+one pool of upload processes and the channel-layer breaker of ``events``. They belong to one event loop
 and live as long as it: started by the ASGI lifespan where the server sends
 one (uvicorn), else by the first connection (daphne sends none), and
 stopped at shutdown. Nothing else creates them or decides when they run,
@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -21,7 +25,7 @@ from django.conf import settings
 
 from core import metrics
 
-from . import events, services
+from . import events, services, upload_worker
 from .hub import Hub
 from .pump import Pump
 from .writer import Writer
@@ -36,6 +40,10 @@ class Closable(Protocol):
 
 class Runtime:
     def __init__(self) -> None:
+        # Not reset with the rest: the processes belong to no event loop and
+        # carry no state between jobs (each brings its settings), and
+        # starting them costs a second. Stopped by `stop`.
+        self.upload_pool: ProcessPoolExecutor | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -66,6 +74,10 @@ class Runtime:
                 except Exception:
                     log.exception("could not clear the presence of dead processes")
             self.pump.start()
+            # The upload processes start now, in the background: importing
+            # Django takes them a second or more, which the first upload
+            # should not wait for.
+            self._upload_pool().submit(os.getpid)
             self.started = True
 
     def trouble(self) -> str | None:
@@ -102,7 +114,42 @@ class Runtime:
         await self.pump.stop()
         self.hub.stop()
         await self.writer.drain()
+        self.uploads_stop()
         self.started = False
+
+    async def upload_check(self, job: upload_worker.Job) -> upload_worker.Outcome:
+        """Run an upload's check in one of CHAT_UPLOAD_PROCESSES processes,
+        started at the first upload (the rest queue): parsing and Pillow
+        hold a GIL, and it must not be the event loop's."""
+        try:
+            future = self._upload_pool().submit(upload_worker.check, job)
+        except BrokenProcessPool:  # a worker died since the last job: a new pool
+            self.uploads_stop()
+            future = self._upload_pool().submit(upload_worker.check, job)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            # A worker died during this job (killed; out of memory, maybe
+            # for this very file): this one fails, the next gets a new pool.
+            self.uploads_stop()
+            raise
+
+    def _upload_pool(self) -> ProcessPoolExecutor:
+        if self.upload_pool is None:
+            self.upload_pool = ProcessPoolExecutor(
+                max(1, settings.CHAT_UPLOAD_PROCESSES),
+                # Not fork: this process has threads, and a loop of its own.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=upload_worker.start,
+                initargs=(settings.CHAT_UPLOAD_NICE, os.getpid()),
+            )
+        return self.upload_pool
+
+    def uploads_stop(self) -> None:
+        """Stop the upload processes (jobs under way finish; queued ones are dropped)."""
+        if self.upload_pool is not None:
+            self.upload_pool.shutdown(wait=False, cancel_futures=True)
+            self.upload_pool = None
 
     async def hash_password(self, func: Callable[..., Any], **kwargs: Any) -> Any:
         """Run a service that hashes a password in the thread pool, at most

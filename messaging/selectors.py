@@ -38,7 +38,19 @@ from accounts.models import User as UserModel
 from accounts.paging import estimated_rows
 from core.errors import ServiceError
 
-from .models import FTS_TABLE, Attachment, Block, Delivery, Message, Presence, Reaction, ReadMark, Room, RoomMember
+from .models import (
+    FTS_TABLE,
+    Attachment,
+    Block,
+    BroadcastCursor,
+    Delivery,
+    Message,
+    Presence,
+    Reaction,
+    ReadMark,
+    Room,
+    RoomMember,
+)
 from .wire import (
     Extras,
     MessageObject,
@@ -106,7 +118,38 @@ def pending_total() -> int:
 
 
 def pending_count(*, user: UserModel) -> int:
-    return Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
+    """What waits for `user`: their pending rows and, while they are
+    offline, the broadcasts their next login will add (BroadcastCursor)."""
+    rows = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
+    if Presence.objects.filter(user=user).exists():
+        return rows
+    waiting = broadcasts_waiting(user=user, after=broadcast_cursor(user_id=user.pk))
+    return rows + waiting.filter(deleted_at__isnull=True).count()
+
+
+def latest_broadcast_id() -> int:
+    """The id of the latest broadcast (0: none yet), through its index."""
+    latest = Message.objects.filter(kind=Message.Kind.BROADCAST).order_by("-id").values_list("id", flat=True).first()
+    return latest or 0
+
+
+def broadcast_cursor(*, user_id: int) -> int:
+    """How far the broadcasts are in the user's mailbox (0: none yet)."""
+    up_to = BroadcastCursor.objects.filter(user_id=user_id).values_list("up_to", flat=True).first()
+    return up_to or 0
+
+
+def broadcasts_waiting(*, user: UserModel, after: int) -> QuerySet[Message]:
+    """The broadcasts after id `after` that belong in `user`'s mailbox but
+    have no row there yet: sent since they joined, not by them, and not by
+    someone they block (a block drops what is pending: the same rule as
+    block_create's, for what has no row yet)."""
+    return (
+        Message.objects.filter(kind=Message.Kind.BROADCAST, pk__gt=after, sent_at__gte=user.date_joined)
+        .exclude(sender_id=user.pk)
+        .exclude(sender_id__in=Block.objects.filter(blocker_id=user.pk).values("blocked_id"))
+        .order_by()
+    )
 
 
 def pending_recipients(*, message_ids: list[int]) -> dict[int, int]:
@@ -144,10 +187,21 @@ def _room_ids_of(user: UserModel | int) -> QuerySet[RoomMember, Any]:
     return RoomMember.objects.filter(user=user).values("room_id")
 
 
-def _visible_to(user: UserModel) -> Q:
+def _received_by(user: UserModel, *, offline: bool = False) -> Q:
+    """Delivered to `user`: a Delivery row. With `offline` (HTTP views,
+    where the user may have no socket), the broadcasts waiting for their
+    next login count too."""
+    received = Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)))
+    if offline and not Presence.objects.filter(user=user).exists():
+        waiting = broadcasts_waiting(user=user, after=broadcast_cursor(user_id=user.pk))
+        received |= Q(pk__in=waiting.values("pk"))
+    return received
+
+
+def _visible_to(user: UserModel, *, offline: bool = False) -> Q:
     """What `user` sees in history: sent by them or delivered to them, and
     of a room only while they are a member."""
-    return (Q(sender=user) | Q(Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user)))) & (
+    return (Q(sender=user) | _received_by(user, offline=offline)) & (
         Q(room__isnull=True) | Q(room__in=_room_ids_of(user))
     )
 
@@ -541,9 +595,7 @@ def user_data(*, user: UserModel) -> dict[str, QuerySet[Any]]:
     live = Message.objects.filter(deleted_at__isnull=True).select_related("sender", "recipient").order_by("id")
     return {
         "messages_sent": live.filter(sender=user),
-        "messages_received": live.filter(
-            Exists(Delivery.objects.filter(message=OuterRef("pk"), recipient=user))
-        ).exclude(sender=user),
+        "messages_received": live.filter(_received_by(user, offline=True)).exclude(sender=user),
         "blocks": Block.objects.filter(blocker=user).select_related("blocked").order_by("id"),
     }
 
@@ -575,7 +627,9 @@ def attachment_for_download(*, user: UserModel | None, attachment_id: int) -> At
         if attachment.message_id is None:
             if attachment.uploader_id == user.pk:
                 return attachment
-        elif Message.objects.filter(_visible_to(user), pk=attachment.message_id, deleted_at__isnull=True).exists():
+        elif Message.objects.filter(
+            _visible_to(user, offline=True), pk=attachment.message_id, deleted_at__isnull=True
+        ).exists():
             return attachment
     raise ServiceError("not_found", "There is no such file.")
 

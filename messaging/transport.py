@@ -31,6 +31,8 @@ from typing import Any
 
 log = logging.getLogger("chat")
 
+BODY_CHUNK = 64 * 1024  # what daphne hands on of a request body at a time
+
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -341,6 +343,11 @@ def daphne_spools_bodies() -> None:
         if scope.get("type") != "http":
             return original(self, protocol, scope)
         assert "application_instance" not in self.connections[protocol]
+        # daphne hands a body on in chunks of request_buffer_size, 8 KiB by
+        # default (its command line cannot change it): 128 puts, reads and
+        # writes on the event loop per MiB, which fifty uploads at once made
+        # a second of the chat's latency. One chunk is in memory at a time.
+        self.request_buffer_size = max(self.request_buffer_size, BODY_CHUNK)
         input_queue = SpooledBodyQueue()
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(

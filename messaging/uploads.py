@@ -9,18 +9,19 @@ token as ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
+import shutil
+import tempfile
 from typing import Any
 from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.datastructures import MultiValueDict
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 
@@ -29,7 +30,9 @@ from accounts.models import User as UserModel
 from core import metrics
 from core.errors import ServiceError
 
-from . import selectors, services, wire
+from . import selectors, services, upload_worker, wire
+from .models import Attachment
+from .runtime import runtime
 from .services.attachments import storage
 
 log = logging.getLogger("chat")
@@ -37,6 +40,7 @@ log = logging.getLogger("chat")
 UPLOAD_PATH = "/files/"
 # A multipart body is the file plus its part headers and boundaries.
 MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 64 * 1024
 
 STATUS = {"invalid": 400, "not_logged_in": 401, "forbidden": 403, "not_found": 404, "too_large": 413}
 STATUS["rate_limited"] = 429
@@ -51,20 +55,7 @@ def _body_limit() -> int:
 
 
 def _too_large() -> str:
-    return f"A file may be at most {settings.CHAT_ATTACHMENT_MAX_BYTES / (1024 * 1024):g} MiB."
-
-
-class _Limit(FileUploadHandler):
-    """Counts a file's bytes as the parser streams them, and stops the
-    upload past the limit (a body without Content-Length, or one that lies)."""
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
-        if start + len(raw_data) > settings.CHAT_ATTACHMENT_MAX_BYTES:
-            raise StopUpload(connection_reset=False)
-        return raw_data
-
-    def file_complete(self, file_size: int) -> None:
-        return None
+    return upload_worker.too_large(settings.CHAT_ATTACHMENT_MAX_BYTES)
 
 
 async def _user(request: HttpRequest) -> tuple[UserModel | None, bool]:
@@ -83,40 +74,41 @@ async def _user(request: HttpRequest) -> tuple[UserModel | None, bool]:
 
 def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
     """Django's CSRF check, for uploads with the cookie (a bearer token is
-    never sent by a browser on its own, so it needs none)."""
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    never sent by a browser on its own, so it needs none). The token comes
+    in the X-CSRFToken header (docs/protocol.md): Django's check would look
+    in the form first, parsing the whole body here, on the event loop."""
+    request._post, request._files = QueryDict(), MultiValueDict()  # type: ignore[attr-defined]
+    try:
+        return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    finally:
+        del request._post, request._files  # type: ignore[attr-defined]
 
 
-def _parse(request: HttpRequest) -> tuple[Any, str]:
-    """The one file of the request (field `file`), streamed to a temporary
-    file by Django past FILE_UPLOAD_MAX_MEMORY_SIZE."""
-    upload = request.FILES.get("file")
-    if upload is None:
-        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.CHAT_ATTACHMENT_MAX_BYTES:
-            raise ServiceError("too_large", _too_large())
-        raise ServiceError("invalid", "Send one file, in the form field `file`.")
-    if len(request.FILES.getlist("file")) > 1:
-        raise ServiceError("invalid", "One file per upload.")
-    return upload, request.POST.get("name") or upload.name or ""
+def _body_saved(request: HttpRequest) -> str:
+    """A folder of the upload's own, with the request's body in it as
+    `body`, copied in chunks (the server spooled it to disk already)."""
+    folder = tempfile.mkdtemp(prefix="upload-", dir=settings.FILE_UPLOAD_TEMP_DIR)
+    try:
+        with open(os.path.join(folder, "body"), "wb") as out:
+            shutil.copyfileobj(request, out, CHUNK)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
 
 
-_pool: ThreadPoolExecutor | None = None
+def _job(request: HttpRequest, folder: str) -> upload_worker.Job:
+    return upload_worker.Job(
+        folder=folder,
+        content_type=request.META.get("CONTENT_TYPE", ""),
+        content_length=int(request.META.get("CONTENT_LENGTH") or 0),
+        settings={name: getattr(settings, name) for name in upload_worker.SETTINGS},
+    )
 
 
-def _workers() -> ThreadPoolExecutor:
-    """The threads that parse and check uploads, CHAT_UPLOAD_THREADS of them
-    (2): fifty uploads at once then queue for them instead of taking every
-    core from the event loop and the database thread, so chat messages keep
-    their latency (docs/performance.md)."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(settings.CHAT_UPLOAD_THREADS, thread_name_prefix="upload")
-    return _pool
-
-
-def _check(request: HttpRequest) -> tuple[Any, services.attachments.Checked]:
-    upload, name = _parse(request)
-    return upload, services.attachment_check(file=upload, name=name, size=upload.size)
+def _store(uploader: UserModel, outcome: upload_worker.Outcome) -> Attachment:
+    with open(outcome.file, "rb") as file:
+        return services.attachment_store(uploader=uploader, file=file, checked=outcome.checked)
 
 
 @csrf_exempt
@@ -130,24 +122,24 @@ async def upload(request: HttpRequest) -> HttpResponse:
         return _error("not_logged_in", "Log in to upload files.")
     if int(request.META.get("CONTENT_LENGTH") or 0) > _body_limit():
         return _error("too_large", _too_large())
-    # Before anything reads the body (the CSRF check may read the form).
-    request.upload_handlers = [_Limit(request), *request.upload_handlers]
-    if not bearer:
-        refusal = await sync_to_async(_csrf_refusal, thread_sensitive=False)(request)
-        if refusal is not None:
-            return _error("forbidden", "The upload lacks the page's CSRF token; reload the page.")
+    if not bearer and _csrf_refusal(request) is not None:
+        return _error("forbidden", "The upload lacks the page's CSRF token; reload the page.")
+    folder = await sync_to_async(_body_saved, thread_sensitive=False)(request)
     try:
-        # Parsing and Pillow are CPU and disk work: a worker thread, not
-        # the event loop (nor the one thread Django's sync views share).
-        file, checked = await asyncio.get_running_loop().run_in_executor(_workers(), _check, request)
-        attachment = await sync_to_async(services.attachment_store)(uploader=user, file=file, checked=checked)
+        # Parsing and Pillow hold a GIL for much of their work: another
+        # process's (runtime.upload_check), not this one's, whose event
+        # loop serves every chat socket. Storing streams from the file the
+        # check left in the folder.
+        outcome = await runtime.upload_check(_job(request, folder))
+        if outcome.error is not None:
+            code, message, extra = outcome.error
+            raise ServiceError(code, message, **extra)
+        attachment = await sync_to_async(_store)(user, outcome)
     except ServiceError as e:
         metrics.uploads.labels(e.code).inc()
         return _error(e.code, e.message, **e.extra)
     finally:
-        if hasattr(request, "_files"):
-            for f in request.FILES.values():
-                f.close()  # type: ignore[union-attr]
+        await sync_to_async(shutil.rmtree, thread_sensitive=False)(folder, ignore_errors=True)
     metrics.uploads.labels("stored").inc()
     metrics.upload_bytes.inc(attachment.size)
     return JsonResponse(wire.attachment_object(attachment), status=201)

@@ -211,3 +211,29 @@ def test_failed_logins_and_lockouts_are_logged_without_the_password(caplog, sett
     assert "now locked" in text
     assert "login refused: alice from 192.0.2.7 is locked" in text
     assert "guess-42" not in text
+
+
+@pytest.mark.django_db
+def test_the_active_user_count_follows_every_way_users_change():
+    """Triggers keep it (broadcasts read it instead of counting users)."""
+    from accounts.models import ActiveUserCount, User
+    from accounts.selectors import active_user_count
+
+    def real() -> int:
+        return User.objects.filter(is_active=True).count()
+
+    base = active_user_count()
+    assert base == real()
+    make_user("one")
+    User.objects.bulk_create([User(username=f"bulk{i}") for i in range(5)] + [User(username="off", is_active=False)])
+    assert active_user_count() == real() == base + 6
+    User.objects.filter(username__startswith="bulk").update(is_active=False)
+    User.objects.filter(username="off").update(is_active=True, last_login=None)
+    User.objects.filter(username="one").update(last_login=None)  # no change of is_active
+    assert active_user_count() == real() == base + 2
+    User.objects.filter(username__in=["one", "bulk0"]).delete()
+    assert active_user_count() == real() == base + 1
+    ActiveUserCount.objects.all().delete()  # as a TRUNCATE leaves it
+    assert active_user_count() == real() == base + 1
+    make_user("two")
+    assert active_user_count() == real() == base + 2

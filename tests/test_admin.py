@@ -127,7 +127,7 @@ def test_messages_newest_first_deleted_marked_and_filtered_quote_finds_nothing(s
 
 
 def test_messages_are_read_only(staff, people):
-    message_id = Delivery.objects.first().message_id
+    message_id = Message.objects.first().pk
     assert staff.get(f"/admin/messaging/message/{message_id}/change/").status_code == 200
     assert staff.post(f"/admin/messaging/message/{message_id}/change/", {"body": "edited"}).status_code == 403
     assert staff.get("/admin/messaging/message/add/").status_code == 403

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
+import time
 import zlib
 from datetime import timedelta
 
@@ -237,6 +240,7 @@ def test_a_broadcast_carries_attachments(alice, bob, capture_pushes):
     with capture_pushes() as pushes:
         services.message_broadcast(sender=alice, body="look", attachments=[pic.pk])
     assert pushes[0].event["frames"][0]["attachments"][0]["id"] == pic.pk
+    services.presence_claim(user=bob, channel_name="c-bob")  # his login brings it
     [obj] = selectors.message_history(user=bob, peer=None)
     assert obj["attachments"][0]["id"] == pic.pk
 
@@ -608,6 +612,58 @@ def test_the_data_export_lists_each_messages_files(alice, bob):
     services.message_send(sender=alice, to_username="bob", body="plain")
     data = json.loads(b"".join(_logged_in(bob).get("/account/data.json").streaming_content))
     assert [[f["name"] for f in m["attachments"]] for m in data["messages_received"]] == [["a.pdf"], []]
+
+
+def test_uploads_are_checked_in_other_processes_at_a_lower_priority(alice, monkeypatch):
+    """Parsing and Pillow run out of the server process (its event loop keeps
+    its GIL), niced below it; a worker that dies is replaced."""
+    from messaging.runtime import runtime
+
+    outcomes = []
+    check = runtime.upload_check
+
+    async def spy(job):
+        outcome = await check(job)
+        outcomes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(runtime, "upload_check", spy)
+    client = _logged_in(alice)
+    assert _post(client, png(), "pic.png").status_code == 201
+    assert _post(client, HTML, "cat.png").status_code == 400
+    assert _post(client, PDF, "a.pdf").status_code == 201
+    workers = {o.pid for o in outcomes}
+    assert len(outcomes) == 3 and os.getpid() not in workers
+    worker = workers.pop()
+    assert os.getpriority(os.PRIO_PROCESS, worker) > os.getpriority(os.PRIO_PROCESS, 0)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not runtime.upload_pool._broken and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _post(client, PDF, "b.pdf").status_code == 201
+    assert outcomes[-1].pid != worker and Attachment.objects.count() == 3
+
+
+def test_an_upload_process_ends_with_its_server():
+    """A server killed (it never stops its pool) leaves no upload process behind."""
+    import subprocess
+    import sys
+
+    code = "import django; django.setup(); from messaging.runtime import runtime; import os, time; "
+    code += "print(runtime._upload_pool().submit(os.getpid).result(), flush=True); time.sleep(60)"
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    worker = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the upload process outlived its server")
 
 
 def test_uploads_are_counted_for_metrics(alice):

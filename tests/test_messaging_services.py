@@ -71,6 +71,10 @@ def test_broadcast_reaches_all_but_sender_and_blockers(alice, bob):
     online(bob)
     done = services.message_broadcast(sender=alice, body="all")
     assert (done.live, done.stored) == (1, 1)
+    # dave was offline: his row is written when he logs in (mailbox).
+    assert set(Delivery.objects.filter(message=done.message).values_list("recipient__username", flat=True)) == {"bob"}
+    online(carol)
+    online(dave)
     assert set(Delivery.objects.filter(message=done.message).values_list("recipient__username", flat=True)) == {
         "bob",
         "dave",
@@ -88,6 +92,7 @@ def test_a_flushed_page_is_the_message_events_of_what_waited(alice, bob):
         wire.message_event(Message.objects.select_related("sender", "recipient").get(pk=m.pk), stored=True)
         for m in (private, everyone)
     ]
+    online(bob)  # his login writes the broadcast into his mailbox
     assert services.delivery_flush_page(user=bob) == expected
     assert expected[0]["edited_at"] is not None and expected[1]["to"] is None
 

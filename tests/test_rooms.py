@@ -301,6 +301,7 @@ def test_rooms_list_last_unread_and_order(users):
     assert read(users["carol"], first, 1).code == "unknown_room"
     # A room mark is not the broadcast mark.
     services.message_broadcast(sender=users["alice"], body="all")
+    online(users["bob"])
     [broadcasts] = selectors.conversation_list(user=users["bob"])
     assert broadcasts["unread"] == 1
 
@@ -380,6 +381,7 @@ def test_replies_stay_in_their_conversation(users):
         "unknown_message"
     )
     services.message_send(sender=users["alice"], to_username="carol", body="ok", reply_to=private.id)
+    online(users["alice"])  # her login brings the broadcast she missed
     services.message_broadcast(sender=users["alice"], body="ok", reply_to=broadcast.id)
     # Carol cannot see the room: she cannot reply to it from anywhere.
     assert code_of(services.message_broadcast, sender=users["carol"], body="x", reply_to=in_room.id) == (

@@ -86,7 +86,7 @@ async def test_a_rolling_restart_under_load_loses_nothing():
     from django.conf import settings
     from django.db import connection
 
-    from chatclient.core import ChatClient
+    from chatclient.client import ChatClient
 
     from .conftest import need
     from .test_terminal_client import Lines

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from chatclient.core import ChatClient, render_message
+from chatclient.client import ChatClient
+from chatclient.text import render_message
 from messaging.models import Attachment
 
 from .helpers import PASSWORD

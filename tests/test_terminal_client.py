@@ -21,10 +21,12 @@ from django.contrib.auth.hashers import Argon2PasswordHasher
 from prompt_toolkit.document import Document
 
 from accounts.models import User
-from chatclient import connection, core, protocol
+from chatclient import connection, protocol
+from chatclient.client import ChatClient
+from chatclient.commands import COMMANDS, HELP
 from chatclient.connection import ConnectFailed, NotAChatServer
-from chatclient.core import COMMANDS, HELP, ChatClient, render_message
 from chatclient.protocol import Closed
+from chatclient.text import render_message
 from chatclient.tui import ChatCompleter
 from messaging.models import Message, Presence
 
@@ -581,7 +583,7 @@ async def test_the_login_deadline_goes_unnoticed(transactional_db):
 
 
 async def test_an_old_anonymous_connection_is_replaced_before_logging_in(server, monkeypatch):
-    monkeypatch.setattr(core, "ANONYMOUS_FOR", 0.5)
+    monkeypatch.setattr("chatclient.client.ANONYMOUS_FOR", 0.5)
     await signup(server.url, "alice")
     alice, lines = await client_for(server)
     old, asked = alice.conn, []

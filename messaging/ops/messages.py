@@ -5,7 +5,7 @@ a user (`room` for `to` or `with`, protocol 1.2)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 
@@ -29,15 +29,7 @@ async def send(conn: Connection, request: Request) -> dict[str, Any]:
     if request.has("room"):
         return await _send_to_room(conn, request)
     to = request.username("to")
-    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
-    reply_to = _reply_to(request)
-    attachments = _attachments(request)
-    sent = await runtime.writer.submit(
-        services.SendRequest(
-            sender=conn.me, to_username=to, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
-        )
-    )
+    sent = await runtime.writer.submit(services.SendRequest(sender=conn.me, to_username=to, **_message(request)))
     metrics.messages_accepted.labels("private").inc()
     metrics.deliveries.labels("live" if sent.live else "stored").inc()
     return {
@@ -51,30 +43,31 @@ async def _send_to_room(conn: Connection, request: Request) -> dict[str, Any]:
     if request.has("to"):
         raise ServiceError("invalid", "Send to a user (to) or to a room (room), not both.")
     room = room_id(request)
-    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
-    reply_to = _reply_to(request)
-    attachments = _attachments(request)
-    done = await runtime.writer.submit(
-        services.RoomSendRequest(
-            sender=conn.me, room_id=room, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
-        )
-    )
+    done = await runtime.writer.submit(services.RoomSendRequest(sender=conn.me, room_id=room, **_message(request)))
     return _fanned_out(done, "room")
 
 
 @op("broadcast", lasting=True)
 async def broadcast(conn: Connection, request: Request) -> dict[str, Any]:
-    body = request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES)
-    client_id = request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX)
-    reply_to = _reply_to(request)
-    attachments = _attachments(request)
-    done = await runtime.writer.submit(
-        services.BroadcastRequest(
-            sender=conn.me, body=body, client_id=client_id, reply_to=reply_to, attachments=attachments
-        )
-    )
+    done = await runtime.writer.submit(services.BroadcastRequest(sender=conn.me, **_message(request)))
     return _fanned_out(done, "broadcast")
+
+
+class MessageFields(TypedDict):
+    body: str
+    client_id: str | None
+    reply_to: int | None
+    attachments: tuple[int, ...]
+
+
+def _message(request: Request) -> MessageFields:
+    """The fields every kind of message takes, checked in one place."""
+    return {
+        "body": request.text("body", max_length=settings.CHAT_MAX_FRAME_BYTES),
+        "client_id": request.optional_text("client_id", min_length=1, max_length=CLIENT_ID_MAX),
+        "reply_to": _reply_to(request),
+        "attachments": _attachments(request),
+    }
 
 
 def _fanned_out(done: services.Broadcasted, kind: str) -> dict[str, Any]:

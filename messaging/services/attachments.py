@@ -49,7 +49,7 @@ class Checked:
 def attachment_check(*, file: IO[bytes], name: str, size: int) -> Checked:
     """Every check of one file that needs no database (the name, the type,
     the size, the bytes; an image is decoded and re-encoded). CPU-bound:
-    callers on the event loop run it in a thread."""
+    the upload view runs it in an upload process (upload_worker)."""
     name = files.name_clean(name)
     content_type = files.content_type_of(name)
     limit = settings.CHAT_ATTACHMENT_MAX_BYTES

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
+from accounts import selectors as account_selectors
 from accounts.models import User as UserModel
 from core import metrics
 from core.errors import ServiceError
@@ -34,6 +35,7 @@ from .. import events, wire
 from ..models import Block, ClientRequest, Delivery, Edit, Message, Presence, RoomMember
 from ..selectors import live_presence, online_cutoff, visible_replies
 from .attachments import AttachmentClaims
+from .mailbox import broadcasts_fence
 
 User = get_user_model()
 log = logging.getLogger("chat")
@@ -417,7 +419,9 @@ def _fanned_out(
 def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcasted | ServiceError]:
     """Store broadcasts for every active user but the sender and those who
     block the sender; each result counts who was online and who will get it
-    at their next login."""
+    at their next login. Only users with presence get a row now; the others
+    get theirs when they log in (mailbox), so a broadcast costs what its
+    online audience costs, however many users are registered."""
 
     def prepare(todo: list[int], now: datetime) -> Check:
         limited = {requests[i].sender.pk for i in todo if requests[i].rate_limit}
@@ -433,11 +437,12 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         return check
 
     def store(r: BroadcastRequest, body: str, now: datetime, attach: Callable[[Message], wire.Extras]) -> Broadcasted:
+        broadcasts_fence(exclusive=True)  # before the id is taken
         message = Message.objects.create(
             kind=Message.Kind.BROADCAST, sender=r.sender, body=body, sent_at=now, reply_to_id=r.reply_to
         )
         extras = attach(message)
-        live, stored = _fan_out(message, now)
+        live, stored = _fan_out_broadcast(message, now)
         blockers = set(Block.objects.filter(blocked=r.sender).values_list("blocker_id", flat=True))
         events.push_to_everyone(
             [wire.message_event(message, stored=False, extras=extras)], exclude_user_ids=blockers | {r.sender.pk}
@@ -474,7 +479,7 @@ def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcast
             kind=Message.Kind.ROOM, sender=r.sender, room_id=r.room_id, body=body, sent_at=now, reply_to_id=r.reply_to
         )
         extras = attach(message)
-        live, stored = _fan_out(message, now, room_id=r.room_id)
+        live, stored = _fan_out_room(message, now, room_id=r.room_id)
         # To the members online only, through the hubs: one layer message per process.
         online = Delivery.objects.filter(message=message, pushed_at__isnull=False).values_list(
             "recipient_id", flat=True
@@ -485,16 +490,51 @@ def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcast
     return _fanned_out(requests, Message.Kind.ROOM, prepare, store)
 
 
-def _fan_out(message: Message, now: datetime, *, room_id: int | None = None) -> tuple[int, int]:
-    """One pending delivery per recipient (every active user, or the members
-    of `room_id`), written by the database itself in one INSERT ... SELECT
-    (ten thousand rows without a round trip each). Returns (online
+def _fan_out_broadcast(message: Message, now: datetime) -> tuple[int, int]:
+    """A pending delivery for each user with presence (live, or a stale row
+    whose connection may still be there) but the sender and those who block
+    the sender, in one INSERT ... SELECT; the rest of the audience is
+    counted, not written (mailbox). CROSS JOIN keeps SQLite from walking
+    every user to find the few with presence (it keeps the order written;
+    PostgreSQL plans it like any join). Returns (online, offline)
+    recipients."""
+    user, delivery, block, presence = (m._meta.db_table for m in (User, Delivery, Block, Presence))
+    ops = connection.ops
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {delivery} (message_id, recipient_id, pushed_at, acked_at)
+            SELECT %s, u.id, CASE WHEN p.heartbeat_at >= %s THEN %s ELSE NULL END, NULL
+            FROM {presence} p CROSS JOIN {user} u
+            WHERE u.id = p.user_id AND u.is_active AND u.id <> %s
+              AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
+            """,
+            [
+                message.pk,
+                ops.adapt_datetimefield_value(online_cutoff(now)),
+                ops.adapt_datetimefield_value(now),
+                message.sender_id,
+                message.sender_id,
+            ],
+        )
+        cursor.execute(f"SELECT COUNT(pushed_at) FROM {delivery} WHERE message_id = %s", [message.pk])
+        (live,) = cursor.fetchone()
+    sender_active = User.objects.filter(pk=message.sender_id, is_active=True).exists()
+    audience = (
+        account_selectors.active_user_count()
+        - sender_active
+        - Block.objects.filter(blocked=message.sender_id, blocker__is_active=True).count()
+    )
+    return live, max(audience - live, 0)
+
+
+def _fan_out_room(message: Message, now: datetime, *, room_id: int) -> tuple[int, int]:
+    """One pending delivery per member but the sender and those who block
+    the sender, written by the database itself in one INSERT ... SELECT (a
+    room of a thousand without a round trip each). Returns (online
     recipients, offline recipients)."""
     user, delivery, block, presence, member = (m._meta.db_table for m in (User, Delivery, Block, Presence, RoomMember))
     ops = connection.ops
-    in_room, room_params = (
-        ("", []) if room_id is None else (f"JOIN {member} rm ON rm.user_id = u.id AND rm.room_id = %s", [room_id])
-    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -502,7 +542,7 @@ def _fan_out(message: Message, now: datetime, *, room_id: int | None = None) -> 
             SELECT %s, u.id, CASE WHEN p.user_id IS NULL THEN NULL ELSE %s END, NULL
             FROM {user} u
             LEFT JOIN {presence} p ON p.user_id = u.id AND p.heartbeat_at >= %s
-            {in_room}
+            JOIN {member} rm ON rm.user_id = u.id AND rm.room_id = %s
             WHERE u.is_active AND u.id <> %s
               AND NOT EXISTS (SELECT 1 FROM {block} b WHERE b.blocker_id = u.id AND b.blocked_id = %s)
             """,
@@ -510,7 +550,7 @@ def _fan_out(message: Message, now: datetime, *, room_id: int | None = None) -> 
                 message.pk,
                 ops.adapt_datetimefield_value(now),
                 ops.adapt_datetimefield_value(online_cutoff(now)),
-                *room_params,
+                room_id,
                 message.sender_id,
                 message.sender_id,
             ],

@@ -19,6 +19,7 @@ from core.errors import ServiceError
 from .. import events
 from ..models import Presence
 from ..selectors import online_cutoff
+from .mailbox import broadcasts_fence, mailbox_catch_up, mailbox_mark
 
 User = get_user_model()
 
@@ -29,9 +30,12 @@ PID = os.getpid()
 
 def _presence_end(*, user_id: int, username: str, channel_name: str, last_seen: datetime) -> bool:
     """Delete the row if `channel_name` still holds it, record when the user
-    was last seen, and tell everyone they went offline. The one teardown."""
+    was last seen, and tell everyone they went offline. The one teardown:
+    from here on broadcasts wait for the user's next login (mailbox)."""
+    broadcasts_fence(exclusive=False)
     deleted, _ = Presence.objects.filter(user_id=user_id, channel_name=channel_name).delete()
     if deleted:
+        mailbox_mark(user_ids=[user_id])
         User.objects.filter(pk=user_id).update(last_seen=last_seen)
         events.push_presence(username, online=False)
     return bool(deleted)
@@ -60,11 +64,13 @@ def presence_claim(
     }
     for _ in range(3):
         with transaction.atomic():
+            broadcasts_fence(exclusive=False)
             try:
                 with transaction.atomic():
                     Presence.objects.create(user=user, **fields)
                 replaced = None
                 came_online = True
+                mailbox_catch_up(user=user)
             except IntegrityError:
                 row = Presence.objects.select_for_update().filter(user=user).first()
                 if row is None:
@@ -79,6 +85,8 @@ def presence_claim(
                 for name, value in fields.items():
                     setattr(row, name, value)
                 row.save()
+                # Present all along (a broadcast writes a row for a stale
+                # row too): nothing to catch up.
             User.objects.filter(pk=user.pk).update(last_login=now)
             if replaced:
                 events.push_session_replaced(replaced)
@@ -102,6 +110,7 @@ def presence_disconnect(
     """End the user's live connection, wherever it is; `action` tells the
     client what to do next (reconnect, log in again, or stop)."""
     with transaction.atomic():
+        broadcasts_fence(exclusive=False)
         row = Presence.objects.select_for_update().filter(user=user).first()
         if row is None:
             return False

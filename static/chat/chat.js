@@ -1,8 +1,10 @@
-// The chat page: protocol 1.1 over one WebSocket (docs/protocol.md), as ES
+// The chat page: protocol 1.2 over one WebSocket (docs/protocol.md), as ES
 // modules with no build step. This module wires the others together:
-// connection.js (the socket), store.js (what the page knows), outbox.js
-// (sending), messages.js, sidebar.js, composer.js and search.js (the view),
-// alerts.js.
+// connection.js (the socket), store.js (what the page knows and is doing:
+// its one store of state, which the other modules read), outbox.js
+// (sending), messages.js, sidebar.js, composer.js, rooms.js, search.js and
+// attachments.js (the view), alerts.js. It keeps no state of its own: it
+// changes the store through the store's methods, then shows the result.
 
 import { Alerts } from "./alerts.js";
 import { attachmentSummary, Tray, Viewer } from "./attachments.js";
@@ -29,16 +31,8 @@ import {
 const app = $("app");
 const me = app.dataset.username;
 const loginUrl = app.dataset.loginUrl;
-const store = new Store(me);
 const saved = new Saved(me);
-
-let live = false; // logged in on the current socket
-let stopped = false; // replaced or ended: no reconnecting by itself
-let elsewhere = false; // this socket was told the user is online elsewhere
-let wantTakeover = false;
-let inactive = false; // another window of this user has the chat
-let loadingEarlier = null; // the older page on its way
-const supports = { typing: true }; // switched off when the server refuses an op
+const store = new Store(me, saved);
 
 const conn = new Connection({
   onOpen: opened,
@@ -50,7 +44,6 @@ const alerts = new Alerts({ saved, icons: app.dataset.icons });
 const sidebar = new Sidebar(store, {
   open: (key) => openConversation(key, { focus: true }),
   unblock: (name) => setBlocked(name, false),
-  draft: (key) => composer.drafts[key],
 });
 const list = new MessageList({
   box: $("messages"),
@@ -71,7 +64,7 @@ const list = new MessageList({
 const outbox = new Outbox({
   saved,
   request: (type, fields) => conn.request(type, fields),
-  canSend: () => live,
+  canSend: () => store.live,
   onChange: outboxChanged,
   onSent: sent,
 });
@@ -88,11 +81,12 @@ const tray = new Tray({
 });
 new Viewer({ dialog: $("viewer"), list: $("message-list") });
 const composer = new Composer({
-  saved,
+  store,
   tray,
   hooks: {
     send: (key, body, files) => {
-      outbox.add(key, body, files, replyingTo?.key === key ? replyingTo.quote : null);
+      const replying = store.replyingTo;
+      outbox.add(key, body, files, replying?.key === key ? replying.quote : null);
       setReply(null);
     },
     typing,
@@ -105,9 +99,7 @@ const rooms = new Rooms(store, {
   open: (key) => openConversation(key, { focus: true }),
   announce: (t) => alerts.announce(t),
   created: (room) => {
-    const c = store.conv(roomKey(room.id));
-    c.setInfo(room);
-    c.touched = Number.MAX_SAFE_INTEGER - 1;
+    const c = store.roomCreated(room);
     sidebar.conversations();
     return c.key;
   },
@@ -138,24 +130,22 @@ async function opened() {
   const who = await conn.request("whoami");
   if (who.type !== "ok") return;
   if (who.username) loggedIn();
-  else if (wantTakeover) takeOver();
-  else if (!elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
+  else if (store.wantTakeover) takeOver();
+  else if (!store.elsewhere) location.href = loginUrl; // logged out elsewhere, or expired
 }
 
-/** Disconnected or inactive: who is online is not known any more. */
-function presenceUnknown() {
-  store.presenceKnown = false;
+/** Who is online, or that it is not known (disconnected or inactive). */
+function showPresence() {
   sidebar.people();
   sidebar.conversations();
   sidebar.header();
 }
 
 function closed() {
-  live = false;
-  elsewhere = false;
-  presenceUnknown();
+  store.socketClosed();
+  showPresence();
   outboxChanged();
-  if (stopped) return false;
+  if (store.stopped) return false;
   setStatus("offline", "Offline");
   return true;
 }
@@ -166,10 +156,10 @@ function waiting(seconds) {
 }
 
 async function takeOver() {
-  wantTakeover = false;
+  store.setTakeover(false);
   if (!conn.isOpen) {
-    wantTakeover = true;
-    stopped = false;
+    store.setTakeover(true);
+    store.restart();
     conn.connect();
     return;
   }
@@ -178,40 +168,29 @@ async function takeOver() {
   else if (reply.code === "unavailable") {
     // The server cannot complete a login just now (its Redis is down): try again.
     setStatus("connecting", "Connecting…", " — the server is briefly unavailable");
-    wantTakeover = true;
+    store.setTakeover(true);
     setTimeout(takeOver, (reply.retry_after || 2) * 1000);
   } else if (reply.code !== "disconnected") location.href = loginUrl;
 }
 
 async function loggedIn() {
-  live = true;
-  stopped = false;
-  elsewhere = false;
-  setInactive(false);
+  store.loggedIn();
+  showInactive();
   conn.healthy();
   hideBanner();
   setStatus("online", "Connected");
   outbox.flush();
   outboxChanged();
-  // What other conversations missed while offline (one's own messages from
-  // elsewhere, edits, deletions) is not pushed: they load again when opened.
-  for (const c of store.convs.values()) {
-    if (c !== store.current && c.loaded) {
-      c.loaded = false;
-      c.complete = false;
-      c.messages.clear();
-    }
-  }
+  store.unloadHidden();
   await Promise.all([loadConversations(), loadRooms(), loadPeople(), loadBlocked()]);
   await refreshOpen();
 }
 
 /** Inactive, the composer is off and says how to take the chat back here,
  * rather than taking what is typed and keeping it from going. */
-function setInactive(yes) {
-  inactive = yes;
-  composer.setEnabled(!yes);
-  $("inactive-note").hidden = !yes;
+function showInactive() {
+  composer.setEnabled(!store.inactive);
+  $("inactive-note").hidden = !store.inactive;
 }
 
 function showBanner(text, action, onAction) {
@@ -260,19 +239,18 @@ function frameArrived(frame) {
       reactionArrived(frame);
       break;
     case "error":
-      if (frame.code === "already_online" && !wantTakeover) {
-        elsewhere = true;
-        setInactive(true);
-        presenceUnknown();
+      if (frame.code === "already_online" && !store.wantTakeover) {
+        store.openElsewhere();
+        showInactive();
+        showPresence();
         showBanner("Chat is open in another window.", "Use here", takeOver);
         setStatus("offline", "Open elsewhere");
       }
       break;
     case "session_replaced":
-      stopped = true;
-      live = false;
-      setInactive(true);
-      presenceUnknown();
+      store.replaced();
+      showInactive();
+      showPresence();
       showBanner("Chat is open in another window.", "Use here", takeOver);
       setStatus("offline", "Open elsewhere");
       break;
@@ -284,20 +262,19 @@ function frameArrived(frame) {
 
 /** The server ends the socket (code 4003) and says what to do next. */
 function sessionEnded({ reason, action }) {
-  live = false;
+  store.ended(action);
   if (action === "reconnect") {
     // Only the connection expired: the closing socket reconnects, with backoff.
     setStatus("offline", "Reconnecting…");
     return;
   }
-  stopped = true;
   setStatus("offline", "Disconnected");
   if (action === "login") {
     showBanner(reason || "Your session ended.", "Log in again", () => (location.href = loginUrl));
   } else {
     // "stop" (an administrator ended it), or a server that does not say.
     showBanner(reason || "The server ended your session.", "Reconnect", () => {
-      stopped = false;
+      store.restart();
       conn.connect();
     });
   }
@@ -309,22 +286,10 @@ async function loadConversations() {
   const reply = await conn.request("conversations");
   if (reply.type !== "ok") return;
   for (const entry of reply.conversations)
-    listed(store.conv(entry.with === null ? EVERYONE : entry.with), entry.last, entry.unread);
+    store.listed(entry.with === null ? EVERYONE : entry.with, entry.last, entry.unread);
   sidebar.conversations();
   unreadChanged();
-  markRead();
-}
-
-/** A conversation's last message and unread count, as a list reply has them. */
-function listed(c, last, unread) {
-  // The count is as of the reply; messages pushed since are counted here.
-  let newer = 0;
-  const lastId = last ? last.id : 0;
-  for (const m of c.messages.values())
-    if (m.id > lastId && m.from !== me && m.id > c.readUpTo) newer += 1;
-  c.unread = unread + newer; // the open one is marked read again below if it is seen
-  c.listedUpTo = lastId;
-  if (last) c.add(last);
+  markRead(); // the open one is read again if it is seen
 }
 
 /** The rooms I am a member of (protocol 1.2), beside the people. */
@@ -333,11 +298,7 @@ async function loadRooms() {
   if (reply.type !== "ok") return;
   const keys = new Set(reply.rooms.map((r) => roomKey(r.id)));
   for (const c of [...store.convs.values()]) if (c.room !== null && !keys.has(c.key)) roomGone(c); // left or removed while away
-  for (const room of reply.rooms) {
-    const c = store.conv(roomKey(room.id));
-    c.setInfo(room);
-    listed(c, room.last, room.unread);
-  }
+  for (const room of reply.rooms) store.roomListed(room);
   sidebar.conversations();
   sidebar.header();
   unreadChanged();
@@ -352,15 +313,8 @@ function roomChanged({ change, room, username }) {
     const c = store.convs.get(key);
     if (c) roomGone(c);
     if (change === "removed") alerts.announce(`You were removed from ${room.name}.`);
-  } else {
-    const isNew = !store.convs.has(key);
-    const c = store.conv(key);
-    c.setInfo(room);
-    if (isNew) {
-      if (room.last) listed(c, room.last, room.unread);
-      c.touched = Number.MAX_SAFE_INTEGER - 1; // a new room goes to the top of the list
-      alerts.announce(`You are now in the room ${room.name}.`);
-    }
+  } else if (store.roomChanged(room)) {
+    alerts.announce(`You are now in the room ${room.name}.`);
   }
   sidebar.conversations();
   sidebar.header();
@@ -370,11 +324,8 @@ function roomChanged({ change, room, username }) {
 
 /** A room I am no longer in: it leaves the list (and the view). */
 function roomGone(c) {
-  store.convs.delete(c.key);
-  if (composer.drafts[c.key] !== undefined) {
-    delete composer.drafts[c.key];
-    saved.set("drafts", composer.drafts);
-  }
+  store.drop(c.key);
+  store.setDraft(c.key, "");
   outbox.entries.filter((e) => e.key === c.key).forEach((e) => outbox.discard(e.cid));
   if (store.open === c.key) openConversation(EVERYONE);
 }
@@ -383,24 +334,9 @@ function roomGone(c) {
 async function loadLatest(c) {
   const limit = Math.min(MAX_PAGE, Math.max(PAGE_SIZE, c.unread + 10));
   const reply = await conn.request("history", { ...c.where, limit });
-  if (reply.type === "ok") {
-    const known = reply.messages.some((m) => c.messages.has(m.id) && store.seen.has(m.id));
-    if (c.loaded && !known && reply.messages.length === limit) {
-      // A gap between what we had and this page: start again from it.
-      c.messages.clear();
-      c.complete = false;
-    }
-    const fresh = reply.messages.filter((m) => !store.seen.has(m.id));
-    for (const m of reply.messages) {
-      store.seen.add(m.id);
-      c.add(m);
-    }
-    if (!c.loaded) c.complete = reply.messages.length < limit;
-    c.loaded = true;
-    return fresh;
-  }
+  if (reply.type === "ok") return store.latestPage(c, reply.messages, limit);
   if (reply.code === "unknown_user" || reply.code === "unknown_room") {
-    store.convs.delete(c.key);
+    store.drop(c.key);
     if (store.open === c.key) openConversation(EVERYONE);
     sidebar.conversations();
   }
@@ -414,12 +350,8 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
   if (reveal) app.classList.add("show-conversation");
   if (focus) composer.focus();
   if (previous === c && c.loaded && list.conv === c) return;
-  if (previous !== c) {
-    previous.firstUnread = null;
-    setReply(null);
-  }
-  store.open = key;
-  if (!c.lastId && key !== EVERYONE) c.touched = Number.MAX_SAFE_INTEGER;
+  if (previous !== c) setReply(null);
+  store.setOpen(key);
   composer.setConversation(key);
   sidebar.header();
   sidebar.conversations();
@@ -432,7 +364,7 @@ async function openConversation(key, { focus = false, reveal = focus } = {}) {
       if (!(await loadOlder(c)) || store.open !== key) return;
     }
   }
-  c.firstUnread = c.findFirstUnread(me);
+  c.placeDivider(me);
   list.show(c, outbox.forKey(key));
   markRead();
   sidebar.conversations();
@@ -449,11 +381,7 @@ async function loadOlder(c) {
     limit: MAX_PAGE,
   });
   if (reply.type !== "ok") return false;
-  for (const m of reply.messages) {
-    store.seen.add(m.id);
-    c.add(m);
-  }
-  c.complete = reply.messages.length < MAX_PAGE;
+  store.olderPage(c, reply.messages, MAX_PAGE);
   return true;
 }
 
@@ -472,27 +400,19 @@ async function refreshOpen() {
 /** The page before the oldest message shown (one request at a time). */
 function loadEarlier() {
   const c = store.current;
-  if (loadingEarlier) return loadingEarlier;
-  if (c.complete || !c.loaded || !c.messages.size || !live) return Promise.resolve();
-  list.setLoading(true);
-  loadingEarlier = (async () => {
+  const none = c.complete || !c.loaded || !c.messages.size || !store.live;
+  if (none && !store.busy("earlier")) return Promise.resolve();
+  return store.once("earlier", async () => {
+    list.setLoading(true);
     const reply = await conn.request("history", {
       ...c.where,
       before: c.oldestId(),
       limit: PAGE_SIZE,
     });
-    loadingEarlier = null;
     list.setLoading(false);
     if (reply.type !== "ok" || store.current !== c) return;
-    const older = reply.messages.filter((m) => !c.messages.has(m.id) && !store.deleted.has(m.id));
-    for (const m of older) {
-      store.seen.add(m.id);
-      c.add(m);
-    }
-    c.complete = reply.messages.length < PAGE_SIZE;
-    list.prepend(older);
-  })();
-  return loadingEarlier;
+    list.prepend(store.olderPage(c, reply.messages, PAGE_SIZE));
+  });
 }
 
 /** Open a conversation at one message (a search result), loading back to it. */
@@ -511,11 +431,9 @@ async function jumpTo(key, id) {
 
 function markRead() {
   const c = store.current;
-  if (!live || document.hidden || !c.loaded || list.conv !== c || !list.atBottom()) return;
-  const upTo = c.lastId;
-  if (!upTo || (upTo <= c.readUpTo && !c.unread)) return;
-  c.unread = 0;
-  c.readUpTo = upTo;
+  if (!store.live || document.hidden || !c.loaded || list.conv !== c || !list.atBottom()) return;
+  const upTo = c.read();
+  if (!upTo) return;
   conn.request("read", { ...c.where, up_to: upTo });
   sidebar.conversations();
   unreadChanged();
@@ -527,39 +445,27 @@ function unreadChanged() {
 
 // --- Receiving -------------------------------------------------------------------------
 
-const acks = [];
-let ackTimer = null;
-
 function ack(id) {
-  acks.push(id);
-  ackTimer ||= setTimeout(function flush() {
-    ackTimer = null;
-    const ids = acks.splice(0, 1000);
-    if (ids.length) conn.send({ type: "ack", ids });
-    if (acks.length) ackTimer = setTimeout(flush, 100);
-  }, 100);
+  store.toAck(id);
+  if (!store.due("ack")) store.later("ack", 100, flushAcks);
+}
+
+function flushAcks() {
+  const ids = store.takeAcks(1000);
+  if (ids.length) conn.send({ type: "ack", ids });
+  if (store.acks.length) store.later("ack", 100, flushAcks);
 }
 
 function received(msg) {
   ack(msg.id); // held by the page now, shown or not
-  if (store.seen.has(msg.id) || store.deleted.has(msg.id)) return; // pushed again, or deleted since
-  store.seen.add(msg.id);
-  const c = store.conv(store.keyOf(msg));
-  // Known from history, or not newer than what the conversation list
-  // counted: in `unread` already (pushes of waiting messages come after it).
-  const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
-  c.add(msg);
-  if (c.touched > msg.id) c.touched = 0; // sorted by its messages from now on
+  const arrived = store.received(msg);
+  if (!arrived) return;
+  const { c, known } = arrived;
   if (c.room !== null && !c.info) loadRooms(); // a message overtook the room's event
   const shown = c === store.current && list.conv === c && c.loaded;
   if (msg.from !== me && !known) {
-    if (c.room === null) store.typing.delete(msg.from);
-    else store.roomTyping.get(c.key)?.delete(msg.from);
     const seenNow = shown && !document.hidden && list.atBottom();
-    if (!seenNow) {
-      c.unread += 1;
-      if (shown && c.firstUnread === null) c.firstUnread = msg.id;
-    }
+    if (!seenNow) c.unseen(msg.id, shown);
     tell(msg, c, shown);
   }
   if (shown) list.add(msg);
@@ -610,14 +516,10 @@ function sent(entry, reply) {
   };
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
-  store.seen.add(reply.id);
-  c.add(msg);
-  if (c.touched) c.touched = 0;
+  store.sent(c, msg);
   if (c === store.current && list.conv === c && c.loaded) list.add(msg);
   sidebar.conversations();
 }
-
-let noteTimer = null;
 
 function outboxChanged() {
   const c = store.current;
@@ -625,15 +527,15 @@ function outboxChanged() {
   const note = $("outbox-note");
   const waitingOnes = outbox.entries.filter((e) => e.state !== "failed").length;
   const paused = outbox.pausedFor();
-  clearTimeout(noteTimer);
+  store.cancel("outbox note");
   if (!waitingOnes) note.hidden = true;
-  else if (!live) {
+  else if (!store.live) {
     note.hidden = false;
     note.textContent = `${waitingOnes === 1 ? "1 message goes" : `${waitingOnes} messages go`} out when you are back online.`;
   } else if (paused) {
     note.hidden = false;
     note.textContent = `You are sending fast: the next message goes in ${paused} s.`;
-    noteTimer = setTimeout(outboxChanged, 1000);
+    store.later("outbox note", 1000, outboxChanged);
   } else note.hidden = true;
 }
 
@@ -652,18 +554,9 @@ function pendingAction(action, cid) {
 
 // --- Receipts, edits and deletions (protocol 1.1) --------------------------------------
 
-function receiptArrived({ status, by, id, up_to: upTo }) {
-  const c = store.convs.get(by);
-  if (!c) return;
-  const changed = [];
-  for (const m of c.messages.values()) {
-    if (m.from !== me) continue;
-    if (status === "delivered" && m.id === id && !m.delivered) m.delivered = true;
-    else if (status === "read" && m.id <= upTo && !m.read) m.read = m.delivered = true;
-    else continue;
-    changed.push(m);
-  }
-  if (list.conv === c) for (const m of changed) list.update(m);
+function receiptArrived(frame) {
+  const changes = store.receipt(frame);
+  if (changes && list.conv === changes.c) for (const m of changes.changed) list.update(m);
 }
 
 function messageAction(action, id) {
@@ -676,7 +569,6 @@ function messageAction(action, id) {
 // --- Replies and reactions (protocol 1.2) ------------------------------------------------
 
 const EXCERPT_CHARS = 100; // as the server cuts a reply's excerpt
-let replyingTo = null; // {key, quote: {id, from, excerpt}} while the composer answers one
 
 function startReply(id) {
   const msg = store.current.messages.get(id);
@@ -687,7 +579,7 @@ function startReply(id) {
 }
 
 function setReply(reply) {
-  replyingTo = reply;
+  store.setReply(reply);
   $("replying").hidden = !reply;
   if (!reply) return textParts($("replying-text"));
   const { id, from, excerpt } = reply.quote;
@@ -710,17 +602,11 @@ async function react(id, emoji, on) {
   );
 }
 
-function reactionArrived({ id, emoji, by, on }) {
-  const c = store.find(id);
-  const msg = c?.messages.get(id);
-  if (!msg) return; // not loaded: history has it when it is
-  const reactions = { ...(msg.reactions || {}) };
-  const names = (reactions[emoji] || []).filter((n) => n !== by);
-  if (on) names.push(by);
-  // An emoji keeps its place when its last reaction is taken back, as on
-  // the server (shown again there if it comes back); empty ones are not shown.
-  reactions[emoji] = names.sort();
-  c.add({ ...msg, reactions });
+function reactionArrived(frame) {
+  const { id, emoji, by, on } = frame;
+  const changed = store.reacted(frame);
+  if (!changed) return; // not loaded: history has it when it is
+  const { c, msg } = changed;
   if (list.conv === c) list.update(c.messages.get(id));
   if (on && by !== me && msg.from === me)
     alerts.announce(`${by} reacted ${emoji} to your message.`);
@@ -751,11 +637,10 @@ async function saveEdit(id, body) {
   return null;
 }
 
-function edited({ id, body, edited_at: editedAt }) {
-  const c = store.find(id);
+function edited(edit) {
+  const c = store.edited(edit);
   if (!c) return;
-  c.add({ ...c.messages.get(id), body, edited_at: editedAt });
-  if (list.conv === c) list.update(c.messages.get(id));
+  if (list.conv === c) list.update(c.messages.get(edit.id));
   sidebar.conversations();
 }
 
@@ -771,12 +656,8 @@ async function deleteMessage(id) {
 }
 
 function deleted(id) {
-  store.deleted.add(id); // a push that overtook the deletion stays away
-  const c = store.find(id);
+  const c = store.removed(id);
   if (!c) return;
-  const msg = c.messages.get(id);
-  if (msg.from !== me && msg.id > c.readUpTo && c.unread > 0) c.unread -= 1;
-  c.remove(id);
   if (list.conv === c) list.remove(id);
   sidebar.conversations();
   unreadChanged();
@@ -784,52 +665,29 @@ function deleted(id) {
 
 // --- Typing ---------------------------------------------------------------------------------
 
-const TYPING_REPEAT_MS = 3000;
 const TYPING_IDLE_MS = 5000;
 const TYPING_SHOWN_MS = 6000;
-let typingTo = null;
-let typingAt = 0;
-let typingIdle = null;
 
 function typing(key, active) {
-  if (!supports.typing || !live || key === EVERYONE || key === null) return;
-  const now = Date.now();
-  clearTimeout(typingIdle);
-  if (active) {
-    if (typingTo !== key || now - typingAt > TYPING_REPEAT_MS) {
-      typingTo = key;
-      typingAt = now;
-      signalTyping(key, true);
-    }
-    typingIdle = setTimeout(() => typing(key, false), TYPING_IDLE_MS);
-  } else if (typingTo === key) {
-    typingTo = null;
-    typingAt = 0;
-    signalTyping(key, false);
-  }
+  if (!store.supports.typing || !store.live || key === EVERYONE || key === null) return;
+  store.cancel("typing idle");
+  if (store.myTyping(key, active, Date.now())) signalTyping(key, active);
+  if (active) store.later("typing idle", TYPING_IDLE_MS, () => typing(key, false));
 }
 
 async function signalTyping(key, active) {
   const where = key.startsWith(ROOM) ? { room: store.conv(key).room } : { to: key };
   const reply = await conn.request("typing", { ...where, typing: active });
-  if (reply.code === "bad_request") supports.typing = false; // a 1.0 server
+  if (reply.code === "bad_request") store.unsupported("typing"); // a 1.0 server
 }
-
-const typingTimers = new Map();
 
 function typingArrived({ from, room = null, typing: active }) {
   const key = room === null ? from : roomKey(room);
-  const timer = `${key} ${from}`;
-  if (room !== null && !store.roomTyping.has(key)) store.roomTyping.set(key, new Map());
-  const typers = room === null ? store.typing : store.roomTyping.get(key);
-  clearTimeout(typingTimers.get(timer));
-  if (active) {
-    typers.set(from, Date.now() + TYPING_SHOWN_MS);
-    typingTimers.set(
-      timer,
-      setTimeout(() => typingArrived({ from, room, typing: false }), TYPING_SHOWN_MS),
-    );
-  } else typers.delete(from);
+  const timer = `typing ${key} ${from}`;
+  store.cancel(timer);
+  store.setTyping(key, from, active ? Date.now() + TYPING_SHOWN_MS : null);
+  if (active)
+    store.later(timer, TYPING_SHOWN_MS, () => typingArrived({ from, room, typing: false }));
   sidebar.conversations();
   if (store.open === key) sidebar.header();
 }
@@ -838,11 +696,10 @@ function typingArrived({ from, room = null, typing: active }) {
 
 async function loadPeople() {
   const [online, recent] = await Promise.all([conn.request("online"), conn.request("recent")]);
-  if (online.type === "ok") {
-    store.online = new Set(online.users);
-    store.presenceKnown = true;
-  }
-  if (recent.type === "ok") store.recent = new Map(recent.users.map((u) => [u.username, u]));
+  store.setPeople(
+    online.type === "ok" ? online.users : null,
+    recent.type === "ok" ? recent.users : null,
+  );
   sidebar.people();
   sidebar.conversations();
   sidebar.header();
@@ -850,37 +707,24 @@ async function loadPeople() {
 
 async function loadBlocked() {
   const reply = await conn.request("blocked");
-  if (reply.type === "ok") store.blocked = reply.users;
+  if (reply.type === "ok") store.setBlocked(reply.users);
   sidebar.blocked();
   sidebar.header();
 }
 
-let recentTimer = null;
-
 function presenceChanged(online, offline) {
-  const now = new Date().toISOString();
-  for (const name of online) {
-    store.online.add(name);
-    store.recent.set(name, { username: name, online: true, last_seen: now });
-  }
-  for (const name of offline) {
-    store.online.delete(name);
-    store.recent.set(name, { username: name, online: false, last_seen: now });
-  }
+  store.presence(online, offline, new Date().toISOString());
   sidebar.people();
   sidebar.conversations();
   sidebar.header();
   rooms.presence();
-  clearTimeout(recentTimer);
-  recentTimer = setTimeout(loadPeople, 1500);
+  store.later("people", 1500, loadPeople);
 }
 
 async function setBlocked(name, block) {
   const reply = await conn.request(block ? "block" : "unblock", { username: name });
   if (reply.type === "ok" || reply.code === "already_blocked" || reply.code === "not_blocked") {
-    store.blocked = block
-      ? [...new Set([...store.blocked, name])].sort()
-      : store.blocked.filter((n) => n !== name);
+    store.block(name, block);
   } else {
     showProblem(reply.code === "disconnected" ? "Not done: you are offline." : reply.message);
   }
@@ -892,8 +736,7 @@ function showProblem(text) {
   const problem = $("problem");
   problem.textContent = text;
   problem.hidden = false;
-  clearTimeout(showProblem.timer);
-  showProblem.timer = setTimeout(() => (problem.hidden = true), 8000);
+  store.later("problem", 8000, () => (problem.hidden = true));
 }
 
 // --- Wiring ----------------------------------------------------------------------------------
@@ -912,7 +755,7 @@ function wire() {
       input.setAttribute("aria-invalid", "true");
     };
     if (name === me) return fail("That is you.");
-    if (inactive) return fail("Chat is open in another window: use it here first.");
+    if (store.inactive) return fail("Chat is open in another window: use it here first.");
     const reply = await conn.request("history", { with: name, limit: 1 });
     if (reply.type !== "ok") {
       return fail(
@@ -936,7 +779,7 @@ function wire() {
     composer.focus();
   });
   $("body").addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && replyingTo) {
+    if (e.key === "Escape" && store.replyingTo) {
       e.preventDefault();
       setReply(null);
     }
@@ -947,7 +790,7 @@ function wire() {
   });
   // Closing a window whose messages cannot go from it: say so first.
   addEventListener("beforeunload", (e) => {
-    if (inactive && outbox.entries.length) e.preventDefault();
+    if (store.inactive && outbox.entries.length) e.preventDefault();
   });
   $("retry-now").addEventListener("click", () => {
     setStatus("connecting", "Connecting…");
@@ -973,7 +816,7 @@ function wire() {
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {
       markRead();
-      if (!live && !stopped) conn.retryNow();
+      if (!store.live && !store.stopped) conn.retryNow();
     }
   });
   setInterval(() => {
@@ -981,12 +824,11 @@ function wire() {
     sidebar.header();
   }, 30000);
   setInterval(() => {
-    if (live) loadPeople();
+    if (store.live) loadPeople();
   }, 60000);
 }
 
 wire();
-for (const key of Object.keys(composer.drafts)) store.conv(key); // listed, with their drafts
 sidebar.render();
 sidebar.header();
 composer.setConversation(store.open);

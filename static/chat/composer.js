@@ -8,18 +8,18 @@ import { MAX_BODY_CHARS } from "./store.js";
 const SHOW_COUNTER_FROM = MAX_BODY_CHARS - 500;
 
 export class Composer {
-  /** hooks: send(key, body, attachments), typing(key, active), editLast(),
-   * announce(text); tray: the files to send with the next message (attachments.js) */
-  constructor({ saved, hooks, tray }) {
-    this.saved = saved;
+  /** store: where the drafts are (store.js); hooks: send(key, body,
+   * attachments), typing(key, active), editLast(), announce(text); tray:
+   * the files to send with the next message (attachments.js) */
+  constructor({ store, hooks, tray }) {
+    this.store = store;
     this.hooks = hooks;
     this.tray = tray;
     this.form = $("composer");
     this.box = $("body");
     this.button = $("send");
     this.counter = $("counter");
-    this.key = null;
-    this.drafts = saved.get("drafts", {});
+    this.key = null; // the conversation whose draft the box holds
     this.over = false;
     this.form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -45,7 +45,7 @@ export class Composer {
     if (key === this.key) return;
     if (this.key !== null) this.hooks.typing(this.key, false);
     this.key = key;
-    this.box.value = this.drafts[key] || "";
+    this.box.value = this.store.drafts[key] || "";
     this.check();
   }
 
@@ -64,9 +64,7 @@ export class Composer {
 
   changed({ typing = true } = {}) {
     const body = this.box.value;
-    if (body) this.drafts[this.key] = body;
-    else delete this.drafts[this.key];
-    this.saved.set("drafts", this.drafts);
+    this.store.setDraft(this.key, body);
     this.check();
     if (typing) this.hooks.typing(this.key, trimBody(body) !== "");
   }

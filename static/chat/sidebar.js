@@ -7,7 +7,7 @@ import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
 
 export class Sidebar {
-  /** actions: open(key), unblock(name), draft(key) */
+  /** actions: open(key), unblock(name) */
   constructor(store, actions) {
     this.store = store;
     this.actions = actions;
@@ -70,7 +70,7 @@ export class Sidebar {
         button.classList.toggle("is-room", c.room !== null);
         const last = c.last;
         let preview = [];
-        const draft = c.key !== s.open && this.actions.draft(c.key);
+        const draft = c.key !== s.open && s.drafts[c.key];
         const who =
           last?.from === s.me
             ? ["You: "]

@@ -1,5 +1,9 @@
-// What the page knows: conversations and their messages, people, and what
-// it keeps in localStorage (outbox, drafts, settings). No DOM here.
+// What the page knows, in one place: conversations and their messages,
+// people, the state of the connection and the session, what the page is in
+// the middle of (a reply being written, acks and timers due), and what it
+// keeps in localStorage (outbox, drafts, settings). The other modules read
+// the store and change it through its methods; no module keeps state of
+// its own at module level. No DOM here.
 
 export const EVERYONE = "*"; // the conversation key of the broadcasts
 export const PAGE_SIZE = 50; // history messages per request
@@ -9,6 +13,12 @@ export const ROOM = "#"; // a room's conversation key is ROOM + its id (no usern
 
 /** The conversation key of room `id`. */
 export const roomKey = (id) => ROOM + id;
+
+const TYPING_REPEAT_MS = 3000; // while I type, the other side is told again this often
+
+// How the conversation list sorts one with no messages yet (`touched`):
+const OPENED = Number.MAX_SAFE_INTEGER; // opened by hand: first
+const NEW_ROOM = Number.MAX_SAFE_INTEGER - 1; // a room I was just added to: next
 
 export class Conversation {
   constructor(key) {
@@ -84,11 +94,54 @@ export class Conversation {
     }
     return list.length ? list[0].id : null;
   }
+
+  /** Its last message and unread count, as a list reply has them; `me`'s
+   * messages do not count. Messages pushed since the reply are counted
+   * here (the count is as of the reply). */
+  listed(last, unread, me) {
+    let newer = 0;
+    const lastId = last ? last.id : 0;
+    for (const m of this.messages.values())
+      if (m.id > lastId && m.from !== me && m.id > this.readUpTo) newer += 1;
+    this.unread = unread + newer; // the open one is marked read again if it is seen
+    this.listedUpTo = lastId;
+    if (last) this.add(last);
+  }
+
+  /** Forget the messages held: they load again when it is opened. */
+  unload() {
+    this.loaded = false;
+    this.complete = false;
+    this.messages.clear();
+  }
+
+  /** A message arrived that I have not seen: counted, and the divider
+   * goes before it if the conversation is shown without one. */
+  unseen(id, shown) {
+    this.unread += 1;
+    if (shown && this.firstUnread === null) this.firstUnread = id;
+  }
+
+  /** Read up to its last message: that id, or 0 when nothing changed. */
+  read() {
+    const upTo = this.lastId;
+    if (!upTo || (upTo <= this.readUpTo && !this.unread)) return 0;
+    this.unread = 0;
+    this.readUpTo = upTo;
+    return upTo;
+  }
+
+  /** The unread divider: before the first unread message to `me`, or none. */
+  placeDivider(me) {
+    this.firstUnread = this.findFirstUnread(me);
+  }
 }
 
 export class Store {
-  constructor(me) {
+  /** saved: where drafts are kept (Saved, below). */
+  constructor(me, saved) {
     this.me = me;
+    this.saved = saved;
     this.convs = new Map();
     this.open = EVERYONE;
     this.online = new Set();
@@ -101,7 +154,25 @@ export class Store {
     this.deleted = new Set(); // ids deleted while the page was open
     this.typing = new Map(); // username -> time their "typing" expires
     this.roomTyping = new Map(); // room key -> Map(username -> time it expires)
+    this.drafts = saved.get("drafts", {}); // conversation key -> what is typed there, not sent
     this.conv(EVERYONE);
+    for (const key of Object.keys(this.drafts)) this.conv(key); // listed, with their drafts
+
+    // The connection and the session (changed by the methods below).
+    this.live = false; // logged in on the current socket
+    this.stopped = false; // replaced or ended: no reconnecting by itself
+    this.elsewhere = false; // this socket was told the user is online elsewhere
+    this.wantTakeover = false; // take the session over once the socket is open
+    this.inactive = false; // another window of this user has the chat
+    this.supports = { typing: true }; // switched off when the server refuses an op
+
+    // What the page is in the middle of.
+    this.replyingTo = null; // {key, quote: {id, from, excerpt}} while the composer answers one
+    this.typingTo = null; // the conversation told that I type
+    this.typingAt = 0; // when it was told
+    this.acks = []; // ids of messages received, to ack
+    this.timers = new Map(); // name -> the timeout due under it (later())
+    this.tasks = new Map(); // name -> the promise of work on its way (once())
   }
 
   conv(key) {
@@ -175,6 +246,349 @@ export class Store {
       .filter(([, until]) => until > now)
       .map(([name]) => name)
       .sort();
+  }
+
+  // --- The connection and the session ------------------------------------------------
+
+  /** Logged in on the current socket. */
+  loggedIn() {
+    this.live = true;
+    this.stopped = false;
+    this.elsewhere = false;
+    this.inactive = false;
+  }
+
+  /** The socket closed: who is online is not known any more. */
+  socketClosed() {
+    this.live = false;
+    this.elsewhere = false;
+    this.presenceKnown = false;
+  }
+
+  /** This socket was told the user is online in another window. */
+  openElsewhere() {
+    this.elsewhere = true;
+    this.inactive = true;
+    this.presenceKnown = false;
+  }
+
+  /** Another window took the session: no reconnecting by itself. */
+  replaced() {
+    this.stopped = true;
+    this.live = false;
+    this.inactive = true;
+    this.presenceKnown = false;
+  }
+
+  /** The server ends the session; with "reconnect", only the socket. */
+  ended(action) {
+    this.live = false;
+    if (action !== "reconnect") this.stopped = true;
+  }
+
+  /** Reconnecting by hand after it stopped. */
+  restart() {
+    this.stopped = false;
+  }
+
+  /** Take the session over (from another window) once the socket is open. */
+  setTakeover(want) {
+    this.wantTakeover = want;
+  }
+
+  /** The server refused an op it does not know (an older server). */
+  unsupported(op) {
+    this.supports[op] = false;
+  }
+
+  // --- Conversations -------------------------------------------------------------------
+
+  /** After a login: what the conversations not open missed while offline
+   * (one's own messages from elsewhere, edits, deletions) is not pushed,
+   * so they load again when opened. */
+  unloadHidden() {
+    for (const c of this.convs.values()) if (c !== this.current && c.loaded) c.unload();
+  }
+
+  /** A conversation of a `conversations` or `rooms` reply. */
+  listed(key, last, unread) {
+    const c = this.conv(key);
+    c.listed(last, unread, this.me);
+    return c;
+  }
+
+  /** A room I am in, as a `rooms` reply has it. */
+  roomListed(room) {
+    const c = this.conv(roomKey(room.id));
+    c.setInfo(room);
+    c.listed(room.last, room.unread, this.me);
+    return c;
+  }
+
+  /** A room I just created: at the top of the list. */
+  roomCreated(room) {
+    const c = this.conv(roomKey(room.id));
+    c.setInfo(room);
+    c.touched = NEW_ROOM;
+    return c;
+  }
+
+  /** A room I am in changed (a `room` event); true when it is new to me. */
+  roomChanged(room) {
+    const isNew = !this.convs.has(roomKey(room.id));
+    const c = this.conv(roomKey(room.id));
+    c.setInfo(room);
+    if (isNew) {
+      if (room.last) c.listed(room.last, room.unread, this.me);
+      c.touched = NEW_ROOM; // a new room goes to the top of the list
+    }
+    return isNew;
+  }
+
+  /** A conversation that is gone (a room I left, a user who is not). */
+  drop(key) {
+    this.convs.delete(key);
+  }
+
+  /** Show conversation `key` from now on. */
+  setOpen(key) {
+    const c = this.conv(key);
+    if (this.current !== c) this.current.firstUnread = null;
+    this.open = key;
+    if (!c.lastId && key !== EVERYONE) c.touched = OPENED;
+    return c;
+  }
+
+  /** The latest page of `c`'s history (`limit` asked); the messages not
+   * seen before. */
+  latestPage(c, messages, limit) {
+    const known = messages.some((m) => c.messages.has(m.id) && this.seen.has(m.id));
+    if (c.loaded && !known && messages.length === limit) {
+      // A gap between what we had and this page: start again from it.
+      c.messages.clear();
+      c.complete = false;
+    }
+    const fresh = messages.filter((m) => !this.seen.has(m.id));
+    for (const m of messages) {
+      this.seen.add(m.id);
+      c.add(m);
+    }
+    if (!c.loaded) c.complete = messages.length < limit;
+    c.loaded = true;
+    return fresh;
+  }
+
+  /** A page of `c`'s history before what it holds (`limit` asked); the
+   * messages it adds (not those deleted meanwhile). */
+  olderPage(c, messages, limit) {
+    const older = messages.filter((m) => !c.messages.has(m.id) && !this.deleted.has(m.id));
+    for (const m of older) {
+      this.seen.add(m.id);
+      c.add(m);
+    }
+    c.complete = messages.length < limit;
+    return older;
+  }
+
+  // --- Messages ------------------------------------------------------------------------
+
+  /** A message pushed to me: its conversation and whether it was counted
+   * already (from history, or in a list reply's unread); null when it was
+   * shown before or is deleted. */
+  received(msg) {
+    if (this.seen.has(msg.id) || this.deleted.has(msg.id)) return null; // pushed again, or deleted since
+    this.seen.add(msg.id);
+    const c = this.conv(this.keyOf(msg));
+    // Known from history, or not newer than what the conversation list
+    // counted: in `unread` already (pushes of waiting messages come after it).
+    const known = c.messages.has(msg.id) || msg.id <= c.listedUpTo;
+    c.add(msg);
+    if (c.touched > msg.id) c.touched = 0; // sorted by its messages from now on
+    if (msg.from !== this.me && !known) this.setTyping(c.key, msg.from, null);
+    return { c, known };
+  }
+
+  /** One of my messages, as the page built it once the server took it. */
+  sent(c, msg) {
+    this.seen.add(msg.id);
+    c.add(msg);
+    if (c.touched) c.touched = 0;
+  }
+
+  /** A `receipt`: my messages it changes, and their conversation. */
+  receipt({ status, by, id, up_to: upTo }) {
+    const c = this.convs.get(by);
+    if (!c) return null;
+    const changed = [];
+    for (const m of c.messages.values()) {
+      if (m.from !== this.me) continue;
+      if (status === "delivered" && m.id === id && !m.delivered) m.delivered = true;
+      else if (status === "read" && m.id <= upTo && !m.read) m.read = m.delivered = true;
+      else continue;
+      changed.push(m);
+    }
+    return { c, changed };
+  }
+
+  /** A `reaction`: the conversation and the message as it was, or null
+   * when it is not loaded (history has it when it is). */
+  reacted({ id, emoji, by, on }) {
+    const c = this.find(id);
+    const msg = c?.messages.get(id);
+    if (!msg) return null;
+    const reactions = { ...(msg.reactions || {}) };
+    const names = (reactions[emoji] || []).filter((n) => n !== by);
+    if (on) names.push(by);
+    // An emoji keeps its place when its last reaction is taken back, as on
+    // the server (shown again there if it comes back); empty ones are not shown.
+    reactions[emoji] = names.sort();
+    c.add({ ...msg, reactions });
+    return { c, msg };
+  }
+
+  /** An edit (mine or pushed): the conversation, or null if not loaded. */
+  edited({ id, body, edited_at: editedAt }) {
+    const c = this.find(id);
+    if (c) c.add({ ...c.messages.get(id), body, edited_at: editedAt });
+    return c;
+  }
+
+  /** A deletion (mine or pushed): the conversation, or null if not loaded. */
+  removed(id) {
+    this.deleted.add(id); // a push that overtook the deletion stays away
+    const c = this.find(id);
+    if (!c) return null;
+    const msg = c.messages.get(id);
+    if (msg.from !== this.me && msg.id > c.readUpTo && c.unread > 0) c.unread -= 1;
+    c.remove(id);
+    return c;
+  }
+
+  /** What is typed and not sent in conversation `key` (kept across reloads). */
+  setDraft(key, body) {
+    if ((this.drafts[key] || "") === (body || "")) return;
+    if (body) this.drafts[key] = body;
+    else delete this.drafts[key];
+    this.saved.set("drafts", this.drafts);
+  }
+
+  /** A reply to message `id` is being written in the open conversation
+   * (null: no longer). */
+  setReply(reply) {
+    this.replyingTo = reply;
+  }
+
+  /** Message `id` arrived: to ack. */
+  toAck(id) {
+    this.acks.push(id);
+  }
+
+  /** The next acks to send, at most `n`. */
+  takeAcks(n) {
+    return this.acks.splice(0, n);
+  }
+
+  // --- Typing and people ---------------------------------------------------------------
+
+  /** `name` types in conversation `key` until `until` (null: stopped). */
+  setTyping(key, name, until) {
+    const inRoom = key.startsWith(ROOM);
+    if (inRoom && !this.roomTyping.has(key)) {
+      if (until === null) return;
+      this.roomTyping.set(key, new Map());
+    }
+    const typers = inRoom ? this.roomTyping.get(key) : this.typing;
+    if (until === null) typers.delete(name);
+    else typers.set(name, until);
+  }
+
+  /** I type in `key` (`active`) or stopped: true when that conversation
+   * should be told, at most every TYPING_REPEAT_MS while I go on. */
+  myTyping(key, active, now) {
+    if (active) {
+      if (this.typingTo === key && now - this.typingAt <= TYPING_REPEAT_MS) return false;
+      this.typingTo = key;
+      this.typingAt = now;
+      return true;
+    }
+    if (this.typingTo !== key) return false;
+    this.typingTo = null;
+    this.typingAt = 0;
+    return true;
+  }
+
+  /** Who is online and who was around, as `online` and `recent` replied
+   * (null: that request failed). */
+  setPeople(online, recent) {
+    if (online) {
+      this.online = new Set(online);
+      this.presenceKnown = true;
+    }
+    if (recent) this.recent = new Map(recent.map((u) => [u.username, u]));
+  }
+
+  /** Presence changes, at `now` (an ISO time). */
+  presence(online, offline, now) {
+    for (const name of online) {
+      this.online.add(name);
+      this.recent.set(name, { username: name, online: true, last_seen: now });
+    }
+    for (const name of offline) {
+      this.online.delete(name);
+      this.recent.set(name, { username: name, online: false, last_seen: now });
+    }
+  }
+
+  setBlocked(users) {
+    this.blocked = users;
+  }
+
+  /** I block `name` (`block`), or no longer. */
+  block(name, block) {
+    this.blocked = block
+      ? [...new Set([...this.blocked, name])].sort()
+      : this.blocked.filter((n) => n !== name);
+  }
+
+  // --- Work on its way -----------------------------------------------------------------
+
+  /** Run `fn` in `ms`, instead of what was due under `name`. */
+  later(name, ms, fn) {
+    clearTimeout(this.timers.get(name));
+    this.timers.set(
+      name,
+      setTimeout(() => {
+        this.timers.delete(name);
+        fn();
+      }, ms),
+    );
+  }
+
+  /** Call off what is due under `name`. */
+  cancel(name) {
+    clearTimeout(this.timers.get(name));
+    this.timers.delete(name);
+  }
+
+  /** Whether something is due under `name`. */
+  due(name) {
+    return this.timers.has(name);
+  }
+
+  /** `start()`'s promise, or the one under `name` still on its way. */
+  once(name, start) {
+    if (!this.tasks.has(name)) {
+      this.tasks.set(
+        name,
+        start().finally(() => this.tasks.delete(name)),
+      );
+    }
+    return this.tasks.get(name);
+  }
+
+  /** Whether work under `name` is on its way. */
+  busy(name) {
+    return this.tasks.has(name);
   }
 }
 

@@ -1,6 +1,8 @@
-"""What the terminal client does, apart from the terminal: commands,
-events, acks and read marks, and keeping the connection (reconnecting with
-the resume token, sending again what had no answer).
+"""The terminal client's session, apart from the terminal: the connection
+kept open (reconnecting with the resume token, with backoff), login and
+signup, what had no answer sent again, acks and read marks, incoming
+events, and the lines and status they make. The slash commands are in
+chatclient.commands; `execute` hands them the lines that start with "/".
 
 `output` receives each line to show; the terminal UI prints it above the
 input line, tests collect it. `on_change` is called when what `prompt()`
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -22,16 +22,18 @@ from typing import Any
 
 from core.protocol import CLOSE_POLICY, CLOSE_REPLACED
 
+from . import commands
 from .connection import ConnectFailed, Connection, ConnectionLost, NotAChatServer
-from .text import clean, clock, explain, file_size, names, receipt, render_message, username_problem
-from .upload import PROGRESS_FROM, UploadFailed, http_base, upload
+from .targets import EVERYONE, room_id, room_key
+from .text import clean, clock, explain, names, receipt, render_message
+from .upload import http_base
 
-__all__ = ["COMMANDS", "HELP", "ChatClient", "Ended", "explain", "render_message", "username_problem"]
+__all__ = ["ChatClient", "Ended"]
 
-EVERYONE = "*"
 TYPING_REPEAT = 3.0  # seconds between two `typing` frames while the person types
 TYPING_SHOWN = 6.0  # how long another's "typing" lasts without a repeat
 ANONYMOUS_FOR = 45.0  # an anonymous connection older than this is replaced before use
+UNAVAILABLE_TRIES = 15  # logins tried while the server says it is briefly unavailable
 EVENTS = {
     "message", "presence", "presence_batch", "receipt", "typing", "message_edited", "message_deleted",
     "session_replaced", "session_ended", "error", "room", "reaction",
@@ -44,91 +46,6 @@ ROOM_TOLD = {
     "renamed": "the room is now called {room}",
     "created": "you were added to the new room {room}",
 }
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    usage: str
-    help: str
-    method: str
-    names: bool = False  # its argument is a user name (Tab completes it)
-    rooms: bool = False  # its argument is a room name (Tab completes it)
-    many: int = 0  # with `names`: user names from this word on (0: only the first)
-
-
-# The one list of commands: /help, Tab completion and `execute` read it.
-COMMAND_LIST = [
-    Command("/msg", "USER [TEXT]", "private message to USER; plain text then goes to USER", "cmd_msg", names=True),
-    Command("/reply", "[#ID] TEXT", "answer message #ID (else whoever wrote privately last)", "cmd_reply"),
-    Command("/all", "[TEXT]", "message to everyone; plain text then goes to everyone", "cmd_all"),
-    Command("/rooms", "", "your rooms, with unread counts", "cmd_rooms"),
-    Command("/room", "NAME-OR-ID", "talk in a room: plain text then goes there", "cmd_room", rooms=True),
-    Command(
-        "/create",
-        "NAME [USER...]",
-        "a new room with these members; you are its admin",
-        "cmd_create",
-        names=True,
-        many=2,
-    ),
-    Command("/invite", "USER...", "add users to this room (admins)", "cmd_invite", names=True, many=1),
-    Command("/kick", "USER", "remove USER from this room (admins)", "cmd_kick", names=True),
-    Command("/leave", "", "leave this room", "cmd_leave"),
-    Command("/members", "", "who is in this room", "cmd_members"),
-    Command("/rename", "NAME", "rename this room (admins)", "cmd_rename"),
-    Command("/react", "#ID EMOJI", "react to message #ID", "cmd_react"),
-    Command("/unreact", "#ID EMOJI", "take your reaction back", "cmd_unreact"),
-    Command("/send-file", "PATH [TEXT]", "upload a file and send it where plain text goes", "cmd_send_file"),
-    Command("/edit", "[#ID] TEXT", "change your last message (or message #ID)", "cmd_edit"),
-    Command("/delete", "[#ID]", "delete your last message (or message #ID)", "cmd_delete"),
-    Command(
-        "/history",
-        "[USER|#ROOM]",
-        "recent messages (default: this room, or to everyone)",
-        "cmd_history",
-        names=True,
-    ),
-    Command("/search", "[@USER|#ROOM] WORDS", "messages with these words (default: this room, or all)", "cmd_search"),
-    Command("/online", "", "who is online now", "cmd_online"),
-    Command("/recent", "", "who was around in the last hour", "cmd_recent"),
-    Command("/block", "USER", "stop USER's messages reaching you", "cmd_block", names=True),
-    Command("/unblock", "USER", "let USER's messages reach you again", "cmd_unblock", names=True),
-    Command("/blocked", "", "whom you block", "cmd_blocked"),
-    Command("/logout", "", "log out (ends the session) and quit", "cmd_logout"),
-    Command("/quit", "", "quit (Ctrl-D and Ctrl-C do too)", "cmd_quit"),
-    Command("/exit", "", "the same as /quit", "cmd_quit"),
-    Command("/help", "", "this list", "cmd_help"),
-]
-COMMANDS = [c.name for c in COMMAND_LIST]
-BY_NAME = {c.name: c for c in COMMAND_LIST}
-
-USAGE_WIDTH = max(len(f"{c.name} {c.usage}") for c in COMMAND_LIST) + 2
-HELP = (
-    "Commands:\n"
-    + "\n".join(f"  {(c.name + ' ' + c.usage).strip():<{USAGE_WIDTH}}{c.help}" for c in COMMAND_LIST)
-    + "\nPlain text goes where the prompt says (to bob >, to #team >)."
-    + "\nTab completes commands, names and room names."
-)
-
-
-def room_key(room: int) -> str:
-    """A room as a target: "#" and its id (no username has a "#")."""
-    return f"#{room}"
-
-
-def room_id(target: str) -> int | None:
-    """The room a target is, or None for a user or everyone."""
-    return int(target[1:]) if target.startswith("#") and target[1:].isdigit() else None
-
-
-def message_id(word: str) -> int | None:
-    """#57 (or 57) as a message id."""
-    word = word.removeprefix("#")
-    return int(word) if word.isdigit() else None
-
-
-UNAVAILABLE_TRIES = 15  # logins tried while the server says it is briefly unavailable
 
 
 class Ended(Exception):
@@ -174,6 +91,9 @@ def retry_wait(delay: float) -> float:
 
 
 class ChatClient:
+    """One person's session with a chat server; the commands use it as
+    `commands.Client` (mypy checks that it is one)."""
+
     def __init__(
         self,
         url: str,
@@ -667,29 +587,12 @@ class ChatClient:
     def typed(self, text: str) -> None:
         """The input line changed: tell its recipient that the person types,
         at most every TYPING_REPEAT seconds, and when they stop."""
-        to = self._typing_target(text)
+        to = commands.typing_target(self, text)
         now = self.now()
         if self.typing_to is not None and (to is None or to != self.typing_to[0]):
             self._typing(self.typing_to[0], False)
         if to is not None and (self.typing_to is None or now - self.typing_to[1] >= TYPING_REPEAT):
             self._typing(to, True)
-
-    def _typing_target(self, text: str) -> str | None:
-        if text.startswith("/"):
-            command, _, rest = text.partition(" ")
-            if command == "/msg":
-                name, space, body = rest.partition(" ")
-                return name if space and body.strip() and name != self.username else None
-            if command == "/reply" and rest.startswith("#"):
-                word, _, body = rest.partition(" ")
-                replied = message_id(word)
-                return self._conversation_of(replied) if replied is not None and body.strip() else None
-            if command == "/reply" and rest.strip():
-                return self.last_writer
-            return None
-        if text.strip() and self.target not in (None, EVERYONE):
-            return self.target
-        return None
 
     def _typing(self, to: str, typing: bool) -> None:
         self.typing_to = (to, self.now()) if typing else None
@@ -700,7 +603,7 @@ class ChatClient:
             self.chores.add(task)
             task.add_done_callback(self.chores.discard)
 
-    # --- Commands -----------------------------------------------------------------------
+    # --- What the person types ----------------------------------------------------------
 
     async def execute(self, line: str) -> bool:
         """Run one line the user typed. Returns False when the user is done."""
@@ -711,36 +614,19 @@ class ChatClient:
             if not self.up.is_set():
                 self.retry.set()  # skip the wait: the server may be back
             return True
-        if not line.startswith("/"):
-            if self.target is None:
-                self.output("Who is that for? Start with /msg USER TEXT or /all TEXT.")
-                return True
-            await self.say(self.target, line)
+        if line.startswith("/"):
+            return await commands.run(self, line)
+        if self.target is None:
+            self.output("Who is that for? Start with /msg USER TEXT or /all TEXT.")
             return True
-        name, _, rest = line.partition(" ")
-        command = BY_NAME.get(name.lower())
-        if command is None:
-            self.output(f"Unknown command {name}. Type /help for the list.")
-            return True
-        try:
-            return await getattr(self, command.method)(rest.strip()) is not False
-        except (ConnectionLost, TimeoutError):
-            self.output("Not connected to the server just now: try again once it is back.")
-            return True
+        await self.say(self.target, line)
+        return True
 
-    def need_name(self, rest: str, usage: str) -> str | None:
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            words = rest.split()
-        if not words:
-            self.output(f"Usage: {usage}")
-            return None
-        return words[0]
+    def completions(self, text: str) -> list[str]:
+        """Candidates for the word being typed at the end of `text`."""
+        return commands.completions(self, text)
 
-    def need_online(self) -> None:
-        if not self.online:
-            raise ConnectionLost()
+    # --- Sending -----------------------------------------------------------------------
 
     async def say(
         self, target: str, text: str, attachments: tuple[int, ...] = (), *, reply_to: int | None = None
@@ -801,96 +687,16 @@ class ChatClient:
         room = room_id(target)
         return self.room_label(room) if room is not None else target
 
-    def _aim(self, target: str) -> None:
+    def aim(self, target: str) -> None:
+        """Plain text goes to `target` from now on."""
         if target != EVERYONE and room_id(target) is None:
             self.known.add(target)
         if self.target != target:
             self.target = target
             self.on_change()
 
-    async def cmd_msg(self, rest: str) -> None:
-        name, _, text = rest.partition(" ")
-        if not name:
-            self.output("Usage: /msg USER TEXT")
-            return
-        if name == self.username:
-            self.output("That is you.")
-            return
-        self._aim(name)
-        if text.strip():
-            await self.say(name, text.strip())
-        else:
-            self.output(f"Plain text now goes to {name}.")
-
-    async def cmd_send_file(self, rest: str) -> None:
-        """Upload over HTTP with the resume token, then send the id where
-        plain text goes. A path with spaces is quoted ("my file.pdf")."""
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            words = []
-        if not words:
-            self.output("Usage: /send-file PATH [TEXT]")
-            return
-        if self.target is None:
-            self.output("Choose where it goes first: /msg USER, /room NAME or /all.")
-            return
-        if not self.online or self.token is None:
-            self.output("Not connected: send the file when the connection is back.")
-            return
-        path = words[0]
-        text = " ".join(words[1:])
-        loop = asyncio.get_running_loop()
-        shown = [0]
-
-        def progress(sent: int, size: int) -> None:
-            # Big files get a line at every quarter.
-            if size < PROGRESS_FROM:
-                return
-            quarter = sent * 4 // size
-            if quarter > shown[0]:
-                shown[0] = quarter
-                line = f"(uploading {os.path.basename(path)}: {quarter * 25}% of {file_size(size)})"
-                loop.call_soon_threadsafe(self.output, line)
-
-        try:
-            attachment = await asyncio.to_thread(upload, self.http_base, self.token, path, progress=progress)
-        except UploadFailed as e:
-            self.output(f"Not sent: {clean(str(e))}")
-            return
-        await self.say(self.target, text, (attachment["id"],))
-
-    async def cmd_reply(self, rest: str) -> None:
-        word, _, text = rest.partition(" ")
-        if word.startswith("#"):
-            await self.reply_to(word, text.strip())
-            return
-        if self.last_writer is None:
-            self.output("Nobody has written to you privately yet.")
-            return
-        await self.cmd_msg(f"{self.last_writer} {rest}")
-
-    async def cmd_all(self, rest: str) -> None:
-        self._aim(EVERYONE)
-        if rest:
-            await self.say(EVERYONE, rest)
-        else:
-            self.output("Plain text now goes to everyone.")
-
-    async def reply_to(self, word: str, text: str) -> None:
-        """/reply #ID TEXT: an answer to message #ID, in its conversation
-        (the current one if the client has not seen that message)."""
-        replied = message_id(word)
-        if replied is None or not text:
-            self.output("Usage: /reply #ID TEXT (/history shows the ids)")
-            return
-        target = self._conversation_of(replied) or self.target
-        if target is None:
-            self.output("Which conversation is that in? Go there first (/msg USER, /room NAME).")
-            return
-        await self.say(target, text, reply_to=replied)
-
-    def _conversation_of(self, message: int) -> str | None:
+    def conversation_of(self, message: int) -> str | None:
+        """The target a shown or sent message belongs to (None: unknown)."""
         m = self.shown.get(message)
         if m is None:
             sent = self.sent.get(message)
@@ -901,314 +707,3 @@ class ChatClient:
             return EVERYONE
         peer: str = m["to"] if m["from"] == self.username else m["from"]
         return peer
-
-    def here(self, usage: str) -> int | None:
-        """The room plain text goes to, or None after saying to pick one."""
-        room = room_id(self.target or "")
-        if room is None:
-            self.output(f"Go to a room first (/room NAME, /rooms lists them). Usage: {usage}")
-        return room
-
-    async def room_request(self, type: str, doing: str, **fields: Any) -> dict[str, Any] | None:
-        """A room op: the ok reply, or None after saying why not."""
-        self.need_online()
-        reply = await self.request(type, **fields)
-        if reply["type"] == "ok":
-            return reply
-        name = fields.get("username") or ", ".join(fields.get("usernames") or fields.get("members") or ())
-        self.output(f"Not {doing}: {explain(reply, name)}")
-        return None
-
-    async def cmd_rooms(self, rest: str) -> None:
-        self.need_online()
-        rooms = await self.load_rooms()
-        if not rooms:
-            self.output("You are in no room. /create NAME [USER...] makes one.")
-            return
-        self.output(f"--- {len(rooms)} room(s) ---")
-        for r in rooms:
-            notes = [f"{r['member_count']} member{'s' if r['member_count'] != 1 else ''}"]
-            if r["unread"]:
-                notes.append(f"{r['unread']} unread")
-            if r["admin"]:
-                notes.append("admin")
-            last = f": last {clock(r['last']['sent_at'])}" if r.get("last") else ""
-            label = "#" + clean(r["name"])
-            self.output(f"  {label:<24} ({', '.join(notes)}, id {r['id']}){last}")
-
-    def find_room(self, wanted: str) -> dict[str, Any] | None:
-        """A room by its name (any case, with or without "#"), else by id."""
-        for name in (wanted, wanted.removeprefix("#")):
-            for r in self.rooms.values():
-                if r["name"].lower() == name.lower():
-                    return r
-        number = message_id(wanted)
-        return self.rooms.get(number) if number is not None else None
-
-    async def cmd_room(self, rest: str) -> None:
-        if not rest:
-            self.output("Usage: /room NAME-OR-ID (/rooms lists them)")
-            return
-        room = self.find_room(rest)
-        if room is None:
-            self.need_online()
-            await self.load_rooms()  # one made or joined elsewhere
-            room = self.find_room(rest)
-        if room is None:
-            self.output(f"You are in no room called {clean(rest)}. /rooms lists yours.")
-            return
-        self._aim(room_key(room["id"]))
-        unread = f" ({room['unread']} unread: /history shows them)" if room.get("unread") else ""
-        self.output(f"Plain text now goes to #{clean(room['name'])}.{unread}")
-
-    async def cmd_create(self, rest: str) -> None:
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            words = rest.split()
-        if not words:
-            self.output('Usage: /create NAME [USER...] (quote a name with spaces: /create "team lunch" bob)')
-            return
-        name, members = words[0], words[1:]
-        reply = await self.room_request("room_create", "created", name=name, members=members)
-        if reply is None:
-            return
-        room = reply["room"]
-        self.rooms[room["id"]] = room
-        self._aim(room_key(room["id"]))
-        refused = f" Not added (they block you): {names(reply['refused'])}." if reply.get("refused") else ""
-        self.output(f"Created #{clean(room['name'])} with {room['member_count']} member(s).{refused}")
-
-    async def cmd_invite(self, rest: str) -> None:
-        room = self.here("/invite USER...")
-        users = rest.split()
-        if room is None:
-            return
-        if not users:
-            self.output("Usage: /invite USER...")
-            return
-        reply = await self.room_request("room_add", "added", room=room, usernames=users)
-        if reply is not None and not reply["added"]:
-            self.output("Nobody added: " + ("they block you." if reply["refused"] else "they are members already."))
-        elif reply is not None and reply["refused"]:
-            self.output(f"Not added (they block you): {names(reply['refused'])}.")
-
-    async def cmd_kick(self, rest: str) -> None:
-        room = self.here("/kick USER")
-        name = self.need_name(rest, "/kick USER") if room is not None else None
-        if room is not None and name:
-            await self.room_request("room_remove", "removed", room=room, username=name)
-
-    async def cmd_leave(self, rest: str) -> None:
-        room = self.here("/leave")
-        if room is not None and await self.room_request("room_leave", "left", room=room) is not None:
-            self.output(f"You left {self.room_label(room)}.")
-            self.rooms.pop(room, None)
-            if self.target == room_key(room):
-                self.target = None
-                self.on_change()
-
-    async def cmd_members(self, rest: str) -> None:
-        room = self.here("/members")
-        reply = await self.room_request("room_members", "listed", room=room) if room is not None else None
-        if reply is None:
-            return
-        members = reply["members"]
-        self.known.update(m["username"] for m in members)
-        self.known.discard(self.username or "")
-        shown = [
-            clean(m["username"]) + (" (admin)" if m["admin"] else "") + (" (online)" if m["online"] else "")
-            for m in members
-        ]
-        self.output(f"Members of {self.room_label(room)} ({len(members)}): " + ", ".join(shown))
-
-    async def cmd_rename(self, rest: str) -> None:
-        room = self.here("/rename NAME")
-        if room is not None and not rest:
-            self.output("Usage: /rename NAME")
-        elif room is not None:
-            await self.room_request("room_rename", "renamed", room=room, name=rest)
-
-    async def cmd_react(self, rest: str, on: bool = True) -> None:
-        word, _, emoji = rest.partition(" ")
-        message, usage = message_id(word), f"/{'' if on else 'un'}react #ID EMOJI"
-        if message is None or not emoji.strip():
-            self.output(f"Usage: {usage} (/history shows the ids)")
-            return
-        reply = await self.room_request("react", "done", id=message, emoji=emoji.strip(), on=on)
-        if reply is not None:
-            self.on_change()
-
-    async def cmd_unreact(self, rest: str) -> None:
-        await self.cmd_react(rest, on=False)
-
-    def _which(self, rest: str, usage: str) -> tuple[Sent | int, str] | None:
-        """The message `/edit` or `/delete` is about: #ID, or one's last."""
-        word, _, text = rest.partition(" ")
-        if word.startswith("#") and word[1:].isdigit():
-            return self.sent.get(int(word[1:]), int(word[1:])), text.strip()
-        if not self.sent:
-            self.output(f"You have sent nothing yet in this session. Usage: {usage} (/history shows the ids).")
-            return None
-        return next(reversed(self.sent.values())), rest
-
-    async def cmd_edit(self, rest: str) -> None:
-        which = self._which(rest, "/edit [#ID] TEXT")
-        if which is None:
-            return
-        message, text = which
-        if not text:
-            self.output("Usage: /edit [#ID] TEXT")
-            return
-        self.need_online()
-        message_id = message.id if isinstance(message, Sent) else message
-        reply = await self.request("edit", id=message_id, body=text)
-        if reply["type"] != "ok":
-            self.output(f"Not edited: {explain(reply)}")
-            return
-        if isinstance(message, Sent):
-            message.body = text
-        self.output(f"(edited #{message_id}: {text})")
-
-    async def cmd_delete(self, rest: str) -> None:
-        which = self._which(rest, "/delete [#ID]")
-        if which is None:
-            return
-        message, _ = which
-        self.need_online()
-        message_id = message.id if isinstance(message, Sent) else message
-        reply = await self.request("delete", id=message_id)
-        if reply["type"] != "ok":
-            self.output(f"Not deleted: {explain(reply)}")
-            return
-        self.sent.pop(message_id, None)
-        about = f": {message.body}" if isinstance(message, Sent) else ""
-        self.output(f"(deleted #{message_id}{about})")
-        self.on_change()
-
-    async def cmd_online(self, rest: str) -> None:
-        self.need_online()
-        reply = await self.request("online")
-        users = reply.get("users", [])
-        self.known.update(users)
-        self.known.discard(self.username or "")
-        self.output(f"Online now ({len(users)}): " + ", ".join(map(clean, users)))
-
-    async def cmd_recent(self, rest: str) -> None:
-        self.need_online()
-        reply = await self.request("recent")
-        users = reply.get("users", [])
-        if not users:
-            self.output("Nobody in the last hour.")
-        for u in users:
-            self.known.add(u["username"])
-            state = "online" if u["online"] else f"last seen {clock(u['last_seen'])}"
-            self.output(f"  {clean(u['username']):<20} {state}")
-        self.known.discard(self.username or "")
-
-    async def cmd_block(self, rest: str) -> None:
-        name = self.need_name(rest, "/block USER")
-        if name:
-            self.need_online()
-            reply = await self.request("block", username=name)
-            self.output(f"You block {name} now." if reply["type"] == "ok" else explain(reply, name))
-
-    async def cmd_unblock(self, rest: str) -> None:
-        name = self.need_name(rest, "/unblock USER")
-        if name:
-            self.need_online()
-            reply = await self.request("unblock", username=name)
-            self.output(f"You no longer block {name}." if reply["type"] == "ok" else explain(reply, name))
-
-    async def cmd_blocked(self, rest: str) -> None:
-        self.need_online()
-        users = (await self.request("blocked")).get("users", [])
-        self.output("You block: " + ", ".join(map(clean, users)) if users else "You block nobody.")
-
-    def _room_or_here(self, word: str | None) -> int | None:
-        """A room named by `#NAME` (or #ID), else without a word the room
-        one talks in; None for a user or everyone."""
-        if word is not None:
-            room = self.find_room(word) if word.startswith("#") else None
-            return room["id"] if room is not None else None
-        return room_id(self.target or "")
-
-    async def cmd_history(self, rest: str) -> None:
-        self.need_online()
-        name = rest.split()[0] if rest.split() else None
-        room = self._room_or_here(name)
-        if room is not None:
-            reply = await self.request("history", room=room, limit=20)
-            title = f"in {self.room_label(room)}"
-        else:
-            reply = await self.request("history", **{"with": name, "limit": 20})
-            title = f"with {name}" if name else "to everyone"
-        if reply["type"] != "ok":
-            self.output(explain(reply, name or ""))
-            return
-        self._list(reply["messages"], title)
-
-    async def cmd_search(self, rest: str) -> None:
-        words = rest.split()
-        fields: dict[str, Any] = {}
-        if words and words[0].startswith("@"):
-            fields["with"] = words.pop(0)[1:]
-        elif words and words[0].startswith("#") and self.find_room(words[0]) is not None:
-            fields["room"] = self._room_or_here(words.pop(0))
-        elif room_id(self.target or "") is not None:
-            fields["room"] = room_id(self.target or "")  # in a room: its messages
-        if not words:
-            self.output("Usage: /search [@USER or #ROOM] WORDS")
-            return
-        self.need_online()
-        query = " ".join(words)
-        reply = await self.request("search", query=query, **fields)
-        if reply["type"] != "ok":
-            self.output(explain(reply, fields.get("with", "")))
-            return
-        title = f"with “{query}”" + (f" (with {fields['with']})" if "with" in fields else "")
-        title += f" (in {self.room_label(fields['room'])})" if "room" in fields else ""
-        self._list(list(reversed(reply["messages"])), title)
-
-    def _list(self, messages: list[dict[str, Any]], title: str) -> None:
-        if not messages:
-            self.output(f"No messages {title}.")
-            return
-        self.output(f"--- {len(messages)} message(s) {title} ---")
-        for m in messages:
-            self.output(render_message(m, self.username, ids=True, base=self.http_base, rooms=self.room_names()))
-
-    async def cmd_logout(self, rest: str) -> bool:
-        self.need_online()
-        self.closing = True  # the server closes the connection next
-        try:
-            await self.request("logout")
-        except (ConnectionLost, TimeoutError):
-            self.output("The connection dropped before the server could log you out.")
-            return False
-        self.output("Logged out.")
-        return False
-
-    async def cmd_quit(self, rest: str) -> bool:
-        if self.outbox:
-            self.output(f"{len(self.outbox)} message(s) could not be sent.")
-        return False
-
-    async def cmd_help(self, rest: str) -> None:
-        self.output(HELP)
-
-    # --- Completion ---------------------------------------------------------------------
-
-    def completions(self, text: str) -> list[str]:
-        """Candidates for the word being typed at the end of `text`."""
-        words = text.split(" ")
-        if len(words) == 1:
-            return [c for c in COMMANDS if c.startswith(words[0].lower())]
-        command = BY_NAME.get(words[0].lower())
-        if command is None:
-            return []
-        if command.names and (len(words) == 2 if not command.many else len(words) > command.many):
-            return sorted(n for n in self.known if n.startswith(words[-1]))
-        if command.rooms and len(words) == 2:
-            return sorted(r["name"] for r in self.rooms.values() if r["name"].lower().startswith(words[1].lower()))
-        return []
