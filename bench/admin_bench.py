@@ -179,7 +179,7 @@ def seed(sizes: Sizes, *, progress: bool) -> None:
     from django.db import connection
 
     from accounts.models import LoginAttempt, User
-    from messaging.models import Attachment, Block, Delivery, Message, Presence, Room, RoomMember
+    from messaging.models import Attachment, Block, BroadcastCursor, Delivery, Message, Presence, Room, RoomMember
 
     sql = Sql(connection.vendor, datetime.now(UTC))
     u, m = sizes.users, sizes.messages
@@ -193,6 +193,7 @@ def seed(sizes: Sizes, *, progress: bool) -> None:
         "presence": Presence._meta.db_table,
         "attempt": LoginAttempt._meta.db_table,
         "attachment": Attachment._meta.db_table,
+        "cursor": BroadcastCursor._meta.db_table,
     }
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
@@ -278,6 +279,11 @@ def seed(sizes: Sizes, *, progress: bool) -> None:
 
     with bulk_load([t["msg"], t["delivery"]], progress=progress):
         chunked(m, messages, "messages", progress)
+    with connection.cursor() as cursor:
+        # Each user's broadcasts are in their mailbox (as migration 0008 leaves them).
+        latest = f"(SELECT COALESCE(MAX(id), 0) FROM {t['msg']} WHERE kind = 'broadcast')"
+        users = f"SELECT id, {latest} FROM {t['user']} WHERE id > {base}"
+        cursor.execute(f"INSERT INTO {t['cursor']} (user_id, up_to) {users}")
 
     ip = "'10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)"
 

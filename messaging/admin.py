@@ -36,7 +36,7 @@ monkeypatch(extra_classes=[AdminPasswordChangeForm])
 
 
 def _locks_in_force() -> QuerySet[LoginAttempt]:
-    """Through the partial index on locked_until (accounts migration 0005)."""
+    """Through the partial index on locked_until (accounts migration 0006)."""
     return LoginAttempt.objects.filter(locked_until__gt=timezone.now())
 
 
@@ -289,7 +289,7 @@ class MessageAdmin(BigTableAdmin[Message]):
     """Read-only: nobody edits what users said.
 
     Ten million messages: every filter and the search go through an index
-    (the kinds and deleted ones: migration 0008; the words: the full-text
+    (the kinds and deleted ones: migrations 0008 and 0009; the words: the full-text
     index of the `search` op; from:/to: the sender and recipient indexes),
     the list sorts only by indexed columns, and the count stops at 10,000
     (BigTableAdmin). No date hierarchy: its links list the distinct days of

@@ -222,7 +222,7 @@ def plan_of(sql: str, params) -> str:
 @pytest.mark.parametrize(
     ("url", "index"),
     [
-        ("/admin/messaging/message/?kind__exact=broadcast", "messaging_msg_broadcasts"),
+        ("/admin/messaging/message/?kind__exact=broadcast", "messaging_msg_broadcast"),
         ("/admin/messaging/message/?kind__exact=room", "messaging_msg_in_rooms"),
         ("/admin/messaging/message/?deleted=yes", "messaging_msg_deleted"),
         ("/admin/messaging/message/?" + dated("sent_at"), "messaging_message_sent_at"),
@@ -232,7 +232,7 @@ def plan_of(sql: str, params) -> str:
 )
 def test_the_filters_of_rare_rows_go_through_their_index(staff, url, index):
     """A filter that picks a few rows out of millions reads them from an
-    index (migration 0008 and accounts 0005): both its count and its page."""
+    index (messaging 0008 and 0009, accounts 0006): both its count and its page."""
     populate(1)
     with CaptureQueriesContext(connection) as queries:
         assert staff.get(url).status_code == 200

@@ -1,7 +1,7 @@
 """Indexes for the admin's message filters at ten million messages (issue
-23): broadcasts, room messages and deleted messages, newest first. Partial,
-so a private message (most of them) pays nothing more when stored; built
-without stopping writes on PostgreSQL."""
+23): room messages and deleted messages, newest first (broadcasts have
+theirs from 0008). Partial, so a private message (most of them) pays
+nothing more when stored; built without stopping writes on PostgreSQL."""
 
 from django.db import migrations, models
 
@@ -11,13 +11,9 @@ from accounts.operations import AddIndexOnline
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY runs outside a transaction
 
-    dependencies = [("messaging", "0007_reaction_kept_inactive")]
+    dependencies = [("messaging", "0008_broadcast_cursors")]
 
     operations = [
-        AddIndexOnline(
-            model_name="message",
-            index=models.Index(condition=models.Q(kind="broadcast"), fields=["id"], name="messaging_msg_broadcasts"),
-        ),
         AddIndexOnline(
             model_name="message",
             index=models.Index(condition=models.Q(kind="room"), fields=["id"], name="messaging_msg_in_rooms"),

@@ -9,7 +9,7 @@ from accounts.operations import AddIndexOnline
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY runs outside a transaction
 
-    dependencies = [("accounts", "0004_refuse_direction_controls")]
+    dependencies = [("accounts", "0005_active_user_count")]
 
     operations = [
         AddIndexOnline(
