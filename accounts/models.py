@@ -64,6 +64,10 @@ class LoginAttempt(models.Model):
         indexes = [
             models.Index(fields=["username", "ip", "-id"], name="accounts_attempt_pair"),
             models.Index(fields=["ip", "at"], name="accounts_attempt_address"),
+            # Lockouts in force (the admin's filters): the few rows that set one.
+            models.Index(
+                fields=["locked_until"], name="accounts_attempt_locked", condition=models.Q(locked_until__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
@@ -17,8 +18,10 @@ from django.utils.safestring import SafeString
 from django.utils.text import smart_split
 from django_stubs_ext import WithAnnotations, monkeypatch
 
+from accounts import names
 from accounts import services as accounts
 from accounts.models import LoginAttempt, User
+from accounts.paging import BigTableAdmin, CappedPaginator
 from core.errors import ServiceError
 
 from . import selectors, services
@@ -32,8 +35,9 @@ monkeypatch(extra_classes=[AdminPasswordChangeForm])
 # state (presence, pending messages, blocks), which accounts knows nothing of.
 
 
-def _locked_attempts() -> QuerySet[LoginAttempt]:
-    return LoginAttempt.objects.filter(username=OuterRef("username"), locked_until__gt=timezone.now())
+def _locks_in_force() -> QuerySet[LoginAttempt]:
+    """Through the partial index on locked_until (accounts migration 0006)."""
+    return LoginAttempt.objects.filter(locked_until__gt=timezone.now())
 
 
 class UserRow(TypedDict):
@@ -44,17 +48,17 @@ class UserRow(TypedDict):
 
 
 class MessageRow(TypedDict):
-    """What MessageAdmin.get_queryset adds to each message."""
+    """What MessageAdmin.page_loaded adds to each message of a page."""
 
     pending_count: int
 
 
-class ExistsFilter(admin.SimpleListFilter):
-    """A yes/no filter on whether `condition()` holds for the user."""
+class YesNoFilter(admin.SimpleListFilter):
+    """A yes/no filter on whether `condition()` holds for the row."""
 
     labels = ("Yes", "No")
 
-    def condition(self) -> Exists | Q:
+    def condition(self) -> Q:
         raise NotImplementedError
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
@@ -68,25 +72,30 @@ class ExistsFilter(admin.SimpleListFilter):
         return queryset
 
 
-class OnlineFilter(ExistsFilter):
+# The user filters are `IN (the few rows)`, not a correlated EXISTS: the
+# database reads the online users or the locks first (a small table, a
+# partial index), rather than probing for each of 100,000 users.
+
+
+class OnlineFilter(YesNoFilter):
     title = "online"
     parameter_name = "online"
     labels = ("Online", "Offline")
 
-    def condition(self) -> Exists:
-        return Exists(selectors.live_presence().filter(user=OuterRef("pk")))
+    def condition(self) -> Q:
+        return Q(pk__in=selectors.live_presence().values("user_id"))
 
 
-class LockedFilter(ExistsFilter):
+class LockedFilter(YesNoFilter):
     title = "locked out"
     parameter_name = "locked"
     labels = ("Locked out (any IP)", "Not locked out")
 
-    def condition(self) -> Exists:
-        return Exists(_locked_attempts())
+    def condition(self) -> Q:
+        return Q(username__in=_locks_in_force().values("username"))
 
 
-class DeletedFilter(ExistsFilter):
+class DeletedFilter(YesNoFilter):
     title = "deleted"
     parameter_name = "deleted"
     labels = ("Deleted", "Not deleted")
@@ -111,6 +120,9 @@ class BlocksInline(admin.TabularInline[Block, User]):
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Block]:
+        return super().get_queryset(request).select_related("blocker", "blocked")
+
 
 class BlockedByInline(BlocksInline):
     fk_name = "blocked"
@@ -131,7 +143,7 @@ class PasswordChangeForm(AdminPasswordChangeForm[User]):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin[User]):
+class UserAdmin(BigTableAdmin[User], DjangoUserAdmin[User]):
     list_display = ["username", "is_online", "last_login", "last_seen", "is_locked", "is_active", "is_staff"]
     list_filter = [OnlineFilter, LockedFilter, "is_staff", "is_active"]
     search_fields = ["username"]
@@ -147,7 +159,7 @@ class UserAdmin(DjangoUserAdmin[User]):
             .get_queryset(request)
             .annotate(
                 online=Exists(selectors.live_presence().filter(user=OuterRef("pk"))),
-                locked=Exists(_locked_attempts()),
+                locked=Exists(_locks_in_force().filter(username=OuterRef("username"))),
             )
         )
 
@@ -222,16 +234,35 @@ class AttachmentsInline(admin.TabularInline[Attachment, Message]):
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Attachment]:
+        return super().get_queryset(request).select_related("uploader")
+
+
+class ContentTypeFilter(admin.SimpleListFilter):
+    """The types uploads may have (settings), not Django's choices of the
+    distinct values in the table, which reads all of it on every page."""
+
+    title = "content type"
+    parameter_name = "content_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [(t, t) for t in sorted(set(settings.CHAT_ATTACHMENT_TYPES.values()))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Attachment]) -> QuerySet[Attachment]:
+        return queryset.filter(content_type=self.value()) if self.value() else queryset
+
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin[Attachment]):
+class AttachmentAdmin(BigTableAdmin[Attachment]):
     """Files users uploaded. Read-only but for delete, which removes the
     file (and its thumbnail) from the storage too."""
 
     list_display = ["id", "name", "file_size", "content_type", "uploader", "message", "created_at"]
-    list_filter = ["content_type", "created_at"]
+    list_filter = [ContentTypeFilter, "created_at"]
+    ordered_while = {"created_at__": "created_at"}
     search_fields = ["name", "uploader__username"]
-    list_select_related = ["uploader", "message"]
+    # The message shows as "#id sender → recipient".
+    list_select_related = ["uploader", "message__sender", "message__recipient"]
     fields = ("name", "file_size", "content_type", "uploader", "message", "width", "height", "created_at")
     readonly_fields = fields
 
@@ -254,27 +285,39 @@ class AttachmentAdmin(admin.ModelAdmin[Attachment]):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
-    """Read-only: nobody edits what users said."""
+class MessageAdmin(BigTableAdmin[Message]):
+    """Read-only: nobody edits what users said.
+
+    Ten million messages: every filter and the search go through an index
+    (the kinds and deleted ones: migrations 0008 and 0009; the words: the full-text
+    index of the `search` op; from:/to: the sender and recipient indexes),
+    the list sorts only by indexed columns, and the count stops at 10,000
+    (BigTableAdmin). No date hierarchy: its links list the distinct days of
+    every message; the "sent at" filter's ranges use the index instead.
+    """
 
     list_display = ["id", "sender", "to", "sent_at", "short_body", "pending"]
     list_filter = ["kind", DeletedFilter, "sent_at"]
+    ordered_while = {"sent_at__": "sent_at"}
     ordering = ["-id"]  # newest first, as everywhere else
-    search_fields = ["body", "sender__username", "recipient__username", "room__name"]
-    date_hierarchy = "sent_at"
+    sortable_by = ["sent_at"]
+    search_fields = ["body"]  # what get_search_results does instead of icontains
+    search_help_text = (
+        "Whole words of the message (the last one also as the start of a word), "
+        "and from:NAME or to:NAME for its sender or recipient."
+    )
     list_select_related = ["sender", "recipient", "room"]
     fields = ("kind", "sender", "recipient", "room", "sent_at", "deleted_at", "body", "pending")
     readonly_fields = fields
     inlines = [AttachmentsInline]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(pending_count=Count("deliveries", filter=Q(deliveries__acked_at__isnull=True)))
-        )
+    def page_loaded(self, rows: list[Message]) -> list[Message]:
+        waiting = selectors.pending_recipients(message_ids=[m.pk for m in rows])
+        for message in rows:
+            cast("WithAnnotations[Message, MessageRow]", message).pending_count = waiting.get(message.pk, 0)
+        return rows
 
-    @admin.display(description="to", ordering="recipient__username")
+    @admin.display(description="to")
     def to(self, obj: Message) -> User | str:
         if obj.room is not None:
             return f"#{obj.room.name} (room {obj.room_id})"
@@ -290,16 +333,35 @@ class MessageAdmin(admin.ModelAdmin[Message]):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
     ) -> tuple[QuerySet[Message], bool]:
-        # Django unquotes each term, so a lone `"` became "" and matched
-        # every message: with nothing left to look for, nothing is found.
-        terms = [t for t in smart_split(search_term) if t.strip("\"'")]
-        if search_term.strip() and not terms:
+        """Words through the full-text index, from:/to: through the user
+        indexes: Django's icontains would read every body of the table.
+        A search with nothing left to look for (a lone `"`) finds nothing."""
+        if not search_term.strip():
+            return queryset, False
+        words: list[str] = []
+        people: list[Q] = []
+        for term in smart_split(search_term):
+            term = term.strip("\"'")
+            field, colon, name = term.partition(":")
+            if colon and name and field.lower() in ("from", "to"):
+                column = "sender" if field.lower() == "from" else "recipient"
+                people.append(Q(**{f"{column}__username_key": names.fold(name)}))
+            elif term:
+                words.append(term)
+        if not words and not people:
             return queryset.none(), False
-        return super().get_search_results(request, queryset, search_term)
+        for who in people:
+            queryset = queryset.filter(who)
+        if words:
+            queryset = selectors.messages_with_words(queryset, " ".join(words), newest=CappedPaginator.cap + 1)
+        return queryset, False
 
-    @admin.display(description="pending for", ordering="pending_count")
-    def pending(self, obj: WithAnnotations[Message, MessageRow]) -> int:
-        return obj.pending_count
+    @admin.display(description="pending for")
+    def pending(self, obj: Message) -> int:
+        counted: int | None = getattr(obj, "pending_count", None)
+        if counted is None:  # on the message's own page
+            counted = selectors.pending_recipients(message_ids=[obj.pk]).get(obj.pk, 0)
+        return counted
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -324,7 +386,7 @@ class BlockForm(forms.ModelForm[Block]):
 
 
 @admin.register(Block)
-class BlockAdmin(admin.ModelAdmin[Block]):
+class BlockAdmin(BigTableAdmin[Block]):
     """Adding and removing here runs the same services as a user's own
     block, so delivery changes the same way (pending messages are dropped)."""
 
@@ -364,11 +426,11 @@ class BlockAdmin(admin.ModelAdmin[Block]):
 class RoomRow(TypedDict):
     member_total: int
     admin_total: int
-    message_total: int
     admin_rows: list[RoomMember]  # prefetched: the admins, by name
+    message_total: int  # page_loaded's
 
 
-def _count(rows: QuerySet[RoomMember] | QuerySet[Message]) -> Coalesce:
+def _count(rows: QuerySet[RoomMember]) -> Coalesce:
     """A per-room count as a subquery: two Count()s over joins would multiply."""
     counted = rows.filter(room=OuterRef("pk")).order_by().values("room").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
@@ -412,16 +474,19 @@ class RoomMembersInline(admin.TabularInline[RoomMember, Room]):
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin[Room]):
+class RoomAdmin(BigTableAdmin[Room]):
     """Rooms, for operators: who is in them, how big they are. Removing a
     member or deleting a room runs the same services as the socket does;
     deleting never loads a room's history (the service deletes in bulk)."""
 
     list_display = ["name", "id", "members", "admins", "message_count", "created_at"]
     list_filter = [RoomSizeFilter, "created_at"]
-    search_fields = ["name", "=id", "members__user__username"]
-    date_hierarchy = "created_at"
-    ordering = ["-created_at"]
+    search_fields = ["name"]  # and more: get_search_results
+    search_help_text = "Part of the room's name, its id, or the name of one of its members."
+    # Newest first by key (rooms are made in created_at order): a sort on
+    # the unindexed created_at counted every room's members and messages
+    # before keeping a page of them.
+    ordering = ["-id"]
     fields = ("name", "created_at", "members", "admins", "message_count")
     readonly_fields = fields
     inlines = [RoomMembersInline]
@@ -434,7 +499,6 @@ class RoomAdmin(admin.ModelAdmin[Room]):
             .annotate(
                 member_total=_count(RoomMember.objects.all()),
                 admin_total=_count(RoomMember.objects.filter(admin=True)),
-                message_total=_count(Message.objects.filter(deleted_at__isnull=True)),
             )
             .prefetch_related(
                 Prefetch(
@@ -445,6 +509,21 @@ class RoomAdmin(admin.ModelAdmin[Room]):
             )
         )
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Room], search_term: str
+    ) -> tuple[QuerySet[Room], bool]:
+        """A member by their whole name, through the membership index: a
+        search across the members' join repeated each room once per member
+        (DISTINCT over every membership of every room found)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        member = RoomMember.objects.filter(user__username_key=names.fold(term)).values("room_id")
+        found = Q(name__icontains=term) | Q(pk__in=member)
+        if term.isdigit():
+            found |= Q(pk=int(term))
+        return queryset.filter(found), False
+
     @admin.display(description="members", ordering="member_total")
     def members(self, obj: WithAnnotations[Room, RoomRow]) -> int:
         return obj.member_total
@@ -454,9 +533,18 @@ class RoomAdmin(admin.ModelAdmin[Room]):
         shown = ", ".join(m.user.username for m in obj.admin_rows[:3])
         return shown + (f" and {obj.admin_total - 3} more" if obj.admin_total > 3 else "")
 
-    @admin.display(description="messages", ordering="message_total")
-    def message_count(self, obj: WithAnnotations[Room, RoomRow]) -> int:  # not `messages`: the module's
-        return obj.message_total
+    def page_loaded(self, rows: list[Room]) -> list[Room]:
+        counts = selectors.room_message_counts(room_ids=[r.pk for r in rows])
+        for room in rows:
+            cast("WithAnnotations[Room, RoomRow]", room).message_total = counts.get(room.pk, 0)
+        return rows
+
+    @admin.display(description="messages")  # no sort: it would count the messages of every room
+    def message_count(self, obj: Room) -> int:  # not `messages`: the module's
+        counted: int | None = getattr(obj, "message_total", None)
+        if counted is None:  # on the room's own page
+            counted = selectors.room_message_counts(room_ids=[obj.pk]).get(obj.pk, 0)
+        return counted
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

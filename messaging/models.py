@@ -91,6 +91,13 @@ class Message(models.Model):
             models.Index(fields=["id"], name="messaging_msg_broadcast", condition=Q(kind="broadcast")),
             # What answers a message, when it goes (SET_NULL).
             models.Index(fields=["reply_to"], name="messaging_msg_reply_to", condition=Q(reply_to__isnull=False)),
+            # The admin's filters, newest first, at ten million messages:
+            # room messages (broadcasts: messaging_msg_broadcast above), and
+            # deleted messages.
+            models.Index(fields=["id"], name="messaging_msg_in_rooms", condition=Q(kind="room")),
+            # With the room: a room's live messages are all its messages
+            # less these, each counted from an index alone (the admin).
+            models.Index(fields=["id", "room"], name="messaging_msg_deleted", condition=Q(deleted_at__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(

@@ -16,7 +16,9 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.files.storage import storages
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from PIL import Image
 
@@ -351,6 +353,21 @@ def test_unsent_uploads_are_removed_after_a_day(alice, bob, django_capture_on_co
     assert "Removed 1 unsent upload" in out.getvalue()
     assert set(Attachment.objects.values_list("pk", flat=True)) == {fresh.pk, sent.pk}
     assert old.stored not in stored_names() and fresh.stored in stored_names()
+
+
+def test_unsent_uploads_are_removed_in_batches(alice, monkeypatch, django_capture_on_commit_callbacks):
+    """delete() loads every row it deletes (the signal removes the files):
+    a great many abandoned uploads go a batch at a time."""
+    from messaging.services import attachments
+
+    monkeypatch.setattr(attachments, "PRUNE_BATCH", 2)
+    [upload(alice, b"x", f"{n}.txt") for n in range(5)]
+    Attachment.objects.update(created_at=timezone.now() - timedelta(days=2))
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        assert services.attachments_unsent_prune() == 5
+    deletes = [q["sql"] for q in queries if q["sql"].startswith('DELETE FROM "messaging_attachment"')]
+    assert len(deletes) == 3  # 2 + 2 + 1
+    assert not Attachment.objects.exists() and stored_names() == []
 
 
 def test_a_deactivated_users_files_stay_with_their_messages(alice, bob):

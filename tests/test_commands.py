@@ -1,9 +1,12 @@
 """Management commands through call_command."""
 
+import contextlib
+import gc
 import io
 import os
 import subprocess
 import sys
+import weakref
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -11,6 +14,7 @@ from unittest import mock
 import pytest
 from django.contrib.auth import authenticate, get_user_model, hashers
 from django.core.management import CommandError, call_command
+from django.db.models.signals import post_init
 from django.utils import timezone
 
 from messaging import selectors, services
@@ -308,6 +312,40 @@ def test_seed_ten_thousand_users_hashes_once():
     assert User.objects.count() == 10000
 
 
+@contextlib.contextmanager
+def rows_made(model):
+    """Yields (made, most alive at once): the model's instances made inside,
+    and the most that were in memory together (a loaded list keeps them
+    all; a stream drops each before the next)."""
+    alive: weakref.WeakSet = weakref.WeakSet()
+    made: list[int] = []
+    most = [0]
+
+    def seen(sender, instance, **kwargs):
+        gc.collect()  # a row and its select_related row refer to each other: only the collector frees them
+        alive.add(instance)
+        made.append(1)
+        most[0] = max(most[0], len(alive))
+
+    post_init.connect(seen, sender=model)
+    try:
+        yield made, most
+    finally:
+        post_init.disconnect(seen, sender=model)
+
+
+def test_seed_holds_ids_not_every_user():
+    """At 100,000 users chat_seed kept every one as a row to draw senders
+    and members from: now ids, and rows only of the users a batch sends as
+    or a room is made of."""
+    run("chat_seed", "--users", "300")
+    with rows_made(User) as (made, _):
+        out = run("chat_seed", "--users", "300", "--messages", "5", "--rooms", "2", "--room-size", "3", "--seed", "1")
+    assert "5 message(s) sent" in out and "2 room(s) of 3 member(s) made" in out
+    assert len(made) < 60  # the 10 senders and recipients, the 6 members, what sending reads: not 300 (twice)
+    assert RoomMember.objects.count() == 6
+
+
 def test_createsuperuser_works_with_the_custom_user():
     call_command("createsuperuser", username="admin", email="a@example.com", interactive=False, stdout=io.StringIO())
     assert User.objects.get(username="admin").is_superuser
@@ -330,3 +368,20 @@ def test_presence_lists_and_prunes():
     out = run("chat_presence", "--prune")
     assert "Pruned 1" in out and "bob" in out
     assert list(Presence.objects.values_list("user__username", flat=True)) == ["alice"]
+
+
+def test_presence_streams_the_list(monkeypatch):
+    """Ten thousand online are listed a chunk of rows at a time, never all
+    of them in memory."""
+    from messaging.management.commands import chat_presence
+
+    monkeypatch.setattr(chat_presence, "CHUNK", 10)
+    users = User.objects.bulk_create(User(username=f"p{i}", username_key=f"p{i}") for i in range(60))
+    now = timezone.now()
+    Presence.objects.bulk_create(
+        Presence(user=u, channel_name=f"c{u.pk}", host="h", pid=1, connected_at=now, heartbeat_at=now) for u in users
+    )
+    with rows_made(Presence) as (made, most):
+        out = run("chat_presence")
+    assert out.count(" online ") == 60 and len(made) == 60
+    assert most[0] <= 2

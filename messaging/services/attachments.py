@@ -181,11 +181,24 @@ class AttachmentClaims:
             Attachment.objects.bulk_update(rows, ["message", "position"])
 
 
+# Unsent uploads removed per transaction by attachments_unsent_prune.
+PRUNE_BATCH = 1000
+
+
 def attachments_unsent_prune(*, now: datetime | None = None) -> int:
-    """Remove uploads never sent, older than CHAT_UNSENT_ATTACHMENT_SECONDS."""
+    """Remove uploads never sent, older than CHAT_UNSENT_ATTACHMENT_SECONDS.
+
+    In batches: a queryset's delete() loads every row it deletes (for the
+    signal that removes the files), all at once; a day of abandoned uploads
+    at 100,000 users could be a great many."""
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.CHAT_UNSENT_ATTACHMENT_SECONDS)
-    count, _ = Attachment.objects.filter(message__isnull=True, created_at__lt=cutoff).delete()
-    return count
+    stale = Attachment.objects.filter(message__isnull=True, created_at__lt=cutoff).order_by("pk")
+    removed = 0
+    while ids := list(stale.values_list("pk", flat=True)[:PRUNE_BATCH]):
+        # Still unsent: one sent meanwhile stays (and leaves `stale`).
+        count, _ = Attachment.objects.filter(pk__in=ids, message__isnull=True).delete()
+        removed += count
+    return removed
 
 
 def attachments_of_message_delete(*, message_ids: Iterable[int]) -> int:

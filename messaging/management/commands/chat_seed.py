@@ -30,6 +30,8 @@ LINES = [
 # Messages stored per transaction: messages_send writes a batch with one
 # bulk insert of messages and one of deliveries.
 BATCH = 500
+# Names or ids looked up per query (within every database's limit of parameters).
+PER_QUERY = 1000
 
 
 class Command(DatabaseCommand):
@@ -86,15 +88,37 @@ class Command(DatabaseCommand):
         if rooms:
             self.seed_rooms(prefix, names, rooms, room_size, seed, progress)
 
+    @staticmethod
+    def user_ids(names: list[str]) -> list[int]:
+        """The ids of the active users among `names`, in order: ids, not
+        rows, so that 100,000 users are not 100,000 objects in memory."""
+        ids: list[int] = []
+        for start in range(0, len(names), PER_QUERY):
+            chunk = names[start : start + PER_QUERY]
+            ids += get_user_model().objects.filter(username__in=chunk, is_active=True).values_list("pk", flat=True)
+        return sorted(ids)
+
+    @staticmethod
+    def users(ids: set[int]) -> dict[int, Any]:
+        """The users of `ids` (a batch's), by id."""
+        found: dict[int, Any] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), PER_QUERY):
+            found |= get_user_model().objects.in_bulk(wanted[start : start + PER_QUERY])
+        return found
+
     def seed_rooms(
         self, prefix: str, names: list[str], count: int, size: int, seed: int | None, progress: bool
     ) -> None:
         """Rooms PREFIX-room1..N, each of `size` users drawn at random (all
         of them if fewer), the first its admin."""
-        people = list(get_user_model().objects.filter(username__in=names, is_active=True).order_by("pk"))
+        ids = self.user_ids(names)
         rng = random.Random(seed)
-        size = min(size, len(people))
-        wanted = [(f"{prefix}-room{i}", rng.sample(people, size)) for i in range(1, count + 1)]
+        size = min(size, len(ids))
+        drawn = [(f"{prefix}-room{i}", rng.sample(ids, size)) for i in range(1, count + 1)]
+        # Only the members drawn, as rows.
+        people = self.users({i for _, members in drawn for i in members})
+        wanted = [(name, [people[i] for i in members]) for name, members in drawn]
         try:
             with tqdm(total=count, unit="room", disable=not progress) as bar:
                 made = messaging.rooms_seed(rooms=wanted, progress=bar.update)
@@ -103,25 +127,28 @@ class Command(DatabaseCommand):
         self.stdout.write(f"{made} room(s) of {size} member(s) made, {count - made} already there.")
 
     def seed_messages(self, names: list[str], count: int, seed: int | None, progress: bool) -> None:
-        User = get_user_model()
-        people = list(User.objects.filter(username__in=names, is_active=True))
-        if len(people) < 2:
+        ids = self.user_ids(names)
+        if len(ids) < 2:
             raise CommandError("Need at least two users for conversations")
-        if Message.objects.filter(sender__in=people).exists():
+        chunks = (ids[i : i + PER_QUERY] for i in range(0, len(ids), PER_QUERY))
+        if any(Message.objects.filter(sender_id__in=chunk).exists() for chunk in chunks):
             self.stdout.write("They have messages already; none added.")
             return
         rng = random.Random(seed)
         sent = 0
         with tqdm(total=count, unit="msg", disable=not progress) as bar:
             for start in range(0, count, BATCH):
-                requests = []
-                for _ in range(min(BATCH, count - start)):
-                    sender, recipient = rng.sample(people, 2)
-                    requests.append(
-                        messaging.SendRequest(
-                            sender=sender, to_username=recipient.username, body=rng.choice(LINES), rate_limit=False
-                        )
+                pairs = [rng.sample(ids, 2) for _ in range(min(BATCH, count - start))]
+                people = self.users({i for pair in pairs for i in pair})  # this batch's only
+                requests = [
+                    messaging.SendRequest(
+                        sender=people[sender],
+                        to_username=people[recipient].username,
+                        body=rng.choice(LINES),
+                        rate_limit=False,
                     )
+                    for sender, recipient in pairs
+                ]
                 # A refusal (the recipient blocks the sender) is skipped, as a user would move on.
                 results = messaging.messages_send(requests=requests)
                 sent += sum(not isinstance(r, ServiceError) for r in results)
