@@ -122,7 +122,8 @@ nginx:
 # the two halves at once, since each spends much of its time waiting on the
 # servers, browsers and clients it starts. Each has its own test database,
 # Redis prefix, port range and coverage data file; the output of each comes
-# whole when it ends (make's --output-sync). Both measure branch coverage of
+# whole when it ends (make's --output-sync). The SQLite half takes the
+# browser tests' screenshots (test-artifacts/), the other skips them. Both measure branch coverage of
 # the server and the client in the pytest process (pyproject.toml
 # [tool.coverage]); `coverage` joins the two data files, prints the report
 # and fails below the floors.
@@ -136,7 +137,7 @@ test-sqlite: install-dev
 
 test-scaleout: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
-	  COVERAGE_FILE=.coverage.scaleout TEST_PORTS=$(TEST_PORTS_SCALEOUT) \
+	  COVERAGE_FILE=.coverage.scaleout TEST_PORTS=$(TEST_PORTS_SCALEOUT) TEST_SCREENSHOTS=0 \
 	  $(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
 
 # Joins the halves' data that a test run left (either or both) into

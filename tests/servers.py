@@ -77,6 +77,10 @@ class Server:
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
             "DATABASE_URL": database_url_for_servers(),
+            # The project's settings but MD5 for passwords, as in this process
+            # (conftest.fast_settings): Argon2's 0.2 s of CPU a hash, hundreds
+            # of times, would be most of what the servers of the suite do.
+            "DJANGO_SETTINGS_MODULE": "bench.cheap_hash_settings",
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",
