@@ -176,7 +176,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer ----------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
+# Each pytest-xdist worker of `make test` has a Redis namespace of its own
+# (the servers it starts inherit PYTEST_XDIST_WORKER with its environment).
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi") + os.environ.get("PYTEST_XDIST_WORKER", "")
 # The connection options matter: channels_redis keeps connections open for
 # as long as a WebSocket lives, and its receive blocks longer than redis-py
 # 8's default socket_timeout of 5 s (channels_redis#422). No read timeout,
