@@ -85,8 +85,10 @@ def text(results: Results) -> str:
         out.append(_table("\nDrain: messages waiting at login, login ok -> last arrived", header, rows))
     if "idle" in sc:
         p, b = _get(results, "idle", "project"), _get(results, "idle", "bare")
-        keys: tuple[str, ...] = ("connections", "logged_in", "rss_before_kib", "rss_after_kib", "kib_per_conn", "idle_s", "idle_cpu_s",
-                "idle_cpu_pct", "idle_presence_frames", "client_cpu_peak")  # fmt: skip
+        keys: tuple[str, ...] = (
+            "connections", "logged_in", "rss_before_kib", "rss_after_kib", "kib_per_conn", "idle_s", "idle_cpu_s",
+            "idle_cpu_pct", "idle_presence_frames", "client_cpu_peak",
+        )  # fmt: skip
         rows = [[k, p.get(k), b.get(k)] for k in keys]
         rows.append(["client-bound", _bound(p), _bound(b)])
         out.append(_table("\nIdle logged-in connections: server RSS, and server CPU while nobody talks", header, rows))

@@ -88,7 +88,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.last_reply: asyncio.Future[None] | None = None
         self.unacked: dict[int, int] = {}  # pushed from what waited, not acked yet: id -> bytes
         self.unacked_bytes = 0
-        self.ack_seen = asyncio.Event()
+        self.ack_seen: asyncio.Event | None = None  # made while what waited is pushed
         self.client_acks: bool | None = None  # unknown until it acks or the grace ends
         try:
             await super().__call__(scope, receive, send)
@@ -424,7 +424,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     def acked(self, ids: Collection[int]) -> None:
         for message_id in ids:
             self.unacked_bytes -= self.unacked.pop(message_id, 0)
-        self.ack_seen.set()
+        if self.ack_seen is not None:
+            self.ack_seen.set()
 
     async def push_pending(self) -> None:
         """Push every message pending for the user, oldest first, a page at a
@@ -435,6 +436,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         for it. A client that acks nothing is paced by its reading alone."""
         user, after = self.identity.user, 0
         self.flushing, self.client_acks = True, None
+        self.ack_seen = ack_seen = self.ack_seen or asyncio.Event()
         try:
             while user is not None and self.identity.user is user and not self.closing:
                 page = await events.run_then_push(
@@ -457,6 +459,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         finally:
             self.flushing = False
             self.unacked, self.unacked_bytes = {}, 0
+            if self.ack_seen is ack_seen:
+                self.ack_seen = None
 
     def window_open(self) -> bool:
         return (
@@ -470,9 +474,11 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         connection ended or the client stalled for CHAT_PENDING_STALL_SECONDS."""
         loop = asyncio.get_running_loop()
         start = loop.time()
+        ack_seen = self.ack_seen
+        assert ack_seen is not None, "paced() runs inside push_pending()"
         while not self.closing and self.identity.user is user:
-            if self.ack_seen.is_set():
-                self.ack_seen.clear()
+            if ack_seen.is_set():
+                ack_seen.clear()
                 self.client_acks = True
             elif self.client_acks is None and loop.time() - start > PENDING_ACK_GRACE_SECONDS:
                 self.client_acks = False
@@ -482,5 +488,5 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             if loop.time() - start > settings.CHAT_PENDING_STALL_SECONDS:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ack_seen.wait(), 0.02)
+                await asyncio.wait_for(ack_seen.wait(), 0.02)
         return False
