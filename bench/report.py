@@ -87,7 +87,7 @@ def text(results: Results) -> str:
         p, b = _get(results, "idle", "project"), _get(results, "idle", "bare")
         keys: tuple[str, ...] = (
             "connections", "logged_in", "rss_before_kib", "rss_after_kib", "kib_per_conn", "idle_s", "idle_cpu_s",
-            "idle_cpu_pct", "idle_presence_frames", "client_cpu_peak",
+            "idle_cpu_pct", "no_connection_cpu_pct", "idle_presence_frames", "client_cpu_peak",
         )  # fmt: skip
         rows = [[k, p.get(k), b.get(k)] for k in keys]
         rows.append(["client-bound", _bound(p), _bound(b)])

@@ -361,9 +361,14 @@ async def drain(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
 
 async def idle(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     """N logged-in idle connections: the server's memory per connection,
-    and its CPU while nobody talks (`idle_seconds`)."""
+    and its CPU while nobody talks (`idle_seconds`), beside its CPU over as
+    long with no connection at all."""
     await asyncio.sleep(sizes.settle / 2)
     before = stack.rss_kib()
+    # What the server costs idle with no connection at all, over as long.
+    base0, base_at = sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids), time.perf_counter()
+    await asyncio.sleep(sizes.idle_seconds)
+    base = (sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids) - base0) / (time.perf_counter() - base_at)
     async with Crowd(sizes.client_processes) as crowd:
         stack.loadgen_pids = crowd.pids if crowd.procs else []
         login = await crowd.log_in([f"u{i}" for i in range(1, sizes.idle + 1)], stack.urls)
@@ -387,6 +392,7 @@ async def idle(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
         "idle_s": round(at1 - at0, 1),
         "idle_cpu_s": round(cpu1 - cpu0, 2),
         "idle_cpu_pct": round(100 * (cpu1 - cpu0) / (at1 - at0), 2),
+        "no_connection_cpu_pct": round(100 * base, 2),
         "idle_presence_frames": counts["presence_frames"] - frames0,
         **watch.figures(),
     }

@@ -151,7 +151,9 @@ class Stack:
             cmd = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
             cmd += ["--http", "httptools", "--ws", "websockets", "--log-level", "warning", "--no-access-log", app]
         else:
-            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1", app]
+            # The pings of `make run` and deploy/chat@.service: what an idle connection costs.
+            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
+            cmd += ["--ping-interval", "15", "--ping-timeout", "30", app]
         log = open(self.tmp / f"server{index}.log", "ab")  # noqa: SIM115 (kept open for the process)
         return subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

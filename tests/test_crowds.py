@@ -227,3 +227,54 @@ async def test_a_request_cut_off_while_sending_leaves_no_stray_error():
     finally:
         loop.set_exception_handler(None)
     assert not [m for m in unretrieved if "never retrieved" in m]
+
+
+# --- The heartbeat of a process's presence rows ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_tick_refreshes_this_process_rows_in_one_go_and_lets_a_leaked_one_expire(django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging import services
+    from messaging.models import Presence
+
+    names = []
+    for i in range(3):
+        user = django_user_model.objects.create_user(username=f"u{i}", password=PASSWORD)
+        services.presence_claim(user=user, channel_name=f"chan-{i}")
+        names.append(f"chan-{i}")
+    other = django_user_model.objects.create_user(username="elsewhere", password=PASSWORD)
+    long_ago = timezone.now() - timedelta(seconds=20)
+    Presence.objects.create(
+        user=other, channel_name="theirs", host="another-host", pid=1, connected_at=long_ago, heartbeat_at=long_ago
+    )
+    Presence.objects.update(heartbeat_at=long_ago)
+    # chan-2's socket is gone but its row was left (a release that failed);
+    # "vanished" lost its row (taken over elsewhere, or expired).
+    lost = services.presence_tick(channel_names=["chan-0", "chan-1", "vanished"], expire=False)
+    assert lost == ["vanished"]
+    fresh = set(Presence.objects.filter(heartbeat_at__gt=long_ago).values_list("channel_name", flat=True))
+    assert fresh == {"chan-0", "chan-1"}  # not the leaked row, not another process's
+
+
+@pytest.mark.django_db
+def test_the_tick_with_many_leaked_rows_still_refreshes_only_the_held_ones(django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging import services
+    from messaging.models import Presence
+
+    users = django_user_model.objects.bulk_create(
+        [django_user_model(username=f"v{i}", password="x") for i in range(520)]
+    )
+    for user in users:
+        services.presence_claim(user=user, channel_name=f"c-{user.username}")
+    long_ago = timezone.now() - timedelta(seconds=20)
+    Presence.objects.update(heartbeat_at=long_ago)
+    assert services.presence_tick(channel_names=["c-v0", "c-v1"], expire=False) == []
+    assert Presence.objects.filter(heartbeat_at__gt=long_ago).count() == 2
