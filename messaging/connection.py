@@ -123,7 +123,11 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.transport.limit_message_size(settings.CHAT_MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), loop.time()
+        # What the cookie login and the query string below need, read first:
+        # the handshake's headers are let go once the socket is accepted.
+        batched = b"presence_batch=1" in (self.scope.get("query_string") or b"").split(b"&")
         await self.base_send({"type": "websocket.accept"})
+        self.transport.forget_handshake()
         metrics.open_sockets.inc()
         runtime.connections.add(self)
         if runtime.stopping:
@@ -132,8 +136,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             return
         self.login_deadline = loop.call_later(settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue)
         # A page logged in by its cookie sends no login: it asks for batched
-        # presence in the URL (/ws/chat/?presence_batch=1).
-        batched = b"presence_batch=1" in (self.scope.get("query_string") or b"").split(b"&")
+        # presence in the URL (/ws/chat/?presence_batch=1), read above.
         scope_user = self.scope.get("user")
         if scope_user is not None and scope_user.is_authenticated:
             key = self.cookie_session_key()

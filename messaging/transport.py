@@ -92,6 +92,10 @@ class Transport:
     def limit_message_size(self, size: int) -> None:
         pass
 
+    def forget_handshake(self) -> None:
+        """The socket is accepted: drop what the server keeps of the
+        handshake's request and nothing reads again."""
+
     async def close(self, code: int, reason: str = "") -> None:
         """Close with any code, 1008 included, after what is queued."""
         self._outbox.append("")  # drain what is queued first
@@ -175,6 +179,22 @@ class DaphneTransport(Transport):
         if self.paused and self.protocol.transport is not None:
             self.paused = False
             self.protocol.transport.resumeProducing()
+
+    def forget_handshake(self) -> None:
+        # daphne keeps the request's headers as a list (which the scope
+        # shares, through every middleware's copy), autobahn as a dict and
+        # as the raw bytes: about 2 KB a socket, for its whole life, read
+        # only while the handshake is answered (tests/test_adapters.py).
+        # Emptied in place, so every holder lets them go.
+        protocol = self.protocol
+        headers = getattr(protocol, "clean_headers", None)
+        if isinstance(headers, list):
+            headers.clear()
+        http_headers = getattr(protocol, "http_headers", None)
+        if isinstance(http_headers, dict):
+            http_headers.clear()
+        if isinstance(getattr(protocol, "http_request_data", None), bytes):
+            protocol.http_request_data = b""
 
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it

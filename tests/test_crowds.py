@@ -278,3 +278,30 @@ def test_the_tick_with_many_leaked_rows_still_refreshes_only_the_held_ones(djang
     Presence.objects.update(heartbeat_at=long_ago)
     assert services.presence_tick(channel_names=["c-v0", "c-v1"], expire=False) == []
     assert Presence.objects.filter(heartbeat_at__gt=long_ago).count() == 2
+
+
+# --- What a socket keeps of its handshake ------------------------------------------------------
+
+
+async def test_a_cookie_socket_over_daphne_logs_in_and_asks_batched_presence_after_the_headers_go(server):
+    """The handshake's headers are let go at the accept (DaphneTransport.
+    forget_handshake): the cookie login and the URL's presence_batch were
+    read before, and the socket works as ever."""
+    from .helpers import amake_user
+    from .servers import signup
+
+    await amake_user("alice")  # this process's password hasher: the cookie login below checks it here
+    await signup(server.url, "bob")  # the server's: bob logs in there
+    http = Client()
+    assert await sync_to_async(http.login)(username="alice", password=PASSWORD)
+    cookie = f"sessionid={http.cookies['sessionid'].value}"
+    async with (
+        Peer(server.url + "?presence_batch=1", additional_headers={"Cookie": cookie}) as alice,
+        Peer(server.url) as bob,
+    ):
+        assert (await alice.ok("whoami"))["username"] == "alice"
+        await bob.ok("login", username="bob", password=PASSWORD)
+        batch = await alice.event("presence_batch", timeout=10)
+        assert "bob" in batch["online"]
+        await bob.ok("send", to="alice", body="after the handshake")
+        assert (await alice.event("message", timeout=5))["body"] == "after the handshake"
