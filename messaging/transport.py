@@ -195,6 +195,15 @@ class DaphneTransport(Transport):
             http_headers.clear()
         if isinstance(getattr(protocol, "http_request_data", None), bytes):
             protocol.http_request_data = b""
+        # The HTTP request that was upgraded (its headers, its Twisted
+        # objects: another 2.5 KB) stays in its HTTPChannel's list, and the
+        # channel stays the TCP transport's producer. daphne took the
+        # transport from it (request.transport is None): nothing of it is
+        # used again.
+        channel = getattr(getattr(protocol, "transport", None), "producer", None)
+        requests = getattr(channel, "requests", None)
+        if isinstance(requests, list) and all(getattr(r, "transport", True) is None for r in requests):
+            requests.clear()
 
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it

@@ -182,6 +182,19 @@ def test_daphne_and_autobahn_read_the_handshake_headers_only_during_the_handshak
         assert name not in inspect.getsource(AutobahnProtocol), name
 
 
+def test_the_upgraded_request_is_left_in_its_channel_with_no_transport():
+    """forget_handshake() also empties the upgraded request's HTTPChannel
+    (the TCP transport's producer) of requests daphne took the transport
+    from."""
+    from daphne.http_protocol import WebRequest
+    from twisted.web.http import HTTPChannel
+
+    assert "transport, self.transport = self.transport, None" in inspect.getsource(WebRequest.process)
+    assert "transport.protocol = protocol" in inspect.getsource(WebRequest.process)
+    assert "self._networkProducer.registerProducer(self, True)" in inspect.getsource(HTTPChannel.connectionMade)
+    assert "self.requests = []" in inspect.getsource(HTTPChannel)
+
+
 # --- chatsite/layers.py: channels, channels_redis --------------------------------------
 
 
