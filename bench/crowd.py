@@ -58,6 +58,14 @@ class TerminalClient(ChatClient):
     def _said(self, line: str) -> None:
         self.lines.append((time.perf_counter(), line))
 
+    async def refresh_names(self) -> None:
+        """Skipped: after each login the terminal client asks `online` and
+        `recent` for Tab completion, each a list of everyone online (about
+        100 and 700 KB at 10,000 online), so a storm of N logins moves N²
+        names. The page asks the same at each connect. That cost is the
+        protocol's, not the restart's: docs/performance.md, "Crowds"."""
+        self.names_skipped = getattr(self, "names_skipped", 0) + 1
+
     async def on_event(self, frame: dict[str, Any]) -> None:
         if frame.get("type") in PRESENCE_TYPES:
             self.presence_frames += 1
@@ -272,7 +280,7 @@ class Crowd:
 
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
-            await self.all("close")
+            await asyncio.wait_for(self.all("close"), 120)
         for proc in self.procs:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -307,6 +315,8 @@ class Crowd:
             return await _run(self.local, command, kwargs)
         proc = self.procs[worker]
         assert proc.stdin is not None
+        if self.readers[worker].done():
+            raise RuntimeError(f"client process {proc.pid} ended")
         self.ids += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[self.ids] = future
