@@ -129,6 +129,7 @@ class CrowdWorker:
         everyone: Sequence[BenchClient | TerminalClient] = [*self.clients, *self.terminals]
         return {
             "connections": len(everyone),
+            "open": sum(1 for c in self.clients if c.session is not None and not c.session.closed.is_set()),
             "presence_frames": sum(c.presence_frames for c in everyone),
             "messages": sum(c.messages for c in self.clients),
             "last_presence": max((c.last_presence for c in self.clients), default=0.0),
@@ -142,9 +143,19 @@ class CrowdWorker:
             t.presence_frames, t.lines, t.back_at = 0, [], 0.0
         return {}
 
+    def connected(self) -> list[BenchClient]:
+        """The clients whose socket is open (not the sender's)."""
+        return [
+            c
+            for c in self.clients
+            if c.session is not None and not c.session.closed.is_set() and c.name != self.speaker
+        ]
+
     async def wait_for(self, body: str, timeout: float) -> dict[str, Any]:
-        """When the last of this worker's clients (the sender aside) had `body`."""
-        count = sum(1 for c in self.clients if c.session is not None) - (1 if self.speaker else 0)
+        """When the last of this worker's connected clients (the sender
+        aside) had `body`: a socket that closed is counted apart, not
+        waited for."""
+        count = len(self.connected())
         if count <= 0:
             return {"at": None, "count": 0, "expected": 0}
         try:
@@ -360,6 +371,7 @@ class Crowd:
         answers = await self.all("counts")
         return {
             "connections": sum(a["connections"] for a in answers),
+            "open": sum(a["open"] for a in answers),
             "presence_frames": sum(a["presence_frames"] for a in answers),
             "messages": sum(a["messages"] for a in answers),
             "last_presence": max(a["last_presence"] for a in answers),

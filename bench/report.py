@@ -73,6 +73,10 @@ def text(results: Results) -> str:
             for n in sorted(set(p) | set(b), key=int)
         ]
         rows += [
+            [f"{n} online: sockets open", p.get(n, {}).get("online"), b.get(n, {}).get("online")]
+            for n in sorted(set(p) | set(b), key=int)
+        ]
+        rows += [
             [f"{n} online: client-bound", _bound(p.get(n, {})), _bound(b.get(n, {}))]
             for n in sorted(set(p) | set(b), key=int)
         ]
@@ -87,7 +91,7 @@ def text(results: Results) -> str:
         p, b = _get(results, "idle", "project"), _get(results, "idle", "bare")
         keys: tuple[str, ...] = (
             "connections", "logged_in", "rss_before_kib", "rss_after_kib", "kib_per_conn", "idle_s", "idle_cpu_s",
-            "idle_cpu_pct", "no_connection_cpu_pct", "idle_presence_frames", "client_cpu_peak",
+            "idle_cpu_pct", "no_connection_cpu_pct", "idle_presence_frames", "open_at_end", "client_cpu_peak",
         )  # fmt: skip
         rows = [[k, p.get(k), b.get(k)] for k in keys]
         rows.append(["client-bound", _bound(p), _bound(b)])

@@ -234,6 +234,7 @@ async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
             await crowd.quiet(seconds=0.2 + sizes.settle, timeout=120)
             owner = crowd.owner(sender)
             times: list[float] = []
+            reached = n  # the fewest sockets still open when a broadcast went out
             async with CpuWatch(crowd.pids) as watch:
                 for k in range(sizes.broadcasts):
                     body = f"broadcast-{uuid.uuid4().hex[:8]}-{k}"
@@ -243,6 +244,7 @@ async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
                     ]
                     sent = await crowd.call(owner, "speak", name=sender, op="broadcast", fields={"body": body})
                     arrived = await asyncio.gather(*waits)
+                    reached = min(reached, sum(a["expected"] for a in arrived))
                     if all(a["at"] is not None for a in arrived if a["expected"]):
                         times.append(max(a["at"] for a in arrived if a["expected"]) - sent["start"])
                     else:
@@ -251,8 +253,10 @@ async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
             stack.loadgen_pids = []
         out[str(n)] = {
             "median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times),
-            "login_failed": login["failed"], **watch.figures(),
+            "login_failed": login["failed"], "online": reached, **watch.figures(),
         }  # fmt: skip
+        if reached < n:
+            log(f"    {n - reached} of the {n} sockets closed or never logged in (login errors: {login['errors'][:3]})")
         bound = " (client-bound)" if watch.client_bound else ""
         log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it{bound}")
         await asyncio.sleep(sizes.settle)  # the disconnects settle
@@ -394,6 +398,7 @@ async def idle(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
         "idle_cpu_pct": round(100 * (cpu1 - cpu0) / (at1 - at0), 2),
         "no_connection_cpu_pct": round(100 * base, 2),
         "idle_presence_frames": counts["presence_frames"] - frames0,
+        "open_at_end": counts["open"],
         **watch.figures(),
     }
     log(
