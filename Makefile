@@ -31,6 +31,10 @@ TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 TEST_PORTS_SQLITE   ?= 30000-31399
 TEST_PORTS_SCALEOUT ?= 31400-32767
 PYTEST_ARGS ?=
+# Workers per half (pytest-xdist; a test file stays on one worker). The
+# suite mostly waits on the servers, browsers and clients it starts: two
+# halves of two workers each keep both cores of a small machine busy.
+TEST_WORKERS ?= 2
 # Branch coverage floors (percent) for `make test`, a point or two under the
 # figures in docs/quality.md: the run fails below either.
 COV_FLOOR_MESSAGING ?= 87
@@ -122,7 +126,8 @@ nginx:
 # the two halves at once, since each spends much of its time waiting on the
 # servers, browsers and clients it starts. Each has its own test database,
 # Redis prefix, port range and coverage data file; the output of each comes
-# whole when it ends (make's --output-sync). Both measure branch coverage of
+# whole when it ends (make's --output-sync). The SQLite half takes the
+# browser tests' screenshots (test-artifacts/), the other skips them. Both measure branch coverage of
 # the server and the client in the pytest process (pyproject.toml
 # [tool.coverage]); `coverage` joins the two data files, prints the report
 # and fails below the floors.
@@ -132,12 +137,12 @@ test: install-dev browser nginx
 
 test-sqlite: install-dev
 	env -u DATABASE_URL -u REDIS_URL COVERAGE_FILE=.coverage.sqlite TEST_PORTS=$(TEST_PORTS_SQLITE) \
-	  $(BIN)/pytest --cov --cov-report= -m "not scaleout" $(PYTEST_ARGS)
+	  $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report= -m "not scaleout" $(PYTEST_ARGS)
 
 test-scaleout: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CHANNEL_LAYER_PREFIX=test$$$$ \
-	  COVERAGE_FILE=.coverage.scaleout TEST_PORTS=$(TEST_PORTS_SCALEOUT) \
-	  $(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
+	  COVERAGE_FILE=.coverage.scaleout TEST_PORTS=$(TEST_PORTS_SCALEOUT) TEST_SCREENSHOTS=0 \
+	  $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report= $(PYTEST_ARGS)
 
 # Joins the halves' data that a test run left (either or both) into
 # .coverage, then reports on it.

@@ -176,7 +176,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer ----------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
+# Each pytest-xdist worker of `make test` has a Redis namespace of its own
+# (the servers it starts inherit PYTEST_XDIST_WORKER with its environment).
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi") + os.environ.get("PYTEST_XDIST_WORKER", "")
 # The connection options matter: channels_redis keeps connections open for
 # as long as a WebSocket lives, and its receive blocks longer than redis-py
 # 8's default socket_timeout of 5 s (channels_redis#422). No read timeout,
@@ -425,6 +427,10 @@ CHAT_THUMBNAIL_PIXELS = 400
 CHAT_UPLOAD_PROCESSES = env_int("CHAT_UPLOAD_PROCESSES", max(1, (os.cpu_count() or 2) - 1))
 # Their CPU priority below the server's (os.nice): chat first, then uploads.
 CHAT_UPLOAD_NICE = env_int("CHAT_UPLOAD_NICE", 10)
+# Start them with the process (at its first login), so that the first upload
+# does not wait a second for them; off, at the first upload. The test
+# suite's hundreds of short-lived servers turn it off.
+CHAT_UPLOAD_PREWARM = env_bool("CHAT_UPLOAD_PREWARM", True)
 # Uploads never sent are removed after this long (`manage.py chat_cleanup`).
 CHAT_UNSENT_ATTACHMENT_SECONDS = env_int("CHAT_UNSENT_ATTACHMENT_SECONDS", 24 * 3600)
 # Behind nginx: after Django's check, nginx sends the file from this

@@ -76,8 +76,9 @@ class Runtime:
             self.pump.start()
             # The upload processes start now, in the background: importing
             # Django takes them a second or more, which the first upload
-            # should not wait for.
-            self._upload_pool().submit(os.getpid)
+            # should not wait for (unless CHAT_UPLOAD_PREWARM is off).
+            if settings.CHAT_UPLOAD_PREWARM:
+                self._upload_pool().submit(os.getpid)
             self.started = True
 
     def trouble(self) -> str | None:

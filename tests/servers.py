@@ -77,12 +77,19 @@ class Server:
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
             "DATABASE_URL": database_url_for_servers(),
+            # The project's settings but MD5 for passwords, as in this process
+            # (conftest.fast_settings): Argon2's 0.2 s of CPU a hash, hundreds
+            # of times, would be most of what the servers of the suite do.
+            "DJANGO_SETTINGS_MODULE": "bench.cheap_hash_settings",
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",
             "CHAT_SIGNUPS_PER_ADDRESS": "0",
             "CHAT_PASSWORD_FAILURES_PER_ADDRESS": "0",
             "CHAT_BROADCAST_RATE_COUNT": "0",
+            # Most never see an upload: no upload process (a second of CPU
+            # each) until the first (tests/test_attachments.py has both ways).
+            "CHAT_UPLOAD_PREWARM": "0",
             **{k: str(v) for k, v in env.items()},
         }
         self.proc = None

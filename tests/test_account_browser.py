@@ -6,7 +6,7 @@ import pytest
 from . import test_browser as chat_browser
 from .helpers import PASSWORD
 from .servers import signup
-from .test_browser import ARTIFACTS, PHONE, WIDE, expect, run_async
+from .test_browser import PHONE, WIDE, expect, run_async, shot
 
 # The chat page's browser fixtures: one Chromium and one server per module.
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
@@ -21,8 +21,7 @@ def test_the_account_page_from_the_chat_header(server, open_page, viewport, name
     page = open_page("alice", viewport=viewport)
     link = page.locator("#account-link")
     expect(link).to_be_visible()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"chat-header-{name}.png"))
+    shot(page, f"chat-header-{name}")
     link.click()
     page.wait_for_url("**/account/")
     for heading in ("Your account", "Email", "Change password", "Your data", "Delete your account"):
@@ -33,11 +32,11 @@ def test_the_account_page_from_the_chat_header(server, open_page, viewport, name
     data = page.get_by_role("link", name="Download (JSON)").bounding_box()
     section = page.locator("section", has=page.get_by_role("heading", name="Your data")).bounding_box()
     assert section["y"] <= data["y"] <= section["y"] + section["height"]
-    page.screenshot(path=str(ARTIFACTS / f"account-{name}.png"), full_page=True)
+    shot(page, f"account-{name}", full_page=True)
     # A wrong current password is said by the field, and nothing changes.
     page.fill("#id_old_password", "not-my-password")
     page.fill("#id_new_password1", "another-Horse-77")
     page.fill("#id_new_password2", "another-Horse-77")
     page.get_by_role("button", name="Change password").click()
     expect(page.get_by_text("Your current password is wrong.")).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / f"account-error-{name}.png"), full_page=True)
+    shot(page, f"account-error-{name}", full_page=True)

@@ -682,3 +682,19 @@ def test_uploads_are_counted_for_metrics(alice):
     assert _post(client, HTML, "cat.png").status_code == 400
     assert (count("stored"), count("invalid")) == (stored + 1, refused + 1)
     assert metrics.registry.get_sample_value("chat_upload_bytes_total") == size + len(PDF)
+
+
+@pytest.mark.parametrize("prewarm", [True, False])
+async def test_the_upload_processes_start_at_the_first_login_unless_told_not_to(settings, prewarm):
+    """CHAT_UPLOAD_PREWARM: on, the first upload finds its processes started
+    (importing Django costs them a second); off, they wait for one."""
+    from messaging.runtime import Runtime
+
+    settings.CHAT_UPLOAD_PREWARM = prewarm
+    runtime = Runtime()
+    runtime.clear_dead_processes = False
+    await runtime.start()
+    try:
+        assert (runtime.upload_pool is not None) is prewarm
+    finally:
+        await runtime.stop()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from . import test_browser as chat_browser
 from .servers import Server
-from .test_browser import ARTIFACTS, expect, open_chat, say
+from .test_browser import expect, open_chat, say, shot
 
 browser, new_page, page_errors = chat_browser.browser, chat_browser.new_page, chat_browser.page_errors
 accounts, password_hash, open_page = chat_browser.accounts, chat_browser.password_hash, chat_browser.open_page
@@ -53,11 +53,6 @@ def wait_true(page, script, timeout=10):
     while not page.evaluate(script):
         assert time.monotonic() < deadline, script
         time.sleep(0.05)
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_send_pictures_and_a_file_and_view_them(accounts, server, open_page):

@@ -82,11 +82,11 @@ def run_async(coroutine):
 
 @pytest.fixture(scope="module")
 def password_hash():
-    """PASSWORD hashed once, the way the servers hash (Argon2 costs a good
-    half second a time on a small machine)."""
-    from django.contrib.auth.hashers import Argon2PasswordHasher
+    """PASSWORD hashed once, the way the suite's servers hash (MD5:
+    tests/servers.py)."""
+    from django.contrib.auth.hashers import MD5PasswordHasher
 
-    hasher = Argon2PasswordHasher()
+    hasher = MD5PasswordHasher()
     return hasher.encode(PASSWORD, hasher.salt())
 
 
@@ -135,9 +135,14 @@ def stored_bodies(sender, to=None):
     return list(sent.order_by("id").values_list("body", flat=True))
 
 
-def shot(page, name):
+def shot(page, name, full_page=False):
+    """A screenshot to look at, test-artifacts/NAME.png. Taken by one half of
+    `make test` only (the other sets TEST_SCREENSHOTS=0): both would write
+    the same files, and PNGs of every state cost the browser real CPU."""
+    if os.environ.get("TEST_SCREENSHOTS", "1") == "0":
+        return
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def axe(page, state):

@@ -17,7 +17,7 @@ import pexpect
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from django.contrib.auth.hashers import Argon2PasswordHasher
+from django.contrib.auth.hashers import make_password
 from prompt_toolkit.document import Document
 
 from accounts.models import User
@@ -466,10 +466,9 @@ async def test_a_delete_that_overtakes_its_message_hides_it():
 
 
 def change_password(username, password):
-    """As the admin does, with the server's hasher (these tests hash with MD5)."""
+    """As the admin does, with the server's hasher (MD5 in the suite: tests/servers.py)."""
     user = User.objects.get(username=username)
-    hasher = Argon2PasswordHasher()
-    user.password = hasher.encode(password, hasher.salt())
+    user.password = make_password(password)
     user.save()
 
 
