@@ -89,6 +89,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="closed loop duration (default 8)")
     p.add_argument("--idle-seconds", type=float, help="idle: seconds the server's CPU is watched (default 30)")
     p.add_argument("--reconnect", type=int, help="terminal clients connected across a restart (default 1000)")
+    p.add_argument("--reconnect-timeout", type=float, help="reconnect: seconds to wait for all to be back (120)")
     p.add_argument(
         "--client-processes",
         type=int,
@@ -134,6 +135,8 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         sizes.idle_seconds = args.idle_seconds
     if args.reconnect is not None:
         sizes.reconnect = args.reconnect
+    if args.reconnect_timeout is not None:
+        sizes.reconnect_timeout = args.reconnect_timeout
     if args.client_processes is not None:
         sizes.client_processes = args.client_processes
     else:

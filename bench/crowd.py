@@ -80,6 +80,7 @@ class CrowdWorker:
         self.clients: list[BenchClient] = []
         self.terminals: list[TerminalClient] = []
         self.speaker: str | None = None  # the client that sends, and does not count as a recipient
+        self.logged_in: set[str] = set()  # names whose login succeeded
 
     async def open_login(
         self, names: list[str], urls: list[str], concurrency: int = 20, presence_batch: bool = True
@@ -96,6 +97,8 @@ class CrowdWorker:
                     await c.login(presence_batch=presence_batch)
                 except Exception as e:  # noqa: BLE001  (counted and reported)
                     errors.append(f"{c.name}: {e!r}")
+                else:
+                    self.logged_in.add(c.name)
 
         clients = [BenchClient(n, urls[i % len(urls)], self.tracker) for i, n in enumerate(names)]
         self.clients.extend(clients)
@@ -144,11 +147,14 @@ class CrowdWorker:
         return {}
 
     def connected(self) -> list[BenchClient]:
-        """The clients whose socket is open (not the sender's)."""
+        """The clients logged in whose socket is open (not the sender)."""
         return [
             c
             for c in self.clients
-            if c.session is not None and not c.session.closed.is_set() and c.name != self.speaker
+            if c.name in self.logged_in
+            and c.session is not None
+            and not c.session.closed.is_set()
+            and c.name != self.speaker
         ]
 
     async def wait_for(self, body: str, timeout: float) -> dict[str, Any]:
@@ -199,6 +205,7 @@ class CrowdWorker:
         await close_many(self.clients)
         await asyncio.gather(*(t.close() for t in self.terminals), return_exceptions=True)
         self.clients, self.terminals, self.tracker, self.speaker = [], [], Tracker(), None
+        self.logged_in = set()
         return {}
 
 
