@@ -208,6 +208,9 @@ def attachment_store(request, settings, tmp_path, monkeypatch):
                 "OPTIONS": {"location": env["MEDIA_ROOT"], "base_url": None},
             },
         }
+    # Servers that take uploads start their upload process with them, as in
+    # production (tests/servers.py turns that off for the rest).
+    env = {**env, "CHAT_UPLOAD_PREWARM": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -88,8 +88,9 @@ class Server:
             "CHAT_PASSWORD_FAILURES_PER_ADDRESS": "0",
             "CHAT_BROADCAST_RATE_COUNT": "0",
             # Most never see an upload: no upload process (a second of CPU
-            # each) until the first (tests/test_attachments.py has both ways).
-            "CHAT_UPLOAD_PREWARM": "0",
+            # each) until the first, unless the test stores attachments
+            # (conftest.attachment_store sets it in the environment).
+            "CHAT_UPLOAD_PREWARM": os.environ.get("CHAT_UPLOAD_PREWARM", "0"),
             **{k: str(v) for k, v in env.items()},
         }
         self.proc = None
