@@ -20,6 +20,16 @@ cleans up, Ctrl+C included. Scenarios:
   fanout  a broadcast to 100 and 1,000 online users: median time until all have it (10 broadcasts)
   rooms   a room message to 100 and 1,000 members online: p50/p99 until all have it (20 messages),
           and a broadcast to the same connections; `rooms` for a user in 500 rooms (project only)
+  reconnect  1,000 terminal clients connected, the server restarted (SIGTERM, started again):
+          seconds until each is online again by its resume token, presence frames, anything
+          a client printed that a person would read as an error (project only)
+
+Crowds (issue 23): `--idle 10000 --fanout 10000 --reconnect 10000` spreads the
+connections of idle, fanout and reconnect over client processes
+(`--client-processes`, bench/crowd.py), each sampled from /proc: a figure
+taken while one of them was above 90% of a core says "client-bound", the
+load generator may have set its pace. `idle` also watches the server's CPU
+for `--idle-seconds` while nobody talks.
 
 Clients and servers share this machine: compare the project with the bare
 app (and configurations) within one run, not figures across machines.
@@ -77,6 +87,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, help="idle connections (default 1000)")
     p.add_argument("--storm", help="login storm sizes, comma-separated (default 250,500,1000)")
     p.add_argument("--seconds", type=float, help="closed loop duration (default 8)")
+    p.add_argument("--idle-seconds", type=float, help="idle: seconds the server's CPU is watched (default 30)")
+    p.add_argument("--reconnect", type=int, help="terminal clients connected across a restart (default 1000)")
+    p.add_argument("--reconnect-timeout", type=float, help="reconnect: seconds to wait for all to be back (120)")
+    p.add_argument(
+        "--client-processes",
+        type=int,
+        help="idle, fanout, reconnect: spread the connections over this many client processes"
+        " (default: one per 3,000 connections, 0 below 1,000: the bench's own process)",
+    )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres", help="scaleout: server to use")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--json", help="write the raw results here")
@@ -112,6 +131,17 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         sizes.idle = args.idle
     if args.seconds is not None:
         sizes.seconds = args.seconds
+    if args.idle_seconds is not None:
+        sizes.idle_seconds = args.idle_seconds
+    if args.reconnect is not None:
+        sizes.reconnect = args.reconnect
+    if args.reconnect_timeout is not None:
+        sizes.reconnect_timeout = args.reconnect_timeout
+    if args.client_processes is not None:
+        sizes.client_processes = args.client_processes
+    else:
+        most = max([sizes.idle, sizes.reconnect, *sizes.fanout])
+        sizes.client_processes = 0 if most < 1000 else -(-most // 3000)
     return sizes
 
 

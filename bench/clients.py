@@ -72,7 +72,12 @@ class BenchClient:
         self._flush_scheduled = False
 
     async def open(self) -> None:
-        self.session = await open_session(self.url, self.on_event, timeout=60)
+        # No pings of its own, as the page's socket (a browser's) sends none:
+        # the server pings every 15 s. With the `websockets` default (every
+        # 20 s, closing after 20 s without a pong) ten thousand clients cost
+        # the server as much again, and a client process busy with a login
+        # storm closed hundreds of them itself.
+        self.session = await open_session(self.url, self.on_event, timeout=60, ping_interval=None)
 
     @property
     def s(self) -> Session:

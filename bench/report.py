@@ -72,6 +72,14 @@ def text(results: Results) -> str:
             [f"{n} online: median ms", p.get(n, {}).get("median_ms"), b.get(n, {}).get("median_ms")]
             for n in sorted(set(p) | set(b), key=int)
         ]
+        rows += [
+            [f"{n} online: sockets open", p.get(n, {}).get("online"), b.get(n, {}).get("online")]
+            for n in sorted(set(p) | set(b), key=int)
+        ]
+        rows += [
+            [f"{n} online: client-bound", _bound(p.get(n, {})), _bound(b.get(n, {}))]
+            for n in sorted(set(p) | set(b), key=int)
+        ]
         out.append(_table("\nFan-out: one broadcast until every online user has it", header, rows))
     if "rooms" in sc:
         out.append(_rooms(results))
@@ -81,8 +89,22 @@ def text(results: Results) -> str:
         out.append(_table("\nDrain: messages waiting at login, login ok -> last arrived", header, rows))
     if "idle" in sc:
         p, b = _get(results, "idle", "project"), _get(results, "idle", "bare")
-        rows = [[k, p.get(k), b.get(k)] for k in ("connections", "rss_before_kib", "rss_after_kib", "kib_per_conn")]
-        out.append(_table("\nIdle logged-in connections: server RSS", header, rows))
+        keys: tuple[str, ...] = (
+            "connections", "logged_in", "rss_before_kib", "rss_after_kib", "kib_per_conn", "idle_s", "idle_cpu_s",
+            "idle_cpu_pct", "no_connection_cpu_pct", "idle_presence_frames", "open_at_end", "client_cpu_peak",
+        )  # fmt: skip
+        rows = [[k, p.get(k), b.get(k)] for k in keys]
+        rows.append(["client-bound", _bound(p), _bound(b)])
+        out.append(_table("\nIdle logged-in connections: server RSS, and server CPU while nobody talks", header, rows))
+    if "reconnect" in sc:
+        r = _get(results, "reconnect", "project")
+        keys = ("clients", "login_failed", "restart_s", "back", "missing", "back_p50_s", "back_p99_s", "back_max_s",
+                "presence_frames", "presence_frames_per_user", "said_count", "client_cpu_peak")  # fmt: skip
+        rows = [[k, r.get(k)] for k in keys] + [["client-bound", _bound(r)]]
+        out.append(_table("\nRestart with terminal clients connected: back online by resume token (s after it"
+                          " listens again)", ["", "project"], rows))  # fmt: skip
+        for line in r.get("said", []):
+            out.append(f"  a client said: {line}")
     if "storm" in sc:
         rows = []
         for target in TARGETS:
@@ -96,6 +118,14 @@ def text(results: Results) -> str:
         head = ["", "presence", "users", "login s", "frames", "frames/user", "per user-s"]
         out.append(_table("\nLogin storm: presence frames received by all clients", head, rows))
     return "\n".join(out)
+
+
+def _bound(figures: dict[str, Any]) -> str | None:
+    """Whether a client process was busier than 90% of a core while the
+    figure was taken: then the load generator may have set the pace."""
+    if "client_bound" not in figures:
+        return None
+    return "CLIENT-BOUND" if figures["client_bound"] else "no"
 
 
 ROOM_TARGET = 1.5  # issue 20: project room p50 at most this times the bare app's broadcast p50

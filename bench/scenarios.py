@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients import BenchClient, Tracker, close_many, login_many, open_many, quiet
+from bench.crowd import CpuWatch, Crowd, proc_cpu
 from bench.stack import Stack
 
 Log = Callable[[str], None]
-ORDER = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms"]
+ORDER = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms", "reconnect"]
 
 
 @dataclass
@@ -40,20 +41,25 @@ class Sizes:
     storm: list[int] = field(default_factory=lambda: [250, 500, 1000])
     storm_concurrency: int = 20
     settle: float = 2.0  # seconds for disconnects (and their presence) to settle between steps
+    idle_seconds: float = 30.0  # how long the idle connections are watched doing nothing
+    presence_quiet: float = 6.0  # no presence frame for this long: the logins' presence is over
+    reconnect: int = 1000  # terminal clients connected when the server restarts
+    reconnect_timeout: float = 120.0
+    client_processes: int = 0  # idle, fanout, reconnect: client processes (0: the bench's own)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             pairs=2, window=4, seconds=1.0, rates=[20, 50], rate_seconds=1.0, grace=2.0, fanout=[10], broadcasts=2,
             drain=200, idle=20, storm=[10], storm_concurrency=5, settle=0.2, rooms=[10], room_messages=3,
-            room_list=5,
+            room_list=5, idle_seconds=1.0, presence_quiet=0.5, reconnect=10, reconnect_timeout=60.0,
         )  # fmt: skip
 
     def users(self, scenarios: Sequence[str] = ORDER) -> int:
         """How many users to seed: the most any of `scenarios` logs in at once."""
         needs = {"closed": 2 * self.pairs, "open": 2 * self.pairs, "fanout": max(self.fanout) + 1}
         needs["rooms"] = max([*self.rooms, 3]) + 1
-        needs.update(idle=self.idle, storm=max(self.storm), drain=0)
+        needs.update(idle=self.idle, storm=max(self.storm), drain=0, reconnect=self.reconnect)
         return max([2, *(needs[s] for s in scenarios)])
 
 
@@ -216,15 +222,43 @@ async def _until_all(
 
 
 async def fanout(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
-    """One user broadcasts to N online: median time until the last has it."""
+    """One user broadcasts to N online: median time until the last has it.
+    The N + 1 connections are spread over the client processes."""
     out = {}
     for n in sizes.fanout:
-        tracker = Tracker()
-        clients = await _online(stack, sizes, n, tracker)
-        times = await _until_all(tracker, clients[-1], n, sizes.broadcasts, log, "broadcast")
-        await close_many(clients)
-        out[str(n)] = {"median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times)}
-        log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it")
+        names = [f"u{i}" for i in range(1, n + 2)]
+        sender = names[-1]
+        async with Crowd(sizes.client_processes) as crowd:
+            stack.loadgen_pids = crowd.pids if crowd.procs else []
+            login = await crowd.log_in(names, stack.urls)
+            await crowd.quiet(seconds=0.2 + sizes.settle, timeout=120)
+            owner = crowd.owner(sender)
+            times: list[float] = []
+            reached = n  # the fewest sockets still open when a broadcast went out
+            async with CpuWatch(crowd.pids) as watch:
+                for k in range(sizes.broadcasts):
+                    body = f"broadcast-{uuid.uuid4().hex[:8]}-{k}"
+                    waits = [
+                        asyncio.ensure_future(crowd.call(i, "wait_for", body=body, timeout=60))
+                        for i in range(crowd.size)
+                    ]
+                    sent = await crowd.call(owner, "speak", name=sender, op="broadcast", fields={"body": body})
+                    arrived = await asyncio.gather(*waits)
+                    reached = min(reached, sum(a["expected"] for a in arrived))
+                    if all(a["at"] is not None for a in arrived if a["expected"]):
+                        times.append(max(a["at"] for a in arrived if a["expected"]) - sent["start"])
+                    else:
+                        got = sum(a["count"] for a in arrived)
+                        log(f"    broadcast {k} to {n}: only {got} got it within 60 s")
+            stack.loadgen_pids = []
+        out[str(n)] = {
+            "median_ms": pct(times, 0.5), "max_ms": pct(times, 1.0), "broadcasts": len(times),
+            "login_failed": login["failed"], "online": reached, **watch.figures(),
+        }  # fmt: skip
+        if reached < n:
+            log(f"    {n - reached} of the {n} sockets closed or never logged in (login errors: {login['errors'][:3]})")
+        bound = " (client-bound)" if watch.client_bound else ""
+        log(f"    broadcast to {n} online: median {out[str(n)]['median_ms']} ms until all have it{bound}")
         await asyncio.sleep(sizes.settle)  # the disconnects settle
     return out
 
@@ -330,23 +364,47 @@ async def drain(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
 
 
 async def idle(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
-    """N logged-in idle connections: the server's memory per connection."""
+    """N logged-in idle connections: the server's memory per connection,
+    and its CPU while nobody talks (`idle_seconds`), beside its CPU over as
+    long with no connection at all."""
     await asyncio.sleep(sizes.settle / 2)
     before = stack.rss_kib()
-    tracker = Tracker()
-    clients = await open_many([f"u{i}" for i in range(1, sizes.idle + 1)], stack.urls, tracker)
-    await login_many(clients)
-    await quiet(clients, seconds=sizes.settle)
-    after = stack.rss_kib()
-    await close_many(clients)
+    # What the server costs idle with no connection at all, over as long.
+    base0, base_at = sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids), time.perf_counter()
+    await asyncio.sleep(sizes.idle_seconds)
+    base = (sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids) - base0) / (time.perf_counter() - base_at)
+    async with Crowd(sizes.client_processes) as crowd:
+        stack.loadgen_pids = crowd.pids if crowd.procs else []
+        login = await crowd.log_in([f"u{i}" for i in range(1, sizes.idle + 1)], stack.urls)
+        await crowd.quiet(seconds=max(sizes.settle, sizes.presence_quiet), timeout=180)
+        after = stack.rss_kib()
+        frames0 = (await crowd.counts())["presence_frames"]
+        cpu0, at0 = sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids), time.perf_counter()
+        async with CpuWatch(crowd.pids) as watch:
+            await asyncio.sleep(sizes.idle_seconds)
+        cpu1, at1 = sum(proc_cpu(pid) or 0.0 for pid in stack.server_pids), time.perf_counter()
+        counts = await crowd.counts()
+        stack.loadgen_pids = []
     per = (after - before) / sizes.idle
     result = {
         "connections": sizes.idle,
+        "logged_in": sizes.idle - login["failed"],
+        "login_s": round(login["seconds"], 1),
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_conn": round(per, 1),
+        "idle_s": round(at1 - at0, 1),
+        "idle_cpu_s": round(cpu1 - cpu0, 2),
+        "idle_cpu_pct": round(100 * (cpu1 - cpu0) / (at1 - at0), 2),
+        "no_connection_cpu_pct": round(100 * base, 2),
+        "idle_presence_frames": counts["presence_frames"] - frames0,
+        "open_at_end": counts["open"],
+        **watch.figures(),
     }
-    log(f"    idle: {before} -> {after} KiB RSS, {per:.1f} KiB per connection")
+    log(
+        f"    idle: {before} -> {after} KiB RSS, {per:.1f} KiB per connection;"
+        f" {result['idle_cpu_s']} CPU-s over {result['idle_s']} s idle ({result['idle_cpu_pct']}% of a core)"
+    )
     await asyncio.sleep(sizes.settle)
     return result
 
@@ -374,6 +432,52 @@ async def storm(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
     return out
 
 
+async def reconnect(stack: Stack, sizes: Sizes, log: Log) -> dict[str, Any]:
+    """A restart with N terminal clients connected (chatclient.client.ChatClient:
+    its backoff and jitter, its resume token, its login): the server is
+    stopped as an upgrade stops it and started again; seconds from "it
+    listens again" until each client is online again, the presence frames
+    they got meanwhile, and anything they printed that is not about
+    reconnecting. The bare app has no resume tokens: project only."""
+    if stack.target != "project":
+        return {"skipped": "the bare app has no resume tokens"}
+    n = sizes.reconnect
+    async with Crowd(sizes.client_processes) as crowd:
+        stack.loadgen_pids = crowd.pids if crowd.procs else []
+        login = await crowd.log_in([f"u{i}" for i in range(1, n + 1)], stack.urls, terminal=True)
+        await asyncio.sleep(sizes.presence_quiet)
+        await crowd.all("reset")
+        async with CpuWatch(crowd.pids) as watch:
+            stopped = time.perf_counter()
+            listening = await asyncio.to_thread(stack.restart)
+            answers = await crowd.all("back_online", since=stopped, timeout=sizes.reconnect_timeout)
+        stack.loadgen_pids = []
+    back = sorted(t - listening for a in answers for t in a["back"])
+    frames = sum(a["presence_frames"] for a in answers)
+    said = [line for a in answers for line in a["said"]]
+    result = {
+        "clients": n,
+        "login_failed": login["failed"],
+        "restart_s": round(listening - stopped, 2),
+        "back": len(back),
+        "missing": sum(a["missing"] for a in answers),
+        "back_p50_s": round(back[len(back) // 2], 2) if back else None,
+        "back_p99_s": round(back[min(len(back) - 1, int(len(back) * 0.99))], 2) if back else None,
+        "back_max_s": round(back[-1], 2) if back else None,
+        "presence_frames": frames,
+        "presence_frames_per_user": round(frames / n, 2),
+        "said_count": sum(a["said_count"] for a in answers),
+        "said": said[:10],
+        **watch.figures(),
+    }
+    bound = " (client-bound)" if watch.client_bound else ""
+    log(
+        f"    restart with {n} connected: {result['back']} back, last {result['back_max_s']} s after it listened"
+        f" (p50 {result['back_p50_s']} s), {frames} presence frames, {result['said_count']} lines to a person{bound}"
+    )
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Stack, Sizes, Log], Awaitable[dict[str, Any]]]] = {
     "closed": closed_loop,
     "open": open_loop,
@@ -382,4 +486,5 @@ SCENARIOS: dict[str, Callable[[Stack, Sizes, Log], Awaitable[dict[str, Any]]]] =
     "storm": storm,
     "fanout": fanout,
     "rooms": rooms,
+    "reconnect": reconnect,
 }

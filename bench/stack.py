@@ -87,6 +87,7 @@ class Stack:
         self.urls: list[str] = []
         self.db_created = False
         self.env = self._env()
+        self.loadgen_pids: list[int] = []  # client processes besides this one (bench/crowd.py)
 
     @property
     def dbname(self) -> str:
@@ -150,8 +151,10 @@ class Stack:
             cmd = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
             cmd += ["--http", "httptools", "--ws", "websockets", "--log-level", "warning", "--no-access-log", app]
         else:
-            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1", app]
-        log = open(self.tmp / f"server{index}.log", "wb")  # noqa: SIM115 (kept open for the process)
+            # The pings of `make run` and deploy/chat@.service: what an idle connection costs.
+            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
+            cmd += ["--ping-interval", "15", "--ping-timeout", "30", app]
+        log = open(self.tmp / f"server{index}.log", "ab")  # noqa: SIM115 (kept open for the process)
         return subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -166,6 +169,24 @@ class Stack:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"server did not listen on {port}:\n{self.server_log()}")
+
+    def restart(self) -> float:
+        """Stop the servers as an upgrade does (SIGTERM: each tells its
+        clients to reconnect, closing with 1012) and start them again on the
+        same ports: perf_counter when every one listens again."""
+        ports = [int(url.split(":")[2].split("/")[0]) for url in self.urls]
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = [self._serve(port, i) for i, port in enumerate(ports)]
+        for proc, port in zip(self.procs, ports, strict=True):
+            self._wait_listening(proc, port)
+        return time.perf_counter()
 
     def server_log(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("server*.log")))
@@ -232,8 +253,9 @@ class Stack:
         for pid in self.server_pids:
             stat = _stat(pid)
             out["server"] += stat[1] if stat else 0.0
-        stat = _stat(os.getpid())
-        out["loadgen"] = stat[1] if stat else 0.0
+        for pid in [os.getpid(), *self.loadgen_pids]:
+            stat = _stat(pid)
+            out["loadgen"] += stat[1] if stat else 0.0
         if not self.scaleout:
             return out
         out.update(postgres=0.0, postgres_cluster=0.0, redis=0.0)

@@ -170,6 +170,12 @@ class Session:
             return await asyncio.wait_for(future, timeout or self.timeout)
         finally:
             self.waiting.pop(ref, None)
+            if future.done() and not future.cancelled():
+                # The connection ended while the frame was being sent: the
+                # reader failed the future too. Taken here, so asyncio does
+                # not print "Future exception was never retrieved" over the
+                # person's terminal.
+                future.exception()
 
     async def ok(self, type: str, **fields: Any) -> dict[str, Any]:
         """A request that must succeed: its `ok`, or ReplyError."""

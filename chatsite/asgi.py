@@ -10,7 +10,6 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.checks import address_exemption_warnings  # noqa: E402
@@ -21,6 +20,7 @@ from messaging.uploads import UploadGuard  # noqa: E402
 from .logs import SocketRequestId  # noqa: E402
 from .proxies import ClientAddress  # noqa: E402
 from .security import BrowserOriginValidator  # noqa: E402
+from .sockets import SocketSession  # noqa: E402
 
 # Uploads (messaging/uploads.py) stream: Twisted does not parse them into
 # memory, daphne does not queue them in memory.
@@ -32,7 +32,7 @@ application = ClientAddress(
         {
             "http": UploadGuard(django_asgi_app),
             "lifespan": lifespan,
-            "websocket": SocketRequestId(BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+            "websocket": SocketRequestId(BrowserOriginValidator(SocketSession(URLRouter(websocket_urlpatterns)))),
         }
     )
 )

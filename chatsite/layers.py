@@ -29,6 +29,7 @@ from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnecti
 from channels_redis.utils import _wrap_close, decode_hosts
 
 from core import metrics
+from core.queues import SlimQueue
 
 log = logging.getLogger("chat")
 
@@ -67,14 +68,31 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):  # type: ignore[misc] 
             self._swept_at = now
             super()._clean_expired()
 
-    def _put(self, channel: str, message: dict[str, Any]) -> None:
-        queue = self.channels.get(channel)
+    def _queue(self, channel: str) -> SlimQueue[tuple[float, dict[str, Any]]]:
+        # A SlimQueue (core/queues.py), not an asyncio.Queue: every socket's
+        # channel has one while it waits for an event, 2.4 KB each otherwise.
+        queue: SlimQueue[tuple[float, dict[str, Any]]] | None = self.channels.get(channel)
         if queue is None:
-            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+            queue = self.channels[channel] = SlimQueue(maxsize=self.get_capacity(channel))
+        return queue
+
+    def _put(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            queue.put_nowait((time.time() + self.expiry, message))
+            self._queue(channel).put_nowait((time.time() + self.expiry, message))
         except asyncio.QueueFull:
             raise ChannelFull(channel) from None
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Channels' receive, on a SlimQueue."""
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        queue = self._queue(channel)
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty():
+                self.channels.pop(channel, None)
+        return message
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"

@@ -58,8 +58,12 @@ class BrowserOriginValidator:
         self.application = application
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        headers = dict(scope.get("headers") or [])
-        origin, host = headers.get(b"origin"), headers.get(b"host")
+        origin = host = None
+        for name, value in scope.get("headers") or ():  # no dict of them: this frame lasts as long as the socket
+            if name == b"origin":
+                origin = value
+            elif name == b"host":
+                host = value
         if origin is None or self.allowed(scope, origin.decode("latin1"), host.decode("latin1") if host else None):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)

@@ -88,7 +88,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.last_reply: asyncio.Future[None] | None = None
         self.unacked: dict[int, int] = {}  # pushed from what waited, not acked yet: id -> bytes
         self.unacked_bytes = 0
-        self.ack_seen = asyncio.Event()
+        self.ack_seen: asyncio.Event | None = None  # made while what waited is pushed
         self.client_acks: bool | None = None  # unknown until it acks or the grace ends
         try:
             await super().__call__(scope, receive, send)
@@ -123,7 +123,11 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.transport.limit_message_size(settings.CHAT_MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         self.tokens, self.tokens_at = float(settings.CHAT_CONNECTION_BURST), loop.time()
+        # What the cookie login and the query string below need, read first:
+        # the handshake's headers are let go once the socket is accepted.
+        batched = b"presence_batch=1" in (self.scope.get("query_string") or b"").split(b"&")
         await self.base_send({"type": "websocket.accept"})
+        self.transport.forget_handshake()
         metrics.open_sockets.inc()
         runtime.connections.add(self)
         if runtime.stopping:
@@ -132,8 +136,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             return
         self.login_deadline = loop.call_later(settings.CHAT_LOGIN_DEADLINE_SECONDS, self.login_overdue)
         # A page logged in by its cookie sends no login: it asks for batched
-        # presence in the URL (/ws/chat/?presence_batch=1).
-        batched = b"presence_batch=1" in (self.scope.get("query_string") or b"").split(b"&")
+        # presence in the URL (/ws/chat/?presence_batch=1), read above.
         scope_user = self.scope.get("user")
         if scope_user is not None and scope_user.is_authenticated:
             key = self.cookie_session_key()
@@ -424,7 +427,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     def acked(self, ids: Collection[int]) -> None:
         for message_id in ids:
             self.unacked_bytes -= self.unacked.pop(message_id, 0)
-        self.ack_seen.set()
+        if self.ack_seen is not None:
+            self.ack_seen.set()
 
     async def push_pending(self) -> None:
         """Push every message pending for the user, oldest first, a page at a
@@ -435,6 +439,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         for it. A client that acks nothing is paced by its reading alone."""
         user, after = self.identity.user, 0
         self.flushing, self.client_acks = True, None
+        self.ack_seen = ack_seen = self.ack_seen or asyncio.Event()
         try:
             while user is not None and self.identity.user is user and not self.closing:
                 page = await events.run_then_push(
@@ -457,6 +462,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         finally:
             self.flushing = False
             self.unacked, self.unacked_bytes = {}, 0
+            if self.ack_seen is ack_seen:
+                self.ack_seen = None
 
     def window_open(self) -> bool:
         return (
@@ -470,9 +477,11 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         connection ended or the client stalled for CHAT_PENDING_STALL_SECONDS."""
         loop = asyncio.get_running_loop()
         start = loop.time()
+        ack_seen = self.ack_seen
+        assert ack_seen is not None, "paced() runs inside push_pending()"
         while not self.closing and self.identity.user is user:
-            if self.ack_seen.is_set():
-                self.ack_seen.clear()
+            if ack_seen.is_set():
+                ack_seen.clear()
                 self.client_acks = True
             elif self.client_acks is None and loop.time() - start > PENDING_ACK_GRACE_SECONDS:
                 self.client_acks = False
@@ -482,5 +491,5 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             if loop.time() - start > settings.CHAT_PENDING_STALL_SECONDS:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ack_seen.wait(), 0.02)
+                await asyncio.wait_for(ack_seen.wait(), 0.02)
         return False

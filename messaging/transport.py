@@ -29,11 +29,14 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from core.queues import SlimQueue
+
 log = logging.getLogger("chat")
 
 BODY_CHUNK = 64 * 1024  # what daphne hands on of a request body at a time
 
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+_NO_OUTBOX: collections.deque[str] = collections.deque(maxlen=0)  # shared, empty, holds nothing
 
 
 class Transport:
@@ -41,7 +44,9 @@ class Transport:
 
     def __init__(self, send: AsgiSend):
         self._send = send
-        self._outbox: collections.deque[str] = collections.deque()
+        # Made at the first write: under daphne nothing is ever queued here,
+        # and an empty deque is 600 bytes per connection.
+        self._outbox: collections.deque[str] = _NO_OUTBOX
         self._outbox_bytes = 0
         self._drain: asyncio.Task[None] | None = None
         self.open = True
@@ -50,6 +55,8 @@ class Transport:
         """Queue one text frame; never blocks."""
         if not self.open:
             return
+        if self._outbox is _NO_OUTBOX:
+            self._outbox = collections.deque()
         self._outbox.append(text)
         self._outbox_bytes += len(text)
         if self._drain is None or self._drain.done():
@@ -84,6 +91,10 @@ class Transport:
 
     def limit_message_size(self, size: int) -> None:
         pass
+
+    def forget_handshake(self) -> None:
+        """The socket is accepted: drop what the server keeps of the
+        handshake's request and nothing reads again."""
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close with any code, 1008 included, after what is queued."""
@@ -168,6 +179,31 @@ class DaphneTransport(Transport):
         if self.paused and self.protocol.transport is not None:
             self.paused = False
             self.protocol.transport.resumeProducing()
+
+    def forget_handshake(self) -> None:
+        # daphne keeps the request's headers as a list (which the scope
+        # shares, through every middleware's copy), autobahn as a dict and
+        # as the raw bytes: about 2 KB a socket, for its whole life, read
+        # only while the handshake is answered (tests/test_adapters.py).
+        # Emptied in place, so every holder lets them go.
+        protocol = self.protocol
+        headers = getattr(protocol, "clean_headers", None)
+        if isinstance(headers, list):
+            headers.clear()
+        http_headers = getattr(protocol, "http_headers", None)
+        if isinstance(http_headers, dict):
+            http_headers.clear()
+        if isinstance(getattr(protocol, "http_request_data", None), bytes):
+            protocol.http_request_data = b""
+        # The HTTP request that was upgraded (its headers, its Twisted
+        # objects: another 2.5 KB) stays in its HTTPChannel's list, and the
+        # channel stays the TCP transport's producer. daphne took the
+        # transport from it (request.transport is None): nothing of it is
+        # used again.
+        channel = getattr(getattr(protocol, "transport", None), "producer", None)
+        requests = getattr(channel, "requests", None)
+        if isinstance(requests, list) and all(getattr(r, "transport", True) is None for r in requests):
+            requests.clear()
 
     def limit_message_size(self, size: int) -> None:
         # Autobahn copies the factory's limits onto each protocol when it
@@ -328,9 +364,9 @@ class SpooledBodyQueue(asyncio.Queue[dict[str, Any]]):
 
 
 def daphne_spools_bodies() -> None:
-    """Give daphne's HTTP applications a SpooledBodyQueue for input: the
-    same create_application as daphne's (checked by tests/test_adapters.py),
-    with that queue for HTTP scopes; WebSockets keep daphne's own."""
+    """Give daphne's HTTP applications a SpooledBodyQueue for input, and its
+    WebSockets a SlimQueue: the same create_application as daphne's
+    (checked by tests/test_adapters.py), with those queues."""
     try:
         from daphne.server import Server
     except ImportError:  # pragma: no cover
@@ -340,15 +376,21 @@ def daphne_spools_bodies() -> None:
     original = Server.create_application
 
     def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
-        if scope.get("type") != "http":
+        if scope.get("type") not in ("http", "websocket"):
             return original(self, protocol, scope)
         assert "application_instance" not in self.connections[protocol]
-        # daphne hands a body on in chunks of request_buffer_size, 8 KiB by
-        # default (its command line cannot change it): 128 puts, reads and
-        # writes on the event loop per MiB, which fifty uploads at once made
-        # a second of the chat's latency. One chunk is in memory at a time.
-        self.request_buffer_size = max(self.request_buffer_size, BODY_CHUNK)
-        input_queue = SpooledBodyQueue()
+        input_queue: SpooledBodyQueue | SlimQueue[dict[str, Any]]
+        if scope["type"] == "http":
+            # daphne hands a body on in chunks of request_buffer_size, 8 KiB by
+            # default (its command line cannot change it): 128 puts, reads and
+            # writes on the event loop per MiB, which fifty uploads at once made
+            # a second of the chat's latency. One chunk is in memory at a time.
+            self.request_buffer_size = max(self.request_buffer_size, BODY_CHUNK)
+            input_queue = SpooledBodyQueue()
+        else:
+            # A WebSocket keeps its queue for its whole life: a SlimQueue is
+            # 2 KB less than daphne's asyncio.Queue (core/queues.py).
+            input_queue = SlimQueue()
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(
             scope=scope, receive=input_queue.get, send=functools.partial(self.handle_reply, protocol)

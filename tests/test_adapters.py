@@ -162,6 +162,39 @@ def test_twisted_keeps_its_write_buffer_where_unsent_bytes_reads_it():
         assert callable(getattr(FileDescriptor, name)), name
 
 
+def test_daphne_and_autobahn_read_the_handshake_headers_only_during_the_handshake():
+    """DaphneTransport.forget_handshake() empties them once the socket is
+    accepted: daphne reads its list in onConnect only, autobahn its dict
+    and raw request in processHandshake only."""
+    from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+    from daphne.ws_protocol import WebSocketProtocol
+
+    source, on_connect = inspect.getsource(WebSocketProtocol), inspect.getsource(WebSocketProtocol.onConnect)
+    assert source.count("clean_headers") == on_connect.count("clean_headers") > 0
+    assert '"headers": self.clean_headers' in on_connect
+    server, handshake = (
+        inspect.getsource(WebSocketServerProtocol),
+        inspect.getsource(WebSocketServerProtocol.processHandshake),
+    )
+    for name in ("self.http_headers", "self.http_request_data"):
+        assert server.count(name) == handshake.count(name) > 0, name
+        assert name not in inspect.getsource(AutobahnProtocol), name
+
+
+def test_the_upgraded_request_is_left_in_its_channel_with_no_transport():
+    """forget_handshake() also empties the upgraded request's HTTPChannel
+    (the TCP transport's producer) of requests daphne took the transport
+    from."""
+    from daphne.http_protocol import WebRequest
+    from twisted.web.http import HTTPChannel
+
+    assert "transport, self.transport = self.transport, None" in inspect.getsource(WebRequest.process)
+    assert "transport.protocol = protocol" in inspect.getsource(WebRequest.process)
+    assert "self._networkProducer.registerProducer(self, True)" in inspect.getsource(HTTPChannel.connectionMade)
+    assert "self.requests = []" in inspect.getsource(HTTPChannel)
+
+
 # --- chatsite/layers.py: channels, channels_redis --------------------------------------
 
 

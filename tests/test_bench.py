@@ -18,7 +18,7 @@ from django.db import connection
 from .conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms"]
+SCENARIOS = ["closed", "open", "drain", "idle", "storm", "fanout", "rooms", "reconnect"]
 
 
 def run_bench(tmp_path, *args):
@@ -45,7 +45,8 @@ def check(results, target):
         assert point["errors"] == 0 and point["undelivered_after_grace"] == 0
     drain = sc["drain"][target]
     assert drain["pending"] == drain["received"] == results["meta"]["sizes"]["drain"]
-    assert sc["idle"][target]["rss_after_kib"] > 0
+    idle = sc["idle"][target]
+    assert idle["rss_after_kib"] > 0 and idle["logged_in"] == idle["connections"] and idle["idle_cpu_s"] >= 0
     for fan in sc["fanout"][target].values():
         assert fan["broadcasts"] == results["meta"]["sizes"]["broadcasts"]
     sizes = results["meta"]["sizes"]
@@ -54,6 +55,11 @@ def check(results, target):
             assert sc["rooms"][target][str(n)][kind]["messages"] == sizes["room_messages"]
     if target == "project":
         assert sc["rooms"][target]["list"]["rooms"] >= sizes["room_list"]
+        # Every terminal client back online by its resume token after the
+        # restart, and none printed anything a person would take for an error.
+        restart = sc["reconnect"][target]
+        assert restart["back"] == sizes["reconnect"] and restart["missing"] == 0, restart
+        assert restart["said_count"] == 0, restart["said"]
     storm = sc["storm"][target]
     assert [r["users"] for r in storm["batch"]] == [r["users"] for r in storm["plain"]]
     if target == "project":
@@ -64,7 +70,8 @@ def test_quick_run_of_every_scenario(tmp_path):
     """On the stack this half of the suite runs on: SQLite against the bare
     app too (and the plot), or PostgreSQL + Redis."""
     if connection.vendor == "sqlite":
-        results, stdout = run_bench(tmp_path, "--plot", str(tmp_path / "plot.png"))
+        # The crowd scenarios over two client processes here; in-process on PostgreSQL.
+        results, stdout = run_bench(tmp_path, "--plot", str(tmp_path / "plot.png"), "--client-processes", "2")
         check(results, "project")
         check(results, "bare")
         assert "Closed loop" in stdout and "Rooms: a room message" in stdout

@@ -176,12 +176,22 @@ def presence_tick(*, channel_names: Iterable[str], expire: bool = True) -> list[
     ended."""
     now = timezone.now()
     names = list(channel_names)
-    alive: set[str] = set()
-    for i in range(0, len(names), 500):
-        chunk = names[i : i + 500]
-        Presence.objects.filter(channel_name__in=chunk).update(heartbeat_at=now)
-        alive.update(Presence.objects.filter(channel_name__in=chunk).values_list("channel_name", flat=True))
-    lost = [name for name in names if name not in alive]
+    # This process's rows, in one query, and their heartbeat in one more:
+    # at 10,000 connections, lists of their names (20 IN queries of 500 a
+    # tick, twice) cost most of an idle process's CPU to build.
+    mine = Presence.objects.filter(host=HOST, pid=PID)
+    rows = set(mine.values_list("channel_name", flat=True))
+    held = set(names)
+    # A row of ours that no connection here holds (its release failed) is
+    # not refreshed: it expires, as it did when rows were refreshed by name.
+    leaked = list(rows - held)
+    if len(leaked) <= 500:
+        mine.exclude(channel_name__in=leaked).update(heartbeat_at=now)
+    else:
+        ours = list(rows & held)
+        for i in range(0, len(ours), 500):
+            Presence.objects.filter(channel_name__in=ours[i : i + 500]).update(heartbeat_at=now)
+    lost = [name for name in names if name not in rows]
     for name in lost:
         events.push_session_ended(name, reason="Your connection expired; reconnect.", action="reconnect")
     if expire:
