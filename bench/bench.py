@@ -115,28 +115,13 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
     def ints(s: str) -> list[int]:
         return [int(x) for x in s.split(",") if x]
 
-    if args.rates:
-        sizes.rates = ints(args.rates)
-    if args.fanout:
-        sizes.fanout = ints(args.fanout)
-    if args.storm:
-        sizes.storm = ints(args.storm)
-    if args.rooms:
-        sizes.rooms = ints(args.rooms)
-    if args.room_list is not None:
-        sizes.room_list = args.room_list
-    if args.drain is not None:
-        sizes.drain = args.drain
-    if args.idle is not None:
-        sizes.idle = args.idle
-    if args.seconds is not None:
-        sizes.seconds = args.seconds
-    if args.idle_seconds is not None:
-        sizes.idle_seconds = args.idle_seconds
-    if args.reconnect is not None:
-        sizes.reconnect = args.reconnect
-    if args.reconnect_timeout is not None:
-        sizes.reconnect_timeout = args.reconnect_timeout
+    # Options named as the sizes they set: a list (comma-separated) or one number.
+    for name in ("rates", "fanout", "storm", "rooms"):
+        if getattr(args, name):
+            setattr(sizes, name, ints(getattr(args, name)))
+    for name in ("room_list", "drain", "idle", "seconds", "idle_seconds", "reconnect", "reconnect_timeout"):
+        if getattr(args, name) is not None:
+            setattr(sizes, name, getattr(args, name))
     if args.client_processes is not None:
         sizes.client_processes = args.client_processes
     else:

@@ -175,33 +175,30 @@ class Stack:
         clients to reconnect, closing with 1012) and start them again on the
         same ports: perf_counter when every one listens again."""
         ports = [int(url.split(":")[2].split("/")[0]) for url in self.urls]
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self._terminate(60)
         self.procs = [self._serve(port, i) for i, port in enumerate(ports)]
         for proc, port in zip(self.procs, ports, strict=True):
             self._wait_listening(proc, port)
         return time.perf_counter()
+
+    def _terminate(self, grace: float) -> None:
+        """SIGTERM to every server still running, SIGKILL to those not gone after `grace` s."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def server_log(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("server*.log")))
 
     def stop(self) -> None:
         """Stop what this stack started; safe to call twice, and after a failed start."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self._terminate(10)
         self.procs = []
         if self.db_created:
             with contextlib.suppress(Exception):
