@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -58,6 +58,9 @@ PENDING_PAGE_BYTES = 256 * 1024  # and their bodies' bytes, at most
 PENDING_WINDOW_MESSAGES = 2000
 PENDING_WINDOW_BYTES = 1024 * 1024
 PENDING_ACK_GRACE_SECONDS = 5.0  # a client that acks nothing by then is paced by its reading alone
+# Live messages held while what waited goes out, at most; past it they are
+# dropped here, still pending: a later page or the re-push brings them.
+HELD_MAX = 1000
 UNAVAILABLE_RETRY_SECONDS = 2  # what a client is told to wait when the channel layer is down
 
 
@@ -80,10 +83,12 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.identity = Identity()
         self.claiming_id: int | None = None  # the user a login is claiming presence for
-        self.joining: list[str] | None = None  # hub frames held while that claim runs
+        self.joining: list[tuple[str, int | None]] | None = None  # hub frames held while that claim runs
         self.closing = False
         self.draining = False  # ending: no new request is served
-        self.flushing = False  # pushing what waited: the re-push leaves it alone
+        self.flushing = False  # from the claim until what waited is out: the re-push leaves it alone
+        # Live messages (id, text) that arrive meanwhile, written after what waited.
+        self.held: list[tuple[int, str]] | None = None
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.last_reply: asyncio.Future[None] | None = None
         self.unacked: dict[int, int] = {}  # pushed from what waited, not acked yet: id -> bytes
@@ -251,8 +256,12 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             raise
         self.identity.user, self.identity.session_key, self.claiming_id = user, session_key, None
         self.login_deadline.cancel()
+        # What waited goes first (push_pending, after the login's `ok`):
+        # until then live messages are held, so none overtakes an older one.
+        self.flushing, self.held = True, []
         waiting, self.joining = self.joining, None
-        self.deliver(waiting)
+        for text, message_id in waiting:
+            self.write_live(text, message_id)
 
     async def log_out(self) -> None:
         await self.end_session()
@@ -260,6 +269,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     async def end_session(self) -> None:
         user = self.identity.user
         self.identity = Identity(presence_batched=self.identity.presence_batched)
+        self.held = None
         if user is None:
             return
         runtime.hub.leave(self)
@@ -290,16 +300,27 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         event.pop("ref", None)
         self.write(event)
 
-    def deliver(self, texts: list[str]) -> None:
-        """Frames the hub hands to every connection (encoded once for all).
+    def deliver(self, texts: list[str], message_ids: Sequence[int | None] | None = None) -> None:
+        """Frames the hub hands to every connection (encoded once for all);
+        `message_ids` names the `message` events among them.
 
         While the login that joined the hub is still claiming presence, they
         wait: they go out if the claim holds, and nowhere if it fails."""
+        ids = message_ids if message_ids is not None else [None] * len(texts)
         if self.identity.user is not None:
-            for text in texts:
-                self.write_text(text)
+            for text, message_id in zip(texts, ids, strict=True):
+                self.write_live(text, message_id)
         elif self.joining is not None:
-            self.joining.extend(texts)
+            self.joining.extend(zip(texts, ids, strict=True))
+
+    def write_live(self, text: str, message_id: int | None) -> None:
+        """A frame pushed as it happened. A message waits while what waited
+        at login goes out (oldest first, as the protocol says); past
+        HELD_MAX it is left to the pages, which find it still pending."""
+        if message_id is None or self.held is None:
+            self.write_text(text)
+        elif len(self.held) < HELD_MAX:
+            self.held.append((message_id, text))
 
     def track(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work beside the connection's loop; it ends with the connection."""
@@ -416,7 +437,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     async def chat_frames(self, event: dict[str, Any]) -> None:
         if self.identity.user is not None:
             for frame in event["frames"]:
-                self.write(frame)
+                self.write_live(frames.encode(dict(frame)), wire.message_id_of(frame))
 
     async def chat_end(self, event: dict[str, Any]) -> None:
         self.write(event["frame"])
@@ -437,7 +458,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         fits in the window (PENDING_WINDOW_*): a mailbox of any size
         arrives whole, at the client's pace, and the server holds little
         for it. A client that acks nothing is paced by its reading alone."""
-        user, after = self.identity.user, 0
+        user, after, complete = self.identity.user, 0, False
         self.flushing, self.client_acks = True, None
         self.ack_seen = ack_seen = self.ack_seen or asyncio.Event()
         try:
@@ -450,6 +471,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
                     max_bytes=PENDING_PAGE_BYTES,
                 )
                 if not page:
+                    complete = True
                     return
                 for event in page:
                     text = frames.encode(dict(event))
@@ -461,6 +483,15 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
                     return  # stalled: what is left goes out again later, or at the next login
         finally:
             self.flushing = False
+            held, self.held = self.held, None
+            # Held messages past the last page were accepted after it was
+            # read; the others went out in a page (or, committed late with a
+            # lower id, go with the re-push). A flush cut short leaves them
+            # all to the re-push, which keeps the order.
+            if complete and held:
+                for message_id, text in held:
+                    if message_id > after:
+                        self.write_text(text)
             self.unacked, self.unacked_bytes = {}, 0
             if self.ack_seen is ack_seen:
                 self.ack_seen = None

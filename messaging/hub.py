@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -46,7 +47,7 @@ class Connection(Protocol):
     logged_in: bool
     flushing: bool  # pushing what waited at login
 
-    def deliver(self, texts: list[str]) -> None: ...
+    def deliver(self, texts: list[str], message_ids: Sequence[int | None] | None = None) -> None: ...
 
 
 class Hub:
@@ -147,9 +148,10 @@ class Hub:
             # Frames for some users only (a room's members), or for all but some.
             include = set(event["include"]) if "include" in event else None
             texts = [frames.encode(frame) for frame in event["frames"]]
+            ids = [wire.message_id_of(frame) for frame in event["frames"]]
             for connection in list(self.connections.values()):
                 if connection.user_id not in exclude and (include is None or connection.user_id in include):
-                    connection.deliver(texts)
+                    connection.deliver(texts, ids)
         elif event["type"] == events.HUB_PRESENCE:
             text = frames.encode(dict(wire.presence(event["username"], online=event["online"])))
             batched = False

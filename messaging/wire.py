@@ -237,6 +237,11 @@ def message_event_row(row: tuple[Any, ...], *, stored: bool, extras: Extras = NO
     return event  # type: ignore[return-value]
 
 
+def message_id_of(frame: Mapping[str, Any]) -> int | None:
+    """The id of a `message` event; None for any other frame."""
+    return int(frame["id"]) if frame.get("type") == "message" else None
+
+
 def attachment_url(attachment_id: int, *, thumbnail: bool = False) -> str:
     """Where the file is downloaded (messaging/uploads.py checks who asks)."""
     return f"/files/{attachment_id}/thumbnail/" if thumbnail else f"/files/{attachment_id}/"

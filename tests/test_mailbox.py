@@ -87,6 +87,33 @@ async def test_what_waited_is_paced_by_the_clients_acks(monkeypatch):
     await bob.close()
 
 
+async def test_what_is_sent_while_what_waited_goes_out_comes_after_it(monkeypatch):
+    """A private message and a broadcast sent while bob's mailbox is still
+    going out wait behind it: oldest first, none overtakes (the terminal
+    client's reconnect test saw a resent message arrive after a newer one)."""
+    monkeypatch.setattr(connection, "PENDING_PAGE", 10)
+    monkeypatch.setattr(connection, "PENDING_WINDOW_MESSAGES", 30)
+    for name in ("alice", "bob", "carol"):
+        await amake_user(name)
+    ids = await stuff_mailbox("carol", "bob", 45, "waited")
+    alice = await connected("alice")
+    bob = await connected()
+    await bob.login("bob")
+    first = [(await bob.event("message"))["id"] for _ in range(30)]
+    assert first == ids[:30]  # the window is full until bob acks
+    private = (await alice.ok("send", to="bob", body="live"))["id"]
+    broadcast = (await alice.ok("broadcast", body="to all"))["id"]
+    await bob.no_frame(0.5)
+    await bob.ok("ack", ids=first)
+    rest = [(await bob.event("message"))["id"] for _ in range(17)]
+    assert rest == ids[30:] + [private, broadcast]
+    await bob.ok("ack", ids=rest)
+    await bob.no_frame(0.5)  # each once
+    assert (await bob.ok("online"))["users"] == ["alice", "bob"]
+    await alice.close()
+    await bob.close()
+
+
 async def test_a_client_that_never_acks_still_gets_everything(monkeypatch):
     """Acks pace a client that sends them; one that does not is paced by
     its reading alone, after a grace period."""

@@ -511,7 +511,7 @@ def test_the_hub_hands_frames_for_some_users_to_those_only():
         def __init__(self, user_id):
             self.channel_name, self.user_id = f"c{user_id}", user_id
 
-        def deliver(self, texts):
+        def deliver(self, texts, message_ids=None):
             got.setdefault(self.user_id, []).extend(texts)
 
     hub = Hub()

@@ -67,7 +67,11 @@ async def login(conn: Connection, request: Request) -> Reply:
         session_key = token = await read(accounts.session_create, user=user)
     presence_batched = request.flag("presence_batch", default=False)
     await conn.log_in(user, takeover=takeover, session_key=session_key, presence_batched=presence_batched)
-    pending = await read(selectors.pending_count, user=user)
+    try:
+        pending = await read(selectors.pending_count, user=user)
+    except BaseException:
+        await conn.log_out()  # no `ok`, no login: nothing is left half done
+        raise
     result: dict[str, Any] = {"username": user.username, "pending": pending}
     if token is not None:
         result["token"] = token
