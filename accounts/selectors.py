@@ -64,6 +64,26 @@ def _sessions_data(session_keys: Collection[str], batch_size: int = 500) -> dict
     return found
 
 
+def session_stamps(session_keys: Collection[str], batch_size: int = 500) -> dict[str, str] | None:
+    """The stored data of each of `session_keys` still there and not
+    expired, undecoded: while it and its user's password and active flag
+    stay the same, so does its sessions_check verdict, so a caller that
+    checks again and again may skip what did not change. None with a
+    session engine that keeps sessions outside the database: there only
+    sessions_check can tell."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not issubclass(store, DatabaseSessionStore):
+        return None
+    model = store.get_model_class()
+    keys = [k for k in dict.fromkeys(session_keys) if k and len(k) <= TOKEN_MAX]
+    now = timezone.now()
+    stamps: dict[str, str] = {}
+    for i in range(0, len(keys), batch_size):
+        live = model.objects.filter(session_key__in=keys[i : i + batch_size], expire_date__gt=now)
+        stamps.update(live.values_list("session_key", "session_data"))
+    return stamps
+
+
 def sessions_check(session_keys: Collection[str]) -> dict[str, SessionCheck]:
     """Whether each Django session (or resume token: its key) still logs its
     user in: a key of at most TOKEN_MAX characters, not logged out,

@@ -35,6 +35,9 @@ class Pump:
         self.pruned_at = 0.0
         self.ticked_at = 0.0  # the last tick that reached the database
         self.quiet_until = 0.0  # no expiring of others before this
+        # Connections whose login held at the last check, and on what: a
+        # cache of verdicts (presence_sessions_check), not business state.
+        self.verified: dict[str, int] = {}
 
     def start(self) -> None:
         if self.task is None or self.task.done():
@@ -73,7 +76,7 @@ class Pump:
             self.quiet_until = now + settings.CHAT_PRESENCE_TIMEOUT_SECONDS
         if await self._safely(services.presence_tick, channel_names=names, expire=now >= self.quiet_until):
             self.ticked_at = now
-        await self._safely(services.presence_sessions_check, channel_names=hub.channel_names())
+        await self._safely(services.presence_sessions_check, channel_names=hub.channel_names(), verified=self.verified)
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names(flushing=False))
         if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
             self.pruned_at = time.monotonic()

@@ -280,6 +280,68 @@ def test_the_tick_with_many_leaked_rows_still_refreshes_only_the_held_ones(djang
     assert Presence.objects.filter(heartbeat_at__gt=long_ago).count() == 2
 
 
+# --- The session check, every tick ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_session_check_decodes_only_what_changed_and_still_ends_every_ended_login(django_user_model, monkeypatch):
+    """With the pump's cache of verdicts, a tick decodes no session whose
+    data, user password and active flag are as they were; a logout, a
+    password change (here or elsewhere), a changed session, a deactivation
+    or an expiry still ends that connection at the next tick."""
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from accounts import selectors as account_selectors
+    from accounts import services as accounts
+    from messaging import services
+
+    users, tokens = {}, {}
+    for name in ("ann", "ben", "cat", "dan", "eve", "fay"):
+        users[name] = django_user_model.objects.create_user(username=name, password=PASSWORD)
+        tokens[name] = accounts.session_create(user=users[name])
+        services.presence_claim(user=users[name], channel_name=f"c-{name}", session_key=tokens[name])
+    names = [f"c-{name}" for name in users]
+    checked = []
+    real_check = account_selectors.sessions_check
+
+    def counting(keys):
+        checked.extend(keys)
+        return real_check(keys)
+
+    monkeypatch.setattr(account_selectors, "sessions_check", counting)
+    verified: dict[str, int] = {}
+    assert services.presence_sessions_check(channel_names=names, verified=verified) == []
+    assert len(checked) == 6 and set(verified) == set(names)
+    checked.clear()
+    assert services.presence_sessions_check(channel_names=names, verified=verified) == []
+    assert checked == []  # nothing changed: nothing decoded
+
+    Session.objects.filter(session_key=tokens["ann"]).delete()  # logged out
+    users["ben"].set_password("another-horse-43")  # changed elsewhere
+    users["ben"].save()
+    django_user_model.objects.filter(pk=users["cat"].pk).update(is_active=False)
+    Session.objects.filter(session_key=tokens["dan"]).update(expire_date=timezone.now() - timedelta(seconds=1))
+    session = Session.objects.get(session_key=tokens["eve"])  # another user's login written into it
+    data = session.get_decoded() | {"_auth_user_id": str(users["fay"].pk)}
+    Session.objects.filter(pk=session.pk).update(session_data=Session.objects.encode(data))
+    ended = services.presence_sessions_check(channel_names=names, verified=verified)
+    assert sorted(ended) == ["c-ann", "c-ben", "c-cat", "c-dan", "c-eve"]
+    assert set(verified) == {"c-fay"}
+    # A connection that went is forgotten.
+    services.presence_sessions_check(channel_names=[], verified=verified)
+    assert verified == {}
+
+
+def test_sessions_outside_the_database_have_no_stamp_so_each_tick_checks_them(settings):
+    from accounts import selectors as account_selectors
+
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    assert account_selectors.session_stamps(["k" * 32]) is None
+
+
 # --- What a socket keeps of its handshake ------------------------------------------------------
 
 
