@@ -265,7 +265,11 @@ class ChatClient:
         for frame in held:
             await self.on_event(frame)
         await self._resend()
-        await self.refresh_names()
+        if lead != "Reconnected as":
+            # Names for Tab completion, once: each list is everyone online
+            # (700 KB at 10,000), and after a restart every client asking
+            # again moves N² names. Presence frames keep them since.
+            await self.refresh_names()
 
     async def _resend(self) -> None:
         """Send again, in order, what had no answer; only then is the client

@@ -841,6 +841,12 @@ def test_people_list_updates_live(accounts, server, open_page):
     accounts("alice", "bob")
     alice = open_page("alice")
     assert alice.locator("#people .person").count() == 0
+    # What alice's page asks from now on: the frames alone keep the list
+    # (each `online` or `recent` is everyone online: N² in a login storm).
+    alice.evaluate(
+        """() => { window.asked = []; const send = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (d) { window.asked.push(JSON.parse(d).type); return send.call(this, d); }; }"""
+    )
     bob = open_page("bob")
     alice.wait_for_selector("#people .person.online[data-name=bob]:has-text('online')")
     assert alice.inner_text("#online-count") == "1 online"
@@ -848,6 +854,8 @@ def test_people_list_updates_live(accounts, server, open_page):
     bob.close()
     alice.wait_for_selector("#people .person:not(.online)[data-name=bob]:has-text('last seen just now')")
     assert alice.locator("#people .person").count() == 1
+    alice.wait_for_timeout(2000)  # the page used to ask both lists 1.5 s after each change
+    assert not {"online", "recent"} & set(alice.evaluate("window.asked"))
     shot(alice, "chat-presence")
     alice.click("#people .person[data-name=bob]")
     alice.wait_for_selector("#conv-title:text-is('bob')")

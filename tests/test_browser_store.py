@@ -153,3 +153,26 @@ def test_work_on_its_way_is_done_once(run):
         await store.once("earlier", slow);
         return [one === two, busy, store.busy("earlier"), started, fired, store.due("note")];
     """) == [True, True, False, 2, ["second"], False]
+
+
+def test_presence_frames_alone_keep_the_people_list_and_an_hour_ends_recent(run):
+    """The page no longer fetches `online` and `recent` after each change
+    (each is everyone online): the frames keep the list, and someone last
+    seen over an hour ago leaves it, as `recent` would say."""
+    assert run("""
+        const store = new Store("me", saved);
+        store.setPeople(["me", "ann"], [
+            { username: "ann", online: true, last_seen: "2026-03-01T08:00:00Z" },
+            { username: "bob", online: false, last_seen: "2026-03-01T07:30:00Z" },
+        ]);
+        const at = (iso) => store.people(Date.parse(iso)).map((p) => `${p.username}:${p.online}`);
+        const before = at("2026-03-01T08:00:00Z");
+        store.presence(["cat"], ["ann"], "2026-03-01T08:10:00Z");
+        const after = at("2026-03-01T08:20:00Z");
+        const later = at("2026-03-01T09:05:00Z");
+        return { before, after, later };
+    """) == {
+        "before": ["ann:true", "bob:false"],
+        "after": ["cat:true", "ann:false", "bob:false"],
+        "later": ["cat:true", "ann:false"],
+    }

@@ -178,11 +178,25 @@ async def test_waiting_messages_are_marked_acked_and_shown_once(server):
 
 async def test_reconnects_after_the_server_restarts(server):
     await signup(server.url, "alice")
-    alice, lines = await client_for(server, "alice", first_delay=0.2, max_delay=1)
+    alice, lines = await client_for(server, first_delay=0.2, max_delay=1)
+    asked, request = [], alice.request
+
+    async def recording(type, **fields):
+        asked.append(type)
+        return await request(type, **fields)
+
+    alice.request = recording
+    assert await alice.login("alice", PASSWORD) is None
+    await asyncio.sleep(0.3)
+    assert {"online", "recent"} <= set(asked)  # names for Tab, at the first login
     server.stop()
     await lines.wait_for("Connection lost")
+    asked.clear()
     await restart_soon(server)
     await lines.wait_for("Reconnected as alice.")
+    await asyncio.sleep(0.3)
+    # Not again: after a restart every client asking moves N² names.
+    assert not {"online", "recent"} & set(asked)
     await alice.execute("/online")
     await lines.wait_for("Online now (1): alice")
     await alice.close()

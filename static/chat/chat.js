@@ -666,6 +666,7 @@ function deleted(id) {
 // --- Typing ---------------------------------------------------------------------------------
 
 const TYPING_IDLE_MS = 5000;
+const PEOPLE_RESYNC_MS = 10 * 60 * 1000; // online and recent again, in case a presence frame was lost
 const TYPING_SHOWN_MS = 6000;
 
 function typing(key, active) {
@@ -718,7 +719,6 @@ function presenceChanged(online, offline) {
   sidebar.conversations();
   sidebar.header();
   rooms.presence();
-  store.later("people", 1500, loadPeople);
 }
 
 async function setBlocked(name, block) {
@@ -823,9 +823,10 @@ function wire() {
     sidebar.people();
     sidebar.header();
   }, 30000);
+  // Not more often: each list is everyone online (700 KB at 10,000).
   setInterval(() => {
     if (store.live) loadPeople();
-  }, 60000);
+  }, PEOPLE_RESYNC_MS);
 }
 
 wire();
