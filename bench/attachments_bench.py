@@ -133,7 +133,13 @@ def py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
 
 
 async def concurrency(
-    stack: Stack, base: str, tokens: list[str], folder: Path, count: int = 50, profile: str | None = None
+    stack: Stack,
+    base: str,
+    tokens: list[str],
+    folder: Path,
+    count: int = 50,
+    profile: str | None = None,
+    uploader_nice: int = 0,
 ) -> dict[str, object]:
     tracker = Tracker()
     names = [f"u{i}" for i in range(1, 21)]
@@ -154,8 +160,11 @@ async def concurrency(
     (folder / "tokens.json").write_text(json.dumps(tokens))
     spy = py_spy(stack.server_pids[0], profile) if profile else None
     started = time.perf_counter()
+    # With --uploader-nice the uploading clients yield the cores to the
+    # server, as clients on machines of their own would.
+    niced = ["nice", "-n", str(uploader_nice)] if uploader_nice else []
     uploader = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--uploader", str(folder), base, str(count), stdout=asyncio.subprocess.PIPE
+        *niced, sys.executable, __file__, "--uploader", str(folder), base, str(count), stdout=asyncio.subprocess.PIPE
     )
     during_task = asyncio.get_running_loop().create_task(chat(pairs, tracker, 10, 20))
     out, _ = await uploader.communicate()
@@ -226,6 +235,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--py-spy", help="profile the server during the concurrent uploads into this file")
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    parser.add_argument(
+        "--uploader-nice", type=int, default=0, help="run the 50 uploading clients at this nice level (0 to 19)"
+    )
     args = parser.parse_args()
     env = {"CHAT_ATTACHMENT_BYTES_PER_DAY": str(10**12), "LOG_LEVEL": "ERROR"}
     options = Options(users=40, server=args.server, extra_env=env)
@@ -238,10 +250,12 @@ def main() -> None:
             figures = {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine(),
-                "command": f"bench/attachments_bench.py --server {args.server}",
+                "command": f"bench/attachments_bench.py --server {args.server} --uploader-nice {args.uploader_nice}",
                 "load_average_before": os.getloadavg(),
                 "memory_10mib_upload": memory(stack, base, tokens[0], folder),
-                "concurrent_image_uploads": asyncio.run(concurrency(stack, base, tokens, folder, profile=args.py_spy)),
+                "concurrent_image_uploads": asyncio.run(
+                    concurrency(stack, base, tokens, folder, profile=args.py_spy, uploader_nice=args.uploader_nice)
+                ),
                 "load_average_after": os.getloadavg(),
             }
     finally:
