@@ -32,7 +32,7 @@ class Pump:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.task: asyncio.Task[None] | None = None
-        self.pruned_at = 0.0
+        self.pruned_at: float | None = None  # never yet: at the first tick
         self.ticked_at = 0.0  # the last tick that reached the database
         self.quiet_until = 0.0  # no expiring of others before this
         # Connections whose login held at the last check, and on what: a
@@ -78,7 +78,9 @@ class Pump:
             self.ticked_at = now
         await self._safely(services.presence_sessions_check, channel_names=hub.channel_names(), verified=self.verified)
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names(flushing=False))
-        if time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
+        # The monotonic clock counts from boot: "0" would wait for a machine
+        # up less than CHAT_PRUNE_SECONDS.
+        if self.pruned_at is None or time.monotonic() - self.pruned_at > settings.CHAT_PRUNE_SECONDS:
             self.pruned_at = time.monotonic()
             await self._safely(services.records_prune)
 
