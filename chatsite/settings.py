@@ -427,6 +427,11 @@ CHAT_THUMBNAIL_PIXELS = 400
 CHAT_UPLOAD_PROCESSES = env_int("CHAT_UPLOAD_PROCESSES", max(1, (os.cpu_count() or 2) - 1))
 # Their CPU priority below the server's (os.nice): chat first, then uploads.
 CHAT_UPLOAD_NICE = env_int("CHAT_UPLOAD_NICE", 10)
+# Uploads past the body's intake handled at once per server process (the
+# rest wait their turn, their bodies on disk): each runs Django's middleware
+# and view in a thread of its own, and fifty such threads at once kept the
+# event loop from the GIL for a fifth of a second.
+CHAT_UPLOAD_CONCURRENCY = env_int("CHAT_UPLOAD_CONCURRENCY", 4)
 # Start them with the process (at its first login), so that the first upload
 # does not wait a second for them; off, at the first upload. The test
 # suite's hundreds of short-lived servers turn it off.

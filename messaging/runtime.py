@@ -52,6 +52,7 @@ class Runtime:
         self.writer = Writer()
         self.pump = Pump(self.hub)
         self.hashing: asyncio.Semaphore | None = None
+        self.uploading: asyncio.Semaphore | None = None
         self.started = False
         self.stopping = False  # a graceful stop is under way: new connections are turned away
         self.connections: set[Closable] = set()  # every open socket, anonymous ones too
@@ -161,6 +162,13 @@ class Runtime:
             self.hashing = asyncio.Semaphore(max(1, settings.CHAT_HASHING_CONCURRENCY))
         async with self.hashing:
             return await database_sync_to_async(func, thread_sensitive=False)(**kwargs)
+
+    def upload_slot(self) -> asyncio.Semaphore:
+        """Held by an upload while Django handles it: at most
+        CHAT_UPLOAD_CONCURRENCY at once in this process."""
+        if self.uploading is None:
+            self.uploading = asyncio.Semaphore(max(1, settings.CHAT_UPLOAD_CONCURRENCY))
+        return self.uploading
 
 
 runtime = Runtime()

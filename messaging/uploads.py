@@ -189,7 +189,8 @@ class UploadGuard:
     handler keeps the whole body (on disk past FILE_UPLOAD_MAX_MEMORY_SIZE)
     before any view runs, so an upload over the limit is refused here: at
     once by its Content-Length, or, counted as it streams, as soon as it
-    passes the limit, with nothing of it kept."""
+    passes the limit, with nothing of it kept. Past that, a few uploads at
+    a time (runtime.upload_slot) go on to Django."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -225,7 +226,8 @@ class UploadGuard:
                 started = True
             await send(message)
 
-        await self.app(scope, counted, watched)
+        async with runtime.upload_slot():
+            await self.app(scope, counted, watched)
         if over and not started:
             await _refuse(send)
 

@@ -4,6 +4,7 @@ the storage (a folder on SQLite, S3 through moto on the scale-out stack)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -525,6 +526,38 @@ async def test_the_asgi_guard_refuses_an_upload_too_large_as_it_streams(settings
     assert status == 413 and sum(reached) < 3 * 40_000
     reached.clear()
     assert (await post([], [b"x" * 100]))[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_few_uploads_at_a_time_go_on_to_django(settings):
+    """Past the guard, at most CHAT_UPLOAD_CONCURRENCY uploads are handled
+    at once (each is a Django thread competing for the event loop's GIL);
+    the others wait their turn, and every one is answered."""
+    from channels.testing import ApplicationCommunicator
+
+    from messaging.uploads import UploadGuard
+
+    settings.CHAT_UPLOAD_CONCURRENCY = 2  # the runtime makes its slots at the first upload
+    inside, most = 0, 0
+
+    async def app(scope, receive, send):
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await receive()
+        await asyncio.sleep(0.1)
+        inside -= 1
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def post():
+        scope = {"type": "http", "method": "POST", "path": "/files/", "headers": [(b"content-length", b"3")]}
+        comm = ApplicationCommunicator(UploadGuard(app), scope)
+        await comm.send_input({"type": "http.request", "body": b"abc", "more_body": False})
+        return (await comm.receive_output(5))["status"]
+
+    assert await asyncio.gather(*(post() for _ in range(6))) == [201] * 6
+    assert most == 2
 
 
 # --- The socket ---------------------------------------------------------------------
