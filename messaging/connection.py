@@ -58,9 +58,11 @@ PENDING_PAGE_BYTES = 256 * 1024  # and their bodies' bytes, at most
 PENDING_WINDOW_MESSAGES = 2000
 PENDING_WINDOW_BYTES = 1024 * 1024
 PENDING_ACK_GRACE_SECONDS = 5.0  # a client that acks nothing by then is paced by its reading alone
-# Live messages held while what waited goes out, at most; past it they are
-# dropped here, still pending: a later page or the re-push brings them.
+# Live messages held while what waited goes out, at most (in count and in
+# bytes); past it they are dropped here, still pending: a later page or the
+# re-push brings them.
 HELD_MAX = 1000
+HELD_MAX_BYTES = 256 * 1024
 UNAVAILABLE_RETRY_SECONDS = 2  # what a client is told to wait when the channel layer is down
 
 
@@ -89,6 +91,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.flushing = False  # from the claim until what waited is out: the re-push leaves it alone
         # Live messages (id, text) that arrive meanwhile, written after what waited.
         self.held: list[tuple[int, str]] | None = None
+        self.held_bytes = 0
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.last_reply: asyncio.Future[None] | None = None
         self.unacked: dict[int, int] = {}  # pushed from what waited, not acked yet: id -> bytes
@@ -258,7 +261,7 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.login_deadline.cancel()
         # What waited goes first (push_pending, after the login's `ok`):
         # until then live messages are held, so none overtakes an older one.
-        self.flushing, self.held = True, []
+        self.flushing, self.held, self.held_bytes = True, [], 0
         waiting, self.joining = self.joining, None
         for text, message_id in waiting:
             self.write_live(text, message_id)
@@ -316,11 +319,13 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     def write_live(self, text: str, message_id: int | None) -> None:
         """A frame pushed as it happened. A message waits while what waited
         at login goes out (oldest first, as the protocol says); past
-        HELD_MAX it is left to the pages, which find it still pending."""
+        HELD_MAX (or HELD_MAX_BYTES) it is left to the pages, which find it
+        still pending."""
         if message_id is None or self.held is None:
             self.write_text(text)
-        elif len(self.held) < HELD_MAX:
+        elif len(self.held) < HELD_MAX and self.held_bytes + len(text) <= HELD_MAX_BYTES:
             self.held.append((message_id, text))
+            self.held_bytes += len(text)
 
     def track(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work beside the connection's loop; it ends with the connection."""

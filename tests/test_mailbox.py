@@ -87,10 +87,13 @@ async def test_what_waited_is_paced_by_the_clients_acks(monkeypatch):
     await bob.close()
 
 
-async def test_what_is_sent_while_what_waited_goes_out_comes_after_it(monkeypatch):
+@pytest.mark.parametrize("held_bytes", [connection.HELD_MAX_BYTES, 1], ids=["held", "past-the-cap"])
+async def test_what_is_sent_while_what_waited_goes_out_comes_after_it(monkeypatch, held_bytes):
     """A private message and a broadcast sent while bob's mailbox is still
     going out wait behind it: oldest first, none overtakes (the terminal
-    client's reconnect test saw a resent message arrive after a newer one)."""
+    client's reconnect test saw a resent message arrive after a newer one).
+    Past the cap of what is held, they come with the pages all the same."""
+    monkeypatch.setattr(connection, "HELD_MAX_BYTES", held_bytes)
     monkeypatch.setattr(connection, "PENDING_PAGE", 10)
     monkeypatch.setattr(connection, "PENDING_WINDOW_MESSAGES", 30)
     for name in ("alice", "bob", "carol"):
