@@ -153,15 +153,20 @@ class Hub:
                 if connection.user_id not in exclude and (include is None or connection.user_id in include):
                     connection.deliver(texts, ids)
         elif event["type"] == events.HUB_PRESENCE:
-            text = frames.encode(dict(wire.presence(event["username"], online=event["online"])))
+            # One user's change, or the same change for many (push_presence_many).
+            names: list[str] = event["usernames"] if "usernames" in event else [event["username"]]
+            online = event["online"]
+            one_by_one: list[str] | None = None  # encoded once, if anyone takes them so
             batched = False
             for connection in list(self.connections.values()):
                 if connection.presence_batched:
                     batched = True
                 else:
-                    connection.deliver([text])
+                    if one_by_one is None:
+                        one_by_one = [frames.encode(dict(wire.presence(name, online=online))) for name in names]
+                    connection.deliver(one_by_one)
             if batched:
-                self.changes[event["username"]] = event["online"]
+                self.changes.update(dict.fromkeys(names, online))
                 if self.batch_task is None or self.batch_task.done():
                     self.batch_task = asyncio.get_running_loop().create_task(self._send_batch())
 
