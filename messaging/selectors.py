@@ -117,11 +117,13 @@ def pending_total() -> int:
     return Delivery.objects.filter(acked_at__isnull=True).count()
 
 
-def pending_count(*, user: UserModel) -> int:
+def pending_count(*, user: UserModel, online: bool = False) -> int:
     """What waits for `user`: their pending rows and, while they are
-    offline, the broadcasts their next login will add (BroadcastCursor)."""
+    offline, the broadcasts their next login will add (BroadcastCursor).
+    `online`: the caller knows they hold presence (the login that just
+    claimed it), so that is not looked up."""
     rows = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
-    if Presence.objects.filter(user=user).exists():
+    if online or Presence.objects.filter(user=user).exists():
         return rows
     waiting = broadcasts_waiting(user=user, after=broadcast_cursor(user_id=user.pk))
     return rows + waiting.filter(deleted_at__isnull=True).count()

@@ -112,21 +112,36 @@ def test_a_start_with_nothing_left_behind_writes_nothing(capture_pushes):
 def test_the_hub_hands_a_change_of_many_to_each_connection_as_it_asked():
     got: dict[str, list[str]] = {}
 
+    asked = []
+
     class Conn:
         logged_in, flushing, user_id = True, False, 1
 
         def __init__(self, name, batched):
-            self.channel_name, self.presence_batched = name, batched
+            self.channel_name, self.batched = name, batched
+
+        @property
+        def presence_batched(self):
+            asked.append(self.channel_name)
+            return self.batched
 
         def deliver(self, texts, message_ids=None):
             got.setdefault(self.channel_name, []).extend(texts)
 
     async def run():
         hub = Hub()
-        hub.connections = {"plain": Conn("plain", False), "batched": Conn("batched", True)}
+        hub.add(Conn("plain", False))
+        hub.add(Conn("batched", True))
         hub.dispatch({"type": events.HUB_PRESENCE, "usernames": ["ann", "ben"], "online": False})
         hub.dispatch({"type": events.HUB_PRESENCE, "username": "cat", "online": True})
         assert hub.changes == {"ann": False, "ben": False, "cat": True}
+        # A presence event walks the plain ones only: no connection is asked
+        # how it takes presence (at 10,000 connections, for each login).
+        asked.clear()
+        hub.dispatch({"type": events.HUB_PRESENCE, "username": "dan", "online": True})
+        assert asked == []
+        hub.leave(hub.connections["plain"])
+        assert not hub.plain
         hub.stop()
 
     asyncio.run(run())
@@ -136,6 +151,7 @@ def test_the_hub_hands_a_change_of_many_to_each_connection_as_it_asked():
         '{"type":"presence","username":"ann","online":false}',
         '{"type":"presence","username":"ben","online":false}',
         '{"type":"presence","username":"cat","online":true}',
+        '{"type":"presence","username":"dan","online":true}',
     ]
     assert "batched" not in got
 
