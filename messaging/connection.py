@@ -244,15 +244,26 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)
             raise unavailable() from None
-        try:
-            _, pending = await events.run_then_push(
-                services.presence_login,
+        auth_hash = user.get_session_auth_hash()
+
+        def claim() -> tuple[str | None, int]:
+            # Looked at in the database thread, when the claim's turn comes:
+            # a client that gave up waiting (its request timed out in a
+            # restart's storm) has closed the socket and logs in again
+            # elsewhere; a claim now is work for nobody, and its release
+            # more.
+            if self.transport.peer_gone():
+                raise ServiceError("unavailable", "The connection closed before the login.")
+            return services.presence_login(
                 user=user,
                 channel_name=self.channel_name,
                 takeover=takeover,
                 session_key=session_key,
-                auth_hash=user.get_session_auth_hash(),
+                auth_hash=auth_hash,
             )
+
+        try:
+            _, pending = await events.run_then_push(claim)
         except BaseException:
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)

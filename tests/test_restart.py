@@ -314,3 +314,25 @@ async def test_a_login_with_nothing_waiting_reads_no_page_and_misses_nothing(peo
     assert (await again.login("alice"))["pending"] == 2  # "live" was never acked
     got = [(await again.event("message"))["body"] for _ in range(2)]
     assert got == ["live", "stored"] and pages and set(pages) == {"alice"}
+
+
+async def test_a_login_whose_socket_closed_meanwhile_claims_nothing(people, monkeypatch):
+    """A client that gave up waiting for its login (a restart's storm) has
+    closed its socket: the claim is not made for nobody."""
+    from messaging.transport import transport_for
+
+    from .helpers import PASSWORD
+
+    gone = []
+    real_subscribe = events.subscribe
+
+    async def subscribe(*args, **kwargs):
+        gone.append(True)  # the socket closes while the login is under way
+        await real_subscribe(*args, **kwargs)
+
+    client = await connected()
+    monkeypatch.setattr(type(transport_for(lambda message: None)), "peer_gone", lambda self: bool(gone))
+    monkeypatch.setattr(events, "subscribe", subscribe)
+    reply = await client.request("login", username="alice", password=PASSWORD)
+    assert reply["type"] == "error" and gone
+    assert not await sync_to_async(Presence.objects.exists)()
