@@ -89,9 +89,13 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.closing = False
         self.draining = False  # ending: no new request is served
         self.flushing = False  # from the claim until what waited is out: the re-push leaves it alone
+        # The login's count found nothing waiting: push_pending has no page to
+        # read (what is stored since comes live, and is held until it ends).
+        self.nothing_waited = False
         # Live messages (id, text) that arrive meanwhile, written after what waited.
         self.held: list[tuple[int, str]] | None = None
         self.held_bytes = 0
+        self.held_dropped = False  # some were past the cap: the pages must find them
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.last_reply: asyncio.Future[None] | None = None
         self.unacked: dict[int, int] = {}  # pushed from what waited, not acked yet: id -> bytes
@@ -223,8 +227,9 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         session = self.scope.get("session")
         return (session.session_key or "") if session is not None else ""
 
-    async def log_in(self, user: UserModel, *, takeover: bool, session_key: str, presence_batched: bool) -> None:
-        """Claim the user's one connection and listen for what is theirs.
+    async def log_in(self, user: UserModel, *, takeover: bool, session_key: str, presence_batched: bool) -> int:
+        """Claim the user's one connection and listen for what is theirs;
+        how many messages wait for them (the login's `pending`).
 
         Joining the user's group and the hub before the claim means this
         connection hears any message accepted meanwhile: at worst pushed
@@ -243,15 +248,26 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)
             raise unavailable() from None
-        try:
-            await events.run_then_push(
-                services.presence_claim,
+        auth_hash = user.get_session_auth_hash()
+
+        def claim() -> tuple[str | None, int]:
+            # Looked at in the database thread, when the claim's turn comes:
+            # a client that gave up waiting (its request timed out in a
+            # restart's storm) has closed the socket and logs in again
+            # elsewhere; a claim now is work for nobody, and its release
+            # more.
+            if self.transport.peer_gone():
+                raise ServiceError("unavailable", "The connection closed before the login.")
+            return services.presence_login(
                 user=user,
                 channel_name=self.channel_name,
                 takeover=takeover,
                 session_key=session_key,
-                auth_hash=user.get_session_auth_hash(),
+                auth_hash=auth_hash,
             )
+
+        try:
+            _, pending = await events.run_then_push(claim)
         except BaseException:
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)
@@ -261,10 +277,12 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.login_deadline.cancel()
         # What waited goes first (push_pending, after the login's `ok`):
         # until then live messages are held, so none overtakes an older one.
-        self.flushing, self.held, self.held_bytes = True, [], 0
+        self.flushing, self.held, self.held_bytes, self.held_dropped = True, [], 0, False
+        self.nothing_waited = pending == 0
         waiting, self.joining = self.joining, None
         for text, message_id in waiting:
             self.write_live(text, message_id)
+        return int(pending)
 
     async def log_out(self) -> None:
         await self.end_session()
@@ -277,7 +295,10 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             return
         runtime.hub.leave(self)
         try:
-            await events.run_then_push(services.presence_release, user=user, channel_name=self.channel_name)
+            # At a graceful stop the process released every row at once
+            # (and releases what was claimed since once more at the end).
+            if not runtime.presence_released:
+                await events.run_then_push(services.presence_release, user=user, channel_name=self.channel_name)
         except Exception:
             # The presence row stays until its heartbeat, which nothing
             # refreshes now, expires.
@@ -326,6 +347,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         elif len(self.held) < HELD_MAX and self.held_bytes + len(text) <= HELD_MAX_BYTES:
             self.held.append((message_id, text))
             self.held_bytes += len(text)
+        else:
+            self.held_dropped = True
 
     def track(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work beside the connection's loop; it ends with the connection."""
@@ -337,9 +360,11 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     # --- Reading -----------------------------------------------------------------------
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        if self.draining:
-            # This side is ending the connection: a request now would find
-            # the user gone ("Log in first") and be refused for good. Dropped
+        if self.draining or runtime.stopping:
+            # This side is ending the connection (or the process stopping,
+            # whose presence is released before each socket is told): a
+            # request now would find the user gone ("Log in first") and be
+            # refused for good. Dropped
             # unanswered instead, the client sends it again once reconnected
             # (exactly once, by its client_id).
             return
@@ -466,7 +491,14 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         user, after, complete = self.identity.user, 0, False
         self.flushing, self.client_acks = True, None
         self.ack_seen = ack_seen = self.ack_seen or asyncio.Event()
+        nothing_waited, self.nothing_waited = self.nothing_waited, False
         try:
+            if nothing_waited and not self.held_dropped:
+                # Counted in the claim's transaction: every row stored since
+                # was pushed live to this connection (it listened before it
+                # claimed), and is held; no page would find anything older.
+                complete = True
+                return
             while user is not None and self.identity.user is user and not self.closing:
                 page = await events.run_then_push(
                     services.delivery_flush_page,

@@ -220,6 +220,18 @@ def push_presence(username: str, *, online: bool) -> None:
     _after_commit(Push("group", HUB_GROUP, {"type": HUB_PRESENCE, "username": username, "online": online}))
 
 
+# Names in one presence event of many users (a process's stop, its restart).
+PRESENCE_CHUNK = 1000
+
+
+def push_presence_many(usernames: Sequence[str], *, online: bool) -> None:
+    """The same change for many users: one hub event per PRESENCE_CHUNK
+    names, not one each (a stopping process takes thousands offline)."""
+    for i in range(0, len(usernames), PRESENCE_CHUNK):
+        chunk = list(usernames[i : i + PRESENCE_CHUNK])
+        _after_commit(Push("group", HUB_GROUP, {"type": HUB_PRESENCE, "usernames": chunk, "online": online}))
+
+
 def push_session_replaced(channel_name: str) -> None:
     _after_commit(
         Push("channel", channel_name, {"type": END, "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED})

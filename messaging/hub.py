@@ -53,6 +53,11 @@ class Connection(Protocol):
 class Hub:
     def __init__(self) -> None:
         self.connections: dict[str, Connection] = {}
+        # Those that take presence one event per change (protocol 1.0): a
+        # presence event walks these, not every connection (at 10,000
+        # batched connections, walking them all for each of 10,000 logins
+        # was a hundred million steps of the event loop).
+        self.plain: dict[str, Connection] = {}
         self.channel: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.changes: dict[str, bool] = {}  # username -> online, since the last batch
@@ -64,11 +69,18 @@ class Hub:
     async def join(self, connection: Connection) -> None:
         """Register a connection that is logging in, before it claims its
         presence, so it misses no broadcast."""
-        self.connections[connection.channel_name] = connection
+        self.add(connection)
         await self._start()
+
+    def add(self, connection: Connection) -> None:
+        """Register it (join's first half; its presence_batched is set by then)."""
+        self.connections[connection.channel_name] = connection
+        if not connection.presence_batched:
+            self.plain[connection.channel_name] = connection
 
     def leave(self, connection: Connection) -> None:
         self.connections.pop(connection.channel_name, None)
+        self.plain.pop(connection.channel_name, None)
         if not self.connections:
             self.stop()
 
@@ -153,15 +165,15 @@ class Hub:
                 if connection.user_id not in exclude and (include is None or connection.user_id in include):
                     connection.deliver(texts, ids)
         elif event["type"] == events.HUB_PRESENCE:
-            text = frames.encode(dict(wire.presence(event["username"], online=event["online"])))
-            batched = False
-            for connection in list(self.connections.values()):
-                if connection.presence_batched:
-                    batched = True
-                else:
-                    connection.deliver([text])
-            if batched:
-                self.changes[event["username"]] = event["online"]
+            # One user's change, or the same change for many (push_presence_many).
+            names: list[str] = event["usernames"] if "usernames" in event else [event["username"]]
+            online = event["online"]
+            if self.plain:
+                one_by_one = [frames.encode(dict(wire.presence(name, online=online))) for name in names]
+                for connection in list(self.plain.values()):
+                    connection.deliver(one_by_one)
+            if len(self.plain) < len(self.connections):  # some take them batched
+                self.changes.update(dict.fromkeys(names, online))
                 if self.batch_task is None or self.batch_task.done():
                     self.batch_task = asyncio.get_running_loop().create_task(self._send_batch())
 

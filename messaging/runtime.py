@@ -55,6 +55,9 @@ class Runtime:
         self.uploading: asyncio.Semaphore | None = None
         self.started = False
         self.stopping = False  # a graceful stop is under way: new connections are turned away
+        # The stop released this process's presence in one go: a closing
+        # socket has no row of its own to release.
+        self.presence_released = False
         self.connections: set[Closable] = set()  # every open socket, anonymous ones too
         self.starting: asyncio.Lock | None = None
         self.clear_dead_processes = True  # tests that make their own rows turn it off
@@ -99,12 +102,29 @@ class Runtime:
         holds, and stop; all within CHAT_SHUTDOWN_SECONDS."""
         self.stopping = True
         log.info("stopping: %d connection(s) told to reconnect", len(self.connections))
+        # No heartbeat from here on: it would find the released rows gone and
+        # end each socket a second time ("your connection expired").
+        await self.pump.stop()
+        await self._release_presence()
         try:
             await asyncio.wait_for(self._close_connections(), settings.CHAT_SHUTDOWN_SECONDS)
         except TimeoutError:
             log.warning("stopping: connections still open after %s s", settings.CHAT_SHUTDOWN_SECONDS)
+        await self._release_presence()  # a login that was in flight claimed after the first
         await self.stop()
         log.info("stopped")
+
+    async def _release_presence(self) -> None:
+        """Every user of this process goes offline in one transaction
+        (services.presence_release_process), not one per closing socket:
+        what a restart of thousands of connections spent its stop on."""
+        try:
+            await events.run_then_push(services.presence_release_process)
+        except Exception:
+            # Each socket releases its own row as it closes, as before.
+            log.exception("stopping: could not release this process's presence")
+        else:
+            self.presence_released = True
 
     async def _close_connections(self) -> None:
         await asyncio.gather(*(c.restart() for c in list(self.connections)), return_exceptions=True)

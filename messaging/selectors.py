@@ -117,11 +117,13 @@ def pending_total() -> int:
     return Delivery.objects.filter(acked_at__isnull=True).count()
 
 
-def pending_count(*, user: UserModel) -> int:
+def pending_count(*, user: UserModel, online: bool = False) -> int:
     """What waits for `user`: their pending rows and, while they are
-    offline, the broadcasts their next login will add (BroadcastCursor)."""
+    offline, the broadcasts their next login will add (BroadcastCursor).
+    `online`: the caller knows they hold presence (the login that just
+    claimed it), so that is not looked up."""
     rows = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
-    if Presence.objects.filter(user=user).exists():
+    if online or Presence.objects.filter(user=user).exists():
         return rows
     waiting = broadcasts_waiting(user=user, after=broadcast_cursor(user_id=user.pk))
     return rows + waiting.filter(deleted_at__isnull=True).count()
@@ -254,7 +256,10 @@ def visible_replies(*, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], Me
 
 def message_extras(*, messages: list[tuple[int, int | None]]) -> Extras:
     """The replied-to messages and the reactions of a page of (id,
-    reply_to id) pairs, in two queries whatever its size."""
+    reply_to id) pairs, in two queries whatever its size (none for an
+    empty page: most logins find nothing waiting)."""
+    if not messages:
+        return Extras({}, {})
     reply_ids = {r for _, r in messages if r is not None}
     replies: dict[int, ReplyTo] = {}
     for id_, sender, body in Message.objects.filter(pk__in=reply_ids).values_list("id", "sender__username", "body"):
@@ -683,7 +688,13 @@ def room_objects(memberships: QuerySet[RoomMember]) -> dict[tuple[int, int], Roo
 def room_list(*, user: UserModel) -> list[RoomObject]:
     """Every room of `user`, latest message first, rooms without one last
     (newest room first among those)."""
-    rooms = list(room_objects(RoomMember.objects.filter(user=user)).values())
+    memberships = RoomMember.objects.filter(user=user)
+    # Building room_objects' query (its subqueries resolved and compiled) is
+    # most of a `rooms` request: after a restart every client asks, most in
+    # no room at all, and one plain query answers those.
+    if not memberships.exists():
+        return []
+    rooms = list(room_objects(memberships).values())
     rooms.sort(key=lambda r: (r["last"]["id"] if r["last"] else 0, r["id"]), reverse=True)
     return rooms
 

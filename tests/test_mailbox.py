@@ -208,3 +208,28 @@ async def test_a_page_of_history_over_a_megabyte_arrives(server):
         assert [m["id"] for m in page["messages"]] == ids
         assert (await bob.ok("online"))["users"] == ["bob"]
     assert "Traceback" not in server.log_text()
+
+
+async def test_with_nothing_waiting_what_was_past_the_cap_still_comes_at_once(monkeypatch):
+    """A login with nothing waiting skips the pages; but if messages sent
+    before its flush were past the cap of what is held, the pages run and
+    find them (not the re-push, seconds later)."""
+    monkeypatch.setattr(connection, "HELD_MAX_BYTES", 1)
+    go = asyncio.Event()
+    original = connection.ChatConsumer.push_pending
+
+    async def late(self):
+        await go.wait()
+        await original(self)
+
+    monkeypatch.setattr(connection.ChatConsumer, "push_pending", late)
+    for name in ("alice", "bob"):
+        await amake_user(name)
+    alice = await connected("alice")
+    bob = await connected()
+    await bob.login("bob")
+    sent = [(await alice.ok("send", to="bob", body=f"live {i}"))["id"] for i in range(2)]
+    go.set()
+    assert [(await bob.event("message", timeout=5))["id"] for _ in range(2)] == sent
+    await alice.close()
+    await bob.close()

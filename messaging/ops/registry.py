@@ -56,9 +56,10 @@ class Connection(Protocol):
     def cookie_session_key(self) -> str:
         """The session the connection's cookie carried ("" if none)."""
 
-    async def log_in(self, user: UserModel, *, takeover: bool, session_key: str, presence_batched: bool) -> None:
-        """Claim the user's one connection (ServiceError already_online);
-        live messages wait until push_pending has sent what waited."""
+    async def log_in(self, user: UserModel, *, takeover: bool, session_key: str, presence_batched: bool) -> int:
+        """Claim the user's one connection (ServiceError already_online) and
+        count what waits for them (the login's `pending`); live messages
+        wait until push_pending has sent what waited."""
 
     async def log_out(self) -> None:
         """Release the user's presence; the connection stays open, anonymous."""

@@ -12,7 +12,7 @@ from accounts.selectors import TOKEN_MAX
 from core.errors import ServiceError
 from core.protocol import CLOSE_NORMAL
 
-from .. import frames, selectors
+from .. import frames
 from ..frames import PASSWORD_MAX, Request
 from ..runtime import runtime
 from .registry import Connection, Reply, op, read
@@ -66,12 +66,9 @@ async def login(conn: Connection, request: Request) -> Reply:
         )
         session_key = token = await read(accounts.session_create, user=user)
     presence_batched = request.flag("presence_batch", default=False)
-    await conn.log_in(user, takeover=takeover, session_key=session_key, presence_batched=presence_batched)
-    try:
-        pending = await read(selectors.pending_count, user=user)
-    except BaseException:
-        await conn.log_out()  # no `ok`, no login: nothing is left half done
-        raise
+    # The claim and the count of what waits, in one transaction: if either
+    # fails, no `ok` and no login, nothing is left half done.
+    pending = await conn.log_in(user, takeover=takeover, session_key=session_key, presence_batched=presence_batched)
     result: dict[str, Any] = {"username": user.username, "pending": pending}
     if token is not None:
         result["token"] = token

@@ -78,20 +78,22 @@ def delivery_flush_page(
     most `max_bytes` of bodies (a page of long messages is shorter), marked
     as pushed now (so the re-push waits its turn). Read as plain rows: at
     login this may run for thousands."""
-    with transaction.atomic():
-        pending = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message_id__gt=after)
-        rows = _within_bytes(
-            list(
-                pending.filter(message__deleted_at__isnull=True)
-                .order_by("message_id")
-                .values_list(*wire.MESSAGE_ROW)[:limit]
-            ),
-            max_bytes,
-        )
-        if rows:
-            # The rows read, not an id range: a message committed meanwhile
-            # with a lower id (ids are taken before commit) was not pushed.
-            pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
+    # No transaction around the read: an empty page (most logins) then takes
+    # no write lock at all. A row acked between the read and the update is
+    # pushed once more, which the protocol allows (acks are idempotent).
+    pending = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message_id__gt=after)
+    rows = _within_bytes(
+        list(
+            pending.filter(message__deleted_at__isnull=True)
+            .order_by("message_id")
+            .values_list(*wire.MESSAGE_ROW)[:limit]
+        ),
+        max_bytes,
+    )
+    if rows:
+        # The rows read, not an id range: a message committed meanwhile
+        # with a lower id (ids are taken before commit) was not pushed.
+        pending.filter(message_id__in=[row[0] for row in rows]).update(pushed_at=timezone.now())
     extras = message_extras(messages=[(row[0], row[wire.MESSAGE_ROW_REPLY_TO]) for row in rows])
     return attachments_fill([wire.message_event_row(row, stored=True, extras=extras) for row in rows])
 

@@ -51,18 +51,20 @@ def mailbox_catch_up(*, user: UserModel) -> int:
     them presence, after broadcasts_fence(exclusive=False). Returns how many
     rows were written."""
     after, latest = broadcast_cursor(user_id=user.pk), latest_broadcast_id()
-    written = 0
-    if latest > after:
-        waiting = broadcasts_waiting(user=user, after=after).filter(pk__lte=latest)
-        rows = waiting.annotate(to_user=Value(user.pk, output_field=BigIntegerField())).values_list("pk", "to_user")
-        select, params = rows.query.sql_with_params()
-        with connection.cursor() as cursor:
-            # The SELECT has a WHERE, so SQLite does not read ON CONFLICT as a join's ON.
-            cursor.execute(
-                f"INSERT INTO {Delivery._meta.db_table} (message_id, recipient_id) {select} ON CONFLICT DO NOTHING",
-                params,
-            )
-            written = max(cursor.rowcount, 0)
+    if latest <= after:
+        # Nothing since the cursor (the common case after a restart, whose
+        # stop moved every cursor): no write at all.
+        return 0
+    waiting = broadcasts_waiting(user=user, after=after).filter(pk__lte=latest)
+    rows = waiting.annotate(to_user=Value(user.pk, output_field=BigIntegerField())).values_list("pk", "to_user")
+    select, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        # The SELECT has a WHERE, so SQLite does not read ON CONFLICT as a join's ON.
+        cursor.execute(
+            f"INSERT INTO {Delivery._meta.db_table} (message_id, recipient_id) {select} ON CONFLICT DO NOTHING",
+            params,
+        )
+        written: int = max(cursor.rowcount, 0)
     mailbox_mark(user_ids=[user.pk], latest=latest)
     return written
 

@@ -1,0 +1,338 @@
+"""A restart with thousands of connections (issue 23, item 4): what the
+stop and the logins that follow cost the database, made smaller without
+changing a rule of the contract.
+
+- The graceful stop ends this process's presence in one transaction
+  (services.presence_release_process), tells everyone in events of many
+  names, and no closing socket releases a row of its own; a login that
+  claimed during the stop is released at its end.
+- A process that starts clears what a dead one left in one go.
+- A token login writes no broadcast cursor when no broadcast came since
+  the user's, reads an empty mailbox without a transaction, and a `rooms`
+  of a user in no room is one plain query.
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import User
+from messaging import events, selectors, services
+from messaging.hub import Hub
+from messaging.models import BroadcastCursor, Message, Presence
+from messaging.runtime import runtime
+
+from .helpers import connected, make_user
+
+
+def _claim(user, channel=None):
+    return services.presence_claim(user=user, channel_name=channel or f"chan-{user.username}")
+
+
+def _other_process_row(user):
+    now = timezone.now()
+    Presence.objects.create(
+        user=user, channel_name="theirs", host="another-host", pid=1, connected_at=now, heartbeat_at=now
+    )
+
+
+# --- The stop ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_stop_ends_this_process_presence_in_a_few_statements(capture_pushes, monkeypatch):
+    monkeypatch.setattr(events, "PRESENCE_CHUNK", 10)
+    users = [make_user(f"u{i:02}") for i in range(25)]
+    elsewhere = make_user("elsewhere")
+    sender = make_user("sender")
+    for user in users:
+        _claim(user)
+    _other_process_row(elsewhere)
+    broadcast = services.message_broadcast(sender=sender, body="before the stop")
+
+    with capture_pushes() as pushes, CaptureQueriesContext(connection) as queries:
+        ended = services.presence_release_process()
+
+    assert ended == sorted(u.username for u in users)
+    assert list(Presence.objects.values_list("user__username", flat=True)) == ["elsewhere"]
+    # Each user's cursor is at the latest broadcast and their last_seen is set:
+    # what a release one by one did.
+    cursors = dict(BroadcastCursor.objects.values_list("user_id", "up_to"))
+    assert all(cursors[u.pk] == broadcast.message.pk for u in users)
+    assert not User.objects.filter(pk__in=[u.pk for u in users], last_seen__isnull=True).exists()
+    # A statement per 500 users, not a transaction per user (25 here).
+    assert len(queries) <= 8, [q["sql"] for q in queries]
+    # Everyone is told, ten names an event.
+    told = [p.event for p in pushes if p.event["type"] == events.HUB_PRESENCE]
+    assert [len(e["usernames"]) for e in told] == [10, 10, 5]
+    assert all(e["online"] is False for e in told)
+    assert sorted(n for e in told for n in e["usernames"]) == ended
+
+
+@pytest.mark.django_db
+def test_a_start_clears_what_dead_processes_left_in_one_go(capture_pushes):
+    now = timezone.now()
+    dead = [make_user(f"d{i:02}") for i in range(20)]
+    for i, user in enumerate(dead):
+        Presence.objects.create(
+            user=user,
+            channel_name=f"dead-{i}",
+            host=services.HOST,
+            pid=2**22 + 1 + i % 3,
+            connected_at=now,
+            heartbeat_at=now,
+        )
+    kept, stale = make_user("kept"), make_user("stale")
+    _claim(kept, "kept-chan")
+    _claim(stale, "stale-chan")  # our pid, but no socket here holds it
+    _other_process_row(make_user("elsewhere"))
+
+    with capture_pushes() as pushes, CaptureQueriesContext(connection) as queries:
+        cleared = services.presence_clear_dead_processes(keep=["kept-chan"])
+
+    assert cleared == sorted([u.username for u in dead] + ["stale"])
+    assert sorted(Presence.objects.values_list("user__username", flat=True)) == ["elsewhere", "kept"]
+    assert len(queries) <= 10, [q["sql"] for q in queries]
+    told = [p.event for p in pushes if p.event["type"] == events.HUB_PRESENCE]
+    assert len(told) == 1 and sorted(told[0]["usernames"]) == cleared
+
+
+@pytest.mark.django_db
+def test_a_start_with_nothing_left_behind_writes_nothing(capture_pushes):
+    _claim(make_user("alive"))
+    with capture_pushes() as pushes, CaptureQueriesContext(connection) as queries:
+        assert services.presence_clear_dead_processes(keep=["chan-alive"]) == []
+    assert pushes == [] and len(queries) <= 2
+
+
+def test_the_hub_hands_a_change_of_many_to_each_connection_as_it_asked():
+    got: dict[str, list[str]] = {}
+
+    asked = []
+
+    class Conn:
+        logged_in, flushing, user_id = True, False, 1
+
+        def __init__(self, name, batched):
+            self.channel_name, self.batched = name, batched
+
+        @property
+        def presence_batched(self):
+            asked.append(self.channel_name)
+            return self.batched
+
+        def deliver(self, texts, message_ids=None):
+            got.setdefault(self.channel_name, []).extend(texts)
+
+    async def run():
+        hub = Hub()
+        hub.add(Conn("plain", False))
+        hub.add(Conn("batched", True))
+        hub.dispatch({"type": events.HUB_PRESENCE, "usernames": ["ann", "ben"], "online": False})
+        hub.dispatch({"type": events.HUB_PRESENCE, "username": "cat", "online": True})
+        assert hub.changes == {"ann": False, "ben": False, "cat": True}
+        # A presence event walks the plain ones only: no connection is asked
+        # how it takes presence (at 10,000 connections, for each login).
+        asked.clear()
+        hub.dispatch({"type": events.HUB_PRESENCE, "username": "dan", "online": True})
+        assert asked == []
+        hub.leave(hub.connections["plain"])
+        assert not hub.plain
+        hub.stop()
+
+    asyncio.run(run())
+    # Protocol 1.0's listener: one presence event per user; the batched one
+    # gets them in its next presence_batch.
+    assert [f.replace(" ", "") for f in got["plain"]] == [
+        '{"type":"presence","username":"ann","online":false}',
+        '{"type":"presence","username":"ben","online":false}',
+        '{"type":"presence","username":"cat","online":true}',
+        '{"type":"presence","username":"dan","online":true}',
+    ]
+    assert "batched" not in got
+
+
+@pytest.fixture
+def people(transactional_db):
+    for name in ("alice", "bob", "carol"):
+        make_user(name)
+
+
+async def test_the_stop_releases_once_for_all_and_no_socket_releases_its_own(people, monkeypatch):
+    released = []
+    real_release = services.presence_release
+
+    def release(**kwargs):
+        released.append(kwargs["channel_name"])
+        return real_release(**kwargs)
+
+    monkeypatch.setattr(services, "presence_release", release)
+    pump_running = []
+    real_release_process = services.presence_release_process
+
+    def release_process():
+        # The heartbeat is stopped first: a tick now would find the rows
+        # gone and end each socket as "expired" before it is told why.
+        pump_running.append(runtime.pump.task is not None)
+        return real_release_process()
+
+    monkeypatch.setattr(services, "presence_release_process", release_process)
+    clients = [await connected(name) for name in ("alice", "bob", "carol")]
+    assert runtime.pump.task is not None
+    late = await sync_to_async(make_user)("dave")
+    real_close = runtime._close_connections
+
+    async def close_after_a_late_claim():
+        # A login in flight when the stop began claims after the release.
+        await sync_to_async(_claim)(late, "late-chan")
+        await real_close()
+
+    monkeypatch.setattr(runtime, "_close_connections", close_after_a_late_claim)
+    await runtime.shutdown()
+    for client in clients:
+        ended = await client.event("session_ended")
+        assert ended["action"] == "reconnect"
+        assert await client.closed_with() == 1012
+    assert released == [] and pump_running == [False, False]
+    assert not await sync_to_async(Presence.objects.exists)()
+
+
+# --- The logins after it -----------------------------------------------------------------------
+
+
+def _writes(queries):
+    return [q["sql"] for q in queries if q["sql"].split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+
+
+@pytest.mark.django_db
+def test_a_login_with_no_broadcast_since_its_cursor_writes_no_cursor():
+    sender, alice = make_user("sender"), make_user("alice")
+    services.message_broadcast(sender=sender, body="one")
+    _claim(alice)
+    services.presence_release(user=alice, channel_name="chan-alice")  # the cursor moves to "one"
+
+    with CaptureQueriesContext(connection) as queries:
+        _claim(alice)
+    assert not [sql for sql in _writes(queries) if "broadcastcursor" in sql.lower()]
+
+    # A broadcast while offline: the next login catches up and moves it.
+    services.presence_release(user=alice, channel_name="chan-alice")
+    two = services.message_broadcast(sender=sender, body="two")
+    _claim(alice)
+    assert BroadcastCursor.objects.get(user=alice).up_to == two.message.pk
+    assert selectors.pending_count(user=alice) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_mailbox_is_read_in_one_query_outside_a_transaction():
+    alice, bob = make_user("alice"), make_user("bob")
+    seen = []
+
+    def watch(execute, sql, params, many, context):
+        seen.append((sql, connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        assert services.delivery_flush_page(user=alice) == []
+    assert len(seen) == 1 and seen[0][1] is False, seen
+
+    services.message_send(sender=bob, to_username="alice", body="hi")
+    page = services.delivery_flush_page(user=alice)
+    assert [e["body"] for e in page] == ["hi"]
+    assert Message.objects.get(body="hi").deliveries.get().pushed_at is not None
+
+
+def _unbuilt(*args, **kwargs):
+    raise AssertionError("built a query that can only find nothing")
+
+
+@pytest.mark.django_db
+def test_rooms_of_a_user_in_no_room_is_one_plain_query(django_assert_num_queries, monkeypatch):
+    """Building room_objects' query is the cost (Django resolves and
+    compiles its subqueries even when it finds nothing): not for nobody."""
+    alice, bob = make_user("alice"), make_user("bob")
+    room = services.room_create(user=bob, name="team").room["id"]
+    monkeypatch.setattr(selectors, "room_objects", _unbuilt)
+    with django_assert_num_queries(1):
+        assert selectors.room_list(user=alice) == []
+    monkeypatch.undo()
+    assert [r["id"] for r in selectors.room_list(user=bob)] == [room]
+
+
+def test_the_extras_of_an_empty_page_build_no_query(monkeypatch):
+    monkeypatch.setattr(selectors.Message.objects, "filter", _unbuilt)
+    monkeypatch.setattr(selectors.Reaction.objects, "filter", _unbuilt)
+    extras = selectors.message_extras(messages=[])
+    assert (extras.replies, extras.reactions) == ({}, {})
+
+
+@pytest.mark.django_db
+def test_a_login_claims_and_counts_in_one_transaction_and_undoes_both_on_failure(capture_pushes, monkeypatch):
+    from messaging.services import presence
+
+    alice, bob = make_user("alice"), make_user("bob")
+    services.message_send(sender=bob, to_username="alice", body="waiting")
+    with capture_pushes():
+        assert services.presence_login(user=alice, channel_name="a1") == (None, 1)
+    services.presence_release(user=alice, channel_name="a1")
+
+    def count_fails(**kwargs):
+        raise RuntimeError("the count failed")
+
+    monkeypatch.setattr(presence, "pending_count", count_fails)
+    with capture_pushes() as pushes, pytest.raises(RuntimeError):
+        services.presence_login(user=alice, channel_name="a2")
+    assert not Presence.objects.filter(user=alice).exists()
+    assert pushes == []  # nobody was told alice came online
+
+
+async def test_a_login_with_nothing_waiting_reads_no_page_and_misses_nothing(people, monkeypatch):
+    pages = []
+    real_page = services.delivery_flush_page
+
+    def page(**kwargs):
+        pages.append(kwargs["user"].username)
+        return real_page(**kwargs)
+
+    monkeypatch.setattr(services, "delivery_flush_page", page)
+    bob = await connected("bob")
+    alice = await connected()
+    reply = await alice.login("alice")
+    assert reply["pending"] == 0
+    await bob.ok("send", to="alice", body="live")
+    assert (await alice.event("message"))["body"] == "live"
+    assert pages == []
+
+    # Something waiting: the login reads it, a page, as ever.
+    await alice.close()
+    await bob.ok("send", to="alice", body="stored")
+    again = await connected()
+    assert (await again.login("alice"))["pending"] == 2  # "live" was never acked
+    got = [(await again.event("message"))["body"] for _ in range(2)]
+    assert got == ["live", "stored"] and pages and set(pages) == {"alice"}
+
+
+async def test_a_login_whose_socket_closed_meanwhile_claims_nothing(people, monkeypatch):
+    """A client that gave up waiting for its login (a restart's storm) has
+    closed its socket: the claim is not made for nobody."""
+    from messaging.transport import transport_for
+
+    from .helpers import PASSWORD
+
+    gone = []
+    real_subscribe = events.subscribe
+
+    async def subscribe(*args, **kwargs):
+        gone.append(True)  # the socket closes while the login is under way
+        await real_subscribe(*args, **kwargs)
+
+    client = await connected()
+    monkeypatch.setattr(type(transport_for(lambda message: None)), "peer_gone", lambda self: bool(gone))
+    monkeypatch.setattr(events, "subscribe", subscribe)
+    reply = await client.request("login", username="alice", password=PASSWORD)
+    assert reply["type"] == "error" and gone
+    assert not await sync_to_async(Presence.objects.exists)()
