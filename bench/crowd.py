@@ -59,11 +59,12 @@ class TerminalClient(ChatClient):
         self.lines.append((time.perf_counter(), line))
 
     async def refresh_names(self) -> None:
-        """Skipped: after each login the terminal client asks `online` and
-        `recent` for Tab completion, each a list of everyone online (about
-        100 and 700 KB at 10,000 online), so a storm of N logins moves N²
-        names. The page asks the same at each connect. That cost is the
-        protocol's, not the restart's: docs/performance.md, "Crowds"."""
+        """Skipped: at its first login the terminal client asks `online` and
+        `recent` for Tab completion (not after a reconnect), each a list of
+        everyone online (about 100 and 700 KB at 10,000 online), so N
+        clients logging in for the first time move N² names. The page asks
+        the same at each connect. That cost is the protocol's, not the
+        crowd's: docs/performance.md, "Crowds"."""
         self.names_skipped = getattr(self, "names_skipped", 0) + 1
 
     async def on_event(self, frame: dict[str, Any]) -> None:
