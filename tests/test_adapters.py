@@ -98,6 +98,76 @@ def test_daphne_creates_applications_as_our_copy_does():
         assert line in source, line
 
 
+class _Reactor:
+    """What a Twisted FileDescriptor asks of its reactor when it writes."""
+
+    def __init__(self):
+        self.writers = []
+
+    def addWriter(self, writer):
+        if writer not in self.writers:
+            self.writers.append(writer)
+
+    def removeWriter(self, writer):
+        if writer in self.writers:
+            self.writers.remove(writer)
+
+
+def test_twisted_writes_at_once_and_buffers_only_what_the_kernel_does_not_take():
+    """twisted_writes_at_once(): a write goes to the socket at once, with no
+    turn of the loop and no registering for writing; what the kernel does
+    not take (a client that does not read) waits in Twisted's own buffer,
+    where unsent_bytes() sees it, and the bytes arrive whole and in order."""
+    import socket
+
+    from twisted.internet import tcp
+
+    from messaging.transport import twisted_writes_at_once
+
+    twisted_writes_at_once()
+    twisted_writes_at_once()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    reactor = _Reactor()
+    connection = tcp.Connection(ours, None, reactor=reactor)
+    connection.connected = True
+    try:
+        connection.write(b"hello")
+        assert theirs.recv(100) == b"hello"
+        assert reactor.writers == []
+        big = bytes(range(256)) * 40_000  # 10 MB: more than the socket's buffers
+        connection.write(big)
+        connection.write(b"tail")
+        unsent = len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+        assert 0 < unsent < len(big) + 4
+        assert reactor.writers == [connection]
+        got = bytearray()
+        while len(got) < len(big) + 4:
+            with contextlib.suppress(BlockingIOError):
+                got += theirs.recv(1 << 20)
+            connection.doWrite()
+        assert bytes(got) == big + b"tail"
+        assert reactor.writers == []
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_twisted_buffers_writes_where_twisted_writes_at_once_looks():
+    """What twisted_writes_at_once() reads to know nothing waits, and the
+    class daphne's connections are."""
+    from daphne.server import Server
+    from twisted.internet import abstract, tcp
+
+    write = inspect.getsource(abstract.FileDescriptor.write)
+    assert "self._tempDataBuffer.append(data)" in write and "self.startWriting()" in write
+    do_write = inspect.getsource(abstract.FileDescriptor.doWrite)
+    assert "len(self.dataBuffer) - self.offset" in do_write
+    assert "FileDescriptor.write(self, bytes)" in inspect.getsource(tcp.Connection._chat_original_write)
+    assert issubclass(tcp.Server, tcp.Connection)
+    assert "serverFromString(reactor, " in inspect.getsource(Server.run)  # TCP endpoints: tcp.Server
+
+
 async def test_a_spooled_body_queue_gives_back_what_was_put():
     from messaging.transport import SpooledBodyQueue
 
