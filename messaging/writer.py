@@ -25,10 +25,15 @@ from . import events, services
 
 log = logging.getLogger("chat")
 
-MAX_BATCH = 500
+MAX_BATCH = 500  # sends, broadcasts, room messages, read marks
 # A broadcast writes a row per user: a few per batch, so the requests behind
 # them wait for a few thousand rows, not for every queued broadcast.
 MAX_BROADCASTS_PER_BATCH = 4
+# Acks go beside those, not in front of them: a broadcast to 10,000 online
+# comes back as 10,000 acks, and a send queued behind them must not wait
+# for twenty batches. Acks of one message cost one UPDATE
+# (services.deliveries_ack), so a batch takes many.
+MAX_ACKS_PER_BATCH = 5000
 
 
 class Writer:
@@ -57,16 +62,22 @@ class Writer:
             await self._commit(self._next_batch())
 
     def _next_batch(self) -> list[tuple[services.BatchRequest, asyncio.Future[Any]]]:
+        """What the next transaction applies: the oldest requests, up to
+        MAX_BATCH of them (MAX_BROADCASTS_PER_BATCH broadcasts), and beside
+        them up to MAX_ACKS_PER_BATCH acks, however many came first."""
         batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         rest: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
-        broadcasts = 0
+        broadcasts = others = acks = 0
         for item in self.queue:
-            is_broadcast = isinstance(item[0], services.BroadcastRequest)
-            if len(batch) >= MAX_BATCH or (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH):
-                rest.append(item)
-                continue
-            batch.append(item)
-            broadcasts += is_broadcast
+            if isinstance(item[0], services.AckRequest):
+                taken = acks < MAX_ACKS_PER_BATCH
+                acks += taken
+            else:
+                is_broadcast = isinstance(item[0], services.BroadcastRequest)
+                taken = others < MAX_BATCH and not (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH)
+                others += taken
+                broadcasts += taken and is_broadcast
+            (batch if taken else rest).append(item)
         self.queue = rest
         return batch
 
