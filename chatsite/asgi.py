@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer,
 the lifespan (where the server sends one) to the process's runtime."""
 
+import gc
 import logging
 import os
 
@@ -33,6 +34,10 @@ daphne_spools_bodies()
 # A frame goes to the kernel when it is written, not at a later turn of the
 # loop (a broadcast to thousands: messaging/transport.py).
 twisted_writes_at_once()
+# Fewer collections of young objects, so the many that a request keeps while
+# the database answers die young instead of filling the old generation,
+# whose full collections scan every connection (settings.py).
+gc.set_threshold(settings.CHAT_GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 application = ClientAddress(
     ProtocolTypeRouter(

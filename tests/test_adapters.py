@@ -308,3 +308,20 @@ def test_daphne_cancels_its_connections_in_kill_all_applications():
     assert 'reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)' in inspect.getsource(
         Server.run
     )
+
+
+def test_a_server_process_collects_young_objects_less_often(tmp_path):
+    """chatsite.asgi, what every server process loads, sets the youngest
+    generation's threshold from CHAT_GC_YOUNG_OBJECTS (Python's 700 made
+    full collections frequent under load: docs/performance.md, item 5)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "CHAT_GC_YOUNG_OBJECTS": "12345", "CHAT_VAR_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    code = "import gc, chatsite.asgi; print(list(gc.get_threshold()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[12345, 10, 10]"
