@@ -310,7 +310,8 @@ def twisted_writes_at_once() -> None:
     "written" it. asyncio's own transports send at once and buffer only
     what the kernel does not take; this makes Twisted's TCP connections
     do the same. When anything is buffered (the client reads slowly), the
-    connection is closing or TLS is on, Twisted's own ``write`` runs, so
+    connection is closing, TLS is on or a pull producer waits for
+    ``doWrite`` to ask it for more, Twisted's own ``write`` runs, so
     the order of the bytes, the backpressure (``unsent_bytes``) and the
     detection of a lost connection are Twisted's as before. Checked by
     tests/test_adapters.py. Idempotent.
@@ -332,6 +333,7 @@ def twisted_writes_at_once() -> None:
             and not self._writeDisconnected
             and not self._tempDataLen
             and self.offset == len(self.dataBuffer)
+            and (self.producer is None or self.streamingProducer)
         ):
             try:
                 sent = self.socket.send(data)

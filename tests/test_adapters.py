@@ -113,11 +113,10 @@ class _Reactor:
             self.writers.remove(writer)
 
 
-def test_twisted_writes_at_once_and_buffers_only_what_the_kernel_does_not_take():
-    """twisted_writes_at_once(): a write goes to the socket at once, with no
-    turn of the loop and no registering for writing; what the kernel does
-    not take (a client that does not read) waits in Twisted's own buffer,
-    where unsent_bytes() sees it, and the bytes arrive whole and in order."""
+@pytest.fixture
+def twisted_pair():
+    """A Twisted TCP connection (with twisted_writes_at_once) on one end of
+    a socket pair, the other end, and the reactor it registers with."""
     import socket
 
     from twisted.internet import tcp
@@ -125,32 +124,62 @@ def test_twisted_writes_at_once_and_buffers_only_what_the_kernel_does_not_take()
     from messaging.transport import twisted_writes_at_once
 
     twisted_writes_at_once()
-    twisted_writes_at_once()
+    twisted_writes_at_once()  # idempotent
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     reactor = _Reactor()
     connection = tcp.Connection(ours, None, reactor=reactor)
     connection.connected = True
-    try:
-        connection.write(b"hello")
-        assert theirs.recv(100) == b"hello"
-        assert reactor.writers == []
-        big = bytes(range(256)) * 40_000  # 10 MB: more than the socket's buffers
-        connection.write(big)
-        connection.write(b"tail")
-        unsent = len(connection.dataBuffer) - connection.offset + connection._tempDataLen
-        assert 0 < unsent < len(big) + 4
-        assert reactor.writers == [connection]
-        got = bytearray()
-        while len(got) < len(big) + 4:
-            with contextlib.suppress(BlockingIOError):
-                got += theirs.recv(1 << 20)
-            connection.doWrite()
-        assert bytes(got) == big + b"tail"
-        assert reactor.writers == []
-    finally:
-        ours.close()
-        theirs.close()
+    yield connection, theirs, reactor
+    ours.close()
+    theirs.close()
+
+
+def test_twisted_writes_at_once_and_buffers_only_what_the_kernel_does_not_take(twisted_pair):
+    """twisted_writes_at_once(): a write goes to the socket at once, with no
+    turn of the loop and no registering for writing; what the kernel does
+    not take (a client that does not read) waits in Twisted's own buffer,
+    where unsent_bytes() sees it, and the bytes arrive whole and in order."""
+    connection, theirs, reactor = twisted_pair
+    connection.write(b"hello")
+    assert theirs.recv(100) == b"hello"
+    assert reactor.writers == []
+    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket's buffers
+    connection.write(big)
+    connection.write(b"tail")
+    unsent = len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+    assert 0 < unsent < len(big) + 4
+    assert reactor.writers == [connection]
+    got = bytearray()
+    while len(got) < len(big) + 4:
+        with contextlib.suppress(BlockingIOError):
+            got += theirs.recv(1 << 20)
+        connection.doWrite()
+    assert bytes(got) == big + b"tail"
+    assert reactor.writers == []
+
+
+def test_twisted_writes_for_a_pull_producer_as_it_always_did(twisted_pair):
+    """A pull producer is asked for more data by doWrite once the buffer
+    is sent: its writes take Twisted's own path, or it would stall."""
+    connection, theirs, reactor = twisted_pair
+
+    class Pull:
+        asked = 0
+
+        def resumeProducing(self):
+            self.asked += 1
+
+        def stopProducing(self):
+            pass
+
+    producer = Pull()
+    connection.registerProducer(producer, False)
+    connection.write(b"chunk")
+    assert reactor.writers == [connection]
+    connection.doWrite()
+    assert theirs.recv(100) == b"chunk"
+    assert producer.asked == 2  # at registering, then once the chunk was sent
 
 
 def test_twisted_buffers_writes_where_twisted_writes_at_once_looks():
