@@ -81,6 +81,24 @@ class Writer:
         self.queue = rest
         return batch
 
+    async def _apart(self, requests: list[services.BatchRequest]) -> list[Any]:
+        """One request broke the batch's transaction: apply the others one
+        by one, so only that one fails. Acks go together (thousands of
+        them, which fail only with the database): one transaction, and one
+        traceback in the log if it fails."""
+        results: list[Any] = [None] * len(requests)
+        acks = [i for i, request in enumerate(requests) if isinstance(request, services.AckRequest)]
+        groups = ([acks] if acks else []) + [[i] for i in range(len(requests)) if i not in set(acks)]
+        for group in groups:
+            try:
+                done = await events.run_then_push(services.requests_apply, requests=[requests[i] for i in group])
+            except Exception as e:
+                log.exception("request failed")
+                done = [e] * len(group)
+            for i, result in zip(group, done, strict=True):
+                results[i] = result
+        return results
+
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]
         metrics.batch_size.observe(len(requests))
@@ -92,15 +110,7 @@ class Writer:
                 log.exception("request failed")
                 results = [Exception("the request failed")]
             else:
-                # One request broke the transaction: apply them one by one,
-                # so only that one fails.
-                results = []
-                for request in requests:
-                    try:
-                        results.extend(await events.run_then_push(services.requests_apply, requests=[request]))
-                    except Exception as e:
-                        log.exception("request failed")
-                        results.append(e)
+                results = await self._apart(requests)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the connection went away meanwhile

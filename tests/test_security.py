@@ -630,3 +630,34 @@ def test_acks_do_not_hold_back_the_requests_queued_behind_them():
     first = [r for r, _ in writer._next_batch()]
     assert first == [*acks[: writer_module.MAX_ACKS_PER_BATCH], send, broadcast]
     assert [r for r, _ in writer.queue] == acks[writer_module.MAX_ACKS_PER_BATCH :]
+
+
+@pytest.mark.django_db
+async def test_a_broken_batch_is_applied_again_apart_with_its_acks_together(monkeypatch, caplog):
+    """A request that breaks the batch's transaction fails alone: the others
+    are applied again, one by one, and the acks (thousands after a
+    broadcast) together, in one transaction and one logged failure."""
+    from messaging import writer as writer_module
+
+    alice = User(pk=1, username="alice")
+    good = services.SendRequest(sender=alice, to_username="bob", body="good")
+    bad = services.SendRequest(sender=alice, to_username="bob", body="bad")
+    acks = [services.AckRequest(user=alice, ids=[i]) for i in range(1, 4)]
+    calls = []
+
+    def apply(*, requests):
+        calls.append(list(requests))
+        if bad in requests:
+            raise RuntimeError("broken")
+        return [f"done {i}" for i, _ in enumerate(requests)]
+
+    monkeypatch.setattr(writer_module.services, "requests_apply", apply)
+    writer = Writer()
+    with caplog.at_level("ERROR", logger="chat"):
+        results = await asyncio.gather(
+            *(writer.submit(r) for r in [acks[0], good, bad, *acks[1:]]), return_exceptions=True
+        )
+    assert calls == [[acks[0], good, bad, *acks[1:]], acks, [good], [bad]]
+    assert results[0] == "done 0" and results[1] == "done 0" and results[3:] == ["done 1", "done 2"]
+    assert isinstance(results[2], RuntimeError)
+    assert [r.getMessage() for r in caplog.records] == ["request failed"]
