@@ -31,9 +31,13 @@ MAX_BATCH = 500  # sends, broadcasts, room messages, read marks
 MAX_BROADCASTS_PER_BATCH = 4
 # Acks go beside those, not in front of them: a broadcast to 10,000 online
 # comes back as 10,000 acks, and a send queued behind them must not wait
-# for twenty batches. Acks of one message cost one UPDATE
-# (services.deliveries_ack), so a batch takes many.
-MAX_ACKS_PER_BATCH = 5000
+# for twenty batches. A batch of acks alone takes MAX_ACKS_PER_BATCH (acks
+# of one message are one UPDATE: services.deliveries_ack), one with a send
+# or a broadcast MAX_ACKS_BESIDE: at 10,000 online, with the event loop
+# busy, a batch of 5,000 acks held the database thread 0.4-1.5 s, and the
+# broadcast that came meanwhile waited for it (docs/performance.md, item 5).
+MAX_ACKS_PER_BATCH = 1000
+MAX_ACKS_BESIDE = 500
 
 
 class Writer:
@@ -64,13 +68,16 @@ class Writer:
     def _next_batch(self) -> list[tuple[services.BatchRequest, asyncio.Future[Any]]]:
         """What the next transaction applies: the oldest requests, up to
         MAX_BATCH of them (MAX_BROADCASTS_PER_BATCH broadcasts), and beside
-        them up to MAX_ACKS_PER_BATCH acks, however many came first."""
+        them up to MAX_ACKS_BESIDE acks, however many came first; with
+        nothing but acks waiting, up to MAX_ACKS_PER_BATCH of them."""
         batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         rest: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         broadcasts = others = acks = 0
+        alone = all(isinstance(item[0], services.AckRequest) for item in self.queue)
+        most_acks = MAX_ACKS_PER_BATCH if alone else MAX_ACKS_BESIDE
         for item in self.queue:
             if isinstance(item[0], services.AckRequest):
-                taken = acks < MAX_ACKS_PER_BATCH
+                taken = acks < most_acks
                 acks += taken
             else:
                 is_broadcast = isinstance(item[0], services.BroadcastRequest)

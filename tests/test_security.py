@@ -617,19 +617,21 @@ def test_every_page_has_a_csp_without_inline_script(client, url):
 
 def test_acks_do_not_hold_back_the_requests_queued_behind_them():
     """A broadcast to thousands comes back as thousands of acks: a send or
-    a broadcast queued behind them goes in the next batch, beside as many
-    acks as a batch takes; the rest of the acks wait, in order."""
+    a broadcast queued behind them goes in the next batch, beside a few of
+    them; acks alone go many to a batch; the rest wait, in order."""
     from messaging import writer as writer_module
 
     alice = User(pk=1, username="alice")
     writer = Writer()
-    acks = [services.AckRequest(user=alice, ids=[i]) for i in range(1, writer_module.MAX_ACKS_PER_BATCH + 101)]
+    acks = [services.AckRequest(user=alice, ids=[i]) for i in range(1, writer_module.MAX_ACKS_PER_BATCH + 1001)]
     send = services.SendRequest(sender=alice, to_username="bob", body="s")
     broadcast = services.BroadcastRequest(sender=alice, body="b")
     writer.queue = [(r, None) for r in [*acks, send, broadcast]]
-    first = [r for r, _ in writer._next_batch()]
-    assert first == [*acks[: writer_module.MAX_ACKS_PER_BATCH], send, broadcast]
-    assert [r for r, _ in writer.queue] == acks[writer_module.MAX_ACKS_PER_BATCH :]
+    beside = writer_module.MAX_ACKS_BESIDE
+    assert [r for r, _ in writer._next_batch()] == [*acks[:beside], send, broadcast]
+    alone = [r for r, _ in writer._next_batch()]
+    assert alone == acks[beside : beside + writer_module.MAX_ACKS_PER_BATCH]
+    assert [r for r, _ in writer.queue] == acks[beside + writer_module.MAX_ACKS_PER_BATCH :]
 
 
 @pytest.mark.django_db
