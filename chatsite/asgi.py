@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP goes to Django, /ws/chat/ to the chat consumer,
 the lifespan (where the server sends one) to the process's runtime."""
 
+import gc
 import logging
 import os
 
@@ -14,7 +15,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
-from messaging.transport import daphne_leaves_bodies_unparsed, daphne_spools_bodies  # noqa: E402
+from messaging.transport import (  # noqa: E402
+    daphne_leaves_bodies_unparsed,
+    daphne_spools_bodies,
+    twisted_writes_at_once,
+)
 from messaging.uploads import UploadGuard  # noqa: E402
 
 from .logs import SocketRequestId  # noqa: E402
@@ -26,6 +31,13 @@ from .sockets import SocketSession  # noqa: E402
 # memory, daphne does not queue them in memory.
 daphne_leaves_bodies_unparsed()
 daphne_spools_bodies()
+# A frame goes to the kernel when it is written, not at a later turn of the
+# loop (a broadcast to thousands: messaging/transport.py).
+twisted_writes_at_once()
+# Fewer collections of young objects, so the many that a request keeps while
+# the database answers die young instead of filling the old generation,
+# whose full collections scan every connection (settings.py).
+gc.set_threshold(settings.CHAT_GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 application = ClientAddress(
     ProtocolTypeRouter(

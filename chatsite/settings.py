@@ -322,6 +322,13 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CHAT_PUMP_SECONDS = env_float("CHAT_PUMP_SECONDS", 5)
 CHAT_PRESENCE_TIMEOUT_SECONDS = env_float("CHAT_PRESENCE_TIMEOUT_SECONDS", 45)
 CHAT_REDELIVER_SECONDS = env_float("CHAT_REDELIVER_SECONDS", 30)
+# Python's cyclic garbage collector runs its youngest generation after this
+# many new objects (Python's default: 700). Each request makes dozens that
+# live until the database answers; collected that often, thousands of them
+# in flight were promoted, and full collections of every connection's
+# objects followed: at 3,000 online, 0.3-0.5 s pauses, a third of the
+# process's time during a run of broadcasts (docs/performance.md, item 5).
+CHAT_GC_YOUNG_OBJECTS = env_int("CHAT_GC_YOUNG_OBJECTS", 50_000)
 # Messages (private and broadcast together) one user may send per window.
 CHAT_RATE_LIMIT_COUNT = env_int("CHAT_RATE_LIMIT_COUNT", 60)
 CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10)

@@ -297,6 +297,60 @@ def transport_for(send: AsgiSend) -> Transport:
     return Transport(send)
 
 
+def twisted_writes_at_once() -> None:
+    """Send what a TCP connection is given at once when nothing of it waits.
+
+    Twisted's ``write`` only buffers: it registers the socket for writing
+    (an ``epoll_ctl``), and a later turn of the loop sends the bytes and
+    unregisters it (another ``epoll_ctl``). A broadcast to 10,000 online
+    is 10,000 of those turns, run between the acks that the first
+    recipients already send back, and each system call hands the GIL to
+    the database thread: profiled, the writes cost three times the send
+    itself, and the last socket got its frame long after the hub had
+    "written" it. asyncio's own transports send at once and buffer only
+    what the kernel does not take; this makes Twisted's TCP connections
+    do the same. When anything is buffered (the client reads slowly), the
+    connection is closing, TLS is on or a pull producer waits for
+    ``doWrite`` to ask it for more, Twisted's own ``write`` runs, so
+    the order of the bytes, the backpressure (``unsent_bytes``) and the
+    detection of a lost connection are Twisted's as before. Checked by
+    tests/test_adapters.py. Idempotent.
+    """
+    from twisted.internet import tcp
+
+    connection: Any = tcp.Connection  # its methods are replaced: Any to mypy
+    if getattr(connection, "_chat_writes_at_once", False):
+        return
+    original = connection.write
+
+    def write(self: Any, data: bytes) -> None:
+        if (
+            type(data) is bytes
+            and data
+            and not self.TLS
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+            and (self.producer is None or self.streamingProducer)
+        ):
+            try:
+                sent = self.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # Twisted's write meets the error again, and loses the connection
+            if sent >= len(data):
+                return
+            data = data[sent:]
+        original(self, data)
+
+    connection.write = write
+    connection._chat_original_write = original
+    connection._chat_writes_at_once = True
+
+
 def daphne_leaves_bodies_unparsed() -> None:
     """Stop Twisted parsing request bodies that daphne hands on unparsed.
 

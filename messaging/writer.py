@@ -25,10 +25,19 @@ from . import events, services
 
 log = logging.getLogger("chat")
 
-MAX_BATCH = 500
+MAX_BATCH = 500  # sends, broadcasts, room messages, read marks
 # A broadcast writes a row per user: a few per batch, so the requests behind
 # them wait for a few thousand rows, not for every queued broadcast.
 MAX_BROADCASTS_PER_BATCH = 4
+# Acks go beside those, not in front of them: a broadcast to 10,000 online
+# comes back as 10,000 acks, and a send queued behind them must not wait
+# for twenty batches. A batch of acks alone takes MAX_ACKS_PER_BATCH (acks
+# of one message are one UPDATE: services.deliveries_ack), one with a send
+# or a broadcast MAX_ACKS_BESIDE: at 10,000 online, with the event loop
+# busy, a batch of 5,000 acks held the database thread 0.4-1.5 s, and the
+# broadcast that came meanwhile waited for it (docs/performance.md, item 5).
+MAX_ACKS_PER_BATCH = 1000
+MAX_ACKS_BESIDE = 500
 
 
 class Writer:
@@ -57,18 +66,45 @@ class Writer:
             await self._commit(self._next_batch())
 
     def _next_batch(self) -> list[tuple[services.BatchRequest, asyncio.Future[Any]]]:
+        """What the next transaction applies: the oldest requests, up to
+        MAX_BATCH of them (MAX_BROADCASTS_PER_BATCH broadcasts), and beside
+        them up to MAX_ACKS_BESIDE acks, however many came first; with
+        nothing but acks waiting, up to MAX_ACKS_PER_BATCH of them."""
         batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
         rest: list[tuple[services.BatchRequest, asyncio.Future[Any]]] = []
-        broadcasts = 0
+        broadcasts = others = acks = 0
+        alone = all(isinstance(item[0], services.AckRequest) for item in self.queue)
+        most_acks = MAX_ACKS_PER_BATCH if alone else MAX_ACKS_BESIDE
         for item in self.queue:
-            is_broadcast = isinstance(item[0], services.BroadcastRequest)
-            if len(batch) >= MAX_BATCH or (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH):
-                rest.append(item)
-                continue
-            batch.append(item)
-            broadcasts += is_broadcast
+            if isinstance(item[0], services.AckRequest):
+                taken = acks < most_acks
+                acks += taken
+            else:
+                is_broadcast = isinstance(item[0], services.BroadcastRequest)
+                taken = others < MAX_BATCH and not (is_broadcast and broadcasts >= MAX_BROADCASTS_PER_BATCH)
+                others += taken
+                broadcasts += taken and is_broadcast
+            (batch if taken else rest).append(item)
         self.queue = rest
         return batch
+
+    async def _apart(self, requests: list[services.BatchRequest]) -> list[Any]:
+        """One request broke the batch's transaction: apply the others one
+        by one, so only that one fails. Acks go together (thousands of
+        them, which fail only with the database): one transaction, and one
+        traceback in the log if it fails."""
+        results: list[Any] = [None] * len(requests)
+        acks = [i for i, request in enumerate(requests) if isinstance(request, services.AckRequest)]
+        groups = ([acks] if acks else []) + [[i] for i in range(len(requests)) if i not in set(acks)]
+        for group in groups:
+            try:
+                done = await events.run_then_push(services.requests_apply, requests=[requests[i] for i in group])
+            except Exception as e:
+                log.exception("request failed")
+                done = [e] * len(group)
+            for i, result in zip(group, done, strict=True):
+                results[i] = result
+        return results
 
     async def _commit(self, batch: list[tuple[services.BatchRequest, asyncio.Future[Any]]]) -> None:
         requests = [request for request, _ in batch]
@@ -81,15 +117,7 @@ class Writer:
                 log.exception("request failed")
                 results = [Exception("the request failed")]
             else:
-                # One request broke the transaction: apply them one by one,
-                # so only that one fails.
-                results = []
-                for request in requests:
-                    try:
-                        results.extend(await events.run_then_push(services.requests_apply, requests=[request]))
-                    except Exception as e:
-                        log.exception("request failed")
-                        results.append(e)
+                results = await self._apart(requests)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the connection went away meanwhile

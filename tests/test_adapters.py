@@ -98,6 +98,105 @@ def test_daphne_creates_applications_as_our_copy_does():
         assert line in source, line
 
 
+class _Reactor:
+    """What a Twisted FileDescriptor asks of its reactor when it writes."""
+
+    def __init__(self):
+        self.writers = []
+
+    def addWriter(self, writer):
+        if writer not in self.writers:
+            self.writers.append(writer)
+
+    def removeWriter(self, writer):
+        if writer in self.writers:
+            self.writers.remove(writer)
+
+
+@pytest.fixture
+def twisted_pair():
+    """A Twisted TCP connection (with twisted_writes_at_once) on one end of
+    a socket pair, the other end, and the reactor it registers with."""
+    import socket
+
+    from twisted.internet import tcp
+
+    from messaging.transport import twisted_writes_at_once
+
+    twisted_writes_at_once()
+    twisted_writes_at_once()  # idempotent
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    reactor = _Reactor()
+    connection = tcp.Connection(ours, None, reactor=reactor)
+    connection.connected = True
+    yield connection, theirs, reactor
+    ours.close()
+    theirs.close()
+
+
+def test_twisted_writes_at_once_and_buffers_only_what_the_kernel_does_not_take(twisted_pair):
+    """twisted_writes_at_once(): a write goes to the socket at once, with no
+    turn of the loop and no registering for writing; what the kernel does
+    not take (a client that does not read) waits in Twisted's own buffer,
+    where unsent_bytes() sees it, and the bytes arrive whole and in order."""
+    connection, theirs, reactor = twisted_pair
+    connection.write(b"hello")
+    assert theirs.recv(100) == b"hello"
+    assert reactor.writers == []
+    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket's buffers
+    connection.write(big)
+    connection.write(b"tail")
+    unsent = len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+    assert 0 < unsent < len(big) + 4
+    assert reactor.writers == [connection]
+    got = bytearray()
+    while len(got) < len(big) + 4:
+        with contextlib.suppress(BlockingIOError):
+            got += theirs.recv(1 << 20)
+        connection.doWrite()
+    assert bytes(got) == big + b"tail"
+    assert reactor.writers == []
+
+
+def test_twisted_writes_for_a_pull_producer_as_it_always_did(twisted_pair):
+    """A pull producer is asked for more data by doWrite once the buffer
+    is sent: its writes take Twisted's own path, or it would stall."""
+    connection, theirs, reactor = twisted_pair
+
+    class Pull:
+        asked = 0
+
+        def resumeProducing(self):
+            self.asked += 1
+
+        def stopProducing(self):
+            pass
+
+    producer = Pull()
+    connection.registerProducer(producer, False)
+    connection.write(b"chunk")
+    assert reactor.writers == [connection]
+    connection.doWrite()
+    assert theirs.recv(100) == b"chunk"
+    assert producer.asked == 2  # at registering, then once the chunk was sent
+
+
+def test_twisted_buffers_writes_where_twisted_writes_at_once_looks():
+    """What twisted_writes_at_once() reads to know nothing waits, and the
+    class daphne's connections are."""
+    from daphne.server import Server
+    from twisted.internet import abstract, tcp
+
+    write = inspect.getsource(abstract.FileDescriptor.write)
+    assert "self._tempDataBuffer.append(data)" in write and "self.startWriting()" in write
+    do_write = inspect.getsource(abstract.FileDescriptor.doWrite)
+    assert "len(self.dataBuffer) - self.offset" in do_write
+    assert "FileDescriptor.write(self, bytes)" in inspect.getsource(tcp.Connection._chat_original_write)
+    assert issubclass(tcp.Server, tcp.Connection)
+    assert "serverFromString(reactor, " in inspect.getsource(Server.run)  # TCP endpoints: tcp.Server
+
+
 async def test_a_spooled_body_queue_gives_back_what_was_put():
     from messaging.transport import SpooledBodyQueue
 
@@ -238,3 +337,20 @@ def test_daphne_cancels_its_connections_in_kill_all_applications():
     assert 'reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)' in inspect.getsource(
         Server.run
     )
+
+
+def test_a_server_process_collects_young_objects_less_often(tmp_path):
+    """chatsite.asgi, what every server process loads, sets the youngest
+    generation's threshold from CHAT_GC_YOUNG_OBJECTS (Python's 700 made
+    full collections frequent under load: docs/performance.md, item 5)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "CHAT_GC_YOUNG_OBJECTS": "12345", "CHAT_VAR_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    code = "import gc, chatsite.asgi; print(list(gc.get_threshold()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[12345, 10, 10]"

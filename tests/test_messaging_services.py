@@ -364,3 +364,52 @@ def test_only_my_live_messages_can_be_edited_and_a_delete_empties_the_body(alice
     with pytest.raises(ServiceError) as deleted:
         services.message_edit(user=alice, message_id=mine.pk, body="back")
     assert (deleted.value.code, deleted.value.message) == unknown
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("alike_at_most", [50, 0])  # statements by sets of ids; or row by row
+def test_acks_in_one_batch_mark_what_each_user_acked_and_nothing_else(
+    alice, bob, capture_pushes, monkeypatch, alike_at_most
+):
+    """Acks of several users for several messages, applied together: each
+    (user, id) acked is marked, nothing else is (not what another user of
+    the batch acked), ids not pending are ignored, and a private message
+    newly acked sends its sender one delivered receipt."""
+    from messaging.services import deliveries
+
+    monkeypatch.setattr(deliveries, "_MAX_ALIKE", alike_at_most)
+    carol, dave = make_user("carol"), make_user("dave")
+    for user in (bob, carol, dave):
+        online(user)
+    b1 = services.message_broadcast(sender=alice, body="b1").message
+    b2 = services.message_broadcast(sender=alice, body="b2").message
+    to_bob = services.message_send(sender=alice, to_username="bob", body="p").message
+    to_carol = services.message_send(sender=alice, to_username="carol", body="q").message
+    acks = {bob: [b1.pk, to_bob.pk, to_carol.pk, 999_999], carol: [b2.pk], dave: [b1.pk]}
+    with capture_pushes() as pushes:
+        services.deliveries_ack(requests=[services.AckRequest(user=u, ids=ids) for u, ids in acks.items()])
+        services.deliveries_ack(requests=[services.AckRequest(user=bob, ids=[to_bob.pk])])  # again: no receipt
+    acked = set(Delivery.objects.filter(acked_at__isnull=False).values_list("recipient__username", "message_id"))
+    assert acked == {("bob", b1.pk), ("bob", to_bob.pk), ("carol", b2.pk), ("dave", b1.pk)}
+    receipts = [f for p in pushes if p.target == events.user_group(alice.pk) for f in p.event["frames"]]
+    assert receipts == [wire.receipt_delivered(to_bob.pk, by="bob")]
+
+
+@pytest.mark.django_db
+def test_the_acks_of_a_broadcast_read_no_delivery_back(alice):
+    """A broadcast's acks from many users are an UPDATE, not the rows read
+    into Python one by one (each row a step of SQLite between the database
+    thread and the event loop): no SELECT of deliveries, a few statements."""
+    from django.test.utils import CaptureQueriesContext
+
+    users = [make_user(f"u{i}") for i in range(120)]
+    for user in users:
+        online(user)
+    sent = services.message_broadcast(sender=alice, body="to all").message
+    with CaptureQueriesContext(connection) as queries:
+        services.deliveries_ack(requests=[services.AckRequest(user=u, ids=[sent.pk]) for u in users])
+    table = Delivery._meta.db_table
+    statements = [q["sql"] for q in queries.captured_queries if table in q["sql"]]
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
+    assert len(statements) == 1, statements
+    assert not Delivery.objects.filter(message=sent, acked_at__isnull=True).exists()

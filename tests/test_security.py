@@ -613,3 +613,53 @@ def test_every_page_has_a_csp_without_inline_script(client, url):
     ]
     assert inline == [], inline
     assert not re.search(r"\son[a-z]+=\"", html), "inline event handler"
+
+
+def test_acks_do_not_hold_back_the_requests_queued_behind_them():
+    """A broadcast to thousands comes back as thousands of acks: a send or
+    a broadcast queued behind them goes in the next batch, beside a few of
+    them; acks alone go many to a batch; the rest wait, in order."""
+    from messaging import writer as writer_module
+
+    alice = User(pk=1, username="alice")
+    writer = Writer()
+    acks = [services.AckRequest(user=alice, ids=[i]) for i in range(1, writer_module.MAX_ACKS_PER_BATCH + 1001)]
+    send = services.SendRequest(sender=alice, to_username="bob", body="s")
+    broadcast = services.BroadcastRequest(sender=alice, body="b")
+    writer.queue = [(r, None) for r in [*acks, send, broadcast]]
+    beside = writer_module.MAX_ACKS_BESIDE
+    assert [r for r, _ in writer._next_batch()] == [*acks[:beside], send, broadcast]
+    alone = [r for r, _ in writer._next_batch()]
+    assert alone == acks[beside : beside + writer_module.MAX_ACKS_PER_BATCH]
+    assert [r for r, _ in writer.queue] == acks[beside + writer_module.MAX_ACKS_PER_BATCH :]
+
+
+@pytest.mark.django_db
+async def test_a_broken_batch_is_applied_again_apart_with_its_acks_together(monkeypatch, caplog):
+    """A request that breaks the batch's transaction fails alone: the others
+    are applied again, one by one, and the acks (thousands after a
+    broadcast) together, in one transaction and one logged failure."""
+    from messaging import writer as writer_module
+
+    alice = User(pk=1, username="alice")
+    good = services.SendRequest(sender=alice, to_username="bob", body="good")
+    bad = services.SendRequest(sender=alice, to_username="bob", body="bad")
+    acks = [services.AckRequest(user=alice, ids=[i]) for i in range(1, 4)]
+    calls = []
+
+    def apply(*, requests):
+        calls.append(list(requests))
+        if bad in requests:
+            raise RuntimeError("broken")
+        return [f"done {i}" for i, _ in enumerate(requests)]
+
+    monkeypatch.setattr(writer_module.services, "requests_apply", apply)
+    writer = Writer()
+    with caplog.at_level("ERROR", logger="chat"):
+        results = await asyncio.gather(
+            *(writer.submit(r) for r in [acks[0], good, bad, *acks[1:]]), return_exceptions=True
+        )
+    assert calls == [[acks[0], good, bad, *acks[1:]], acks, [good], [bad]]
+    assert results[0] == "done 0" and results[1] == "done 0" and results[3:] == ["done 1", "done 2"]
+    assert isinstance(results[2], RuntimeError)
+    assert [r.getMessage() for r in caplog.records] == ["request failed"]
