@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import logging
 import sys
@@ -273,7 +274,12 @@ def on_daphne_shutdown(graceful: Callable[[], Awaitable[None]]) -> bool:
             except Exception:
                 log.exception("the graceful stop failed")
 
-        stopped = defer.Deferred.fromFuture(asyncio.ensure_future(first()))
+        # In a context of its own: this trigger runs in whatever context the
+        # callback that fired it captured (a request's, perhaps one in the
+        # middle of a thread-sensitive call, where asgiref refuses another:
+        # "would deadlock"). The graceful stop belongs to no request.
+        task = asyncio.get_event_loop().create_task(first(), context=contextvars.Context())
+        stopped = defer.Deferred.fromFuture(task)
         stopped.addCallback(lambda _: original(self))
         return stopped
 

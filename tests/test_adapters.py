@@ -8,6 +8,7 @@ moved, rather than somewhere in production (a server that no longer sees
 what a client has not read, a layer that no longer rides out Redis).
 """
 
+import asyncio
 import contextlib
 import inspect
 from importlib.metadata import version
@@ -354,3 +355,40 @@ def test_a_server_process_collects_young_objects_less_often(tmp_path):
     code = "import gc, chatsite.asgi; print(list(gc.get_threshold()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[12345, 10, 10]"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_graceful_stop_runs_outside_the_context_that_fired_it():
+    """daphne's shutdown trigger runs in whatever context its callback
+    captured: one in the middle of a thread-sensitive call made asgiref
+    refuse the stop's own database work ("would deadlock", seen in CI)."""
+    from asgiref.sync import SyncToAsync
+    from channels.db import database_sync_to_async
+    from daphne.server import Server
+
+    from messaging import transport
+
+    done = []
+
+    async def graceful():
+        done.append(await database_sync_to_async(lambda: "released")())
+
+    wrapped = Server.kill_all_applications
+    previous = getattr(wrapped, "graceful", None)
+    try:
+        assert transport.on_daphne_shutdown(graceful)
+        fake = type("FakeServer", (), {"connections": {}})()
+        token = SyncToAsync.deadlock_context.set(True)  # as inside a thread-sensitive call
+        try:
+            stopped = Server.kill_all_applications(fake)
+        finally:
+            SyncToAsync.deadlock_context.reset(token)
+        for _ in range(100):
+            if done:
+                break
+            await asyncio.sleep(0.02)
+        assert done == ["released"]
+        stopped.addErrback(lambda _: None)
+    finally:
+        if previous is not None:
+            Server.kill_all_applications.graceful = previous
