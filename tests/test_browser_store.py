@@ -176,3 +176,26 @@ def test_presence_frames_alone_keep_the_people_list_and_an_hour_ends_recent(run)
         "after": ["cat:true", "ann:false", "bob:false"],
         "later": ["cat:true", "ann:false"],
     }
+
+
+def test_recent_is_judged_by_the_servers_clock_not_the_browsers(run):
+    """A browser whose clock is 50 minutes ahead of the server's: someone
+    the server saw 30 minutes ago is still "recent" and shown as seen 30
+    minutes ago, and a presence frame is stamped with the server's time."""
+    assert run("""
+        const { lastSeen } = await import("/static/chat/format.js");
+        const t = Date.now();
+        const iso = (ms) => new Date(ms).toISOString();
+        const server = t - 50 * 60000;  // the server's "now"
+        const store = new Store("me", saved);
+        store.setPeople(["me"], [
+            { username: "bob", online: false, last_seen: iso(server - 30 * 60000) },
+            { username: "cat", online: false, last_seen: iso(server - 70 * 60000) },
+            { username: "me", online: true, last_seen: iso(server) },
+        ], t);
+        const names = store.people().map((p) => p.username);
+        const bob = lastSeen(store.recent.get("bob").last_seen, store.serverNow());
+        store.presence(["dan"], []);
+        const stamp = Date.parse(store.recent.get("dan").last_seen);
+        return { names, bob, stamped: Math.abs(stamp - (Date.now() - 50 * 60000)) < 5000 };
+    """) == {"names": ["bob"], "bob": "last seen 30 min ago", "stamped": True}

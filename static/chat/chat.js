@@ -714,7 +714,7 @@ async function loadBlocked() {
 }
 
 function presenceChanged(online, offline) {
-  store.presence(online, offline, new Date().toISOString());
+  store.presence(online, offline);
   sidebar.people();
   sidebar.conversations();
   sidebar.header();

@@ -47,8 +47,9 @@ export function when(iso) {
   return d.toLocaleDateString([], { month: "short", day: "numeric" });
 }
 
-export function lastSeen(iso) {
-  const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);
+/** "last seen 5 min ago", `now` and `iso` both on the server's clock. */
+export function lastSeen(iso, now) {
+  const minutes = Math.round((now - new Date(iso).getTime()) / 60000);
   if (minutes < 1) return "last seen just now";
   if (minutes < 60) return `last seen ${minutes} min ago`;
   return `last seen ${Math.round(minutes / 60)} h ago`;

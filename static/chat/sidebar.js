@@ -106,7 +106,8 @@ export class Sidebar {
 
   people() {
     const s = this.store;
-    const people = s.people();
+    const now = s.serverNow();
+    const people = s.people(now);
     const online = people.filter((p) => p.online).length;
     const known = s.presenceKnown;
     text($("online-count"), !known ? "unknown while offline" : online ? `${online} online` : "");
@@ -137,7 +138,13 @@ export class Sidebar {
         button.querySelector(".dot").className = "dot" + (p.online ? " on" : "");
         text(
           button.querySelector(".seen"),
-          !known ? "unknown" : p.online ? "online" : p.lastSeen ? lastSeen(p.lastSeen) : "offline",
+          !known
+            ? "unknown"
+            : p.online
+              ? "online"
+              : p.lastSeen
+                ? lastSeen(p.lastSeen, now)
+                : "offline",
         );
         attr(button, "title", `Message ${p.username}`);
       },
@@ -204,7 +211,7 @@ export class Sidebar {
     attr(toggle, "title", `${blocked ? "Unblock" : "Block"} ${c.key}`);
     const online = s.isOnline(c.key);
     const seen = s.recent.get(c.key)?.last_seen;
-    let state = online ? "online" : seen ? lastSeen(seen) : "offline";
+    let state = online ? "online" : seen ? lastSeen(seen, s.serverNow()) : "offline";
     if (!s.presenceKnown) state = "presence unknown while offline";
     else if (s.isTyping(c.key)) state = "typing…";
     textParts(status, state);

@@ -150,6 +150,9 @@ export class Store {
     // page must not claim anyone is.
     this.presenceKnown = false;
     this.recent = new Map(); // username -> {username, online, last_seen}
+    // The server's clock minus this browser's, in ms: `recent`'s times are
+    // the server's, and a browser's clock may be minutes off.
+    this.skew = 0;
     this.blocked = [];
     this.seen = new Set(); // message ids already shown
     this.deleted = new Set(); // ids deleted while the page was open
@@ -215,11 +218,10 @@ export class Store {
     return this.presenceKnown && this.online.has(name);
   }
 
-  /** Everyone we know of but me, online first. */
   /** Who is online, and who was in the last hour (`recent`'s rule): kept
    * right by presence frames alone, so no list is fetched again for each
    * change (at 10,000 online each `recent` is about 700 KB). */
-  people(now = Date.now()) {
+  people(now = this.serverNow()) {
     const names = new Set(this.online);
     for (const [name, u] of this.recent) {
       if (now - Date.parse(u.last_seen) < RECENT_MS) names.add(name);
@@ -525,17 +527,28 @@ export class Store {
   }
 
   /** Who is online and who was around, as `online` and `recent` replied
-   * (null: that request failed). */
-  setPeople(online, recent) {
+   * (null: that request failed), the replies arriving at `receivedAt`
+   * (this browser's clock). */
+  setPeople(online, recent, receivedAt = Date.now()) {
     if (online) {
       this.online = new Set(online);
       this.presenceKnown = true;
     }
-    if (recent) this.recent = new Map(recent.map((u) => [u.username, u]));
+    if (!recent) return;
+    this.recent = new Map(recent.map((u) => [u.username, u]));
+    // I am online as I ask, and `recent` gives the online their server's
+    // "now" as last_seen: the one reading of the server's clock we have.
+    const mine = this.recent.get(this.me);
+    if (mine?.online) this.skew = Date.parse(mine.last_seen) - receivedAt;
   }
 
-  /** Presence changes, at `now` (an ISO time). */
-  presence(online, offline, now) {
+  /** The server's time now, as far as this page can tell (ms). */
+  serverNow() {
+    return Date.now() + this.skew;
+  }
+
+  /** Presence changes, at `now` (an ISO time, the server's clock). */
+  presence(online, offline, now = new Date(this.serverNow()).toISOString()) {
     for (const name of online) {
       this.online.add(name);
       this.recent.set(name, { username: name, online: true, last_seen: now });
