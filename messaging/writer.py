@@ -95,7 +95,8 @@ class Writer:
         traceback in the log if it fails."""
         results: list[Any] = [None] * len(requests)
         acks = [i for i, request in enumerate(requests) if isinstance(request, services.AckRequest)]
-        groups = ([acks] if acks else []) + [[i] for i in range(len(requests)) if i not in set(acks)]
+        others = [[i] for i, request in enumerate(requests) if not isinstance(request, services.AckRequest)]
+        groups = ([acks] if acks else []) + others
         for group in groups:
             try:
                 done = await events.run_then_push(services.requests_apply, requests=[requests[i] for i in group])
