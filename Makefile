@@ -18,6 +18,13 @@ PORT   ?= 2000
 # daphne's --proxy-headers, which believes anyone's X-Forwarded-For
 # (docs/deploy.md).
 DAPHNE_ARGS ?=
+# daphne pings a WebSocket silent for 35 s and drops it when no pong comes
+# in 15 s: a dead client stops counting as online within the protocol's
+# minute (35 + daphne's 2 s check + 15 < 60), and an idle connection costs
+# a ping and a pong every 35 s, the larger part of an idle process's CPU
+# (docs/performance.md, item 3). tests/test_bench.py holds every copy of
+# these flags (deploy/chat@.service, bench/stack.py) to that sum.
+PINGS := --ping-interval 35 --ping-timeout 15
 # `make cluster N=3` starts N processes on PORT, PORT+1, ...
 N ?= 2
 
@@ -85,7 +92,7 @@ run: install
 	  export ALLOWED_HOSTS='*'; echo "Accepting any Host name; set ALLOWED_HOSTS to restrict."; fi; \
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	echo "Chat on http://$(HOST):$(PORT)/ (WebSocket ws://$(HOST):$(PORT)/ws/chat/), up to $$(ulimit -n) open files"; \
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) -v 0 $(PINGS) --websocket_timeout -1 \
 	  $(DAPHNE_ARGS) chatsite.asgi:application
 
 # N processes on consecutive ports sharing PostgreSQL and Redis, for a local
@@ -100,7 +107,7 @@ cluster: install
 	for i in $$(seq 0 $$(($(N) - 1))); do \
 	  port=$$(($(PORT) + i)); echo "Process $$((i + 1)) of $(N) on http://$(HOST):$$port/"; \
 	  ( while :; do \
-	      $(BIN)/daphne -b $(HOST) -p $$port -v 0 --ping-interval 15 --ping-timeout 30 --websocket_timeout -1 \
+	      $(BIN)/daphne -b $(HOST) -p $$port -v 0 $(PINGS) --websocket_timeout -1 \
 	        $(DAPHNE_ARGS) chatsite.asgi:application; \
 	      echo "Process on port $$port exited ($$?); starting it again in 1 s (Ctrl-C stops all)"; sleep 1; \
 	    done ) & \

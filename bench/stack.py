@@ -28,6 +28,9 @@ from bench.clients import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The pings of `make run` and deploy/chat@.service (the Makefile's PINGS):
+# what an idle connection costs.
+DAPHNE_PINGS = ["--ping-interval", "35", "--ping-timeout", "15"]
 
 
 @dataclass
@@ -151,9 +154,8 @@ class Stack:
             cmd = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
             cmd += ["--http", "httptools", "--ws", "websockets", "--log-level", "warning", "--no-access-log", app]
         else:
-            # The pings of `make run` and deploy/chat@.service: what an idle connection costs.
             cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
-            cmd += ["--ping-interval", "15", "--ping-timeout", "30", app]
+            cmd += [*DAPHNE_PINGS, app]
         log = open(self.tmp / f"server{index}.log", "ab")  # noqa: SIM115 (kept open for the process)
         return subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

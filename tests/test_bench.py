@@ -8,6 +8,7 @@ to the end and every message it sent arrived.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,27 @@ def test_quick_run_of_every_scenario(tmp_path):
                            "--redis-url", settings.REDIS_URL)  # fmt: skip
     check(results, "project")
     assert results["scenarios"]["closed"]["project"]["cpu_ms_per_msg"]["postgres"] is not None
+
+
+def test_every_copy_of_daphnes_ping_flags_finds_a_dead_client_within_the_minute():
+    """The protocol: a connection that dies without a clean close stops
+    counting as online within 60 seconds. Only daphne's pings find such a
+    client: a ping after `--ping-interval` seconds of silence (checked every
+    2 s), then `--ping-timeout` seconds for the pong. The flags are written
+    in the Makefile, the systemd unit and the bench's servers; they must
+    agree, and their sum must stay under the minute."""
+    from bench.stack import DAPHNE_PINGS
+
+    def flags(text):
+        found = re.findall(r"--ping-interval (\d+) --ping-timeout (\d+)", text)
+        assert found, "no ping flags"
+        return {(int(interval), int(timeout)) for interval, timeout in found}
+
+    makefile = flags((ROOT / "Makefile").read_text())
+    unit = flags((ROOT / "deploy" / "chat@.service").read_text().replace("\\\n", " "))
+    bench = flags(" ".join(DAPHNE_PINGS))
+    assert makefile == unit == bench and len(bench) == 1
+    ((interval, timeout),) = bench
+    daphne_check_period = 2
+    assert interval + daphne_check_period + timeout < 60
+    assert "--ping-interval 15" not in (ROOT / "docs" / "deploy.md").read_text()
