@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench import report  # noqa: E402
 from bench.scenarios import ORDER, SCENARIOS, Sizes  # noqa: E402
-from bench.stack import Options, Stack  # noqa: E402
+from bench.stack import DAPHNE_PINGS, Options, Stack  # noqa: E402
 
 T0 = time.perf_counter()
 
@@ -95,6 +95,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="idle, fanout, reconnect: spread the connections over this many client processes"
         " (default: one per 3,000 connections, 0 below 1,000: the bench's own process)",
+    )
+    p.add_argument(
+        "--pings",
+        help="daphne's ping flags as 'INTERVAL,TIMEOUT' seconds (default: those of `make run`, "
+        + ",".join(DAPHNE_PINGS[1::2])
+        + "): an idle connection's cost at another interval",
     )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres", help="scaleout: server to use")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -161,12 +167,16 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         pending=sizes.drain if "drain" in scenarios else 0, rooms=sizes.rooms if "rooms" in scenarios else [],
         extra_env={"BENCH_BARE_LAYER": args.bare_layer},
     )  # fmt: skip
+    if args.pings:
+        interval, timeout = (str(int(v)) for v in args.pings.split(","))
+        options.pings = ["--ping-interval", interval, "--ping-timeout", timeout]
     results.update({
         "meta": {
             "stack": args.stack,
             "server": args.server,
             "layer": args.layer if args.stack == "scaleout" else "in-memory",
             "processes": args.processes or (2 if args.stack == "scaleout" else 1),
+            "daphne_pings": " ".join(options.pings),
             "quick": args.quick,
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),

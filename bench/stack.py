@@ -46,6 +46,7 @@ class Options:
     rooms: list[int] = field(default_factory=list)  # a room bench-N of users 1..N+1 for each
     log: Callable[[str], None] = print
     extra_env: dict[str, str] = field(default_factory=dict)
+    pings: list[str] = field(default_factory=lambda: list(DAPHNE_PINGS))  # daphne's ping flags
 
 
 def free_port() -> int:
@@ -155,7 +156,7 @@ class Stack:
             cmd += ["--http", "httptools", "--ws", "websockets", "--log-level", "warning", "--no-access-log", app]
         else:
             cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
-            cmd += [*DAPHNE_PINGS, app]
+            cmd += [*self.o.pings, app]
         log = open(self.tmp / f"server{index}.log", "ab")  # noqa: SIM115 (kept open for the process)
         return subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
