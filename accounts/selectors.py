@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.db.models import Subquery
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -64,24 +65,20 @@ def _sessions_data(session_keys: Collection[str], batch_size: int = 500) -> dict
     return found
 
 
-def session_stamps(session_keys: Collection[str], batch_size: int = 500) -> dict[str, str] | None:
-    """The stored data of each of `session_keys` still there and not
-    expired, undecoded: while it and its user's password and active flag
-    stay the same, so does its sessions_check verdict, so a caller that
-    checks again and again may skip what did not change. None with a
-    session engine that keeps sessions outside the database: there only
-    sessions_check can tell."""
+def session_stamp(session_key: Any) -> Subquery | None:
+    """The stored data of the session whose key is `session_key` (an
+    expression of the outer query, e.g. ``OuterRef("session_key")``), if
+    it is still there and not expired, undecoded: while it and its user's
+    password and active flag stay the same, so does its sessions_check
+    verdict, so a caller that checks again and again may skip what did not
+    change. A subquery, so that the caller reads its rows and their
+    sessions in one query. None with a session engine that keeps sessions
+    outside the database: there only sessions_check can tell."""
     store = import_module(settings.SESSION_ENGINE).SessionStore
     if not issubclass(store, DatabaseSessionStore):
         return None
-    model = store.get_model_class()
-    keys = [k for k in dict.fromkeys(session_keys) if k and len(k) <= TOKEN_MAX]
-    now = timezone.now()
-    stamps: dict[str, str] = {}
-    for i in range(0, len(keys), batch_size):
-        live = model.objects.filter(session_key__in=keys[i : i + batch_size], expire_date__gt=now)
-        stamps.update(live.values_list("session_key", "session_data"))
-    return stamps
+    live = store.get_model_class().objects.filter(session_key=session_key, expire_date__gt=timezone.now())
+    return Subquery(live.values("session_data")[:1])
 
 
 def sessions_check(session_keys: Collection[str]) -> dict[str, SessionCheck]:

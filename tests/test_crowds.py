@@ -339,7 +339,7 @@ def test_sessions_outside_the_database_have_no_stamp_so_each_tick_checks_them(se
     from accounts import selectors as account_selectors
 
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    assert account_selectors.session_stamps(["k" * 32]) is None
+    assert account_selectors.session_stamp("k" * 32) is None
 
 
 # --- What a socket keeps of its handshake ------------------------------------------------------
