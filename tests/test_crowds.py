@@ -280,6 +280,43 @@ def test_the_tick_with_many_leaked_rows_still_refreshes_only_the_held_ones(djang
     assert Presence.objects.filter(heartbeat_at__gt=long_ago).count() == 2
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("leaked", [0, 501])
+def test_the_re_push_reaches_the_named_connections_of_this_process_only(django_user_model, leaked):
+    """delivery_redeliver reads this process's presence rows by host and
+    pid, less those not named (a login still pushing what waited): overdue
+    messages go again to the named ones only, never to the others of this
+    process nor to another process's. Past 500 rows not named, it goes by
+    the names themselves, to the same effect."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging import services
+    from messaging.models import Delivery, Presence
+
+    sender = django_user_model.objects.create_user(username="sender", password=PASSWORD)
+    people = {name: django_user_model.objects.create_user(username=name, password=PASSWORD) for name in "abcd"}
+    for name in "abc":
+        services.presence_claim(user=people[name], channel_name=f"chan-{name}")
+    now = timezone.now()
+    Presence.objects.create(user=people["d"], channel_name="chan-d", host="another-host", pid=1,
+                            connected_at=now, heartbeat_at=now)  # fmt: skip
+    extra = django_user_model.objects.bulk_create(
+        [django_user_model(username=f"w{i}", password="x") for i in range(leaked)]
+    )
+    for user in extra:
+        services.presence_claim(user=user, channel_name=f"c-{user.username}")
+    for name in "abcd":
+        services.message_send(sender=sender, to_username=name, body=f"to {name}")
+    Delivery.objects.update(pushed_at=now - timedelta(seconds=60))
+    # chan-c is still pushing what waited at its login: not named.
+    assert services.delivery_redeliver(channel_names=["chan-a", "chan-b", "chan-d"]) == 2
+    repushed = Delivery.objects.filter(pushed_at__gt=now).values_list("recipient__username", flat=True)
+    assert sorted(repushed) == ["a", "b"]
+    assert services.delivery_redeliver(channel_names=["chan-a", "chan-b", "chan-c"]) == 1  # c's turn
+
+
 # --- The session check, every tick ------------------------------------------------------------
 
 

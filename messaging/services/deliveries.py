@@ -16,8 +16,9 @@ from django.utils import timezone
 from accounts.models import User as UserModel
 
 from .. import events, wire
-from ..models import Delivery, Message
+from ..models import Delivery, Message, Presence
 from ..selectors import attachments_fill, message_extras
+from .presence import HOST, PID
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,25 @@ def delivery_ack(*, user: UserModel, ids: Sequence[int]) -> None:
     deliveries_ack(requests=[AckRequest(user=user, ids=ids)])
 
 
+def _audiences(names: list[str]) -> list[Q]:
+    """Whose deliveries to look at, as filters on the recipient's presence
+    row: this process's rows, read by host and pid, less the few of them
+    not among `names` (connections still pushing what waited at login): one
+    query with no list of 10,000 names to build each tick. Past 500 such
+    rows, the names themselves, in lists of 500. A name with no row of
+    this process has nothing to re-push here."""
+    mine = set(Presence.objects.filter(host=HOST, pid=PID).values_list("channel_name", flat=True))
+    named = mine & set(names)
+    if not named:
+        return []
+    here = Q(recipient__presence__host=HOST, recipient__presence__pid=PID)
+    skipped = list(mine - named)
+    if len(skipped) > 500:
+        listed = sorted(named)
+        return [here & Q(recipient__presence__channel_name__in=listed[i : i + 500]) for i in range(0, len(listed), 500)]
+    return [here & ~Q(recipient__presence__channel_name__in=skipped)] if skipped else [here]
+
+
 def delivery_flush_page(
     *, user: UserModel, after: int = 0, limit: int = 500, max_bytes: int | None = None
 ) -> list[wire.MessageEvent]:
@@ -168,12 +188,12 @@ def delivery_redeliver(*, channel_names: Iterable[str], limit: int = 1000, max_b
     names = list(channel_names)
     by_user: dict[int, list[wire.MessageEvent]] = defaultdict(list)
     with transaction.atomic():
-        for i in range(0, len(names), 500):
+        for audience in _audiences(names):
             due = Delivery.objects.filter(
                 Q(pushed_at__lt=cutoff) | Q(pushed_at__isnull=True, message__sent_at__lt=cutoff),
+                audience,
                 acked_at__isnull=True,
                 message__deleted_at__isnull=True,
-                recipient__presence__channel_name__in=names[i : i + 500],
             ).select_related("message__sender", "message__recipient")
             taken: list[Delivery] = []
             sizes: dict[int, int] = defaultdict(int)
