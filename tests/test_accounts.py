@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts import selectors, services
-from accounts.models import LoginAttempt
+from accounts.models import LoginAttempt, NameHold, SignupAttempt, User
 from core.errors import ServiceError
 
 from .helpers import PASSWORD, make_user
@@ -57,6 +57,15 @@ class TestSignup:
         user = services.user_signup(username="zoë", password=PASSWORD)
         assert user.username == "zoë" and user.check_password(PASSWORD)
         assert PASSWORD not in user.password
+        assert list(SignupAttempt.objects.values_list("ip", "username")) == [("0.0.0.0", "zoë")]
+
+    def test_the_loser_of_a_race_for_a_name_is_told_it_is_taken(self, monkeypatch):
+        services.user_signup(username="alice", password=PASSWORD)
+        # The other sign-up commits between the check and the insert.
+        monkeypatch.setattr(services, "_name_unavailable", lambda key: False)
+        with pytest.raises(ServiceError) as e:
+            services.user_signup(username="Alice", password=PASSWORD)
+        assert (e.value.code, e.value.message) == ("username_taken", "The username 'Alice' is taken.")
 
     @pytest.mark.parametrize("username", ["", "has space", "x" * 151, "semi;colon"])
     def test_rejects_bad_usernames(self, username):
@@ -69,6 +78,33 @@ class TestSignup:
         with pytest.raises(ServiceError) as e:
             services.user_signup(username="alice-the-user", password=password)
         assert e.value.code == "invalid"
+
+    def test_a_weak_password_is_told_every_rule_it_breaks(self):
+        with pytest.raises(ServiceError) as e:
+            services.user_signup(username="alice", password="12345")
+        assert e.value.message.startswith("Password: This password is too short.")
+        assert e.value.message.endswith(". This password is too common. This password is entirely numeric.")
+
+    def test_an_email_is_stored_normalised_and_a_bad_one_refused(self):
+        user = services.user_signup(username="alice", password=PASSWORD, email="  Alice@EXAMPLE.com ")
+        assert user.email == "Alice@example.com"
+        with pytest.raises(ServiceError) as e:
+            services.user_signup(username="bob", password=PASSWORD, email="bob@")
+        assert (e.value.code, e.value.message) == ("invalid", "Email: enter a valid email address.")
+        assert not User.objects.filter(username="bob").exists()
+        assert services.user_email_set(user=user, email="") == ""
+        assert User.objects.get(pk=user.pk).email == ""
+
+    def test_a_deleted_accounts_name_is_held_until_the_hold_ends(self):
+        alice = services.user_signup(username="alice", password=PASSWORD)
+        services.account_anonymise(user=alice)
+        for name in ("alice", "ALICE", f"deleted-{alice.pk + 1}"):
+            with pytest.raises(ServiceError) as e:
+                services.user_signup(username=name, password=PASSWORD)
+            assert e.value.code == "username_taken", name
+        services.user_signup(username="bob", password=PASSWORD)  # a hold is for its name only
+        NameHold.objects.update(until=timezone.now() - timedelta(seconds=1))
+        services.user_signup(username="alice", password=PASSWORD)
 
     def test_names_are_unique_ignoring_case(self):
         services.user_signup(username="alice", password=PASSWORD)
@@ -111,11 +147,37 @@ class TestLockout:
         assert codes_of(times=6) == ["invalid_credentials"] * 5 + ["locked"]
         assert services.login_lock_remaining(username="alice", ip="127.0.0.1") == 7
 
+    def test_the_failure_before_the_lock_warns_and_the_last_says_for_how_long(self, settings):
+        make_user("alice")
+        messages = []
+        for _ in range(3):
+            with pytest.raises(ServiceError) as e:
+                authenticate(password="wrong")
+            messages.append(e.value.message)
+        wrong = "Wrong username or password."
+        assert messages == [
+            wrong,
+            f"{wrong} One more wrong password locks this name for a minute.",
+            f"{wrong} This name is now locked for a minute.",
+        ]
+        settings.LOGIN_LOCKOUT_SECONDS = 7
+        assert services.lockout_warning(0) == " This name is now locked for 7 seconds."
+
     def test_unlock_clears_the_lock(self):
         make_user("alice")
         codes_of(times=4)
         services.login_unlock(username="alice")
         assert codes_of(password=PASSWORD) == ["ok"]
+
+    def test_unlock_of_one_address_leaves_the_others_and_the_successes(self):
+        make_user("alice")
+        codes_of(password=PASSWORD)
+        codes_of(times=3)
+        codes_of(times=3, ip="10.0.0.2")
+        assert services.login_unlock(username="alice", ip="127.0.0.1") == 3
+        assert codes_of(password=PASSWORD) == ["ok"]
+        assert codes_of(password=PASSWORD, ip="10.0.0.2") == ["locked"]
+        assert LoginAttempt.objects.filter(result=LoginAttempt.Result.SUCCESS).count() == 2
 
     def test_inactive_users_cannot_log_in(self):
         make_user("alice", is_active=False)

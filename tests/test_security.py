@@ -147,7 +147,8 @@ async def test_a_proxy_nobody_trusted_is_not_exempt_and_says_so(settings, monkey
     await proxied.error("login", "locked", username="nobody", password="guess")
     await proxied.close()
     [warning] = [w for w in warnings if w.startswith("A proxy at")]
-    assert "127.0.0.1" in warning and "TRUSTED_PROXIES" in warning
+    assert "127.0.0.1" in warning and "every client behind it has its address" in warning
+    assert warning.endswith("CHAT_ADDRESS_BUDGET_EXEMPT does not spare it. List the proxy in TRUSTED_PROXIES.")
     local = await connected()  # this machine itself, no proxy header
     for name in ("third", "fourth"):
         await local.ok("signup", username=name, password=PASSWORD)
