@@ -119,27 +119,53 @@ def test_flush_ack_and_redeliver(alice, bob, settings):
 
 
 @pytest.mark.django_db
-def test_presence_claim_release_and_takeover(alice):
-    assert online(alice, "one") is None
+def test_presence_claim_release_and_takeover(alice, capture_pushes):
+    with capture_pushes() as pushes:
+        assert online(alice, "one") is None
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": True}]
     with pytest.raises(ServiceError) as e:
         online(alice, "two")
-    assert e.value.code == "already_online"
-    assert services.presence_claim(user=alice, channel_name="two", takeover=True) == "one-alice"
+    assert (e.value.code, e.value.message) == (
+        "already_online",
+        "You are already connected elsewhere; log in with takeover to move here.",
+    )
+    with capture_pushes() as pushes:
+        assert services.presence_claim(user=alice, channel_name="two", takeover=True) == "one-alice"
+    assert [(p.target, p.event["type"]) for p in pushes] == [("one-alice", events.END)]  # online all along
     assert not services.presence_release(user=alice, channel_name="one-alice")  # not its row any more
     assert selectors.online_usernames() == ["alice"]
-    assert services.presence_release(user=alice, channel_name="two")
+    with capture_pushes() as pushes:
+        assert services.presence_release(user=alice, channel_name="two")
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": False}]
     assert selectors.online_usernames() == []
     alice.refresh_from_db()
     assert alice.last_seen and alice.last_login
 
 
 @pytest.mark.django_db
-def test_stale_presence_is_not_online_and_can_be_replaced(alice, settings):
+def test_a_login_claims_presence_and_counts_what_waits(alice, bob):
+    services.message_send(sender=bob, to_username="alice", body="while you were out")
+    assert services.presence_login(user=alice, channel_name="one") == (None, 1)
+    with pytest.raises(ServiceError) as e:
+        services.presence_login(user=alice, channel_name="two")
+    assert e.value.code == "already_online"
+    assert services.presence_login(user=alice, channel_name="two", takeover=True) == ("one", 1)
+
+
+@pytest.mark.django_db
+def test_stale_presence_is_not_online_and_can_be_replaced(alice, settings, capture_pushes):
     online(alice, "old")
     Presence.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=settings.CHAT_PRESENCE_TIMEOUT_SECONDS + 1))
     assert selectors.online_usernames() == []
-    online(alice, "new")  # no takeover needed
+    with capture_pushes() as pushes:
+        assert online(alice, "new") == "old-alice"  # no takeover needed
     assert selectors.online_usernames() == ["alice"]
+    # Offline until now: everyone is told she came online.
+    assert [(p.target, p.event["type"]) for p in pushes] == [
+        ("old-alice", events.END),
+        (events.HUB_GROUP, events.HUB_PRESENCE),
+    ]
+    assert pushes[1].event["online"] is True
 
 
 @pytest.mark.django_db
@@ -294,6 +320,21 @@ def test_an_administrator_ends_a_connection_and_the_user_goes_offline(alice, cap
     alice.refresh_from_db()
     assert alice.last_seen
     assert not services.presence_disconnect(user=alice)  # nothing left to end
+
+
+@pytest.mark.django_db
+def test_a_deactivated_account_cannot_log_in_and_its_connection_ends(alice, capture_pushes):
+    from accounts import services as accounts
+
+    online(alice, "a")
+    with capture_pushes() as pushes:
+        services.user_deactivate(user=alice)
+    assert [p.event["frame"] for p in pushes if p.target == "a-alice"] == [
+        {"type": "session_ended", "reason": "Your account was deactivated.", "action": "stop"}
+    ]
+    assert selectors.online_usernames() == []
+    with pytest.raises(ServiceError):
+        accounts.user_authenticate(username="alice", password=PASSWORD, ip="127.0.0.1")
 
 
 @pytest.mark.django_db
