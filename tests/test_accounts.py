@@ -1,5 +1,6 @@
 """Account services against the database, the HTTP pages with Django's client."""
 
+import re
 import threading
 from datetime import timedelta
 
@@ -8,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts import selectors, services
-from accounts.models import LoginAttempt, NameHold, SignupAttempt, User
+from accounts.models import LoginAttempt, NameHold, PasswordResetAttempt, SignupAttempt, User
 from core.errors import ServiceError
 
 from .helpers import PASSWORD, make_user
@@ -133,6 +134,19 @@ class TestLockout:
         LoginAttempt.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
         assert codes_of(password=PASSWORD) == ["ok"]
 
+    def test_after_a_lock_ends_the_count_starts_again(self):
+        make_user("alice")
+        codes_of(times=3)
+        assert codes_of(password=PASSWORD) == ["locked"]  # a refusal is no failure
+        LoginAttempt.objects.filter(locked_until__isnull=False).update(
+            locked_until=timezone.now() - timedelta(seconds=1)
+        )
+        assert codes_of(times=2) == ["invalid_credentials"] * 2  # not locked again at once
+        assert codes_of(password=PASSWORD) == ["ok"]
+        # A success starts it again too, even with an ended lock before it.
+        assert codes_of(times=2) == ["invalid_credentials"] * 2
+        assert codes_of(password=PASSWORD) == ["ok"]
+
     def test_a_success_resets_the_count(self):
         make_user("alice")
         codes_of(times=2)
@@ -160,6 +174,9 @@ class TestLockout:
             f"{wrong} One more wrong password locks this name for a minute.",
             f"{wrong} This name is now locked for a minute.",
         ]
+        with pytest.raises(ServiceError) as e:
+            authenticate()
+        assert re.fullmatch(r"Too many logins\. Try again in \d+ seconds\.", e.value.message)
         settings.LOGIN_LOCKOUT_SECONDS = 7
         assert services.lockout_warning(0) == " This name is now locked for 7 seconds."
 
@@ -182,6 +199,55 @@ class TestLockout:
     def test_inactive_users_cannot_log_in(self):
         make_user("alice", is_active=False)
         assert codes_of(password=PASSWORD) == ["invalid_credentials"]
+
+
+@pytest.mark.django_db
+def test_a_resume_token_is_a_django_login_that_lasts_the_token_lifetime(settings, rf):
+    from importlib import import_module
+
+    from django.contrib.auth import get_user
+
+    settings.CHAT_TOKEN_SECONDS = 600
+    alice = make_user("alice")
+    request = rf.get("/")
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(services.session_create(user=alice))
+    assert get_user(request) == alice
+    assert request.session.get_expiry_age() == 600
+
+
+@pytest.mark.django_db
+def test_a_password_change_needs_the_old_password_and_a_good_new_one():
+    alice = make_user("alice")
+    change = dict(user=alice, ip="127.0.0.1")
+    with pytest.raises(ServiceError) as e:
+        services.password_change(old_password="wrong", new_password="zx-new-pass-77", **change)
+    assert (e.value.code, e.value.message) == ("invalid_credentials", "Your current password is wrong.")
+    with pytest.raises(ServiceError) as e:
+        services.password_change(old_password=PASSWORD, new_password="12345", **change)
+    assert e.value.code == "invalid" and e.value.message.startswith("Password: This password is too short.")
+    services.password_change(old_password=PASSWORD, new_password="zx-new-pass-77", **change)
+    assert User.objects.get(pk=alice.pk).check_password("zx-new-pass-77")
+    codes_of(times=3)  # locked: the old password is checked like a login
+    with pytest.raises(ServiceError) as e:
+        services.password_change(old_password="zx-new-pass-77", new_password="zx-newer-pass-78", **change)
+    assert e.value.code == "locked"
+
+
+@pytest.mark.django_db
+def test_reset_requests_are_budgeted_per_address_and_per_account(settings):
+    settings.CHAT_RESETS_PER_ADDRESS, settings.CHAT_RESETS_PER_ACCOUNT = 4, 2
+    emails = [" Alice@Example.com", "alice@example.com", "ALICE@example.com "]  # one address
+    budget = [services.password_reset_budget(email=email, ip="10.0.0.1") for email in emails]
+    assert budget == [True, True, False]  # the third is answered as usual, and nothing is sent
+    assert services.password_reset_budget(email="bob@example.com", ip="10.0.0.1")
+    with pytest.raises(ServiceError) as e:
+        services.password_reset_budget(email="carol@example.com", ip="10.0.0.1")
+    assert e.value.code == "rate_limited" and e.value.message.startswith("Too many requests from your address.")
+    assert services.password_reset_budget(email="carol@example.com", ip="10.0.0.2")
+    PasswordResetAttempt.objects.update(at=timezone.now() - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS + 1))
+    assert services.password_reset_budget(email="alice@example.com", ip="10.0.0.1")
+    settings.CHAT_RESETS_PER_ACCOUNT = 0  # no limit
+    assert all(services.password_reset_budget(email="dave@example.com", ip="10.0.0.3") for _ in range(3))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -269,10 +335,11 @@ def test_failed_logins_and_lockouts_are_logged_without_the_password(caplog, sett
             with pytest.raises(ServiceError):
                 services.user_authenticate(username="alice", password="guess-42", ip="192.0.2.7")
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "login failed: alice from 192.0.2.7" in text
-    assert "now locked" in text
-    assert "login refused: alice from 192.0.2.7 is locked" in text
     assert "guess-42" not in text
+    failed, locked, refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("login ")]
+    assert (failed, locked) == ("login failed: alice from 192.0.2.7", "login failed: alice from 192.0.2.7, now locked")
+    seconds = re.fullmatch(r"login refused: alice from 192\.0\.2\.7 is locked for (\d+) s \(logins\)", refused)
+    assert seconds and 1 <= int(seconds[1]) <= settings.LOGIN_LOCKOUT_SECONDS, refused
 
 
 @pytest.mark.django_db
