@@ -93,12 +93,18 @@ class TestSignup:
             services.user_signup(username="bob", password=PASSWORD, email="bob@")
         assert (e.value.code, e.value.message) == ("invalid", "Email: enter a valid email address.")
         assert not User.objects.filter(username="bob").exists()
+        assert services.user_email_set(user=user, email="alice@example.org") == "alice@example.org"
         assert services.user_email_set(user=user, email="") == ""
         assert User.objects.get(pk=user.pk).email == ""
 
     def test_a_deleted_accounts_name_is_held_until_the_hold_ends(self):
-        alice = services.user_signup(username="alice", password=PASSWORD)
+        alice = services.user_signup(username="alice", password=PASSWORD, email="alice@example.com")
+        User.objects.filter(pk=alice.pk).update(first_name="Alice", last_name="Liddell", is_staff=True)
+        alice.refresh_from_db()
         services.account_anonymise(user=alice)
+        gone = User.objects.get(pk=alice.pk)
+        assert (gone.username, gone.email, gone.first_name, gone.last_name) == (f"deleted-{alice.pk}", "", "", "")
+        assert not (gone.is_active or gone.is_staff or gone.is_superuser or gone.has_usable_password())
         for name in ("alice", "ALICE", f"deleted-{alice.pk + 1}"):
             with pytest.raises(ServiceError) as e:
                 services.user_signup(username=name, password=PASSWORD)
@@ -217,7 +223,7 @@ def test_a_resume_token_is_a_django_login_that_lasts_the_token_lifetime(settings
 
 @pytest.mark.django_db
 def test_a_password_change_needs_the_old_password_and_a_good_new_one():
-    alice = make_user("alice")
+    alice = make_user("alice", email="alice@example.org")
     change = dict(user=alice, ip="127.0.0.1")
     with pytest.raises(ServiceError) as e:
         services.password_change(old_password="wrong", new_password="zx-new-pass-77", **change)
@@ -225,6 +231,9 @@ def test_a_password_change_needs_the_old_password_and_a_good_new_one():
     with pytest.raises(ServiceError) as e:
         services.password_change(old_password=PASSWORD, new_password="12345", **change)
     assert e.value.code == "invalid" and e.value.message.startswith("Password: This password is too short.")
+    with pytest.raises(ServiceError) as e:
+        services.password_change(old_password=PASSWORD, new_password="alice@example.org", **change)
+    assert "too similar to the email address" in e.value.message  # checked against this user
     services.password_change(old_password=PASSWORD, new_password="zx-new-pass-77", **change)
     assert User.objects.get(pk=alice.pk).check_password("zx-new-pass-77")
     codes_of(times=3)  # locked: the old password is checked like a login
@@ -235,19 +244,35 @@ def test_a_password_change_needs_the_old_password_and_a_good_new_one():
 
 @pytest.mark.django_db
 def test_reset_requests_are_budgeted_per_address_and_per_account(settings):
-    settings.CHAT_RESETS_PER_ADDRESS, settings.CHAT_RESETS_PER_ACCOUNT = 4, 2
+    settings.CHAT_RESETS_PER_ADDRESS, settings.CHAT_RESETS_PER_ACCOUNT = 4, 1
     emails = [" Alice@Example.com", "alice@example.com", "ALICE@example.com "]  # one address
     budget = [services.password_reset_budget(email=email, ip="10.0.0.1") for email in emails]
-    assert budget == [True, True, False]  # the third is answered as usual, and nothing is sent
+    assert budget == [True, False, False]  # answered as usual, and nothing is sent
     assert services.password_reset_budget(email="bob@example.com", ip="10.0.0.1")
     with pytest.raises(ServiceError) as e:
         services.password_reset_budget(email="carol@example.com", ip="10.0.0.1")
     assert e.value.code == "rate_limited" and e.value.message.startswith("Too many requests from your address.")
+    assert 1 <= e.value.extra["retry_after"] <= settings.CHAT_RESET_WINDOW_SECONDS
     assert services.password_reset_budget(email="carol@example.com", ip="10.0.0.2")
     PasswordResetAttempt.objects.update(at=timezone.now() - timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS + 1))
     assert services.password_reset_budget(email="alice@example.com", ip="10.0.0.1")
     settings.CHAT_RESETS_PER_ACCOUNT = 0  # no limit
     assert all(services.password_reset_budget(email="dave@example.com", ip="10.0.0.3") for _ in range(3))
+
+
+@pytest.mark.django_db
+def test_bulk_created_users_share_one_password_and_taken_names_are_skipped():
+    make_user("Alice")
+    done = []
+    names = ["alice", "bob", "ｃarol", "dave", "erin"]  # a fullwidth c: stored NFKC
+    assert services.user_bulk_create(usernames=names, password=PASSWORD, batch_size=2, progress=done.append) == 4
+    assert done == [2, 2, 1]
+    assert sorted(User.objects.values_list("username", flat=True)) == ["Alice", "bob", "carol", "dave", "erin"]
+    created = User.objects.exclude(username="Alice")
+    assert all(u.check_password(PASSWORD) and u.username_key == u.username for u in created)
+    assert services.user_bulk_create(usernames=["BOB", "frank"], password=PASSWORD) == 1
+    with pytest.raises(ServiceError):
+        services.user_bulk_create(usernames=["has space"], password=PASSWORD)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -292,10 +292,15 @@ def test_rows_of_a_stopping_process_are_ended_a_chunk_at_a_time_every_one(alice,
     users = [alice] + [make_user(f"u{i}") for i in range(4)]
     for user in users:
         online(user)
+    now = timezone.now()
+    for name, host, pid in (("sibling", services.HOST, services.PID + 1), ("remote", "other-host", services.PID)):
+        Presence.objects.create(
+            user=make_user(name), channel_name=name, host=host, pid=pid, connected_at=now, heartbeat_at=now
+        )
     with CaptureQueriesContext(connection) as queries:
         assert services.presence_release_process() == sorted(u.username for u in users)
-    assert not Presence.objects.exists()
-    assert not User.objects.filter(last_seen__isnull=True).exists()
+    assert selectors.online_usernames() == ["remote", "sibling"]  # other processes' connections
+    assert not User.objects.filter(pk__in=[u.pk for u in users], last_seen__isnull=True).exists()
     table = User._meta.db_table
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(f'UPDATE "{table}"')]
     assert len(updates) == 3, updates  # 5 users, 2 a statement
