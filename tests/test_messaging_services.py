@@ -1,9 +1,12 @@
 """Messaging services against the database."""
 
+import os
+import subprocess
 import threading
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
@@ -11,8 +14,10 @@ from core.errors import ServiceError
 from messaging import events, selectors, services, wire
 from messaging.models import Delivery, Edit, Message, Presence, ReadMark
 
-from .helpers import make_user
+from .helpers import PASSWORD, make_user
 from .test_accounts import run_parallel
+
+User = get_user_model()
 
 
 @pytest.fixture
@@ -114,27 +119,53 @@ def test_flush_ack_and_redeliver(alice, bob, settings):
 
 
 @pytest.mark.django_db
-def test_presence_claim_release_and_takeover(alice):
-    assert online(alice, "one") is None
+def test_presence_claim_release_and_takeover(alice, capture_pushes):
+    with capture_pushes() as pushes:
+        assert online(alice, "one") is None
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": True}]
     with pytest.raises(ServiceError) as e:
         online(alice, "two")
-    assert e.value.code == "already_online"
-    assert services.presence_claim(user=alice, channel_name="two", takeover=True) == "one-alice"
+    assert (e.value.code, e.value.message) == (
+        "already_online",
+        "You are already connected elsewhere; log in with takeover to move here.",
+    )
+    with capture_pushes() as pushes:
+        assert services.presence_claim(user=alice, channel_name="two", takeover=True) == "one-alice"
+    assert [(p.target, p.event["type"]) for p in pushes] == [("one-alice", events.END)]  # online all along
     assert not services.presence_release(user=alice, channel_name="one-alice")  # not its row any more
     assert selectors.online_usernames() == ["alice"]
-    assert services.presence_release(user=alice, channel_name="two")
+    with capture_pushes() as pushes:
+        assert services.presence_release(user=alice, channel_name="two")
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": False}]
     assert selectors.online_usernames() == []
     alice.refresh_from_db()
     assert alice.last_seen and alice.last_login
 
 
 @pytest.mark.django_db
-def test_stale_presence_is_not_online_and_can_be_replaced(alice, settings):
+def test_a_login_claims_presence_and_counts_what_waits(alice, bob):
+    services.message_send(sender=bob, to_username="alice", body="while you were out")
+    assert services.presence_login(user=alice, channel_name="one") == (None, 1)
+    with pytest.raises(ServiceError) as e:
+        services.presence_login(user=alice, channel_name="two")
+    assert e.value.code == "already_online"
+    assert services.presence_login(user=alice, channel_name="two", takeover=True) == ("one", 1)
+
+
+@pytest.mark.django_db
+def test_stale_presence_is_not_online_and_can_be_replaced(alice, settings, capture_pushes):
     online(alice, "old")
     Presence.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=settings.CHAT_PRESENCE_TIMEOUT_SECONDS + 1))
     assert selectors.online_usernames() == []
-    online(alice, "new")  # no takeover needed
+    with capture_pushes() as pushes:
+        assert online(alice, "new") == "old-alice"  # no takeover needed
     assert selectors.online_usernames() == ["alice"]
+    # Offline until now: everyone is told she came online.
+    assert [(p.target, p.event["type"]) for p in pushes] == [
+        ("old-alice", events.END),
+        (events.HUB_GROUP, events.HUB_PRESENCE),
+    ]
+    assert pushes[1].event["online"] is True
 
 
 @pytest.mark.django_db
@@ -142,9 +173,58 @@ def test_tick_ends_connections_that_lost_their_row(alice, bob, capture_pushes):
     online(alice, "a")
     with capture_pushes() as pushes:
         assert services.presence_tick(channel_names=["a-alice", "gone"]) == ["gone"]
-    assert [(p.target, p.event["type"], p.event["frame"]["type"]) for p in pushes] == [
-        ("gone", events.END, "session_ended")
+    assert [(p.target, p.event["type"], p.event["frame"]) for p in pushes] == [
+        (
+            "gone",
+            events.END,
+            {"type": "session_ended", "reason": "Your connection expired; reconnect.", "action": "reconnect"},
+        )
     ]
+
+
+@pytest.mark.django_db
+def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
+    """Rows of this process that no connection here holds (their release
+    failed) keep their heartbeat and expire; past 500 of them the held
+    rows are refreshed by name instead."""
+    from accounts import services as accounts
+
+    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(501)], password=PASSWORD)
+    old = timezone.now() - timedelta(seconds=5)
+    Presence.objects.bulk_create(
+        Presence(
+            user=u,
+            channel_name=f"leaked-{u.pk}",
+            host=services.HOST,
+            pid=services.PID,
+            connected_at=old,
+            heartbeat_at=old,
+        )
+        for u in User.objects.filter(username__startswith="l")
+    )
+    online(alice, "a")
+    Presence.objects.update(heartbeat_at=old)
+    assert services.presence_tick(channel_names=["a-alice"], expire=False) == []
+    assert list(Presence.objects.filter(heartbeat_at__gt=old).values_list("channel_name", flat=True)) == ["a-alice"]
+
+
+@pytest.mark.django_db
+def test_a_tick_expires_the_rows_whose_heartbeat_stopped(alice, bob, settings, capture_pushes):
+    """A dead process elsewhere left alice's row: the next tick anywhere
+    takes her offline, last seen at her last heartbeat."""
+    online(alice, "a")
+    online(bob, "b")
+    stale = timezone.now() - timedelta(seconds=settings.CHAT_PRESENCE_TIMEOUT_SECONDS + 1)
+    Presence.objects.filter(user=alice).update(heartbeat_at=stale, host="other-host")
+    with capture_pushes() as pushes:
+        assert services.presence_tick(channel_names=["b-bob"]) == []
+    assert selectors.online_usernames() == ["bob"] and Presence.objects.count() == 1
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": False}]
+    alice.refresh_from_db()
+    assert alice.last_seen == stale
+    Presence.objects.update(heartbeat_at=stale)
+    assert services.presence_expire() == ["bob"]
+    assert services.presence_expire() == []
 
 
 @pytest.mark.django_db
@@ -156,6 +236,161 @@ def test_server_start_clears_rows_of_dead_processes_on_this_host(alice, bob):
     Presence.objects.create(user=bob, channel_name="y", host="other-host", pid=1, connected_at=now, heartbeat_at=now)
     assert services.presence_clear_dead_processes() == ["alice"]
     assert selectors.online_usernames() == ["bob"]
+
+
+@pytest.mark.django_db
+def test_server_start_spares_live_processes_and_the_connections_it_keeps(alice, bob, capture_pushes, monkeypatch):
+    """Rows of this process outside `keep` and of dead processes go (each
+    user told, once, and last seen now); rows of live processes stay, and
+    asking whether one runs sends it no signal."""
+    now = timezone.now()
+    users = {name: make_user(name) for name in ("carol", "dave", "erin")}
+    live = subprocess.Popen(["sleep", "60"])
+    others = 2**22 + 777  # a process of another user: kill() may not signal it
+    real_kill = os.kill
+
+    def kill(pid, signal):
+        if pid == others:
+            raise PermissionError
+        return real_kill(pid, signal)
+
+    monkeypatch.setattr(os, "kill", kill)
+    rows = [
+        (alice, "kept", services.PID),
+        (bob, "leaked", services.PID),
+        (users["carol"], "live", live.pid),
+        (users["dave"], "dead", 2**22 + 12345),
+        (users["erin"], "others", others),
+    ]
+    try:
+        for user, channel, pid in rows:
+            Presence.objects.create(
+                user=user, channel_name=channel, host=services.HOST, pid=pid, connected_at=now, heartbeat_at=now
+            )
+        with capture_pushes() as pushes:
+            assert services.presence_clear_dead_processes(keep=["kept"]) == ["bob", "dave"]
+        with pytest.raises(subprocess.TimeoutExpired):
+            live.wait(timeout=0.2)  # still running
+        assert selectors.online_usernames() == ["alice", "carol", "erin"]
+        # Without `keep`, every row of this process is left over from before.
+        assert services.presence_clear_dead_processes() == ["alice"]
+    finally:
+        live.kill()
+        live.wait()
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "usernames": ["bob", "dave"], "online": False}]
+    ended = User.objects.filter(last_seen__gte=now).values_list("username", flat=True)
+    assert sorted(ended) == ["alice", "bob", "dave"]
+
+
+@pytest.mark.django_db
+def test_rows_of_a_stopping_process_are_ended_a_chunk_at_a_time_every_one(alice, monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    from messaging.services import presence
+
+    monkeypatch.setattr(presence, "_CHUNK", 2)
+    users = [alice] + [make_user(f"u{i}") for i in range(4)]
+    for user in users:
+        online(user)
+    now = timezone.now()
+    for name, host, pid in (("sibling", services.HOST, services.PID + 1), ("remote", "other-host", services.PID)):
+        Presence.objects.create(
+            user=make_user(name), channel_name=name, host=host, pid=pid, connected_at=now, heartbeat_at=now
+        )
+    with CaptureQueriesContext(connection) as queries:
+        assert services.presence_release_process() == sorted(u.username for u in users)
+    assert selectors.online_usernames() == ["remote", "sibling"]  # other processes' connections
+    assert not User.objects.filter(pk__in=[u.pk for u in users], last_seen__isnull=True).exists()
+    table = User._meta.db_table
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(f'UPDATE "{table}"')]
+    assert len(updates) == 3, updates  # 5 users, 2 a statement
+
+
+@pytest.mark.django_db
+def test_an_administrator_ends_a_connection_and_the_user_goes_offline(alice, capture_pushes):
+    online(alice, "a")
+    with capture_pushes() as pushes:
+        assert services.presence_disconnect(user=alice)
+    assert [(p.target, p.event["type"]) for p in pushes] == [
+        (events.HUB_GROUP, events.HUB_PRESENCE),
+        ("a-alice", events.END),
+    ]
+    assert pushes[0].event["username"] == "alice" and pushes[0].event["online"] is False
+    assert pushes[1].event["frame"] == {
+        "type": "session_ended",
+        "reason": "An administrator ended your session.",
+        "action": "stop",
+    }
+    assert not Presence.objects.exists()
+    alice.refresh_from_db()
+    assert alice.last_seen
+    assert not services.presence_disconnect(user=alice)  # nothing left to end
+
+
+@pytest.mark.django_db
+def test_a_deactivated_account_cannot_log_in_and_its_connection_ends(alice, capture_pushes):
+    from accounts import services as accounts
+
+    online(alice, "a")
+    with capture_pushes() as pushes:
+        services.user_deactivate(user=alice)
+    assert [p.event["frame"] for p in pushes if p.target == "a-alice"] == [
+        {"type": "session_ended", "reason": "Your account was deactivated.", "action": "stop"}
+    ]
+    assert selectors.online_usernames() == []
+    with pytest.raises(ServiceError):
+        accounts.user_authenticate(username="alice", password=PASSWORD, ip="127.0.0.1")
+
+
+@pytest.mark.django_db
+def test_the_session_check_ends_each_ended_login_once_and_rechecks_only_what_changed(
+    alice, bob, capture_pushes, monkeypatch
+):
+    """A logout, a password change and a deactivation each end their
+    connection, saying which; a login with no session is never ended; an
+    unchanged login is not decoded again, and gone connections are forgotten."""
+    from accounts import selectors as account_selectors
+    from accounts import services as accounts
+
+    carol, dave = make_user("carol"), make_user("dave")
+    tokens = {}
+    for user in (alice, bob, carol):
+        tokens[user.username] = accounts.session_create(user=user)
+        services.presence_claim(user=user, channel_name=f"c-{user.username}", session_key=tokens[user.username])
+    online(dave)  # logged in with a password on the socket: no session to end
+    checked = []
+    real_check = account_selectors.sessions_check
+    monkeypatch.setattr(account_selectors, "sessions_check", lambda keys: checked.extend(keys) or real_check(keys))
+    names, verified = ["c-alice", "c-bob", "c-carol", "c-dave"], {"c-gone": 1}
+    assert services.presence_sessions_check(channel_names=names, verified=verified) == []
+    assert sorted(verified) == ["c-alice", "c-bob", "c-carol"] and len(checked) == 3
+    checked.clear()
+    assert services.presence_sessions_check(channel_names=names, verified=verified) == []
+    assert checked == []
+
+    started = timezone.now()
+    accounts.session_end(session_key=tokens["alice"])
+    bob.set_password("another-horse-43")
+    bob.save()
+    User.objects.filter(pk=carol.pk).update(is_active=False)
+    with capture_pushes() as pushes:
+        ended = services.presence_sessions_check(channel_names=names, verified=verified)
+    assert sorted(ended) == ["c-alice", "c-bob", "c-carol"]
+    assert verified == {}
+    assert selectors.online_usernames() == ["dave"]
+    assert sorted(User.objects.filter(last_seen__gte=started).values_list("username", flat=True)) == [
+        "alice",
+        "bob",
+        "carol",
+    ]
+    offline = [(p.event["username"], p.event["online"]) for p in pushes if p.event["type"] == events.HUB_PRESENCE]
+    assert sorted(offline) == [("alice", False), ("bob", False), ("carol", False)]
+    frames = {p.target: p.event["frame"] for p in pushes if p.event["type"] == events.END}
+    assert {name: (frame["reason"], frame["action"]) for name, frame in frames.items()} == {
+        "c-alice": ("You logged out, or your session expired; log in again.", "login"),
+        "c-bob": ("Your password was changed; log in again.", "login"),
+        "c-carol": ("Your account was deactivated.", "stop"),
+    }
 
 
 @pytest.mark.django_db(transaction=True)

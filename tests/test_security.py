@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import services as accounts
-from accounts.models import LoginAttempt, SignupAttempt
+from accounts.models import LoginAttempt, NameHold, PasswordResetAttempt, SignupAttempt
 from chatsite.proxies import client_of
 from core.addresses import trusted_networks
 from core.errors import ServiceError
@@ -78,14 +78,25 @@ def test_failed_logins_per_address_are_budgeted_across_usernames(settings):
         assert login_codes(f"random{i}", "x") == ["invalid_credentials"]
     with pytest.raises(ServiceError) as refused:
         accounts.user_authenticate(username="alice", password=PASSWORD, ip="127.0.0.1")
-    assert (
-        refused.value.code == "locked"
-        and 1 <= refused.value.extra["retry_after"] <= settings.CHAT_PASSWORD_WINDOW_SECONDS
-    )
+    # Until the oldest failure leaves the window: about all of it.
+    retry_after = refused.value.extra["retry_after"]
+    assert refused.value.code == "locked"
+    assert settings.CHAT_PASSWORD_WINDOW_SECONDS - 30 <= retry_after <= settings.CHAT_PASSWORD_WINDOW_SECONDS
+    assert refused.value.message == f"Too many failed logins from your address. Try again in {retry_after} seconds."
     assert login_codes("alice", PASSWORD, ip="10.9.9.9") == ["ok"]  # another address
     # The refusal is on record, and the budget frees up as failures age.
     assert LoginAttempt.objects.filter(username="alice", result="locked").count() == 1
     LoginAttempt.objects.update(at=timezone.now() - timedelta(seconds=settings.CHAT_PASSWORD_WINDOW_SECONDS + 1))
+    assert login_codes("alice", PASSWORD) == ["ok"]
+
+
+@pytest.mark.django_db
+def test_successful_logins_spend_none_of_the_address_budget(settings):
+    settings.CHAT_PASSWORD_FAILURES_PER_ADDRESS = 2
+    make_user("alice")
+    for _ in range(3):
+        assert login_codes("alice", PASSWORD) == ["ok"]
+    assert login_codes("random", "x") == ["invalid_credentials"]
     assert login_codes("alice", PASSWORD) == ["ok"]
 
 
@@ -147,7 +158,8 @@ async def test_a_proxy_nobody_trusted_is_not_exempt_and_says_so(settings, monkey
     await proxied.error("login", "locked", username="nobody", password="guess")
     await proxied.close()
     [warning] = [w for w in warnings if w.startswith("A proxy at")]
-    assert "127.0.0.1" in warning and "TRUSTED_PROXIES" in warning
+    assert "127.0.0.1" in warning and "every client behind it has its address" in warning
+    assert warning.endswith("CHAT_ADDRESS_BUDGET_EXEMPT does not spare it. List the proxy in TRUSTED_PROXIES.")
     local = await connected()  # this machine itself, no proxy header
     for name in ("third", "fourth"):
         await local.ok("signup", username=name, password=PASSWORD)
@@ -581,13 +593,21 @@ def test_old_records_are_pruned(settings):
     for body in ("x2", "x3"):
         services.message_edit(user=alice, message_id=edited, body=body)
     Edit.objects.filter(pk=Edit.objects.order_by("id").first().pk).update(edited_at=timezone.now() - timedelta(hours=2))
+    for email in ("old@example.com", "new@example.com"):
+        PasswordResetAttempt.objects.create(ip="10.0.0.1", email=email)
+    window = timedelta(seconds=settings.CHAT_RESET_WINDOW_SECONDS + 1)
+    PasswordResetAttempt.objects.filter(email="old@example.com").update(at=timezone.now() - window)
+    for key, until in (("gone", timezone.now() - timedelta(days=1)), ("held", timezone.now() + timedelta(days=1))):
+        NameHold.objects.create(username_key=key, until=until)
     assert services.records_prune() == {
         "client ids": 1,
         "login attempts": 1,
         "edits": 1,
-        "reset requests": 0,
-        "name holds": 0,
+        "reset requests": 1,
+        "name holds": 1,
     }
+    assert PasswordResetAttempt.objects.get().email == "new@example.com"
+    assert NameHold.objects.get().username_key == "held"
     assert LoginAttempt.objects.count() == 1 and ClientRequest.objects.get().client_id == "b"
     assert Message.objects.count() == 2 and Edit.objects.count() == 1  # the messages stay
 
