@@ -336,3 +336,79 @@ async def test_a_login_whose_socket_closed_meanwhile_claims_nothing(people, monk
     reply = await client.request("login", username="alice", password=PASSWORD)
     assert reply["type"] == "error" and gone
     assert not await sync_to_async(Presence.objects.exists)()
+
+
+async def test_a_token_login_whose_socket_closes_is_cancelled_before_its_claim(people, monkeypatch):
+    """A client that gave up on its token login (its request timed out in a
+    restart's storm) closes the socket: the login stops there, though the
+    consumer reads nothing else while a login runs. The connection ends
+    at once, not when the token's lookup comes back, and nothing is
+    claimed for nobody."""
+    import threading
+
+    from accounts import selectors as account_selectors
+
+    token = (await (first := await connected()).login("alice"))["token"]
+    await first.close()
+    started, release = threading.Event(), threading.Event()
+    lookup, claims = account_selectors.user_for_session, []
+    real_login = services.presence_login
+
+    def slow_lookup(**kwargs):
+        started.set()
+        release.wait(10)
+        return lookup(**kwargs)
+
+    def presence_login(**kwargs):
+        claims.append(kwargs["channel_name"])
+        return real_login(**kwargs)
+
+    monkeypatch.setattr(account_selectors, "user_for_session", slow_lookup)
+    monkeypatch.setattr(services, "presence_login", presence_login)
+    client = await connected()
+    await client.send_raw(f'{{"type": "login", "token": "{token}", "ref": 1}}')
+    assert await asyncio.to_thread(started.wait, 5)
+    await client.comm.send_input({"type": "websocket.disconnect", "code": 1006})
+    try:
+        await asyncio.wait_for(asyncio.shield(client.comm.future), 3)  # the lookup still runs
+    finally:
+        release.set()
+    await asyncio.sleep(0.2)
+    assert claims == []
+    assert not await sync_to_async(Presence.objects.exists)()
+
+
+async def test_a_cookie_login_whose_socket_closes_is_cancelled(people, monkeypatch):
+    """The page's login by its cookie runs as the socket opens, the same
+    way: a close meanwhile cancels it, before the claim."""
+    from django.test import Client
+
+    from .helpers import PASSWORD, ProtocolClient
+
+    http = Client()
+    await sync_to_async(http.login)(username="alice", password=PASSWORD)
+    cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
+    joining, release, claims = asyncio.Event(), asyncio.Event(), []
+    real_subscribe, real_login = events.subscribe, services.presence_login
+
+    async def slow_subscribe(*args, **kwargs):
+        joining.set()
+        await release.wait()
+        await real_subscribe(*args, **kwargs)
+
+    def presence_login(**kwargs):
+        claims.append(kwargs["channel_name"])
+        return real_login(**kwargs)
+
+    monkeypatch.setattr(events, "subscribe", slow_subscribe)
+    monkeypatch.setattr(services, "presence_login", presence_login)
+    page = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    await asyncio.wait_for(joining.wait(), 5)
+    await page.comm.send_input({"type": "websocket.disconnect", "code": 1001})
+    try:
+        await asyncio.wait_for(asyncio.shield(page.comm.future), 3)
+    finally:
+        release.set()
+    await asyncio.sleep(0.2)
+    assert claims == []
+    assert not await sync_to_async(Presence.objects.exists)()
