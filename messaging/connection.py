@@ -189,7 +189,9 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
     async def cookie_log_in(self, user: UserModel, batched: bool) -> None:
         """A page's login, by its session cookie, as the socket opens."""
         try:
-            await self.log_in(user, takeover=False, session_key=self.cookie_session_key(), presence_batched=batched)
+            async with runtime.logins.slot():
+                key = self.cookie_session_key()
+                await self.log_in(user, takeover=False, session_key=key, presence_batched=batched)
         except ServiceError as e:
             self.write_event(wire.error(e.code, e.message, **e.extra))
             if e.code == "unavailable":
