@@ -538,3 +538,32 @@ async def test_a_page_past_the_logins_in_progress_is_closed_to_come_back(people,
     release.set()
     assert (await first)["type"] == "ok"
     await alice.close()
+
+
+async def test_a_read_hops_to_the_pool_with_the_callers_context(monkeypatch):
+    """`read` (the ops' selectors) is a plain executor hop, cheaper than
+    asgiref's: it still runs off the event loop's thread, sees the
+    caller's context, closes stale database connections around the call,
+    and raises what the selector raises."""
+    import contextvars
+    import threading
+
+    from messaging.ops import registry
+
+    who = contextvars.ContextVar("who")
+    who.set("the caller")
+    closed = []
+    monkeypatch.setattr(registry, "close_old_connections", lambda: closed.append(threading.get_ident()))
+
+    def selector(*, n):
+        return threading.get_ident(), who.get(), n
+
+    thread, seen, n = await registry.read(selector, n=3)
+    assert thread != threading.get_ident() and seen == "the caller" and n == 3
+    assert closed == [thread, thread]
+
+    def failing():
+        raise ServiceError("unknown_user", "No such user.")
+
+    with pytest.raises(ServiceError):
+        await registry.read(failing)
