@@ -92,10 +92,11 @@ def retry_wait(delay: float) -> float:
 
 def retry_after_wait(retry_after: Any) -> float:
     """How long to wait when the server says `unavailable` with
-    `retry_after`: at least that, and up to a quarter (and a second) more,
-    so that clients told the same second do not all come back in it."""
+    `retry_after`: at least that, and up to a tenth (and a second) more,
+    so that clients told the same second do not all come back in it (a
+    busy server gives each its own time already)."""
     told = max(1.0, min(float(retry_after or 2), 300.0))
-    return told + random.uniform(0, 1 + told / 4)
+    return told + random.uniform(0, 1 + told / 10)
 
 
 class ChatClient:

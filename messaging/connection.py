@@ -209,6 +209,15 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         await self.end_session()
         raise StopConsumer()
 
+    def login_later(self, seconds: float) -> None:
+        """The client was told to log in again in `seconds` (`unavailable`):
+        its anonymous connection is not closed for doing as told; the
+        deadline starts again from then."""
+        if self.identity.user is None and not self.closing:
+            self.login_deadline.cancel()
+            deadline = seconds + settings.CHAT_LOGIN_DEADLINE_SECONDS
+            self.login_deadline = asyncio.get_running_loop().call_later(deadline, self.login_overdue)
+
     def login_overdue(self) -> None:
         if self.identity.user is None:
             self.track(self.close(CLOSE_POLICY, "Log in sooner: anonymous connections are closed after a while."))

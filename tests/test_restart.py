@@ -567,3 +567,28 @@ async def test_a_read_hops_to_the_pool_with_the_callers_context(monkeypatch):
 
     with pytest.raises(ServiceError):
         await registry.read(failing)
+
+
+async def test_a_connection_told_to_come_back_is_not_closed_for_waiting(people, settings, held_claim):
+    """An anonymous connection is closed after CHAT_LOGIN_DEADLINE_SECONDS;
+    one told to log in again in `retry_after` seconds is kept that long,
+    and the deadline's length after it: a crowd told to come back in a
+    minute would otherwise be closed for doing as told."""
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
+    claiming, release = held_claim
+    alice = await connected()
+    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    settings.CHAT_LOGIN_DEADLINE_SECONDS = 1  # bob's
+    bob = await connected()
+    opened = asyncio.get_running_loop().time()
+    refused = await bob.error("login", "unavailable", username="bob", password="correct-horse-42")
+    told = asyncio.get_running_loop().time()
+    assert refused["retry_after"] == 1
+    await asyncio.sleep(opened + 1.5 - asyncio.get_running_loop().time())  # past the first deadline
+    assert not bob.closed.is_set()
+    assert await bob.closed_with(timeout=3) == 1008  # then closed, at retry_after + deadline
+    assert asyncio.get_running_loop().time() - told >= 1.9
+    release.set()
+    assert (await first)["type"] == "ok"
+    await alice.close()

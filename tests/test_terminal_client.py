@@ -1073,7 +1073,7 @@ async def test_a_login_the_server_cannot_complete_just_now_is_tried_again(monkey
     reply = await client.login("alice", "secret")
     assert asked == ["login", "login"]
     assert reply["code"] == "invalid_credentials"
-    # At least what was asked, and a random part more (1 to 2.25 s).
+    # At least what was asked, and a random part more (1 to 2.1 s).
     assert any(("briefly unavailable; trying again in 1 s" in line or "in 2 s" in line) for line in lines)
 
 
@@ -1105,7 +1105,7 @@ async def test_a_login_again_told_to_come_back_later_retries_quietly(monkeypatch
     monkeypatch.setattr(client_module.asyncio, "sleep", no_sleep)
     await client._log_in_again()
     assert asked == ["login", "login", "login", "rooms"]
-    assert len(waits) == 2 and all(7 <= w <= 7 + 1 + 7 / 4 for w in waits)
+    assert len(waits) == 2 and all(7 <= w <= 7 + 1 + 7 / 10 for w in waits)
     assert lines == ["Reconnected as alice."]
 
 

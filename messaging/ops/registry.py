@@ -63,6 +63,10 @@ class Connection(Protocol):
         count what waits for them (the login's `pending`); live messages
         wait until push_pending has sent what waited."""
 
+    def login_later(self, seconds: float) -> None:
+        """The client was told to try its login again in `seconds`: the
+        anonymous connection is kept until then (and the usual deadline)."""
+
     async def log_out(self) -> None:
         """Release the user's presence; the connection stays open, anonymous."""
 

@@ -43,8 +43,13 @@ async def login(conn: Connection, request: Request) -> Reply:
         raise ServiceError("already_logged_in", f"You are already logged in as {conn.identity.user.username}.")
     # Its turn first (or `unavailable` + retry_after): nothing is looked up,
     # hashed or claimed for a login the process has no room for now.
-    async with runtime.logins.slot():
-        return await _login(conn, request)
+    try:
+        async with runtime.logins.slot():
+            return await _login(conn, request)
+    except ServiceError as e:
+        if e.code == "unavailable":
+            conn.login_later(float(e.extra.get("retry_after", 0)))
+        raise
 
 
 async def _login(conn: Connection, request: Request) -> Reply:

@@ -164,11 +164,11 @@ function waiting(seconds) {
   $("retry-now").hidden = false;
 }
 
-/** What `unavailable` asks to wait, and up to a quarter (and a second)
+/** What `unavailable` asks to wait, and up to a tenth (and a second)
  * more: pages told the same second do not all come back in it. */
 function retryAfterMs(retryAfter) {
   const told = Math.max(1, retryAfter || 2);
-  return (told + Math.random() * (1 + told / 4)) * 1000;
+  return (told + Math.random() * (1 + told / 10)) * 1000;
 }
 
 async function takeOver() {
