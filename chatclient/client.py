@@ -90,6 +90,15 @@ def retry_wait(delay: float) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
+def retry_after_wait(retry_after: Any) -> float:
+    """How long to wait when the server says `unavailable` with
+    `retry_after`: at least that, and up to a tenth (and a second) more,
+    so that clients told the same second do not all come back in it (a
+    busy server gives each its own time already)."""
+    told = max(1.0, min(float(retry_after or 2), 300.0))
+    return told + random.uniform(0, 1 + told / 10)
+
+
 class ChatClient:
     """One person's session with a chat server; the commands use it as
     `commands.Client` (mypy checks that it is one)."""
@@ -235,15 +244,22 @@ class ChatClient:
         """Log in with the resume token over a new connection, then send
         what had no answer."""
         assert self.conn is not None
-        self.held = []
-        try:
-            reply = await self.conn.request("login", token=self.token, takeover=True, presence_batch=True)
-        finally:
-            held, self.held = self.held, None
-        if reply["type"] != "ok":
+        while True:
+            self.held = []
+            try:
+                reply = await self.conn.request("login", token=self.token, takeover=True, presence_batch=True)
+            finally:
+                held, self.held = self.held, None
+            if reply["type"] == "ok":
+                break
             if reply.get("code") == "invalid_credentials":
                 raise Ended("Your session is over (logged out or expired): log in again.", 6, login_again=True)
-            raise ConnectionLost()  # the server is not ready: try again
+            if reply.get("code") != "unavailable":
+                raise ConnectionLost()  # the server is not ready: try again
+            # Busy (a restart's crowd logging in again) or its Redis down:
+            # the same connection, later, and quietly: nothing is wrong
+            # that a person should read about, the status says "Reconnecting…".
+            await asyncio.sleep(retry_after_wait(reply.get("retry_after")))
         await self._logged_in(reply, "Reconnected as", held)
 
     async def _logged_in(self, reply: dict[str, Any], lead: str, held: list[dict[str, Any]]) -> None:
@@ -367,10 +383,10 @@ class ChatClient:
                 held, self.held = self.held, None
             if reply.get("code") != "unavailable" or tries == UNAVAILABLE_TRIES - 1:
                 break
-            # The server cannot complete a login just now (its Redis is
-            # down): it says so, and says when to try again.
-            wait = max(1, min(int(reply.get("retry_after") or 2), 30))
-            self.output(f"The server is briefly unavailable; trying again in {wait} s.")
+            # The server cannot complete a login just now (it is busy, or
+            # its Redis is down): it says so, and says when to try again.
+            wait = min(retry_after_wait(reply.get("retry_after")), 30)
+            self.output(f"The server is briefly unavailable; trying again in {wait:.0f} s.")
             await asyncio.sleep(wait)
         if reply["type"] != "ok":
             return reply

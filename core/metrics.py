@@ -52,6 +52,9 @@ push_seconds = Histogram(
 rate_limited = Counter("chat_rate_limited", "Requests refused by a rate limit", registry=registry)
 locked_out = Counter("chat_locked_out", "Logins refused while a name or address was locked", registry=registry)
 failed_logins = Counter("chat_failed_logins", "Logins with a wrong username or password", registry=registry)
+logins_refused = Counter(
+    "chat_logins_refused", "Logins told to come back later: too many under way at once", registry=registry
+)
 layer_outages = Counter(
     "chat_channel_layer_outages", "Times the channel layer (Redis) became unreachable", registry=registry
 )

@@ -102,6 +102,8 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         self.unacked_bytes = 0
         self.ack_seen: asyncio.Event | None = None  # made while what waited is pushed
         self.client_acks: bool | None = None  # unknown until it acks or the grace ends
+        self.asgi_receive = receive
+        self.ahead: dict[str, Any] | None = None  # read while a login ran: handled next
         try:
             await super().__call__(scope, receive, send)
         except Exception:
@@ -125,10 +127,40 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         # Channels' dispatch closes "old" database connections before every
         # message, a thread hop each time; this consumer touches the database
         # only through services and selectors, which do that themselves.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        while True:
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            await handler(message)
+            if self.ahead is None:
+                return
+            message, self.ahead = self.ahead, None  # read by unless_gone: next in line
+
+    async def unless_gone(self, work: Awaitable[None]) -> None:
+        """Run work that holds up the socket's reading (a login: the cookie's,
+        or an exclusive request) while reading what the socket says next. If
+        it closed, the work is cancelled: nobody waits for it. In a restart's
+        storm, a client whose login waited past its timeout drops the socket
+        and tries again elsewhere, and its token lookup, claim and release
+        were still served, for nobody, while the clients that waited queued
+        behind them. Anything else read meanwhile is handled after the work,
+        in order (dispatch)."""
+        task = asyncio.ensure_future(work)
+        peek = asyncio.ensure_future(self.asgi_receive())
+        try:
+            await asyncio.wait((task, peek), return_when=asyncio.FIRST_COMPLETED)
+            if peek.done() and peek.result().get("type") == "websocket.disconnect":
+                task.cancel()
+            await asyncio.wait((task,))
+        finally:
+            task.cancel()  # only if this was cancelled itself
+            if not peek.done():
+                peek.cancel()
+                await asyncio.wait((peek,))  # a queue's get gives its item back when cancelled
+        if not peek.cancelled():
+            self.ahead = peek.result()
+        if not task.cancelled():
+            task.result()  # its failure, if any, is this one's
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.transport = transport_for(self.base_send)
@@ -151,19 +183,24 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         # presence in the URL (/ws/chat/?presence_batch=1), read above.
         scope_user = self.scope.get("user")
         if scope_user is not None and scope_user.is_authenticated:
-            key = self.cookie_session_key()
-            try:
-                await self.log_in(scope_user, takeover=False, session_key=key, presence_batched=batched)
-            except ServiceError as e:
-                self.write_event(wire.error(e.code, e.message, **e.extra))
-                if e.code == "unavailable":
-                    await self.close(CLOSE_TRY_LATER, e.message)  # the page reconnects, and logs in then
-            except Exception:
-                log.exception("session login failed")
-                self.write_event(wire.error("internal_error", "Log in again."))
-            else:
-                self.track(self.push_pending())
+            await self.unless_gone(self.cookie_log_in(scope_user, batched))
         self.identity.presence_batched = batched
+
+    async def cookie_log_in(self, user: UserModel, batched: bool) -> None:
+        """A page's login, by its session cookie, as the socket opens."""
+        try:
+            async with runtime.logins.slot():
+                key = self.cookie_session_key()
+                await self.log_in(user, takeover=False, session_key=key, presence_batched=batched)
+        except ServiceError as e:
+            self.write_event(wire.error(e.code, e.message, **e.extra))
+            if e.code == "unavailable":
+                await self.close(CLOSE_TRY_LATER, e.message)  # the page reconnects, and logs in then
+        except Exception:
+            log.exception("session login failed")
+            self.write_event(wire.error("internal_error", "Log in again."))
+        else:
+            self.track(self.push_pending())
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self.transport.closed()
@@ -171,6 +208,15 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             task.cancel()
         await self.end_session()
         raise StopConsumer()
+
+    def login_later(self, seconds: float) -> None:
+        """The client was told to log in again in `seconds` (`unavailable`):
+        its anonymous connection is not closed for doing as told; the
+        deadline starts again from then."""
+        if self.identity.user is None and not self.closing:
+            self.login_deadline.cancel()
+            deadline = seconds + settings.CHAT_LOGIN_DEADLINE_SECONDS
+            self.login_deadline = asyncio.get_running_loop().call_later(deadline, self.login_overdue)
 
     def login_overdue(self) -> None:
         if self.identity.user is None:
@@ -388,7 +434,10 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
         work = self.run(spec, content)
         if spec is not None and spec.exclusive:
             await self.settle(0)
-            await self.respond(content.get("ref"), work, op=content["type"])
+            answer = self.respond(content.get("ref"), work, op=content["type"])
+            # A login nobody waits for any more is cancelled; a logout is
+            # made even so (the client expects it done).
+            await (answer if spec.lasting else self.unless_gone(answer))
         else:
             await self.settle(MAX_IN_FLIGHT - 1)
             self.track(self.respond(content.get("ref"), work, op=content.get("type")))

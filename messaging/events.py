@@ -21,6 +21,7 @@ Where pushes go:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -34,6 +35,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from core import metrics
+from core.errors import ServiceError
 
 # Close codes for connections the server ends: the protocol's, shared with
 # the terminal client.
@@ -163,8 +165,30 @@ async def run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs)
     of the change it reports. A push that fails (the channel layer is down)
     is logged, not raised: the change is committed, so reporting it failed
     would be false (and a retry would repeat it); a lost message is pushed
-    again from its pending delivery.
+    again from its pending delivery. Shielded: a caller cancelled meanwhile
+    (its socket closed) gets CancelledError, but the service still runs to
+    its end and its pushes still go out, as nothing else would send them
+    (a login's claim committed without its "online" left the user offline
+    to everyone).
     """
+    task = asyncio.ensure_future(_run_then_push(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieved)
+        raise
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """What a shielded run ended with, once nobody waits for it: a failure
+    is logged (a refusal, ServiceError, is nobody's to hear)."""
+    error = None if task.cancelled() else task.exception()
+    if error is not None and not isinstance(error, ServiceError):
+        log.warning("a service whose caller had gone failed", exc_info=error)
+
+
+async def _run_then_push(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """run_then_push, unshielded."""
 
     def run() -> tuple[R | None, list[Push], BaseException | None]:
         outbox: list[Push] = []

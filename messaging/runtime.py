@@ -12,10 +12,13 @@ and ``reset`` gives tests a fresh set in one call.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
+import math
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
@@ -24,6 +27,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from core import metrics
+from core.errors import ServiceError
 
 from . import events, services, upload_worker
 from .hub import Hub
@@ -36,6 +40,94 @@ log = logging.getLogger("chat")
 class Closable(Protocol):
     async def restart(self) -> None:
         """Finish what it is doing, tell the client to reconnect, close."""
+
+
+RATE_WINDOW_SECONDS = 5.0  # logins ended in the last this many seconds: the gate's pace
+RETRY_AFTER_MAX = 120  # seconds a refused login is told to wait, at most
+
+
+class LoginGate:
+    """At most CHAT_LOGINS_IN_PROGRESS logins under way at once in this
+    process; the others wait their turn, in order, unless the wait would
+    be longer than CHAT_LOGIN_WAIT_SECONDS: those are refused at once,
+    `unavailable` with a `retry_after`, having cost nothing (no token
+    looked up, no hash, no claim).
+
+    Without it, a restart's crowd of 10,000 token logins queued in the one
+    process far past the clients' 15 s request timeout: every login was
+    served late, many for clients that had already given up and tried
+    again. Each refused client is given a time of its own to come back:
+    the gate books them one after another at the pace it has been ending
+    logins (over the last RATE_WINDOW_SECONDS), so the crowd returns about
+    as fast as it can be served, not as a herd."""
+
+    def __init__(self) -> None:
+        self.in_progress = 0
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.ended: collections.deque[float] = collections.deque()  # when logins ended, the last few seconds
+        self.booked = 0.0  # (loop time) the last refused login was told to come back then
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Held for the whole of one login."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def pace(self, now: float) -> float:
+        """Logins ended per second lately, and never less than what the
+        settings promise (every slot once within the wait): a gate that
+        just filled has too few ends to go by."""
+        while self.ended and self.ended[0] < now - RATE_WINDOW_SECONDS:
+            self.ended.popleft()
+        promised = max(1, settings.CHAT_LOGINS_IN_PROGRESS) / max(0.1, settings.CHAT_LOGIN_WAIT_SECONDS)
+        if not self.ended:
+            return promised
+        return max(promised, len(self.ended) / max(1.0, now - self.ended[0]))
+
+    async def _acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.in_progress < max(1, settings.CHAT_LOGINS_IN_PROGRESS) and not self.waiting:
+            self.in_progress += 1
+            return
+        now, wait = loop.time(), settings.CHAT_LOGIN_WAIT_SECONDS
+        pace = self.pace(now)
+        if (len(self.waiting) + 1) / pace > wait:
+            raise self._refuse(now, pace)
+        turn = loop.create_future()
+        self.waiting.append(turn)
+        try:
+            async with asyncio.timeout(wait):
+                await turn
+        except BaseException as e:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a slot as it gave up: the next one takes it
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiting.remove(turn)
+            if isinstance(e, TimeoutError):
+                raise self._refuse(loop.time(), self.pace(loop.time())) from None
+            raise
+
+    def _release(self) -> None:
+        self.ended.append(asyncio.get_running_loop().time())
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes on: in_progress stays
+                return
+        self.in_progress -= 1
+
+    def _refuse(self, now: float, pace: float) -> ServiceError:
+        start = now + len(self.waiting) / pace  # when those waiting will have had their turn
+        self.booked = min(max(self.booked, start) + 1 / pace, now + RETRY_AFTER_MAX)
+        retry_after = max(1, math.ceil(self.booked - now))
+        metrics.logins_refused.inc()
+        return ServiceError(
+            "unavailable", f"The server is busy; try again in {retry_after} s.", retry_after=retry_after
+        )
 
 
 class Runtime:
@@ -52,6 +144,7 @@ class Runtime:
         self.writer = Writer()
         self.pump = Pump(self.hub)
         self.hashing: asyncio.Semaphore | None = None
+        self.logins = LoginGate()
         self.uploading: asyncio.Semaphore | None = None
         self.started = False
         self.stopping = False  # a graceful stop is under way: new connections are turned away

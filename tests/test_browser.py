@@ -1462,3 +1462,37 @@ def test_no_serious_accessibility_problem_in_the_main_states(accounts, server, n
     phone.click(".conv-item[data-key='*']")
     axe(phone, "390 px, conversation")
     shot(phone, "chat-390-conversation")
+
+
+def test_a_busy_server_shows_only_connecting(accounts, server, new_page):
+    """A server too busy to log the page in just now (a restart's crowd)
+    says `unavailable` and closes with 1013: the page reconnects by itself
+    and says only that it is connecting, never "Offline"."""
+    accounts("alice")
+    refused = []
+
+    def route(ws):
+        if len(refused) < 2:
+            refused.append(ws)
+            ws.send(json.dumps({"type": "error", "code": "unavailable", "message": "busy", "retry_after": 1}))
+            ws.close(code=1013, reason="busy")
+            return
+        upstream = ws.connect_to_server()
+        upstream.on_message(ws.send)
+        ws.on_message(upstream.send)
+
+    page = new_page()
+    page.add_init_script(
+        """window.states = []; addEventListener('DOMContentLoaded', () => {
+            const status = document.getElementById('status');
+            new MutationObserver(() => window.states.push(status.dataset.state + ': ' + status.textContent.trim()))
+                .observe(status, {subtree: true, childList: true, characterData: true, attributes: true});
+        })"""
+    )
+    page.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
+    page.context.add_cookies([session_cookie("alice", server)])
+    page.goto(server.http + "/")
+    page.wait_for_selector("#status[data-state=online]", timeout=20_000)
+    states = page.evaluate("window.states")
+    assert len(refused) == 2
+    assert not [s for s in states if "offline" in s.lower()], states

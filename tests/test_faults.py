@@ -286,6 +286,32 @@ async def test_a_push_lost_after_the_commit_fails_nothing_and_repeats_nothing(mo
     await bob.close()
 
 
+async def test_a_caller_cancelled_mid_change_does_not_cancel_its_pushes(monkeypatch):
+    """A socket that closes while its login's claim runs cancels the login,
+    not the claim: committed, its "online" must still reach the others
+    (it was lost, and the user stayed offline to everyone after a storm)."""
+    alice = await amake_user("alice")
+    await amake_user("bob")
+    bob = await connected("bob")
+    started, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    claim = services.presence_claim
+
+    def slow_claim(**kwargs):
+        loop.call_soon_threadsafe(started.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+        return claim(**kwargs)
+
+    login = asyncio.ensure_future(events.run_then_push(slow_claim, user=alice, channel_name="test.gone"))
+    await started.wait()
+    login.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await login
+    await bob.event("presence", username="alice", online=True, timeout=5)
+    await bob.close()
+
+
 @processes
 async def test_while_redis_is_down_a_login_says_it_is_temporary_and_works_after(start_servers, private_redis):
     """A login that cannot complete says so (`unavailable`, with

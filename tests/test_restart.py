@@ -21,6 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
+from core.errors import ServiceError
 from messaging import events, selectors, services
 from messaging.hub import Hub
 from messaging.models import BroadcastCursor, Message, Presence
@@ -336,3 +337,258 @@ async def test_a_login_whose_socket_closed_meanwhile_claims_nothing(people, monk
     reply = await client.request("login", username="alice", password=PASSWORD)
     assert reply["type"] == "error" and gone
     assert not await sync_to_async(Presence.objects.exists)()
+
+
+async def test_a_token_login_whose_socket_closes_is_cancelled_before_its_claim(people, monkeypatch):
+    """A client that gave up on its token login (its request timed out in a
+    restart's storm) closes the socket: the login stops there, though the
+    consumer reads nothing else while a login runs. The connection ends
+    at once, not when the token's lookup comes back, and nothing is
+    claimed for nobody."""
+    import threading
+
+    from accounts import selectors as account_selectors
+
+    token = (await (first := await connected()).login("alice"))["token"]
+    await first.close()
+    started, release = threading.Event(), threading.Event()
+    lookup, claims = account_selectors.user_for_session, []
+    real_login = services.presence_login
+
+    def slow_lookup(**kwargs):
+        started.set()
+        release.wait(10)
+        return lookup(**kwargs)
+
+    def presence_login(**kwargs):
+        claims.append(kwargs["channel_name"])
+        return real_login(**kwargs)
+
+    monkeypatch.setattr(account_selectors, "user_for_session", slow_lookup)
+    monkeypatch.setattr(services, "presence_login", presence_login)
+    client = await connected()
+    await client.send_raw(f'{{"type": "login", "token": "{token}", "ref": 1}}')
+    assert await asyncio.to_thread(started.wait, 5)
+    await client.comm.send_input({"type": "websocket.disconnect", "code": 1006})
+    try:
+        await asyncio.wait_for(asyncio.shield(client.comm.future), 3)  # the lookup still runs
+    finally:
+        release.set()
+    await asyncio.sleep(0.2)
+    assert claims == []
+    assert not await sync_to_async(Presence.objects.exists)()
+
+
+async def test_a_cookie_login_whose_socket_closes_is_cancelled(people, monkeypatch):
+    """The page's login by its cookie runs as the socket opens, the same
+    way: a close meanwhile cancels it, before the claim."""
+    from django.test import Client
+
+    from .helpers import PASSWORD, ProtocolClient
+
+    http = Client()
+    await sync_to_async(http.login)(username="alice", password=PASSWORD)
+    cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
+    joining, release, claims = asyncio.Event(), asyncio.Event(), []
+    real_subscribe, real_login = events.subscribe, services.presence_login
+
+    async def slow_subscribe(*args, **kwargs):
+        joining.set()
+        await release.wait()
+        await real_subscribe(*args, **kwargs)
+
+    def presence_login(**kwargs):
+        claims.append(kwargs["channel_name"])
+        return real_login(**kwargs)
+
+    monkeypatch.setattr(events, "subscribe", slow_subscribe)
+    monkeypatch.setattr(services, "presence_login", presence_login)
+    page = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    await asyncio.wait_for(joining.wait(), 5)
+    await page.comm.send_input({"type": "websocket.disconnect", "code": 1001})
+    try:
+        await asyncio.wait_for(asyncio.shield(page.comm.future), 3)
+    finally:
+        release.set()
+    await asyncio.sleep(0.2)
+    assert claims == []
+    assert not await sync_to_async(Presence.objects.exists)()
+
+
+# --- Logins in turns ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def held_claim(monkeypatch):
+    """The claims of logins wait until `release` is set (in the database
+    thread); `claiming` is set once one waits there."""
+    import threading
+
+    claiming, release = threading.Event(), threading.Event()
+    real_login = services.presence_login
+
+    def presence_login(**kwargs):
+        claiming.set()
+        release.wait(10)
+        return real_login(**kwargs)
+
+    monkeypatch.setattr(services, "presence_login", presence_login)
+    yield claiming, release
+    release.set()
+
+
+async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):
+    """At most CHAT_LOGINS_IN_PROGRESS logins at once; one that would wait
+    longer than CHAT_LOGIN_WAIT_SECONDS is refused at once, `unavailable`
+    with a `retry_after`, and nothing of it is done: no session, no
+    presence. Once the first has ended, it logs in."""
+    from django.contrib.sessions.models import Session
+
+    from accounts.models import LoginAttempt
+
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
+    claiming, release = held_claim
+    alice, bob = await connected(), await connected()
+    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    # Counted beside the database thread, which the first login's claim holds.
+    sessions = await sync_to_async(Session.objects.count, thread_sensitive=False)()
+    attempts = await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)()
+    refused = await bob.error("login", "unavailable", username="bob", password="correct-horse-42")
+    assert isinstance(refused["retry_after"], int) and refused["retry_after"] >= 1
+    assert await sync_to_async(Session.objects.count, thread_sensitive=False)() == sessions
+    assert await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)() == attempts
+    bob_online = Presence.objects.filter(user__username="bob").exists
+    assert not await sync_to_async(bob_online, thread_sensitive=False)()
+    assert (await bob.ok("whoami"))["username"] is None
+    release.set()
+    assert (await first)["type"] == "ok"
+    assert (await bob.login("bob"))["username"] == "bob"
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_login_waits_its_turn_within_the_wait(people, settings, held_claim):
+    """Within CHAT_LOGIN_WAIT_SECONDS a login waits for a slot, in order,
+    and is served when one is free: refused only past the wait."""
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 5
+    claiming, release = held_claim
+    alice, bob = await connected(), await connected()
+    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    second = asyncio.ensure_future(bob.request("login", username="bob", password="correct-horse-42"))
+    await asyncio.sleep(0.3)
+    assert not second.done()
+    release.set()
+    assert (await first)["type"] == "ok" and (await second)["type"] == "ok"
+    await alice.close()
+    await bob.close()
+
+
+async def test_the_logins_refused_are_given_times_one_after_another(settings):
+    """The refused are booked at the pace logins end, each a time of its
+    own: a crowd comes back spread, not as a herd in the same second."""
+    from messaging.runtime import LoginGate
+
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 1  # promised: 1 a second
+    gate = LoginGate()
+    told = []
+    async with gate.slot():
+        waiting = asyncio.ensure_future(gate.slot().__aenter__())  # one waits: its turn comes within 1 s
+        await asyncio.sleep(0)
+        for _ in range(4):
+            with pytest.raises(ServiceError) as refused:
+                await gate.slot().__aenter__()
+            told.append(refused.value.extra["retry_after"])
+    await waiting
+    assert told == [2, 3, 4, 5]
+    assert gate.in_progress == 1 and not gate.waiting
+
+
+async def test_a_page_past_the_logins_in_progress_is_closed_to_come_back(people, settings, monkeypatch):
+    """The page's login by its cookie takes its turn the same way; refused,
+    it is told `unavailable` and closed with 1013 (try again later), and
+    the page reconnects by itself."""
+    from django.test import Client
+
+    from .helpers import PASSWORD, ProtocolClient
+
+    http = Client()
+    await sync_to_async(http.login)(username="bob", password=PASSWORD)
+    cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
+    # The first login waits in its subscription, not in the database thread
+    # (which the page's handshake needs, to read its session).
+    joining, release = asyncio.Event(), asyncio.Event()
+    real_subscribe = events.subscribe
+
+    async def slow_subscribe(*args, **kwargs):
+        joining.set()
+        await release.wait()
+        await real_subscribe(*args, **kwargs)
+
+    monkeypatch.setattr(events, "subscribe", slow_subscribe)
+    alice = await connected()
+    first = asyncio.ensure_future(alice.request("login", username="alice", password=PASSWORD))
+    await asyncio.wait_for(joining.wait(), 5)
+    page = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
+    error = await page.event("error")
+    assert error["code"] == "unavailable" and error["retry_after"] >= 1
+    assert await page.closed_with() == 1013
+    release.set()
+    assert (await first)["type"] == "ok"
+    await alice.close()
+
+
+async def test_a_read_hops_to_the_pool_with_the_callers_context(monkeypatch):
+    """`read` (the ops' selectors) is a plain executor hop, cheaper than
+    asgiref's: it still runs off the event loop's thread, sees the
+    caller's context, closes stale database connections around the call,
+    and raises what the selector raises."""
+    import contextvars
+    import threading
+
+    from messaging.ops import registry
+
+    who = contextvars.ContextVar("who")
+    who.set("the caller")
+    closed = []
+    monkeypatch.setattr(registry, "close_old_connections", lambda: closed.append(threading.get_ident()))
+
+    def selector(*, n):
+        return threading.get_ident(), who.get(), n
+
+    thread, seen, n = await registry.read(selector, n=3)
+    assert thread != threading.get_ident() and seen == "the caller" and n == 3
+    assert closed == [thread, thread]
+
+    def failing():
+        raise ServiceError("unknown_user", "No such user.")
+
+    with pytest.raises(ServiceError):
+        await registry.read(failing)
+
+
+async def test_a_connection_told_to_come_back_is_not_closed_for_waiting(people, settings, held_claim):
+    """An anonymous connection is closed after CHAT_LOGIN_DEADLINE_SECONDS;
+    one told to log in again in `retry_after` seconds is kept that long,
+    and the deadline's length after it: a crowd told to come back in a
+    minute would otherwise be closed for doing as told."""
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
+    claiming, release = held_claim
+    alice = await connected()
+    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    settings.CHAT_LOGIN_DEADLINE_SECONDS = 1  # bob's
+    bob = await connected()
+    opened = asyncio.get_running_loop().time()
+    refused = await bob.error("login", "unavailable", username="bob", password="correct-horse-42")
+    told = asyncio.get_running_loop().time()
+    assert refused["retry_after"] == 1
+    await asyncio.sleep(opened + 1.5 - asyncio.get_running_loop().time())  # past the first deadline
+    assert not bob.closed.is_set()
+    assert await bob.closed_with(timeout=3) == 1008  # then closed, at retry_after + deadline
+    assert asyncio.get_running_loop().time() - told >= 1.9
+    release.set()
+    assert (await first)["type"] == "ok"
+    await alice.close()

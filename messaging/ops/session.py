@@ -41,6 +41,18 @@ async def signup(conn: Connection, request: Request) -> dict[str, Any]:
 async def login(conn: Connection, request: Request) -> Reply:
     if conn.identity.user is not None:
         raise ServiceError("already_logged_in", f"You are already logged in as {conn.identity.user.username}.")
+    # Its turn first (or `unavailable` + retry_after): nothing is looked up,
+    # hashed or claimed for a login the process has no room for now.
+    try:
+        async with runtime.logins.slot():
+            return await _login(conn, request)
+    except ServiceError as e:
+        if e.code == "unavailable":
+            conn.login_later(float(e.extra.get("retry_after", 0)))
+        raise
+
+
+async def _login(conn: Connection, request: Request) -> Reply:
     takeover = request.flag("takeover", default=False)
     token = None
     if request.has("token"):

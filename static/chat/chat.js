@@ -141,18 +141,34 @@ function showPresence() {
   sidebar.header();
 }
 
-function closed() {
+// Closed with 1013 (try again later): the server is busy logging a crowd in
+// (a restart) or cannot reach its Redis. Nothing a person need worry about:
+// the page says it is connecting until it is back.
+const TRY_LATER = 1013;
+let busy = false;
+
+function closed(code) {
   store.socketClosed();
   showPresence();
   outboxChanged();
   if (store.stopped) return false;
-  setStatus("offline", "Offline");
+  busy = code === TRY_LATER;
+  if (busy) setStatus("connecting", "Connecting…");
+  else setStatus("offline", "Offline");
   return true;
 }
 
 function waiting(seconds) {
+  if (busy) return;
   setStatus("offline", "Offline", ` — reconnecting in ${seconds} s`);
   $("retry-now").hidden = false;
+}
+
+/** What `unavailable` asks to wait, and up to a tenth (and a second)
+ * more: pages told the same second do not all come back in it. */
+function retryAfterMs(retryAfter) {
+  const told = Math.max(1, retryAfter || 2);
+  return (told + Math.random() * (1 + told / 10)) * 1000;
 }
 
 async function takeOver() {
@@ -166,10 +182,11 @@ async function takeOver() {
   const reply = await conn.request("login", { takeover: true, presence_batch: true });
   if (reply.type === "ok") loggedIn();
   else if (reply.code === "unavailable") {
-    // The server cannot complete a login just now (its Redis is down): try again.
-    setStatus("connecting", "Connecting…", " — the server is briefly unavailable");
+    // The server cannot complete a login just now (it is busy, or its Redis
+    // is down): try again, saying no more than that it is connecting.
+    setStatus("connecting", "Connecting…");
     store.setTakeover(true);
-    setTimeout(takeOver, (reply.retry_after || 2) * 1000);
+    setTimeout(takeOver, retryAfterMs(reply.retry_after));
   } else if (reply.code !== "disconnected") location.href = loginUrl;
 }
 
