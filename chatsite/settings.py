@@ -371,8 +371,9 @@ CHAT_PENDING_HIGH_WATER_BYTES = 256 * 1024
 CHAT_PENDING_STALL_SECONDS = env_float("CHAT_PENDING_STALL_SECONDS", 30)
 # An anonymous connection must log in within this time.
 CHAT_LOGIN_DEADLINE_SECONDS = env_float("CHAT_LOGIN_DEADLINE_SECONDS", 60)
-# Logins under way at once per process, at most; past it a login waits its
-# turn, and one that would wait more than CHAT_LOGIN_WAIT_SECONDS is told
+# Logins by token or session under way at once per process, at most (a
+# password login is bounded by the hashing pool instead); past it one waits
+# its turn, and one that would wait more than CHAT_LOGIN_WAIT_SECONDS is told
 # `unavailable` with a `retry_after` (a restart's crowd of thousands is
 # served in turns instead of queueing past the clients' request timeout).
 CHAT_LOGINS_IN_PROGRESS = env_int("CHAT_LOGINS_IN_PROGRESS", 200)

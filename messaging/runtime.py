@@ -47,7 +47,8 @@ RETRY_AFTER_MAX = 120  # seconds a refused login is told to wait, at most
 
 
 class LoginGate:
-    """At most CHAT_LOGINS_IN_PROGRESS logins under way at once in this
+    """At most CHAT_LOGINS_IN_PROGRESS token and session logins (not
+    password logins, bounded by the hashing pool) under way at once in this
     process; the others wait their turn, in order, unless the wait would
     be longer than CHAT_LOGIN_WAIT_SECONDS: those are refused at once,
     `unavailable` with a `retry_after`, having cost nothing (no token

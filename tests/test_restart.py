@@ -437,24 +437,34 @@ def held_claim(monkeypatch):
     release.set()
 
 
+async def token_for(name):
+    """A resume token of `name`'s, made without a login (whose claim the
+    tests below hold)."""
+    from accounts import services as accounts
+
+    user = await sync_to_async(User.objects.get)(username=name)
+    return await sync_to_async(accounts.session_create)(user=user)
+
+
 async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):
-    """At most CHAT_LOGINS_IN_PROGRESS logins at once; one that would wait
-    longer than CHAT_LOGIN_WAIT_SECONDS is refused at once, `unavailable`
-    with a `retry_after`, and nothing of it is done: no session, no
-    presence. Once the first has ended, it logs in."""
+    """At most CHAT_LOGINS_IN_PROGRESS token logins at once; one that
+    would wait longer than CHAT_LOGIN_WAIT_SECONDS is refused at once,
+    `unavailable` with a `retry_after`, and nothing of it is done: no
+    session, no presence. Once the first has ended, it logs in."""
     from django.contrib.sessions.models import Session
 
     from accounts.models import LoginAttempt
 
     settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
     claiming, release = held_claim
+    tokens = {name: await token_for(name) for name in ("alice", "bob")}
     alice, bob = await connected(), await connected()
-    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
     assert await asyncio.to_thread(claiming.wait, 5)
     # Counted beside the database thread, which the first login's claim holds.
     sessions = await sync_to_async(Session.objects.count, thread_sensitive=False)()
     attempts = await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)()
-    refused = await bob.error("login", "unavailable", username="bob", password="correct-horse-42")
+    refused = await bob.error("login", "unavailable", token=tokens["bob"])
     assert isinstance(refused["retry_after"], int) and refused["retry_after"] >= 1
     assert await sync_to_async(Session.objects.count, thread_sensitive=False)() == sessions
     assert await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)() == attempts
@@ -463,9 +473,27 @@ async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, 
     assert (await bob.ok("whoami"))["username"] is None
     release.set()
     assert (await first)["type"] == "ok"
-    assert (await bob.login("bob"))["username"] == "bob"
+    assert (await bob.ok("login", token=tokens["bob"]))["username"] == "bob"
     await alice.close()
     await bob.close()
+
+
+async def test_a_password_login_never_waits_for_a_turn(people, settings, held_claim):
+    """Only logins that check no password (a token, a session: how clients
+    come back after a restart) take turns: a password login keeps the
+    contract's answers, and its cost is bounded by the hashing pool."""
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
+    claiming, release = held_claim
+    alice, carol = await connected(), await connected()
+    first = asyncio.ensure_future(alice.request("login", token=await token_for("alice")))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    second = asyncio.ensure_future(carol.request("login", username="carol", password="correct-horse-42"))
+    await asyncio.sleep(0.3)
+    assert not second.done()  # at its claim, held like the first: not refused
+    release.set()
+    assert (await first)["type"] == "ok" and (await second)["type"] == "ok"
+    await alice.close()
+    await carol.close()
 
 
 async def test_a_login_waits_its_turn_within_the_wait(people, settings, held_claim):
@@ -473,10 +501,11 @@ async def test_a_login_waits_its_turn_within_the_wait(people, settings, held_cla
     and is served when one is free: refused only past the wait."""
     settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 5
     claiming, release = held_claim
+    tokens = {name: await token_for(name) for name in ("alice", "bob")}
     alice, bob = await connected(), await connected()
-    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
     assert await asyncio.to_thread(claiming.wait, 5)
-    second = asyncio.ensure_future(bob.request("login", username="bob", password="correct-horse-42"))
+    second = asyncio.ensure_future(bob.request("login", token=tokens["bob"]))
     await asyncio.sleep(0.3)
     assert not second.done()
     release.set()
@@ -529,7 +558,7 @@ async def test_a_page_past_the_logins_in_progress_is_closed_to_come_back(people,
 
     monkeypatch.setattr(events, "subscribe", slow_subscribe)
     alice = await connected()
-    first = asyncio.ensure_future(alice.request("login", username="alice", password=PASSWORD))
+    first = asyncio.ensure_future(alice.request("login", token=await token_for("alice")))
     await asyncio.wait_for(joining.wait(), 5)
     page = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     error = await page.event("error")
@@ -576,13 +605,14 @@ async def test_a_connection_told_to_come_back_is_not_closed_for_waiting(people, 
     minute would otherwise be closed for doing as told."""
     settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
     claiming, release = held_claim
+    tokens = {name: await token_for(name) for name in ("alice", "bob")}
     alice = await connected()
-    first = asyncio.ensure_future(alice.request("login", username="alice", password="correct-horse-42"))
+    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
     assert await asyncio.to_thread(claiming.wait, 5)
     settings.CHAT_LOGIN_DEADLINE_SECONDS = 1  # bob's
     bob = await connected()
     opened = asyncio.get_running_loop().time()
-    refused = await bob.error("login", "unavailable", username="bob", password="correct-horse-42")
+    refused = await bob.error("login", "unavailable", token=tokens["bob"])
     told = asyncio.get_running_loop().time()
     assert refused["retry_after"] == 1
     await asyncio.sleep(opened + 1.5 - asyncio.get_running_loop().time())  # past the first deadline

@@ -41,8 +41,13 @@ async def signup(conn: Connection, request: Request) -> dict[str, Any]:
 async def login(conn: Connection, request: Request) -> Reply:
     if conn.identity.user is not None:
         raise ServiceError("already_logged_in", f"You are already logged in as {conn.identity.user.username}.")
-    # Its turn first (or `unavailable` + retry_after): nothing is looked up,
-    # hashed or claimed for a login the process has no room for now.
+    # A login that checks no password (a resume token, a session: how a
+    # restart's crowd comes back) takes its turn first, or is told
+    # `unavailable` + retry_after with nothing looked up or claimed. A
+    # password login keeps the contract's answers: the hashing pool bounds
+    # what it costs, and a crowd does not come back with passwords.
+    if request.has("password"):
+        return await _login(conn, request)
     try:
         async with runtime.logins.slot():
             return await _login(conn, request)
