@@ -327,8 +327,8 @@ def seed(sizes: Sizes, *, progress: bool) -> None:
                 cursor,
                 sql.series(
                     f"INSERT INTO {t['presence']} (user_id, channel_name, host, pid, connected_at, heartbeat_at,"
-                    " session_key, auth_hash)"
-                    f" SELECT {uid('n')}, 'bench.' || n, 'bench', 1, {sql.ago('n')}, {sql.ago('0')}, '', ''",
+                    " session_key)"
+                    f" SELECT {uid('n')}, 'bench.' || n, 'bench', 1, {sql.ago('n')}, {sql.ago('0')}, ''",
                     0,
                     sizes.online - 1,
                 ),

@@ -58,7 +58,6 @@ def seed(connections: int) -> list[str]:
                 connected_at=now,
                 heartbeat_at=now,
                 session_key=accounts.session_create(user=user),
-                auth_hash=user.get_session_auth_hash(),
             )
         )
     Presence.objects.bulk_create(rows, batch_size=1000)

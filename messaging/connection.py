@@ -294,7 +294,6 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)
             raise unavailable() from None
-        auth_hash = user.get_session_auth_hash()
 
         def claim() -> tuple[str | None, int]:
             # Looked at in the database thread, when the claim's turn comes:
@@ -309,7 +308,6 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
                 channel_name=self.channel_name,
                 takeover=takeover,
                 session_key=session_key,
-                auth_hash=auth_hash,
             )
 
         try:

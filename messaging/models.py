@@ -222,11 +222,10 @@ class Presence(models.Model):
     connected_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField(db_index=True)
     # The Django session the connection logged in with (its cookie's, or the
-    # one behind its resume token), and the user's session auth hash then:
-    # a logout ends the session, a password change changes the hash, and
-    # either ends the connection.
+    # one behind its resume token): a logout ends the session, a password
+    # change invalidates it (the session's auth hash, checked by
+    # accounts.selectors), and either ends the connection.
     session_key = models.CharField(max_length=TOKEN_MAX, blank=True, db_index=True)
-    auth_hash = models.CharField(max_length=128, blank=True)
 
     class Meta:
         verbose_name_plural = "presence"

@@ -77,9 +77,7 @@ def test_change_password_keeps_this_session_and_ends_every_other(client):
 def test_change_password_ends_the_live_socket_at_the_presence_check():
     alice = make_user("alice")
     token = accounts.session_create(user=alice)
-    services.presence_claim(
-        user=alice, channel_name="test.alice", session_key=token, auth_hash=alice.get_session_auth_hash()
-    )
+    services.presence_claim(user=alice, channel_name="test.alice", session_key=token)
     assert services.presence_sessions_check(channel_names=["test.alice"]) == []
     assert change(logged_in(alice), PASSWORD, NEW).status_code == 302
     assert services.presence_sessions_check(channel_names=["test.alice"]) == ["test.alice"]

@@ -446,6 +446,19 @@ async def token_for(name):
     return await sync_to_async(accounts.session_create)(user=user)
 
 
+async def alice_held_at_her_claim(settings, held_claim, *, wait):
+    """Token logins take turns one at a time, each waiting at most `wait`
+    seconds for its turn; alice's is started and held at its claim (until
+    held_claim's `release`). Returns her client, her pending login and
+    bob's token (made before: the held claim holds the database thread)."""
+    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, wait
+    claiming, _ = held_claim
+    alice, token, bobs = await connected(), await token_for("alice"), await token_for("bob")
+    first = asyncio.ensure_future(alice.request("login", token=token))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    return alice, first, bobs
+
+
 async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):
     """At most CHAT_LOGINS_IN_PROGRESS token logins at once; one that
     would wait longer than CHAT_LOGIN_WAIT_SECONDS is refused at once,
@@ -455,16 +468,13 @@ async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, 
 
     from accounts.models import LoginAttempt
 
-    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
-    claiming, release = held_claim
-    tokens = {name: await token_for(name) for name in ("alice", "bob")}
-    alice, bob = await connected(), await connected()
-    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
-    assert await asyncio.to_thread(claiming.wait, 5)
+    alice, first, token = await alice_held_at_her_claim(settings, held_claim, wait=0)
+    _, release = held_claim
+    bob = await connected()
     # Counted beside the database thread, which the first login's claim holds.
     sessions = await sync_to_async(Session.objects.count, thread_sensitive=False)()
     attempts = await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)()
-    refused = await bob.error("login", "unavailable", token=tokens["bob"])
+    refused = await bob.error("login", "unavailable", token=token)
     assert isinstance(refused["retry_after"], int) and refused["retry_after"] >= 1
     assert await sync_to_async(Session.objects.count, thread_sensitive=False)() == sessions
     assert await sync_to_async(LoginAttempt.objects.count, thread_sensitive=False)() == attempts
@@ -473,7 +483,7 @@ async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, 
     assert (await bob.ok("whoami"))["username"] is None
     release.set()
     assert (await first)["type"] == "ok"
-    assert (await bob.ok("login", token=tokens["bob"]))["username"] == "bob"
+    assert (await bob.ok("login", token=token))["username"] == "bob"
     await alice.close()
     await bob.close()
 
@@ -482,11 +492,9 @@ async def test_a_password_login_never_waits_for_a_turn(people, settings, held_cl
     """Only logins that check no password (a token, a session: how clients
     come back after a restart) take turns: a password login keeps the
     contract's answers, and its cost is bounded by the hashing pool."""
-    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
-    claiming, release = held_claim
-    alice, carol = await connected(), await connected()
-    first = asyncio.ensure_future(alice.request("login", token=await token_for("alice")))
-    assert await asyncio.to_thread(claiming.wait, 5)
+    alice, first, _ = await alice_held_at_her_claim(settings, held_claim, wait=0)
+    _, release = held_claim
+    carol = await connected()
     second = asyncio.ensure_future(carol.request("login", username="carol", password="correct-horse-42"))
     await asyncio.sleep(0.3)
     assert not second.done()  # at its claim, held like the first: not refused
@@ -499,13 +507,10 @@ async def test_a_password_login_never_waits_for_a_turn(people, settings, held_cl
 async def test_a_login_waits_its_turn_within_the_wait(people, settings, held_claim):
     """Within CHAT_LOGIN_WAIT_SECONDS a login waits for a slot, in order,
     and is served when one is free: refused only past the wait."""
-    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 5
-    claiming, release = held_claim
-    tokens = {name: await token_for(name) for name in ("alice", "bob")}
-    alice, bob = await connected(), await connected()
-    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
-    assert await asyncio.to_thread(claiming.wait, 5)
-    second = asyncio.ensure_future(bob.request("login", token=tokens["bob"]))
+    alice, first, token = await alice_held_at_her_claim(settings, held_claim, wait=5)
+    _, release = held_claim
+    bob = await connected()
+    second = asyncio.ensure_future(bob.request("login", token=token))
     await asyncio.sleep(0.3)
     assert not second.done()
     release.set()
@@ -603,16 +608,12 @@ async def test_a_connection_told_to_come_back_is_not_closed_for_waiting(people, 
     one told to log in again in `retry_after` seconds is kept that long,
     and the deadline's length after it: a crowd told to come back in a
     minute would otherwise be closed for doing as told."""
-    settings.CHAT_LOGINS_IN_PROGRESS, settings.CHAT_LOGIN_WAIT_SECONDS = 1, 0
-    claiming, release = held_claim
-    tokens = {name: await token_for(name) for name in ("alice", "bob")}
-    alice = await connected()
-    first = asyncio.ensure_future(alice.request("login", token=tokens["alice"]))
-    assert await asyncio.to_thread(claiming.wait, 5)
+    alice, first, token = await alice_held_at_her_claim(settings, held_claim, wait=0)
+    _, release = held_claim
     settings.CHAT_LOGIN_DEADLINE_SECONDS = 1  # bob's
     bob = await connected()
     opened = asyncio.get_running_loop().time()
-    refused = await bob.error("login", "unavailable", token=tokens["bob"])
+    refused = await bob.error("login", "unavailable", token=token)
     told = asyncio.get_running_loop().time()
     assert refused["retry_after"] == 1
     await asyncio.sleep(opened + 1.5 - asyncio.get_running_loop().time())  # past the first deadline

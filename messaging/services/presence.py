@@ -67,9 +67,7 @@ def _presence_end_rows(rows: QuerySet[Presence], *, last_seen: datetime) -> list
     return names
 
 
-def presence_claim(
-    *, user: UserModel, channel_name: str, takeover: bool = False, session_key: str = "", auth_hash: str = ""
-) -> str | None:
+def presence_claim(*, user: UserModel, channel_name: str, takeover: bool = False, session_key: str = "") -> str | None:
     """Make `channel_name` the user's one live connection; return the channel
     it replaced, if any.
 
@@ -78,22 +76,22 @@ def presence_claim(
     presence change is announced (the user stays online). A row left by a
     dead connection (stale heartbeat) is simply replaced.
     """
-    return _claim(user, channel_name, takeover, session_key, auth_hash, count=False)[0]
+    return _claim(user, channel_name, takeover, session_key, count=False)[0]
 
 
 def presence_login(
-    *, user: UserModel, channel_name: str, takeover: bool = False, session_key: str = "", auth_hash: str = ""
+    *, user: UserModel, channel_name: str, takeover: bool = False, session_key: str = ""
 ) -> tuple[str | None, int]:
     """What a login does at the database, in one transaction and one trip
     to the database thread: presence_claim, and how many messages wait
     for the user (selectors.pending_count) once the claim has caught their
     mailbox up. If the count fails, the claim is undone with it. Returns
     the channel replaced and that count."""
-    return _claim(user, channel_name, takeover, session_key, auth_hash, count=True)
+    return _claim(user, channel_name, takeover, session_key, count=True)
 
 
 def _claim(
-    user: UserModel, channel_name: str, takeover: bool, session_key: str, auth_hash: str, *, count: bool
+    user: UserModel, channel_name: str, takeover: bool, session_key: str, *, count: bool
 ) -> tuple[str | None, int]:
     """presence_claim's transaction; with `count`, what waits is counted in
     it (one transaction, no savepoint around it: a login's statements each
@@ -106,7 +104,6 @@ def _claim(
         "connected_at": now,
         "heartbeat_at": now,
         "session_key": session_key,
-        "auth_hash": auth_hash,
     }
     for _ in range(3):
         with transaction.atomic():
