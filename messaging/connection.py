@@ -295,23 +295,18 @@ class ChatConsumer(AsyncConsumer):  # type: ignore[misc]  # no type hints in cha
             runtime.hub.leave(self)
             raise unavailable() from None
 
-        def claim() -> tuple[str | None, int]:
-            # Looked at in the database thread, when the claim's turn comes:
-            # a client that gave up waiting (its request timed out in a
-            # restart's storm) has closed the socket and logs in again
-            # elsewhere; a claim now is work for nobody, and its release
-            # more.
-            if self.transport.peer_gone():
-                raise ServiceError("unavailable", "The connection closed before the login.")
-            return services.presence_login(
-                user=user,
-                channel_name=self.channel_name,
-                takeover=takeover,
-                session_key=session_key,
-            )
-
+        # The writer claims the logins that wait together (a restart's crowd
+        # comes back at once); nothing is claimed for a socket that closed
+        # meanwhile.
+        claim = services.ClaimRequest(
+            user=user,
+            channel_name=self.channel_name,
+            takeover=takeover,
+            session_key=session_key,
+            gone=self.transport.peer_gone,
+        )
         try:
-            _, pending = await events.run_then_push(claim)
+            _, pending = await runtime.writer.submit(claim)
         except BaseException:
             self.joining, self.claiming_id = None, None
             runtime.hub.leave(self)

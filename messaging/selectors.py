@@ -8,6 +8,7 @@ Deleted messages are never shown.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -122,11 +123,24 @@ def pending_count(*, user: UserModel, online: bool = False) -> int:
     offline, the broadcasts their next login will add (BroadcastCursor).
     `online`: the caller knows they hold presence (the login that just
     claimed it), so that is not looked up."""
-    rows = Delivery.objects.filter(recipient=user, acked_at__isnull=True, message__deleted_at__isnull=True).count()
+    rows = pending_rows(user_ids=[user.pk]).get(user.pk, 0)
     if online or Presence.objects.filter(user=user).exists():
         return rows
     waiting = broadcasts_waiting(user=user, after=broadcast_cursor(user_id=user.pk))
     return rows + waiting.filter(deleted_at__isnull=True).count()
+
+
+def pending_rows(*, user_ids: Sequence[int]) -> dict[int, int]:
+    """How many of their rows wait for each of these users (those with none
+    are left out): pending_count's rows, for a batch of logins in one
+    query."""
+    waiting = (
+        Delivery.objects.filter(recipient_id__in=user_ids, acked_at__isnull=True, message__deleted_at__isnull=True)
+        .values("recipient_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {row["recipient_id"]: row["n"] for row in waiting}
 
 
 def latest_broadcast_id() -> int:
@@ -137,8 +151,12 @@ def latest_broadcast_id() -> int:
 
 def broadcast_cursor(*, user_id: int) -> int:
     """How far the broadcasts are in the user's mailbox (0: none yet)."""
-    up_to = BroadcastCursor.objects.filter(user_id=user_id).values_list("up_to", flat=True).first()
-    return up_to or 0
+    return broadcast_cursors(user_ids=[user_id]).get(user_id, 0)
+
+
+def broadcast_cursors(*, user_ids: Sequence[int]) -> dict[int, int]:
+    """broadcast_cursor of each of these users who has one."""
+    return dict(BroadcastCursor.objects.filter(user_id__in=user_ids).values_list("user_id", "up_to"))
 
 
 def broadcasts_waiting(*, user: UserModel, after: int) -> QuerySet[Message]:

@@ -1,7 +1,7 @@
 """Group commit: one writer per server process.
 
-Consumers hand their sends, broadcasts, acks and read marks to the writer
-and wait for their own result. While one batch is being committed, the
+Consumers hand their sends, broadcasts, acks, read marks and logins'
+claims to the writer and wait for their own result. While one batch is being committed, the
 next one gathers; it then goes to the database in one transaction
 (``services.requests_apply``). Under load, batches form by themselves;
 when the server is idle, a request is a batch of one and waits for nobody.
@@ -25,7 +25,7 @@ from . import events, services
 
 log = logging.getLogger("chat")
 
-MAX_BATCH = 500  # sends, broadcasts, room messages, read marks
+MAX_BATCH = 500  # sends, broadcasts, room messages, read marks, claims
 # A broadcast writes a row per user: a few per batch, so the requests behind
 # them wait for a few thousand rows, not for every queued broadcast.
 MAX_BROADCASTS_PER_BATCH = 4

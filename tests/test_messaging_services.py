@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from core.errors import ServiceError
+from core.protocol import CLOSE_REPLACED
 from messaging import events, selectors, services, wire
 from messaging.models import Delivery, Edit, Message, Presence, ReadMark
 
@@ -150,6 +151,45 @@ def test_a_login_claims_presence_and_counts_what_waits(alice, bob):
         services.presence_login(user=alice, channel_name="two")
     assert e.value.code == "already_online"
     assert services.presence_login(user=alice, channel_name="two", takeover=True) == ("one", 1)
+
+
+@pytest.mark.django_db
+def test_logins_claimed_together_each_get_their_own_answer(capture_pushes):
+    """The writer's batch of logins (a restart's crowd): those without a row
+    are claimed together, each with its own count and its mailbox caught up;
+    a closed socket, a user already online, the same user twice each get
+    the answer they would get alone; everyone is told once who came."""
+    from messaging.services import ClaimRequest
+
+    alice, bob, carol, dave = (make_user(name) for name in ("alice", "bob", "carol", "dave"))
+    services.message_send(sender=bob, to_username="alice", body="while you were out")
+    services.message_broadcast(sender=dave, body="to everyone offline")
+    services.presence_login(user=carol, channel_name="carol-1")
+    with capture_pushes() as pushes:
+        results = services.presence_logins(
+            requests=[
+                ClaimRequest(user=alice, channel_name="alice-1"),
+                ClaimRequest(user=bob, channel_name="bob-1", gone=lambda: True),
+                ClaimRequest(user=carol, channel_name="carol-2"),
+                ClaimRequest(user=dave, channel_name="dave-1", session_key="s"),
+                ClaimRequest(user=dave, channel_name="dave-2", takeover=True),
+            ]
+        )
+    assert results[0] == (None, 2)  # her message, and the broadcast caught up
+    assert isinstance(results[1], ServiceError) and results[1].code == "unavailable"
+    assert isinstance(results[2], ServiceError) and results[2].code == "already_online"
+    assert results[3] == (None, 0)  # his own broadcast is not his to read
+    assert results[4] == ("dave-1", 0)
+    rows = Presence.objects.values_list("user__username", "channel_name", "session_key")
+    assert sorted(rows) == [("alice", "alice-1", ""), ("carol", "carol-1", ""), ("dave", "dave-2", "")]
+    assert [(p.target, p.event) for p in pushes] == [
+        (events.HUB_GROUP, {"type": events.HUB_PRESENCE, "usernames": ["alice", "dave"], "online": True}),
+        ("dave-1", {"type": events.END, "frame": {"type": "session_replaced"}, "code": CLOSE_REPLACED}),
+    ]
+    alice.refresh_from_db()
+    assert alice.last_login is not None
+    assert selectors.broadcast_cursor(user_id=alice.pk) == selectors.latest_broadcast_id() > 0
+    assert not Presence.objects.filter(user=bob).exists() and bob.last_login is None
 
 
 @pytest.mark.django_db

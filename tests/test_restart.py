@@ -284,7 +284,7 @@ def test_a_login_claims_and_counts_in_one_transaction_and_undoes_both_on_failure
     def count_fails(**kwargs):
         raise RuntimeError("the count failed")
 
-    monkeypatch.setattr(presence, "pending_count", count_fails)
+    monkeypatch.setattr(presence, "pending_rows", count_fails)
     with capture_pushes() as pushes, pytest.raises(RuntimeError):
         services.presence_login(user=alice, channel_name="a2")
     assert not Presence.objects.filter(user=alice).exists()
@@ -353,19 +353,14 @@ async def test_a_token_login_whose_socket_closes_is_cancelled_before_its_claim(p
     await first.close()
     started, release = threading.Event(), threading.Event()
     lookup, claims = account_selectors.user_for_session, []
-    real_login = services.presence_login
 
     def slow_lookup(**kwargs):
         started.set()
         release.wait(10)
         return lookup(**kwargs)
 
-    def presence_login(**kwargs):
-        claims.append(kwargs["channel_name"])
-        return real_login(**kwargs)
-
     monkeypatch.setattr(account_selectors, "user_for_session", slow_lookup)
-    monkeypatch.setattr(services, "presence_login", presence_login)
+    before_claims(monkeypatch, lambda requests: claims.extend(r.channel_name for r in requests))
     client = await connected()
     await client.send_raw(f'{{"type": "login", "token": "{token}", "ref": 1}}')
     assert await asyncio.to_thread(started.wait, 5)
@@ -390,19 +385,15 @@ async def test_a_cookie_login_whose_socket_closes_is_cancelled(people, monkeypat
     await sync_to_async(http.login)(username="alice", password=PASSWORD)
     cookie = f"sessionid={http.cookies['sessionid'].value}".encode()
     joining, release, claims = asyncio.Event(), asyncio.Event(), []
-    real_subscribe, real_login = events.subscribe, services.presence_login
+    real_subscribe = events.subscribe
 
     async def slow_subscribe(*args, **kwargs):
         joining.set()
         await release.wait()
         await real_subscribe(*args, **kwargs)
 
-    def presence_login(**kwargs):
-        claims.append(kwargs["channel_name"])
-        return real_login(**kwargs)
-
     monkeypatch.setattr(events, "subscribe", slow_subscribe)
-    monkeypatch.setattr(services, "presence_login", presence_login)
+    before_claims(monkeypatch, lambda requests: claims.extend(r.channel_name for r in requests))
     page = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
     await asyncio.wait_for(joining.wait(), 5)
     await page.comm.send_input({"type": "websocket.disconnect", "code": 1001})
@@ -418,6 +409,20 @@ async def test_a_cookie_login_whose_socket_closes_is_cancelled(people, monkeypat
 # --- Logins in turns ---------------------------------------------------------------------------
 
 
+def before_claims(monkeypatch, before):
+    """Call `before(requests)` in the database thread ahead of each batch of
+    logins' claims that the writer commits."""
+    from messaging.services import batch
+
+    real = batch._SERVICES[services.ClaimRequest]
+
+    def claims(*, requests):
+        before(requests)
+        return real(requests=requests)
+
+    monkeypatch.setitem(batch._SERVICES, services.ClaimRequest, claims)
+
+
 @pytest.fixture
 def held_claim(monkeypatch):
     """The claims of logins wait until `release` is set (in the database
@@ -425,14 +430,12 @@ def held_claim(monkeypatch):
     import threading
 
     claiming, release = threading.Event(), threading.Event()
-    real_login = services.presence_login
 
-    def presence_login(**kwargs):
+    def hold(requests):
         claiming.set()
         release.wait(10)
-        return real_login(**kwargs)
 
-    monkeypatch.setattr(services, "presence_login", presence_login)
+    before_claims(monkeypatch, hold)
     yield claiming, release
     release.set()
 
@@ -457,6 +460,42 @@ async def alice_held_at_her_claim(settings, held_claim, *, wait):
     first = asyncio.ensure_future(alice.request("login", token=token))
     assert await asyncio.to_thread(claiming.wait, 5)
     return alice, first, bobs
+
+
+async def test_logins_that_come_while_others_are_claimed_are_claimed_together(people, monkeypatch):
+    """A restart's crowd logs in at once: the claims that queue while the
+    writer commits a batch go to the database together, and each login
+    gets its own answer."""
+    import threading
+
+    tokens = {name: await token_for(name) for name in ("alice", "bob", "carol")}
+    batches, release = [], threading.Event()
+
+    def hold_the_first(requests):
+        batches.append(sorted(r.user.username for r in requests))
+        if len(batches) == 1:
+            release.wait(10)
+
+    before_claims(monkeypatch, hold_the_first)
+    clients = {name: await connected() for name in tokens}
+    first = asyncio.ensure_future(clients["alice"].request("login", token=tokens["alice"]))
+    for _ in range(500):
+        if batches:
+            break
+        await asyncio.sleep(0.01)
+    others = [asyncio.ensure_future(clients[n].request("login", token=tokens[n])) for n in ("bob", "carol")]
+    for _ in range(500):
+        if len(runtime.writer.queue) == 2:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    replies = [await first, *[await other for other in others]]
+    assert [(r["type"], r["username"]) for r in replies] == [("ok", "alice"), ("ok", "bob"), ("ok", "carol")]
+    assert batches == [["alice"], ["bob", "carol"]]
+    online = sync_to_async(selectors.online_usernames, thread_sensitive=False)
+    assert await online() == ["alice", "bob", "carol"]
+    for client in clients.values():
+        await client.close()
 
 
 async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):

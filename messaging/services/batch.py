@@ -23,9 +23,10 @@ from .messages import (
     messages_room_send,
     messages_send,
 )
+from .presence import ClaimRequest, presence_logins
 from .reads import ReadRequest, conversations_read
 
-BatchRequest = SendRequest | BroadcastRequest | RoomSendRequest | AckRequest | ReadRequest
+BatchRequest = SendRequest | BroadcastRequest | RoomSendRequest | AckRequest | ReadRequest | ClaimRequest
 
 _SERVICES: dict[type, Callable[..., Sequence[Any]]] = {
     SendRequest: messages_send,
@@ -33,6 +34,11 @@ _SERVICES: dict[type, Callable[..., Sequence[Any]]] = {
     RoomSendRequest: messages_room_send,
     AckRequest: deliveries_ack,
     ReadRequest: conversations_read,
+    # Last: on PostgreSQL a broadcast of the batch has taken the fence
+    # exclusively already, and a claim's shared hold of it is then its own
+    # (a claim first would hold it shared, then wait for another process's
+    # shared holders to upgrade: a deadlock between two batches).
+    ClaimRequest: presence_logins,
 }
 
 

@@ -11,7 +11,7 @@ between can slip past it: that is what the fence is for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db import connection
 from django.db.models import BigIntegerField, Value
@@ -19,7 +19,7 @@ from django.db.models import BigIntegerField, Value
 from accounts.models import User as UserModel
 
 from ..models import BroadcastCursor, Delivery
-from ..selectors import broadcast_cursor, broadcasts_waiting, latest_broadcast_id
+from ..selectors import broadcast_cursors, broadcasts_waiting, latest_broadcast_id
 
 # The PostgreSQL advisory lock of the fence ("bcst").
 _FENCE_KEY = 0x62637374
@@ -50,22 +50,30 @@ def mailbox_catch_up(*, user: UserModel) -> int:
     and move their cursor to the latest. Call in the transaction that gives
     them presence, after broadcasts_fence(exclusive=False). Returns how many
     rows were written."""
-    after, latest = broadcast_cursor(user_id=user.pk), latest_broadcast_id()
-    if latest <= after:
-        # Nothing since the cursor (the common case after a restart, whose
-        # stop moved every cursor): no write at all.
-        return 0
-    waiting = broadcasts_waiting(user=user, after=after).filter(pk__lte=latest)
-    rows = waiting.annotate(to_user=Value(user.pk, output_field=BigIntegerField())).values_list("pk", "to_user")
-    select, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        # The SELECT has a WHERE, so SQLite does not read ON CONFLICT as a join's ON.
-        cursor.execute(
-            f"INSERT INTO {Delivery._meta.db_table} (message_id, recipient_id) {select} ON CONFLICT DO NOTHING",
-            params,
-        )
-        written: int = max(cursor.rowcount, 0)
-    mailbox_mark(user_ids=[user.pk], latest=latest)
+    return mailboxes_catch_up(users=[user])
+
+
+def mailboxes_catch_up(*, users: Sequence[UserModel]) -> int:
+    """mailbox_catch_up for many users at once (a batch of logins): their
+    cursors in one query, and a write only for those behind the latest
+    broadcast (none, after a restart, whose stop moved every cursor)."""
+    latest = latest_broadcast_id()
+    cursors = broadcast_cursors(user_ids=[user.pk for user in users])
+    behind = [user for user in users if cursors.get(user.pk, 0) < latest]
+    written = 0
+    for user in behind:
+        waiting = broadcasts_waiting(user=user, after=cursors.get(user.pk, 0)).filter(pk__lte=latest)
+        rows = waiting.annotate(to_user=Value(user.pk, output_field=BigIntegerField())).values_list("pk", "to_user")
+        select, params = rows.query.sql_with_params()
+        with connection.cursor() as cursor:
+            # The SELECT has a WHERE, so SQLite does not read ON CONFLICT as a join's ON.
+            cursor.execute(
+                f"INSERT INTO {Delivery._meta.db_table} (message_id, recipient_id) {select} ON CONFLICT DO NOTHING",
+                params,
+            )
+            written += max(cursor.rowcount, 0)
+    if behind:
+        mailbox_mark(user_ids=[user.pk for user in behind], latest=latest)
     return written
 
 
