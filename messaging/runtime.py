@@ -1,7 +1,8 @@
 """The one owner of this server process's machinery.
 
 A process has one hub (the connections it holds), one pump (heartbeat,
-expiry, re-push), one writer (group commit), one pool of password hashes,
+expiry, re-push), one writer (group commit), one batcher of token lookups,
+one gate of logins, one pool of password hashes,
 one pool of upload processes and the channel-layer breaker of ``events``. They belong to one event loop
 and live as long as it: started by the ASGI lifespan where the server sends
 one (uvicorn), else by the first connection (daphne sends none), and
@@ -31,6 +32,7 @@ from core.errors import ServiceError
 
 from . import events, services, upload_worker
 from .hub import Hub
+from .lookups import SessionLookups
 from .pump import Pump
 from .writer import Writer
 
@@ -146,6 +148,7 @@ class Runtime:
         self.pump = Pump(self.hub)
         self.hashing: asyncio.Semaphore | None = None
         self.logins = LoginGate()
+        self.sessions = SessionLookups()
         self.uploading: asyncio.Semaphore | None = None
         self.started = False
         self.stopping = False  # a graceful stop is under way: new connections are turned away

@@ -352,14 +352,14 @@ async def test_a_token_login_whose_socket_closes_is_cancelled_before_its_claim(p
     token = (await (first := await connected()).login("alice"))["token"]
     await first.close()
     started, release = threading.Event(), threading.Event()
-    lookup, claims = account_selectors.user_for_session, []
+    lookup, claims = account_selectors.sessions_check, []
 
     def slow_lookup(**kwargs):
         started.set()
         release.wait(10)
         return lookup(**kwargs)
 
-    monkeypatch.setattr(account_selectors, "user_for_session", slow_lookup)
+    monkeypatch.setattr(account_selectors, "sessions_check", slow_lookup)
     before_claims(monkeypatch, lambda requests: claims.extend(r.channel_name for r in requests))
     client = await connected()
     await client.send_raw(f'{{"type": "login", "token": "{token}", "ref": 1}}')
@@ -498,6 +498,37 @@ async def test_logins_that_come_while_others_are_claimed_are_claimed_together(pe
         await client.close()
 
 
+async def test_token_lookups_that_come_together_are_one_query(people, monkeypatch):
+    """Each login's token is looked up with those that arrive with it, in
+    one sessions_check: each gets its own user, or None; a failed lookup
+    fails its logins, and the next lookup is made afresh."""
+    from accounts import selectors as account_selectors
+    from messaging.lookups import SessionLookups
+
+    tokens = {name: await token_for(name) for name in ("alice", "bob")}
+    calls, real = [], account_selectors.sessions_check
+
+    def check(*, session_keys):
+        calls.append(sorted(session_keys))
+        return real(session_keys=session_keys)
+
+    monkeypatch.setattr(account_selectors, "sessions_check", check)
+    lookups = SessionLookups()
+    keys = [tokens["alice"], tokens["bob"], "no-such-token", tokens["alice"]]
+    users = await asyncio.gather(*(lookups.user_for(key) for key in keys))
+    assert [user and user.username for user in users] == ["alice", "bob", None, "alice"]
+    assert calls == [sorted({tokens["alice"], tokens["bob"], "no-such-token"})]
+
+    def broken(*, session_keys):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(account_selectors, "sessions_check", broken)
+    with pytest.raises(RuntimeError):
+        await lookups.user_for(tokens["bob"])
+    monkeypatch.setattr(account_selectors, "sessions_check", check)
+    assert (await lookups.user_for(tokens["bob"])).username == "bob"
+
+
 async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):
     """At most CHAT_LOGINS_IN_PROGRESS token logins at once; one that
     would wait longer than CHAT_LOGIN_WAIT_SECONDS is refused at once,
@@ -621,17 +652,17 @@ async def test_a_read_hops_to_the_pool_with_the_callers_context(monkeypatch):
     import contextvars
     import threading
 
-    from messaging.ops import registry
+    from messaging import lookups
 
     who = contextvars.ContextVar("who")
     who.set("the caller")
     closed = []
-    monkeypatch.setattr(registry, "close_old_connections", lambda: closed.append(threading.get_ident()))
+    monkeypatch.setattr(lookups, "close_old_connections", lambda: closed.append(threading.get_ident()))
 
     def selector(*, n):
         return threading.get_ident(), who.get(), n
 
-    thread, seen, n = await registry.read(selector, n=3)
+    thread, seen, n = await lookups.read(selector, n=3)
     assert thread != threading.get_ident() and seen == "the caller" and n == 3
     assert closed == [thread, thread]
 
@@ -639,7 +670,7 @@ async def test_a_read_hops_to_the_pool_with_the_callers_context(monkeypatch):
         raise ServiceError("unknown_user", "No such user.")
 
     with pytest.raises(ServiceError):
-        await registry.read(failing)
+        await lookups.read(failing)
 
 
 async def test_a_connection_told_to_come_back_is_not_closed_for_waiting(people, settings, held_claim):

@@ -15,8 +15,9 @@ from core.errors import ServiceError
 
 from .. import events, selectors, services, wire
 from ..frames import MAX_ID, Request
+from ..lookups import read
 from ..runtime import runtime
-from .registry import Connection, op, read
+from .registry import Connection, op
 from .rooms import room_id
 
 CLIENT_ID_MAX = 64

@@ -6,7 +6,8 @@ from typing import Any
 
 from .. import events, selectors, services
 from ..frames import Request
-from .registry import Connection, op, read
+from ..lookups import read
+from .registry import Connection, op
 
 
 @op("block", lasting=True)

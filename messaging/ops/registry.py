@@ -8,13 +8,9 @@ function in a module of this package with ``@op``.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from django.db import close_old_connections
 
 from accounts.models import User as UserModel
 
@@ -108,25 +104,3 @@ def op(
         return handler
 
     return register
-
-
-async def read(func: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run a selector in the thread pool, beside the writer's thread.
-
-    A plain executor hop with the caller's context, where asgiref's
-    SyncToAsync (Channels' database_sync_to_async) does much more per call
-    that a read needs none of (thread-sensitivity bookkeeping, a task map,
-    the context copied back, a type annotation built each time): measured
-    at about 100 µs of the event loop's time a call, and a login after a
-    restart makes two (its token, then `rooms`). Stale database
-    connections are closed before and after, as Channels does."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, contextvars.copy_context().run, _read_in_thread, func, kwargs)
-
-
-def _read_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    close_old_connections()
-    try:
-        return func(**kwargs)
-    finally:
-        close_old_connections()

@@ -12,8 +12,9 @@ from django.conf import settings
 
 from .. import events, selectors, services
 from ..frames import Request
+from ..lookups import read
 from ..services.rooms import MAX_NAMES
-from .registry import Connection, op, read
+from .registry import Connection, op
 
 NAME_MAX = 1000  # before trimming; the service checks 1 to 100 after
 

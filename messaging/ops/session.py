@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from accounts import selectors as account_selectors
 from accounts import services as accounts
 from accounts.names import USERNAME_MAX
 from accounts.selectors import TOKEN_MAX
@@ -14,8 +13,9 @@ from core.protocol import CLOSE_NORMAL
 
 from .. import frames
 from ..frames import PASSWORD_MAX, Request
+from ..lookups import read
 from ..runtime import runtime
-from .registry import Connection, Reply, op, read
+from .registry import Connection, Reply, op
 
 EMAIL_MAX = 254
 
@@ -64,13 +64,13 @@ async def _login(conn: Connection, request: Request) -> Reply:
         # A resume token: no password, no lockout, no hash to compute.
         session_key = request.text("token", max_length=frames.MAX_ID)
         too_long = len(session_key) > TOKEN_MAX  # no such token: not worth a query
-        user = None if too_long else await read(account_selectors.user_for_session, session_key=session_key)
+        user = None if too_long else await runtime.sessions.user_for(session_key)
         if user is None:
             raise ServiceError("invalid_credentials", "That token is not valid (any more); log in with a password.")
         token = session_key
     elif takeover and not request.has("username") and not request.has("password"):
         session_key = conn.cookie_session_key()
-        user = await read(account_selectors.user_for_session, session_key=session_key)
+        user = await runtime.sessions.user_for(session_key)
         if user is None:
             raise ServiceError("bad_request", "No logged-in session to take over from; send username and password.")
     else:
