@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import resource
 import signal
@@ -101,6 +102,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="daphne's ping flags as 'INTERVAL,TIMEOUT' seconds (default: those of `make run`, "
         + ",".join(DAPHNE_PINGS[1::2])
         + "): an idle connection's cost at another interval",
+    )
+    p.add_argument(
+        "--server-cpus",
+        help="CPUs (comma-separated numbers) the server processes run on, the load generator on the others:"
+        " on a small machine, what one process does with cores of its own",
     )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres", help="scaleout: server to use")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -167,6 +173,12 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         pending=sizes.drain if "drain" in scenarios else 0, rooms=sizes.rooms if "rooms" in scenarios else [],
         extra_env={"BENCH_BARE_LAYER": args.bare_layer},
     )  # fmt: skip
+    if args.server_cpus:
+        options.server_cpus = {int(cpu) for cpu in args.server_cpus.split(",")}
+        others = os.sched_getaffinity(0) - options.server_cpus
+        if not others:
+            raise SystemExit("--server-cpus leaves no CPU for the load generator")
+        os.sched_setaffinity(0, others)  # the bench, and the client processes it starts
     if args.pings:
         interval, timeout = (str(int(v)) for v in args.pings.split(","))
         options.pings = ["--ping-interval", interval, "--ping-timeout", timeout]
@@ -177,6 +189,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
             "layer": args.layer if args.stack == "scaleout" else "in-memory",
             "processes": args.processes or (2 if args.stack == "scaleout" else 1),
             "daphne_pings": " ".join(options.pings),
+            "server_cpus": sorted(options.server_cpus),
             "quick": args.quick,
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),

@@ -47,6 +47,7 @@ class Options:
     log: Callable[[str], None] = print
     extra_env: dict[str, str] = field(default_factory=dict)
     pings: list[str] = field(default_factory=lambda: list(DAPHNE_PINGS))  # daphne's ping flags
+    server_cpus: set[int] = field(default_factory=set)  # pinned there (empty: anywhere)
 
 
 def free_port() -> int:
@@ -158,9 +159,13 @@ class Stack:
             cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
             cmd += [*self.o.pings, app]
         log = open(self.tmp / f"server{index}.log", "ab")  # noqa: SIM115 (kept open for the process)
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        if self.o.server_cpus:
+            # At once: the server's threads start later, with its settings.
+            os.sched_setaffinity(proc.pid, self.o.server_cpus)
+        return proc
 
     def _wait_listening(self, proc: subprocess.Popen[bytes], port: int) -> None:
         deadline = time.monotonic() + 60
