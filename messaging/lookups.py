@@ -69,11 +69,14 @@ class SessionLookups:
             batch = {key: self.waiting.pop(key) for key in keys}
             try:
                 checks = await read(account_selectors.sessions_check, session_keys=keys)
-            except Exception as e:
+            except BaseException as e:
+                # Its logins fail (cancelled too, at a shutdown): none waits forever.
                 for futures in batch.values():
                     for future in futures:
                         if not future.done():
-                            future.set_exception(e)
+                            future.set_exception(e if isinstance(e, Exception) else RuntimeError("lookup cancelled"))
+                if not isinstance(e, Exception):
+                    raise
                 continue
             for key, futures in batch.items():
                 check = checks[key]

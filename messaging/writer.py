@@ -118,12 +118,27 @@ class Writer:
                 log.exception("request failed")
                 results = [Exception("the request failed")]
             else:
+                log.warning("a batch of %d failed; applying them one by one", len(batch), exc_info=True)
                 results = await self._apart(requests)
         metrics.batch_seconds.observe(time.perf_counter() - started)
-        for (_, future), result in zip(batch, results, strict=True):
+        orphans = []
+        for (request, future), result in zip(batch, results, strict=True):
             if future.done():  # the connection went away meanwhile
+                if isinstance(request, services.ClaimRequest) and not isinstance(result, BaseException):
+                    orphans.append(request)
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result if isinstance(result, ServiceError) else RuntimeError(str(result)))
             else:
                 future.set_result(result)
+        for claim in orphans:
+            await self._release(claim)
+
+    async def _release(self, claim: services.ClaimRequest) -> None:
+        """A login claimed for a socket that closed while its batch
+        committed: nobody holds the row, so let it go now (the user goes
+        offline again) rather than leave them online until it expires."""
+        try:
+            await events.run_then_push(services.presence_release, user=claim.user, channel_name=claim.channel_name)
+        except Exception:
+            log.warning("could not release the presence of %s", claim.user.username, exc_info=True)

@@ -189,7 +189,30 @@ def test_logins_claimed_together_each_get_their_own_answer(capture_pushes):
     alice.refresh_from_db()
     assert alice.last_login is not None
     assert selectors.broadcast_cursor(user_id=alice.pk) == selectors.latest_broadcast_id() > 0
+    bob.refresh_from_db()
     assert not Presence.objects.filter(user=bob).exists() and bob.last_login is None
+
+
+@pytest.mark.django_db
+def test_logins_claimed_together_that_meet_a_row_claimed_meanwhile_go_one_by_one(capture_pushes, monkeypatch):
+    """Another process claimed one of the batch's users between the look and
+    the insert: the insert fails for all, and each claim is made alone,
+    with the answer it would have had alone."""
+    from messaging.services import ClaimRequest, presence
+
+    alice, bob = make_user("alice"), make_user("bob")
+    services.message_send(sender=bob, to_username="alice", body="while you were out")
+    services.presence_login(user=bob, channel_name="elsewhere")
+    monkeypatch.setattr(presence, "_held", lambda user_ids: set())  # looked before bob's claim committed
+    with capture_pushes() as pushes:
+        results = services.presence_logins(
+            requests=[ClaimRequest(user=alice, channel_name="alice-1"), ClaimRequest(user=bob, channel_name="bob-1")]
+        )
+    assert results[0] == (None, 1)
+    assert isinstance(results[1], ServiceError) and results[1].code == "already_online"
+    rows = sorted(Presence.objects.values_list("user__username", "channel_name"))
+    assert rows == [("alice", "alice-1"), ("bob", "elsewhere")]
+    assert [p.event for p in pushes] == [{"type": events.HUB_PRESENCE, "username": "alice", "online": True}]
 
 
 @pytest.mark.django_db

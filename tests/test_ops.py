@@ -385,6 +385,34 @@ def migration_lock_held():
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@pytest.mark.django_db
+def test_a_column_the_last_release_wrote_stays_while_its_processes_serve():
+    """Migrations run while the old processes still serve (docs/deploy.md,
+    "Upgrading"): Presence.auth_hash, which this release no longer writes,
+    keeps its column, with a default so that the new inserts need not
+    name it, until the release after."""
+    from messaging.models import Presence
+
+    from .helpers import make_user
+
+    table = Presence._meta.db_table
+    with connection.cursor() as cursor:
+        columns = [c.name for c in connection.introspection.get_table_description(cursor, table)]
+        assert "auth_hash" in columns
+        user = make_user("alice")
+        cursor.execute(  # the old code's insert
+            f"INSERT INTO {table} (user_id, channel_name, host, pid, connected_at, heartbeat_at, session_key,"
+            " auth_hash) VALUES (%s, 'old', 'h', 1, %s, %s, '', 'x')",
+            [user.pk, "2026-12-07 00:00:00", "2026-12-07 00:00:00"],
+        )
+    Presence.objects.filter(user=user).delete()
+    Presence.objects.create(user=user, channel_name="new", host="h", pid=1, connected_at="2026-12-07T00:00:00Z",
+                            heartbeat_at="2026-12-07T00:00:00Z")  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT auth_hash FROM {table} WHERE channel_name = 'new'")
+        assert cursor.fetchone() == ("",)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_chat_migrate_waits_for_another_migration():
     from .servers import database_url_for_servers

@@ -498,6 +498,33 @@ async def test_logins_that_come_while_others_are_claimed_are_claimed_together(pe
         await client.close()
 
 
+async def test_a_claim_committed_for_a_socket_gone_meanwhile_is_let_go(people, monkeypatch):
+    """A socket that closes while its login's batch commits (after the batch
+    looked whether it was gone) leaves no row that nobody holds: the user
+    is let go at once, not online to everyone until the row expires."""
+    import threading
+
+    from messaging.transport import transport_for
+
+    token, claiming, release = await token_for("alice"), threading.Event(), threading.Event()
+
+    def hold(requests):
+        claiming.set()
+        release.wait(10)
+
+    before_claims(monkeypatch, hold)
+    monkeypatch.setattr(type(transport_for(lambda message: None)), "peer_gone", lambda self: False)
+    alice = await connected()
+    login = asyncio.ensure_future(alice.request("login", token=token))
+    assert await asyncio.to_thread(claiming.wait, 5)
+    await alice.comm.send_input({"type": "websocket.disconnect", "code": 1006})
+    await asyncio.sleep(0.2)
+    release.set()
+    await runtime.writer.drain()
+    assert not await sync_to_async(Presence.objects.exists, thread_sensitive=False)()
+    login.cancel()
+
+
 async def test_token_lookups_that_come_together_are_one_query(people, monkeypatch):
     """Each login's token is looked up with those that arrive with it, in
     one sessions_check: each gets its own user, or None; a failed lookup

@@ -55,7 +55,7 @@ def _presence_end_rows(rows: QuerySet[Presence], *, last_seen: datetime) -> list
     broadcasts_fence(exclusive=False)
     # Locked (PostgreSQL): a takeover by another process waits until this
     # commits, so the rows read are the rows deleted.
-    ended = list(rows.select_for_update(of=("self",)).values_list("user_id", "user__username"))
+    ended = list(rows.order_by("user_id").select_for_update(of=("self",)).values_list("user_id", "user__username"))
     ids = [user_id for user_id, _ in ended]
     for i in range(0, len(ids), _CHUNK):
         chunk = ids[i : i + _CHUNK]
@@ -130,9 +130,11 @@ def presence_logins(*, requests: Sequence[ClaimRequest]) -> list[tuple[str | Non
         return results
     with transaction.atomic():
         broadcasts_fence(exclusive=False)
-        held = set(
-            Presence.objects.filter(user_id__in=[requests[i].user.pk for i in claims]).values_list("user_id", flat=True)
-        )
+        held = _held([requests[i].user.pk for i in claims])
+        # Rows are locked in the order of their users, here and in every
+        # statement that locks many (_presence_end_rows): two batches, or a
+        # batch and a process's stop, cannot wait for each other in a cycle.
+        claims.sort(key=lambda i: requests[i].user.pk)
         together: dict[int, int] = {}  # user id -> index
         one_by_one = []
         for i in claims:
@@ -148,7 +150,7 @@ def presence_logins(*, requests: Sequence[ClaimRequest]) -> list[tuple[str | Non
                 with transaction.atomic():
                     Presence.objects.bulk_create(rows)
             except IntegrityError:  # another process claimed one of them meanwhile
-                one_by_one, together = sorted(claims), {}
+                one_by_one, together = claims, {}
         if together:
             users = [requests[i].user for i in together.values()]
             mailboxes_catch_up(users=users)
@@ -166,6 +168,11 @@ def presence_logins(*, requests: Sequence[ClaimRequest]) -> list[tuple[str | Non
             except ServiceError as e:
                 results[i] = e
     return results
+
+
+def _held(user_ids: list[int]) -> set[int]:
+    """Which of these users have a presence row (any process's)."""
+    return set(Presence.objects.filter(user_id__in=user_ids).values_list("user_id", flat=True))
 
 
 def _row(request: ClaimRequest, now: datetime) -> dict[str, Any]:
