@@ -648,3 +648,97 @@ def test_the_acks_of_a_broadcast_read_no_delivery_back(alice):
     assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
     assert len(statements) == 1, statements
     assert not Delivery.objects.filter(message=sent, acked_at__isnull=True).exists()
+
+
+# --- Sending: what the mutation run of 2026-12-07 found unchecked -------------------
+
+
+@pytest.mark.django_db
+def test_a_broadcast_is_pushed_live_to_everyone_but_its_sender_and_who_blocks_them(alice, bob, capture_pushes):
+    carol = make_user("carol")
+    services.block_create(blocker=carol, username="alice")
+    with capture_pushes() as pushes:
+        services.message_broadcast(sender=alice, body="all")
+    [push] = pushes
+    assert (push.target, push.event["type"]) == (events.HUB_GROUP, events.HUB_FRAMES)
+    assert push.event["exclude"] == sorted([alice.pk, carol.pk])
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["stored"]) == ("all", False)
+
+
+@pytest.mark.django_db
+def test_a_broadcast_replies_to_a_broadcast_only(alice, bob):
+    question = services.message_broadcast(sender=alice, body="who is in?").message
+    answer = services.message_broadcast(sender=alice, body="me", reply_to=question.pk).message
+    assert Message.objects.get(pk=answer.pk).reply_to_id == question.pk
+    private = services.message_send(sender=alice, to_username="bob", body="psst").message
+    for refused in (
+        lambda: services.message_broadcast(sender=alice, body="x", reply_to=private.pk),
+        lambda: services.message_send(sender=alice, to_username="bob", body="x", reply_to=question.pk),
+    ):
+        with pytest.raises(ServiceError) as e:
+            refused()
+        assert e.value.code == "unknown_message"
+
+
+@pytest.mark.django_db
+def test_a_broadcast_counts_against_the_send_rate_limit_too(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT = 1
+    services.message_send(sender=alice, to_username="bob", body="one")
+    with pytest.raises(ServiceError) as e:
+        services.message_broadcast(sender=alice, body="two")
+    assert e.value.code == "rate_limited"
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_client_id_used_again_gets_the_first_answer_whatever_the_kind(alice, bob):
+    """The replayed answer is the stored one (who was online then), even
+    for another kind of request: a private message counts as one, live or
+    stored."""
+    make_user("carol")
+    online(bob)
+    first = services.message_send(sender=alice, to_username="bob", body="hi", client_id="p")
+    Presence.objects.all().delete()
+    again = services.message_send(sender=alice, to_username="bob", body="hi", client_id="p")
+    assert (again.message.pk, again.live) == (first.message.pk, True)
+    as_broadcast = services.message_broadcast(sender=alice, body="hi", client_id="p")
+    assert (as_broadcast.message.pk, as_broadcast.live, as_broadcast.stored) == (first.message.pk, 1, 0)
+    online(bob)
+    sent = services.message_broadcast(sender=alice, body="all", client_id="b")
+    assert (sent.live, sent.stored) == (1, 1)
+    Presence.objects.all().delete()
+    again = services.message_broadcast(sender=alice, body="all", client_id="b")
+    assert (again.message.pk, again.live, again.stored) == (sent.message.pk, 1, 1)
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_broadcasts_counts_are_of_active_users_who_do_not_block_its_sender(alice, bob):
+    """stored = the active users but the sender (if active) and the active
+    users who block the sender, less those online; never below 0."""
+    carol, dave, erin, frank = (make_user(name) for name in ("carol", "dave", "erin", "frank"))
+    services.block_create(blocker=carol, username="alice")
+    services.block_create(blocker=dave, username="alice")
+    services.block_create(blocker=erin, username="bob")  # not alice's
+    User.objects.filter(pk=dave.pk).update(is_active=False)
+    online(bob)
+    done = services.message_broadcast(sender=alice, body="1")
+    assert (done.live, done.stored) == (1, 2)  # erin, frank
+    User.objects.filter(pk=alice.pk).update(is_active=False)  # while her batch was waiting
+    done = services.message_broadcast(sender=alice, body="2")
+    assert (done.live, done.stored) == (1, 2)
+    online(erin)
+    online(frank)
+    done = services.message_broadcast(sender=alice, body="3")
+    assert (done.live, done.stored) == (3, 0)
+
+
+@pytest.mark.django_db
+def test_operators_broadcasts_are_not_rate_limited(alice, bob, settings):
+    settings.CHAT_BROADCAST_RATE_COUNT = settings.CHAT_RATE_LIMIT_COUNT = 1
+    for body in ("one", "two"):
+        services.message_broadcast(sender=alice, body=body, rate_limit=False)
+    for body in ("one", "two"):
+        services.message_send(sender=alice, to_username="bob", body=body, rate_limit=False)
+    assert Message.objects.count() == 4
