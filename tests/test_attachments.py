@@ -246,9 +246,16 @@ def test_a_broadcast_carries_attachments(alice, bob, capture_pushes):
     assert obj["attachments"][0]["id"] == pic.pk
 
 
+@pytest.mark.parametrize("kind", ["send", "broadcast", "room"])
 @pytest.mark.parametrize("case", ["someone_elses", "used_twice", "listed_twice", "too_many", "missing"])
-def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, settings, case):
+def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, settings, case, kind):
     settings.CHAT_ATTACHMENTS_PER_MESSAGE = 3
+    room = services.room_create(user=alice, name="r", usernames=["bob"]).room["id"]
+    send = {
+        "send": lambda **kw: services.message_send(sender=alice, to_username="bob", **kw),
+        "broadcast": lambda **kw: services.message_broadcast(sender=alice, **kw),
+        "room": lambda **kw: services.message_room_send(sender=alice, room_id=room, **kw),
+    }[kind]
     mine = [upload(alice, b"x", f"{i}.txt").pk for i in range(4)]
     theirs = upload(bob, b"x", "b.txt").pk
     if case == "used_twice":
@@ -263,7 +270,7 @@ def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, se
     before = list(Attachment.objects.order_by("pk").values_list("pk", "message_id"))
     count = Message.objects.count()
     with pytest.raises(ServiceError) as e:
-        services.message_send(sender=alice, to_username="bob", body="x", attachments=ids)
+        send(body="x", attachments=ids)
     assert e.value.code == "invalid"
     assert Message.objects.count() == count
     assert list(Attachment.objects.order_by("pk").values_list("pk", "message_id")) == before

@@ -57,7 +57,7 @@ def test_blocked_send_stores_nothing(alice, bob):
     services.block_create(blocker=bob, username="alice")
     with pytest.raises(ServiceError) as e:
         services.message_send(sender=alice, to_username="bob", body="hi")
-    assert e.value.code == "blocked"
+    assert (e.value.code, e.value.message) == ("blocked", "bob does not accept your messages.")
     assert Message.objects.count() == 0
 
 
@@ -66,7 +66,21 @@ def test_inactive_user_is_unknown(alice):
     make_user("gone", is_active=False)
     with pytest.raises(ServiceError) as e:
         services.message_send(sender=alice, to_username="gone", body="hi")
-    assert e.value.code == "unknown_user"
+    assert (e.value.code, e.value.message) == ("unknown_user", "There is no user 'gone'.")
+
+
+@pytest.mark.django_db
+def test_a_private_message_is_pushed_and_marked_pushed_to_a_recipient_online_only(alice, bob, capture_pushes):
+    services.message_send(sender=alice, to_username="bob", body="offline")
+    online(bob)
+    with capture_pushes() as pushes:
+        services.message_send(sender=alice, to_username="bob", body="online")
+    pushed = {d.message.body: d.pushed_at is not None for d in Delivery.objects.select_related("message")}
+    assert pushed == {"offline": False, "online": True}
+    [push] = pushes
+    assert push.target == events.user_group(bob.pk)
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["stored"]) == ("online", False)
 
 
 @pytest.mark.django_db
@@ -678,7 +692,10 @@ def test_a_broadcast_replies_to_a_broadcast_only(alice, bob):
     ):
         with pytest.raises(ServiceError) as e:
             refused()
-        assert e.value.code == "unknown_message"
+        assert (e.value.code, e.value.message) == (
+            "unknown_message",
+            "You can only reply to a message of this conversation you can see.",
+        )
 
 
 @pytest.mark.django_db
@@ -735,10 +752,56 @@ def test_a_broadcasts_counts_are_of_active_users_who_do_not_block_its_sender(ali
 
 
 @pytest.mark.django_db
-def test_operators_broadcasts_are_not_rate_limited(alice, bob, settings):
+def test_operators_messages_are_not_rate_limited(alice, bob, settings):
     settings.CHAT_BROADCAST_RATE_COUNT = settings.CHAT_RATE_LIMIT_COUNT = 1
     for body in ("one", "two"):
         services.message_broadcast(sender=alice, body=body, rate_limit=False)
     for body in ("one", "two"):
         services.message_send(sender=alice, to_username="bob", body=body, rate_limit=False)
-    assert Message.objects.count() == 4
+    room = services.room_create(user=alice, name="ops").room["id"]
+    for body in ("one", "two"):
+        services.message_room_send(sender=alice, room_id=room, body=body, rate_limit=False)
+    assert Message.objects.count() == 6
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["send", "broadcast"])
+def test_a_batch_replays_a_client_id_sent_before_and_sends_the_rest(alice, bob, kind):
+    """In one batch: a client_id sent before gets its first answer, one used
+    twice gets one message for both, a refused request its error, and the
+    requests after each of them still go."""
+
+    def request(body, client_id=None, reply_to=None):
+        if kind == "send":
+            return services.SendRequest(
+                sender=alice, to_username="bob", body=body, client_id=client_id, reply_to=reply_to
+            )
+        return services.BroadcastRequest(sender=alice, body=body, client_id=client_id, reply_to=reply_to)
+
+    apply = services.messages_send if kind == "send" else services.messages_broadcast
+    [before] = apply(requests=[request("old", "c1")])
+    results = apply(
+        requests=[
+            request("old", "c1"),
+            request("new", "c2"),
+            request("new", "c2"),
+            request("bad", reply_to=999_999),
+            request("plain"),
+        ]
+    )
+    assert results[0].message.pk == before.message.pk
+    assert results[1].message.pk == results[2].message.pk != before.message.pk
+    assert results[3].code == "unknown_message"
+    assert results[4].message.body == "plain"
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_counts_within_a_batch_and_says_when_to_try_again(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 2, 60
+    requests = [services.SendRequest(sender=alice, to_username="bob", body=str(i)) for i in range(3)]
+    first, second, third = services.messages_send(requests=requests)
+    assert first.message.body == "0" and second.message.body == "1"
+    retry = third.extra["retry_after"]
+    assert third.code == "rate_limited" and retry in (59, 60)  # the window, less the moment since the first
+    assert third.message == f"Too many messages. Try again in {retry} seconds."

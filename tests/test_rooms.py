@@ -252,11 +252,26 @@ def test_room_message_goes_to_members_but_sender_and_blockers(users, capture_pus
 
 def test_room_send_refusals(users, settings):
     room = room_with(users, "bob")
-    assert code_of(services.message_room_send, sender=users["carol"], room_id=room, body="x") == "unknown_room"
+    with pytest.raises(ServiceError) as e:
+        services.message_room_send(sender=users["carol"], room_id=room, body="x")
+    assert (e.value.code, e.value.message) == ("unknown_room", "You are in no room with that id.")
     assert code_of(services.message_room_send, sender=users["bob"], room_id=room, body="  ") == "invalid"
     settings.CHAT_RATE_LIMIT_COUNT = 1
     services.message_room_send(sender=users["bob"], room_id=room, body="one")
     assert code_of(services.message_room_send, sender=users["bob"], room_id=room, body="two") == "rate_limited"
+
+
+def test_a_room_message_is_pushed_with_its_reply_to_the_members_online_only(users, capture_pushes):
+    room = room_with(users, "bob", "carol")
+    online(users["bob"], users["dave"])
+    services.message_send(sender=users["alice"], to_username="dave", body="pushed to dave")
+    question = services.message_room_send(sender=users["alice"], room_id=room, body="q").message
+    with capture_pushes() as pushes:
+        services.message_room_send(sender=users["alice"], room_id=room, body="a", reply_to=question.id)
+    [push] = pushes
+    assert push.event["include"] == [users["bob"].pk]
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["reply_to"]) == ("a", {"id": question.id, "from": "alice", "excerpt": "q"})
 
 
 def test_room_send_is_exactly_once_per_client_id(users):
