@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core.errors import ServiceError
 from messaging import events, selectors, services, wire
-from messaging.models import Delivery, Edit, Message, Presence, ReadMark
+from messaging.models import ClientRequest, Delivery, Edit, Message, Presence, ReadMark
 
 from .helpers import PASSWORD, make_user
 from .test_accounts import run_parallel
@@ -805,3 +805,47 @@ def test_the_rate_limit_counts_within_a_batch_and_says_when_to_try_again(alice, 
     retry = third.extra["retry_after"]
     assert third.code == "rate_limited" and retry in (59, 60)  # the window, less the moment since the first
     assert third.message == f"Too many messages. Try again in {retry} seconds."
+
+
+@pytest.mark.django_db
+def test_a_body_is_trimmed_neither_empty_nor_over_the_limit_nor_to_oneself(alice, bob, settings):
+    settings.CHAT_MAX_BODY_CHARS = 5
+    sent = services.message_send(sender=alice, to_username="bob", body=" 12345 ").message
+    assert sent.body == "12345"
+    for refused, words in (
+        (lambda: services.message_send(sender=alice, to_username="bob", body=" \n "), "The message is empty."),
+        (
+            lambda: services.message_send(sender=alice, to_username="bob", body="123456"),
+            "The message is longer than 5 characters.",
+        ),
+        (lambda: services.message_edit(user=alice, message_id=sent.pk, body="  "), "The message is empty."),
+        (
+            lambda: services.message_send(sender=alice, to_username="alice", body="me"),
+            "You cannot send a message to yourself.",
+        ),
+    ):
+        with pytest.raises(ServiceError) as e:
+            refused()
+        assert (e.value.code, e.value.message) == ("invalid", words)
+    assert Message.objects.get().body == "12345"
+
+
+@pytest.mark.django_db
+def test_what_was_sent_or_edited_before_the_window_does_not_count(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 2, 60
+    old = services.message_send(sender=alice, to_username="bob", body="old").message
+    services.message_edit(user=alice, message_id=old.pk, body="old, edited")
+    Message.objects.update(sent_at=timezone.now() - timedelta(seconds=61))
+    Edit.objects.update(edited_at=timezone.now() - timedelta(seconds=61))
+    for body in ("new", "newer"):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_refused_request_leaves_its_client_id_free(alice, bob):
+    with pytest.raises(ServiceError):
+        services.message_send(sender=alice, to_username="nobody", body="hi", client_id="c")
+    assert not ClientRequest.objects.exists()
+    sent = services.message_send(sender=alice, to_username="bob", body="hi", client_id="c")
+    assert ClientRequest.objects.get().message_id == sent.message.pk
