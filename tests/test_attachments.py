@@ -25,7 +25,7 @@ from PIL import Image
 
 from core.errors import ServiceError
 from messaging import selectors, services
-from messaging.models import Attachment, Message
+from messaging.models import Attachment, Delivery, Message
 
 from .helpers import PASSWORD, amake_user, connected, make_user
 
@@ -738,3 +738,17 @@ async def test_the_upload_processes_start_at_the_first_login_unless_told_not_to(
         assert (runtime.upload_pool is not None) is prewarm
     finally:
         await runtime.stop()
+
+
+def test_a_redelivered_message_carries_its_attachments_and_its_reply(alice, bob, settings, capture_pushes):
+    settings.CHAT_REDELIVER_SECONDS = 30
+    services.presence_claim(user=bob, channel_name="c-bob")
+    question = services.message_send(sender=bob, to_username="alice", body="send it?").message
+    a = upload(alice, PDF, "a.pdf")
+    services.message_send(sender=alice, to_username="bob", body="here", attachments=[a.pk], reply_to=question.pk)
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob"]) == 1
+    [frame] = pushes[0].event["frames"]
+    assert [x["name"] for x in frame["attachments"]] == ["a.pdf"]
+    assert frame["reply_to"] == {"id": question.pk, "from": "bob", "excerpt": "send it?"}

@@ -849,3 +849,135 @@ def test_a_refused_request_leaves_its_client_id_free(alice, bob):
     assert not ClientRequest.objects.exists()
     sent = services.message_send(sender=alice, to_username="bob", body="hi", client_id="c")
     assert ClientRequest.objects.get().message_id == sent.message.pk
+
+
+# --- Delivery: what the mutation run of 2026-12-07 found unchecked ------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("leaked", [0, 501])
+def test_a_redelivery_is_for_the_named_connections_of_this_process_only(alice, settings, capture_pushes, leaked):
+    """bob is held here and named; carol's row is here but not named (her
+    connection still pushes what waited at login); dave's and erin's rows
+    are another process's (another pid, another host). Past 500 rows here
+    not named, the named ones are listed instead."""
+    from accounts import services as accounts
+
+    settings.CHAT_REDELIVER_SECONDS = 30
+    names = ("bob", "carol", "dave", "erin")
+    users = {name: make_user(name) for name in names}
+    for user in users.values():
+        online(user)
+        services.message_send(sender=alice, to_username=user.username, body=f"to {user.username}")
+    Presence.objects.filter(user=users["dave"]).update(pid=services.PID + 1)
+    Presence.objects.filter(user=users["erin"]).update(host="elsewhere")
+    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(leaked)], password=PASSWORD)
+    now = timezone.now()
+    Presence.objects.bulk_create(
+        Presence(
+            user=u,
+            channel_name=f"leaked-{u.pk}",
+            host=services.HOST,
+            pid=services.PID,
+            connected_at=now,
+            heartbeat_at=now,
+        )
+        for u in User.objects.filter(username__startswith="l")
+    )
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob", "c-dave", "c-erin"]) == 1
+    assert [(p.target, [f["body"] for f in p.event["frames"]]) for p in pushes] == [
+        (events.user_group(users["bob"].pk), ["to bob"])
+    ]
+
+
+@pytest.mark.django_db
+def test_a_redelivery_pushes_again_what_is_due_unacked_and_not_deleted(alice, bob, settings, capture_pushes):
+    """Due: pushed longer ago than CHAT_REDELIVER_SECONDS, or never pushed
+    and sent that long ago (then it is pushed as stored)."""
+    settings.CHAT_REDELIVER_SECONDS = 30
+    online(bob)
+    now, long_ago = timezone.now(), timezone.now() - timedelta(seconds=31)
+
+    def sent(body, *, at, pushed):
+        message = services.message_send(sender=alice, to_username="bob", body=body).message
+        Message.objects.filter(pk=message.pk).update(sent_at=at)
+        Delivery.objects.filter(message=message).update(pushed_at=pushed)
+        return message
+
+    sent("due", at=long_ago, pushed=long_ago)
+    sent("never pushed", at=long_ago, pushed=None)
+    sent("fresh, never pushed", at=now, pushed=None)
+    sent("old, pushed just now", at=long_ago, pushed=now)
+    services.delivery_ack(user=bob, ids=[sent("acked", at=long_ago, pushed=long_ago).pk])
+    services.message_delete(user=alice, message_id=sent("deleted", at=long_ago, pushed=long_ago).pk)
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob"]) == 2
+    [push] = pushes
+    assert [(f["body"], f["stored"]) for f in push.event["frames"]] == [("due", False), ("never pushed", True)]
+    assert services.delivery_redeliver(channel_names=["c-bob"]) == 0  # pushed just now
+
+
+@pytest.mark.django_db
+def test_a_redelivery_keeps_each_user_within_a_budget_of_bytes_but_one_message_always_goes(
+    alice, bob, settings, capture_pushes
+):
+    """Each message costs its body and 200 bytes of frame: 600 bytes take
+    two of bob's 100-byte messages exactly; carol's one long message goes
+    alone."""
+    settings.CHAT_REDELIVER_SECONDS = 30
+    carol = make_user("carol")
+    for user in (bob, carol):
+        online(user)
+    for body in ("a" * 100, "b" * 100, "c" * 100):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    services.message_send(sender=alice, to_username="carol", body="x" * 1000)
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        services.delivery_redeliver(channel_names=["c-bob", "c-carol"], max_bytes_per_user=600)
+    bodies = {p.target: [f["body"][0] for f in p.event["frames"]] for p in pushes}
+    assert bodies == {events.user_group(bob.pk): ["a", "b"], events.user_group(carol.pk): ["x"]}
+
+
+@pytest.mark.django_db
+def test_a_page_at_login_keeps_within_its_bytes_but_one_message_always_comes(alice, bob):
+    """Each message costs its body and 200 bytes of frame; the page read is
+    marked pushed, the rest is not."""
+    carol = make_user("carol")
+    for body in ("a" * 100, "b" * 100, "c" * 100):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    services.message_send(sender=alice, to_username="carol", body="x" * 1000)
+
+    def page(user, max_bytes):
+        return [event["body"][0] for event in services.delivery_flush_page(user=user, max_bytes=max_bytes)]
+
+    assert page(bob, 500) == ["a"]
+    assert page(bob, 600) == ["a", "b"]
+    pushed = {d.message.body[0]: d.pushed_at is not None for d in Delivery.objects.filter(recipient=bob)}
+    assert pushed == {"a": True, "b": True, "c": False}
+    assert page(carol, 600) == ["x"]
+
+
+@pytest.mark.django_db
+def test_an_ack_of_one_private_message_tells_its_sender_and_an_empty_ack_is_fine(alice, bob, capture_pushes):
+    sent = services.message_send(sender=alice, to_username="bob", body="hi").message
+    with capture_pushes() as pushes:
+        services.delivery_ack(user=bob, ids=[])
+        services.delivery_ack(user=bob, ids=[sent.pk])
+    [push] = pushes
+    assert (push.target, push.event["frames"]) == (
+        events.user_group(alice.pk),
+        [wire.receipt_delivered(sent.pk, by="bob")],
+    )
+
+
+@pytest.mark.django_db
+def test_acking_again_keeps_the_time_of_the_first_ack(alice, bob):
+    online(bob)
+    sent = services.message_broadcast(sender=alice, body="all").message
+    services.delivery_ack(user=bob, ids=[sent.pk])
+    first = timezone.now() - timedelta(hours=1)
+    Delivery.objects.update(acked_at=first)
+    services.delivery_ack(user=bob, ids=[sent.pk])
+    assert Delivery.objects.get().acked_at == first
