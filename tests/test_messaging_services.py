@@ -196,26 +196,32 @@ def test_tick_ends_connections_that_lost_their_row(alice, bob, capture_pushes):
     ]
 
 
-@pytest.mark.django_db
-def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
-    """Rows of this process that no connection here holds (their release
-    failed) keep their heartbeat and expire; past 500 of them the held
-    rows are refreshed by name instead."""
+def leak_rows(count, *, at):
+    """`count` users with a presence row of this process that no connection
+    here holds (their release failed), last heard from `at`."""
     from accounts import services as accounts
 
-    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(501)], password=PASSWORD)
-    old = timezone.now() - timedelta(seconds=5)
+    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(count)], password=PASSWORD)
     Presence.objects.bulk_create(
         Presence(
             user=u,
             channel_name=f"leaked-{u.pk}",
             host=services.HOST,
             pid=services.PID,
-            connected_at=old,
-            heartbeat_at=old,
+            connected_at=at,
+            heartbeat_at=at,
         )
         for u in User.objects.filter(username__startswith="l")
     )
+
+
+@pytest.mark.django_db
+def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
+    """Rows of this process that no connection here holds (their release
+    failed) keep their heartbeat and expire; past 500 of them the held
+    rows are refreshed by name instead."""
+    old = timezone.now() - timedelta(seconds=5)
+    leak_rows(501, at=old)
     online(alice, "a")
     Presence.objects.update(heartbeat_at=old)
     assert services.presence_tick(channel_names=["a-alice"], expire=False) == []
@@ -861,8 +867,6 @@ def test_a_redelivery_is_for_the_named_connections_of_this_process_only(alice, s
     connection still pushes what waited at login); dave's and erin's rows
     are another process's (another pid, another host). Past 500 rows here
     not named, the named ones are listed instead."""
-    from accounts import services as accounts
-
     settings.CHAT_REDELIVER_SECONDS = 30
     names = ("bob", "carol", "dave", "erin")
     users = {name: make_user(name) for name in names}
@@ -871,19 +875,7 @@ def test_a_redelivery_is_for_the_named_connections_of_this_process_only(alice, s
         services.message_send(sender=alice, to_username=user.username, body=f"to {user.username}")
     Presence.objects.filter(user=users["dave"]).update(pid=services.PID + 1)
     Presence.objects.filter(user=users["erin"]).update(host="elsewhere")
-    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(leaked)], password=PASSWORD)
-    now = timezone.now()
-    Presence.objects.bulk_create(
-        Presence(
-            user=u,
-            channel_name=f"leaked-{u.pk}",
-            host=services.HOST,
-            pid=services.PID,
-            connected_at=now,
-            heartbeat_at=now,
-        )
-        for u in User.objects.filter(username__startswith="l")
-    )
+    leak_rows(leaked, at=timezone.now())
     Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
     with capture_pushes() as pushes:
         assert services.delivery_redeliver(channel_names=["c-bob", "c-dave", "c-erin"]) == 1
