@@ -25,7 +25,7 @@ from PIL import Image
 
 from core.errors import ServiceError
 from messaging import selectors, services
-from messaging.models import Attachment, Message
+from messaging.models import Attachment, Delivery, Message
 
 from .helpers import PASSWORD, amake_user, connected, make_user
 
@@ -246,9 +246,16 @@ def test_a_broadcast_carries_attachments(alice, bob, capture_pushes):
     assert obj["attachments"][0]["id"] == pic.pk
 
 
+@pytest.mark.parametrize("kind", ["send", "broadcast", "room"])
 @pytest.mark.parametrize("case", ["someone_elses", "used_twice", "listed_twice", "too_many", "missing"])
-def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, settings, case):
+def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, settings, case, kind):
     settings.CHAT_ATTACHMENTS_PER_MESSAGE = 3
+    room = services.room_create(user=alice, name="r", usernames=["bob"]).room["id"]
+    send = {
+        "send": lambda **kw: services.message_send(sender=alice, to_username="bob", **kw),
+        "broadcast": lambda **kw: services.message_broadcast(sender=alice, **kw),
+        "room": lambda **kw: services.message_room_send(sender=alice, room_id=room, **kw),
+    }[kind]
     mine = [upload(alice, b"x", f"{i}.txt").pk for i in range(4)]
     theirs = upload(bob, b"x", "b.txt").pk
     if case == "used_twice":
@@ -263,7 +270,7 @@ def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, se
     before = list(Attachment.objects.order_by("pk").values_list("pk", "message_id"))
     count = Message.objects.count()
     with pytest.raises(ServiceError) as e:
-        services.message_send(sender=alice, to_username="bob", body="x", attachments=ids)
+        send(body="x", attachments=ids)
     assert e.value.code == "invalid"
     assert Message.objects.count() == count
     assert list(Attachment.objects.order_by("pk").values_list("pk", "message_id")) == before
@@ -731,3 +738,17 @@ async def test_the_upload_processes_start_at_the_first_login_unless_told_not_to(
         assert (runtime.upload_pool is not None) is prewarm
     finally:
         await runtime.stop()
+
+
+def test_a_redelivered_message_carries_its_attachments_and_its_reply(alice, bob, settings, capture_pushes):
+    settings.CHAT_REDELIVER_SECONDS = 30
+    services.presence_claim(user=bob, channel_name="c-bob")
+    question = services.message_send(sender=bob, to_username="alice", body="send it?").message
+    a = upload(alice, PDF, "a.pdf")
+    services.message_send(sender=alice, to_username="bob", body="here", attachments=[a.pk], reply_to=question.pk)
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob"]) == 1
+    [frame] = pushes[0].event["frames"]
+    assert [x["name"] for x in frame["attachments"]] == ["a.pdf"]
+    assert frame["reply_to"] == {"id": question.pk, "from": "bob", "excerpt": "send it?"}

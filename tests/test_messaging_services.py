@@ -13,7 +13,7 @@ from django.utils import timezone
 from core.errors import ServiceError
 from core.protocol import CLOSE_REPLACED
 from messaging import events, selectors, services, wire
-from messaging.models import Delivery, Edit, Message, Presence, ReadMark
+from messaging.models import ClientRequest, Delivery, Edit, Message, Presence, ReadMark
 
 from .helpers import PASSWORD, make_user
 from .test_accounts import run_parallel
@@ -58,7 +58,7 @@ def test_blocked_send_stores_nothing(alice, bob):
     services.block_create(blocker=bob, username="alice")
     with pytest.raises(ServiceError) as e:
         services.message_send(sender=alice, to_username="bob", body="hi")
-    assert e.value.code == "blocked"
+    assert (e.value.code, e.value.message) == ("blocked", "bob does not accept your messages.")
     assert Message.objects.count() == 0
 
 
@@ -67,7 +67,21 @@ def test_inactive_user_is_unknown(alice):
     make_user("gone", is_active=False)
     with pytest.raises(ServiceError) as e:
         services.message_send(sender=alice, to_username="gone", body="hi")
-    assert e.value.code == "unknown_user"
+    assert (e.value.code, e.value.message) == ("unknown_user", "There is no user 'gone'.")
+
+
+@pytest.mark.django_db
+def test_a_private_message_is_pushed_and_marked_pushed_to_a_recipient_online_only(alice, bob, capture_pushes):
+    services.message_send(sender=alice, to_username="bob", body="offline")
+    online(bob)
+    with capture_pushes() as pushes:
+        services.message_send(sender=alice, to_username="bob", body="online")
+    pushed = {d.message.body: d.pushed_at is not None for d in Delivery.objects.select_related("message")}
+    assert pushed == {"offline": False, "online": True}
+    [push] = pushes
+    assert push.target == events.user_group(bob.pk)
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["stored"]) == ("online", False)
 
 
 @pytest.mark.django_db
@@ -245,26 +259,32 @@ def test_tick_ends_connections_that_lost_their_row(alice, bob, capture_pushes):
     ]
 
 
-@pytest.mark.django_db
-def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
-    """Rows of this process that no connection here holds (their release
-    failed) keep their heartbeat and expire; past 500 of them the held
-    rows are refreshed by name instead."""
+def leak_rows(count, *, at):
+    """`count` users with a presence row of this process that no connection
+    here holds (their release failed), last heard from `at`."""
     from accounts import services as accounts
 
-    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(501)], password=PASSWORD)
-    old = timezone.now() - timedelta(seconds=5)
+    accounts.user_bulk_create(usernames=[f"l{i}" for i in range(count)], password=PASSWORD)
     Presence.objects.bulk_create(
         Presence(
             user=u,
             channel_name=f"leaked-{u.pk}",
             host=services.HOST,
             pid=services.PID,
-            connected_at=old,
-            heartbeat_at=old,
+            connected_at=at,
+            heartbeat_at=at,
         )
         for u in User.objects.filter(username__startswith="l")
     )
+
+
+@pytest.mark.django_db
+def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
+    """Rows of this process that no connection here holds (their release
+    failed) keep their heartbeat and expire; past 500 of them the held
+    rows are refreshed by name instead."""
+    old = timezone.now() - timedelta(seconds=5)
+    leak_rows(501, at=old)
     online(alice, "a")
     Presence.objects.update(heartbeat_at=old)
     assert services.presence_tick(channel_names=["a-alice"], expire=False) == []
@@ -711,3 +731,308 @@ def test_the_acks_of_a_broadcast_read_no_delivery_back(alice):
     assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
     assert len(statements) == 1, statements
     assert not Delivery.objects.filter(message=sent, acked_at__isnull=True).exists()
+
+
+# --- Sending: what the mutation run of 2026-12-07 found unchecked -------------------
+
+
+@pytest.mark.django_db
+def test_a_broadcast_is_pushed_live_to_everyone_but_its_sender_and_who_blocks_them(alice, bob, capture_pushes):
+    carol = make_user("carol")
+    services.block_create(blocker=carol, username="alice")
+    with capture_pushes() as pushes:
+        services.message_broadcast(sender=alice, body="all")
+    [push] = pushes
+    assert (push.target, push.event["type"]) == (events.HUB_GROUP, events.HUB_FRAMES)
+    assert push.event["exclude"] == sorted([alice.pk, carol.pk])
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["stored"]) == ("all", False)
+
+
+@pytest.mark.django_db
+def test_a_broadcast_replies_to_a_broadcast_only(alice, bob):
+    question = services.message_broadcast(sender=alice, body="who is in?").message
+    answer = services.message_broadcast(sender=alice, body="me", reply_to=question.pk).message
+    assert Message.objects.get(pk=answer.pk).reply_to_id == question.pk
+    private = services.message_send(sender=alice, to_username="bob", body="psst").message
+    for refused in (
+        lambda: services.message_broadcast(sender=alice, body="x", reply_to=private.pk),
+        lambda: services.message_send(sender=alice, to_username="bob", body="x", reply_to=question.pk),
+    ):
+        with pytest.raises(ServiceError) as e:
+            refused()
+        assert (e.value.code, e.value.message) == (
+            "unknown_message",
+            "You can only reply to a message of this conversation you can see.",
+        )
+
+
+@pytest.mark.django_db
+def test_a_broadcast_counts_against_the_send_rate_limit_too(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT = 1
+    services.message_send(sender=alice, to_username="bob", body="one")
+    with pytest.raises(ServiceError) as e:
+        services.message_broadcast(sender=alice, body="two")
+    assert e.value.code == "rate_limited"
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_client_id_used_again_gets_the_first_answer_whatever_the_kind(alice, bob):
+    """The replayed answer is the stored one (who was online then), even
+    for another kind of request: a private message counts as one, live or
+    stored."""
+    make_user("carol")
+    online(bob)
+    first = services.message_send(sender=alice, to_username="bob", body="hi", client_id="p")
+    Presence.objects.all().delete()
+    again = services.message_send(sender=alice, to_username="bob", body="hi", client_id="p")
+    assert (again.message.pk, again.live) == (first.message.pk, True)
+    as_broadcast = services.message_broadcast(sender=alice, body="hi", client_id="p")
+    assert (as_broadcast.message.pk, as_broadcast.live, as_broadcast.stored) == (first.message.pk, 1, 0)
+    online(bob)
+    sent = services.message_broadcast(sender=alice, body="all", client_id="b")
+    assert (sent.live, sent.stored) == (1, 1)
+    Presence.objects.all().delete()
+    again = services.message_broadcast(sender=alice, body="all", client_id="b")
+    assert (again.message.pk, again.live, again.stored) == (sent.message.pk, 1, 1)
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_broadcasts_counts_are_of_active_users_who_do_not_block_its_sender(alice, bob):
+    """stored = the active users but the sender (if active) and the active
+    users who block the sender, less those online; never below 0."""
+    carol, dave, erin, frank = (make_user(name) for name in ("carol", "dave", "erin", "frank"))
+    services.block_create(blocker=carol, username="alice")
+    services.block_create(blocker=dave, username="alice")
+    services.block_create(blocker=erin, username="bob")  # not alice's
+    User.objects.filter(pk=dave.pk).update(is_active=False)
+    online(bob)
+    done = services.message_broadcast(sender=alice, body="1")
+    assert (done.live, done.stored) == (1, 2)  # erin, frank
+    User.objects.filter(pk=alice.pk).update(is_active=False)  # while her batch was waiting
+    done = services.message_broadcast(sender=alice, body="2")
+    assert (done.live, done.stored) == (1, 2)
+    online(erin)
+    online(frank)
+    done = services.message_broadcast(sender=alice, body="3")
+    assert (done.live, done.stored) == (3, 0)
+
+
+@pytest.mark.django_db
+def test_operators_messages_are_not_rate_limited(alice, bob, settings):
+    settings.CHAT_BROADCAST_RATE_COUNT = settings.CHAT_RATE_LIMIT_COUNT = 1
+    for body in ("one", "two"):
+        services.message_broadcast(sender=alice, body=body, rate_limit=False)
+    for body in ("one", "two"):
+        services.message_send(sender=alice, to_username="bob", body=body, rate_limit=False)
+    room = services.room_create(user=alice, name="ops").room["id"]
+    for body in ("one", "two"):
+        services.message_room_send(sender=alice, room_id=room, body=body, rate_limit=False)
+    assert Message.objects.count() == 6
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["send", "broadcast"])
+def test_a_batch_replays_a_client_id_sent_before_and_sends_the_rest(alice, bob, kind):
+    """In one batch: a client_id sent before gets its first answer, one used
+    twice gets one message for both, a refused request its error, and the
+    requests after each of them still go."""
+
+    def request(body, client_id=None, reply_to=None):
+        if kind == "send":
+            return services.SendRequest(
+                sender=alice, to_username="bob", body=body, client_id=client_id, reply_to=reply_to
+            )
+        return services.BroadcastRequest(sender=alice, body=body, client_id=client_id, reply_to=reply_to)
+
+    apply = services.messages_send if kind == "send" else services.messages_broadcast
+    [before] = apply(requests=[request("old", "c1")])
+    results = apply(
+        requests=[
+            request("old", "c1"),
+            request("new", "c2"),
+            request("new", "c2"),
+            request("bad", reply_to=999_999),
+            request("plain"),
+        ]
+    )
+    assert results[0].message.pk == before.message.pk
+    assert results[1].message.pk == results[2].message.pk != before.message.pk
+    assert results[3].code == "unknown_message"
+    assert results[4].message.body == "plain"
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_counts_within_a_batch_and_says_when_to_try_again(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 2, 60
+    requests = [services.SendRequest(sender=alice, to_username="bob", body=str(i)) for i in range(3)]
+    first, second, third = services.messages_send(requests=requests)
+    assert first.message.body == "0" and second.message.body == "1"
+    retry = third.extra["retry_after"]
+    assert third.code == "rate_limited" and retry in (59, 60)  # the window, less the moment since the first
+    assert third.message == f"Too many messages. Try again in {retry} seconds."
+
+
+@pytest.mark.django_db
+def test_a_body_is_trimmed_neither_empty_nor_over_the_limit_nor_to_oneself(alice, bob, settings):
+    settings.CHAT_MAX_BODY_CHARS = 5
+    sent = services.message_send(sender=alice, to_username="bob", body=" 12345 ").message
+    assert sent.body == "12345"
+    for refused, words in (
+        (lambda: services.message_send(sender=alice, to_username="bob", body=" \n "), "The message is empty."),
+        (
+            lambda: services.message_send(sender=alice, to_username="bob", body="123456"),
+            "The message is longer than 5 characters.",
+        ),
+        (lambda: services.message_edit(user=alice, message_id=sent.pk, body="  "), "The message is empty."),
+        (
+            lambda: services.message_send(sender=alice, to_username="alice", body="me"),
+            "You cannot send a message to yourself.",
+        ),
+    ):
+        with pytest.raises(ServiceError) as e:
+            refused()
+        assert (e.value.code, e.value.message) == ("invalid", words)
+    assert Message.objects.get().body == "12345"
+
+
+@pytest.mark.django_db
+def test_what_was_sent_or_edited_before_the_window_does_not_count(alice, bob, settings):
+    settings.CHAT_RATE_LIMIT_COUNT, settings.CHAT_RATE_LIMIT_SECONDS = 2, 60
+    old = services.message_send(sender=alice, to_username="bob", body="old").message
+    services.message_edit(user=alice, message_id=old.pk, body="old, edited")
+    Message.objects.update(sent_at=timezone.now() - timedelta(seconds=61))
+    Edit.objects.update(edited_at=timezone.now() - timedelta(seconds=61))
+    for body in ("new", "newer"):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_refused_request_leaves_its_client_id_free(alice, bob):
+    with pytest.raises(ServiceError):
+        services.message_send(sender=alice, to_username="nobody", body="hi", client_id="c")
+    assert not ClientRequest.objects.exists()
+    sent = services.message_send(sender=alice, to_username="bob", body="hi", client_id="c")
+    assert ClientRequest.objects.get().message_id == sent.message.pk
+
+
+# --- Delivery: what the mutation run of 2026-12-07 found unchecked ------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("leaked", [0, 501])
+def test_a_redelivery_is_for_the_named_connections_of_this_process_only(alice, settings, capture_pushes, leaked):
+    """bob is held here and named; carol's row is here but not named (her
+    connection still pushes what waited at login); dave's and erin's rows
+    are another process's (another pid, another host). Past 500 rows here
+    not named, the named ones are listed instead."""
+    settings.CHAT_REDELIVER_SECONDS = 30
+    names = ("bob", "carol", "dave", "erin")
+    users = {name: make_user(name) for name in names}
+    for user in users.values():
+        online(user)
+        services.message_send(sender=alice, to_username=user.username, body=f"to {user.username}")
+    Presence.objects.filter(user=users["dave"]).update(pid=services.PID + 1)
+    Presence.objects.filter(user=users["erin"]).update(host="elsewhere")
+    leak_rows(leaked, at=timezone.now())
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob", "c-dave", "c-erin"]) == 1
+    assert [(p.target, [f["body"] for f in p.event["frames"]]) for p in pushes] == [
+        (events.user_group(users["bob"].pk), ["to bob"])
+    ]
+
+
+@pytest.mark.django_db
+def test_a_redelivery_pushes_again_what_is_due_unacked_and_not_deleted(alice, bob, settings, capture_pushes):
+    """Due: pushed longer ago than CHAT_REDELIVER_SECONDS, or never pushed
+    and sent that long ago (then it is pushed as stored)."""
+    settings.CHAT_REDELIVER_SECONDS = 30
+    online(bob)
+    now, long_ago = timezone.now(), timezone.now() - timedelta(seconds=31)
+
+    def sent(body, *, at, pushed):
+        message = services.message_send(sender=alice, to_username="bob", body=body).message
+        Message.objects.filter(pk=message.pk).update(sent_at=at)
+        Delivery.objects.filter(message=message).update(pushed_at=pushed)
+        return message
+
+    sent("due", at=long_ago, pushed=long_ago)
+    sent("never pushed", at=long_ago, pushed=None)
+    sent("fresh, never pushed", at=now, pushed=None)
+    sent("old, pushed just now", at=long_ago, pushed=now)
+    services.delivery_ack(user=bob, ids=[sent("acked", at=long_ago, pushed=long_ago).pk])
+    services.message_delete(user=alice, message_id=sent("deleted", at=long_ago, pushed=long_ago).pk)
+    with capture_pushes() as pushes:
+        assert services.delivery_redeliver(channel_names=["c-bob"]) == 2
+    [push] = pushes
+    assert [(f["body"], f["stored"]) for f in push.event["frames"]] == [("due", False), ("never pushed", True)]
+    assert services.delivery_redeliver(channel_names=["c-bob"]) == 0  # pushed just now
+
+
+@pytest.mark.django_db
+def test_a_redelivery_keeps_each_user_within_a_budget_of_bytes_but_one_message_always_goes(
+    alice, bob, settings, capture_pushes
+):
+    """Each message costs its body and 200 bytes of frame: 600 bytes take
+    two of bob's 100-byte messages exactly; carol's one long message goes
+    alone."""
+    settings.CHAT_REDELIVER_SECONDS = 30
+    carol = make_user("carol")
+    for user in (bob, carol):
+        online(user)
+    for body in ("a" * 100, "b" * 100, "c" * 100):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    services.message_send(sender=alice, to_username="carol", body="x" * 1000)
+    Delivery.objects.update(pushed_at=timezone.now() - timedelta(seconds=31))
+    with capture_pushes() as pushes:
+        services.delivery_redeliver(channel_names=["c-bob", "c-carol"], max_bytes_per_user=600)
+    bodies = {p.target: [f["body"][0] for f in p.event["frames"]] for p in pushes}
+    assert bodies == {events.user_group(bob.pk): ["a", "b"], events.user_group(carol.pk): ["x"]}
+
+
+@pytest.mark.django_db
+def test_a_page_at_login_keeps_within_its_bytes_but_one_message_always_comes(alice, bob):
+    """Each message costs its body and 200 bytes of frame; the page read is
+    marked pushed, the rest is not."""
+    carol = make_user("carol")
+    for body in ("a" * 100, "b" * 100, "c" * 100):
+        services.message_send(sender=alice, to_username="bob", body=body)
+    services.message_send(sender=alice, to_username="carol", body="x" * 1000)
+
+    def page(user, max_bytes):
+        return [event["body"][0] for event in services.delivery_flush_page(user=user, max_bytes=max_bytes)]
+
+    assert page(bob, 500) == ["a"]
+    assert page(bob, 600) == ["a", "b"]
+    pushed = {d.message.body[0]: d.pushed_at is not None for d in Delivery.objects.filter(recipient=bob)}
+    assert pushed == {"a": True, "b": True, "c": False}
+    assert page(carol, 600) == ["x"]
+
+
+@pytest.mark.django_db
+def test_an_ack_of_one_private_message_tells_its_sender_and_an_empty_ack_is_fine(alice, bob, capture_pushes):
+    sent = services.message_send(sender=alice, to_username="bob", body="hi").message
+    with capture_pushes() as pushes:
+        services.delivery_ack(user=bob, ids=[])
+        services.delivery_ack(user=bob, ids=[sent.pk])
+    [push] = pushes
+    assert (push.target, push.event["frames"]) == (
+        events.user_group(alice.pk),
+        [wire.receipt_delivered(sent.pk, by="bob")],
+    )
+
+
+@pytest.mark.django_db
+def test_acking_again_keeps_the_time_of_the_first_ack(alice, bob):
+    online(bob)
+    sent = services.message_broadcast(sender=alice, body="all").message
+    services.delivery_ack(user=bob, ids=[sent.pk])
+    first = timezone.now() - timedelta(hours=1)
+    Delivery.objects.update(acked_at=first)
+    services.delivery_ack(user=bob, ids=[sent.pk])
+    assert Delivery.objects.get().acked_at == first

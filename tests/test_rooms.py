@@ -132,7 +132,9 @@ def test_add_tells_members_online_and_the_added(users, capture_pushes):
 def test_remove_drops_what_was_pending_and_hides_the_room(users, capture_pushes):
     room = room_with(users, "bob", "carol")
     services.message_room_send(sender=users["alice"], room_id=room, body="before")
-    assert code_of(services.room_member_remove, user=users["alice"], room_id=room, username="alice") == "invalid"
+    with pytest.raises(ServiceError) as e:
+        services.room_member_remove(user=users["alice"], room_id=room, username="alice")
+    assert (e.value.code, e.value.message) == ("invalid", "Leave the room instead of removing yourself.")
     assert code_of(services.room_member_remove, user=users["alice"], room_id=room, username="dave") == "invalid"
     assert code_of(services.room_member_remove, user=users["bob"], room_id=room, username="carol") == "forbidden"
     online(users["bob"], users["carol"])
@@ -146,6 +148,49 @@ def test_remove_drops_what_was_pending_and_hides_the_room(users, capture_pushes)
     assert Delivery.objects.filter(recipient=users["carol"]).exists()
     assert code_of(selectors.message_history, user=users["bob"], peer=None, room_id=room) == "unknown_room"
     assert selectors.room_list(user=users["bob"]) == []
+
+
+def test_an_operator_expels_a_member_as_an_admin_removes_one(users, capture_pushes):
+    """The last admin expelled: the others hear who was removed, then who
+    is admin now; the expelled one gets the room as it was."""
+    room = room_with(users, "bob", "carol")
+    online(users["bob"])
+    with capture_pushes() as pushes:
+        services.room_member_expel(room_id=room, username="alice")
+    assert [(f["change"], f["username"]) for f in frames_for(pushes, users["bob"])] == [
+        ("removed", "alice"),
+        ("admin", "bob"),
+    ]
+    [event] = frames_for(pushes, users["alice"])
+    assert (event["change"], event["username"], event["room"]["member_count"]) == ("removed", "alice", 3)
+    assert set(RoomMember.objects.values_list("user__username", flat=True)) == {"bob", "carol"}
+    assert code_of(services.room_member_expel, room_id=room, username="dave") == "invalid"
+    with pytest.raises(ServiceError) as e:
+        services.room_member_expel(room_id=room + 99, username="bob")
+    assert (e.value.code, e.value.message) == ("unknown_room", "There is no room with that id.")
+
+
+def test_an_operator_deletes_a_room_whole_and_its_members_online_get_it_as_it_was(users, capture_pushes):
+    room, other = room_with(users, "bob", "carol"), room_with(users, "bob", name="other")
+    services.message_room_send(sender=users["alice"], room_id=room, body="gone")
+    services.message_room_send(sender=users["alice"], room_id=other, body="kept")
+    online(users["bob"])
+    with capture_pushes() as pushes:
+        assert services.room_delete(room_id=room) == 1
+    [event] = frames_for(pushes, users["bob"])
+    assert (event["change"], event["username"], event["room"]["id"], event["room"]["member_count"]) == (
+        "removed",
+        "bob",
+        room,
+        3,
+    )
+    assert frames_for(pushes, users["carol"]) == []  # offline: the room is gone from her list
+    assert list(Room.objects.values_list("pk", flat=True)) == [other]
+    assert list(Message.objects.values_list("body", flat=True)) == ["kept"]
+    assert set(RoomMember.objects.values_list("user__username", flat=True)) == {"alice", "bob"}
+    with pytest.raises(ServiceError) as e:
+        services.room_delete(room_id=room)
+    assert (e.value.code, e.value.message) == ("unknown_room", "There is no room with that id.")
 
 
 def test_a_member_added_again_sees_what_went_to_them_before(users):
@@ -252,11 +297,26 @@ def test_room_message_goes_to_members_but_sender_and_blockers(users, capture_pus
 
 def test_room_send_refusals(users, settings):
     room = room_with(users, "bob")
-    assert code_of(services.message_room_send, sender=users["carol"], room_id=room, body="x") == "unknown_room"
+    with pytest.raises(ServiceError) as e:
+        services.message_room_send(sender=users["carol"], room_id=room, body="x")
+    assert (e.value.code, e.value.message) == ("unknown_room", "You are in no room with that id.")
     assert code_of(services.message_room_send, sender=users["bob"], room_id=room, body="  ") == "invalid"
     settings.CHAT_RATE_LIMIT_COUNT = 1
     services.message_room_send(sender=users["bob"], room_id=room, body="one")
     assert code_of(services.message_room_send, sender=users["bob"], room_id=room, body="two") == "rate_limited"
+
+
+def test_a_room_message_is_pushed_with_its_reply_to_the_members_online_only(users, capture_pushes):
+    room = room_with(users, "bob", "carol")
+    online(users["bob"], users["dave"])
+    services.message_send(sender=users["alice"], to_username="dave", body="pushed to dave")
+    question = services.message_room_send(sender=users["alice"], room_id=room, body="q").message
+    with capture_pushes() as pushes:
+        services.message_room_send(sender=users["alice"], room_id=room, body="a", reply_to=question.id)
+    [push] = pushes
+    assert push.event["include"] == [users["bob"].pk]
+    [frame] = push.event["frames"]
+    assert (frame["body"], frame["reply_to"]) == ("a", {"id": question.id, "from": "alice", "excerpt": "q"})
 
 
 def test_room_send_is_exactly_once_per_client_id(users):
