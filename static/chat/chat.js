@@ -534,7 +534,7 @@ function sent(entry, reply) {
   if (entry.key === EVERYONE) msg.note = broadcastNote(reply);
   else msg.waiting = reply.delivered === "stored";
   store.sent(c, msg);
-  if (c === store.current && list.conv === c && c.loaded) list.add(msg);
+  if (c === store.current && list.conv === c && c.loaded) list.confirm(msg, entry.cid);
   sidebar.conversations();
 }
 

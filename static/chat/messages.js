@@ -143,6 +143,16 @@ export class MessageList {
     this.updateChrome();
   }
 
+  /** A message of mine the server confirmed, in place of its outbox entry
+   * `cid` (whose node goes at the next setPending): had the entry the
+   * keyboard's focus, the message takes it, so E or R pressed next acts on it. */
+  confirm(msg, cid) {
+    const entry = this.list.querySelector(`.msg.pending[data-cid="${cid}"]`);
+    const hadFocus = entry?.contains(document.activeElement);
+    this.add(msg);
+    if (hadFocus) this.node(msg.id)?.focus({ preventScroll: true });
+  }
+
   /** An older page, above what is shown, without moving the view. */
   prepend(messages) {
     const restore = this.keepPosition();
