@@ -63,23 +63,33 @@ class SessionLookups:
         return await future
 
     async def _run(self) -> None:
-        await asyncio.sleep(0)  # the keys of this turn of the loop go in the first lookup
-        while self.waiting:
-            keys = list(self.waiting)[:MAX_LOOKUPS]
-            batch = {key: self.waiting.pop(key) for key in keys}
-            try:
-                checks = await read(account_selectors.sessions_check, session_keys=keys)
-            except BaseException as e:
-                # Its logins fail (cancelled too, at a shutdown): none waits forever.
-                for futures in batch.values():
+        batch: dict[str, list[asyncio.Future[UserModel | None]]] = {}
+        try:
+            await asyncio.sleep(0)  # the keys of this turn of the loop go in the first lookup
+            while self.waiting:
+                keys = list(self.waiting)[:MAX_LOOKUPS]
+                batch = {key: self.waiting.pop(key) for key in keys}
+                try:
+                    checks = await read(account_selectors.sessions_check, session_keys=keys)
+                except Exception as e:
+                    _fail(batch, e)  # these logins fail; the next keys are tried
+                    continue
+                for key, futures in batch.items():
+                    check = checks[key]
                     for future in futures:
-                        if not future.done():
-                            future.set_exception(e if isinstance(e, Exception) else RuntimeError("lookup cancelled"))
-                if not isinstance(e, Exception):
-                    raise
-                continue
-            for key, futures in batch.items():
-                check = checks[key]
-                for future in futures:
-                    if not future.done():  # the login went away meanwhile
-                        future.set_result(check.user if check.ended is None else None)
+                        if not future.done():  # the login went away meanwhile
+                            future.set_result(check.user if check.ended is None else None)
+        except BaseException:
+            # Cancelled (a shutdown): the logins taken and those queued
+            # behind them fail, none waits for a lookup nobody will start.
+            _fail(batch, RuntimeError("lookup cancelled"))
+            waiting, self.waiting = self.waiting, {}
+            _fail(waiting, RuntimeError("lookup cancelled"))
+            raise
+
+
+def _fail(futures_by_key: dict[str, list[asyncio.Future[UserModel | None]]], error: Exception) -> None:
+    for futures in futures_by_key.values():
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)

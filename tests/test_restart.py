@@ -556,6 +556,40 @@ async def test_token_lookups_that_come_together_are_one_query(people, monkeypatc
     assert (await lookups.user_for(tokens["bob"])).username == "bob"
 
 
+async def test_a_cancelled_lookup_fails_the_logins_taken_and_those_queued(people, monkeypatch):
+    """A shutdown cancels the lookup under way: the logins it had taken
+    and those queued behind it for the next lookup fail at once, none
+    waits for a lookup nobody will start."""
+    import threading
+
+    from accounts import selectors as account_selectors
+    from messaging.lookups import SessionLookups
+
+    entered, release = threading.Event(), threading.Event()
+    real = account_selectors.sessions_check
+
+    def held(*, session_keys):
+        entered.set()
+        release.wait(5)
+        return real(session_keys=session_keys)
+
+    monkeypatch.setattr(account_selectors, "sessions_check", held)
+    lookups = SessionLookups()
+    taken = asyncio.ensure_future(lookups.user_for("first"))
+    await sync_to_async(entered.wait, thread_sensitive=False)(5)
+    queued = asyncio.ensure_future(lookups.user_for("second"))
+    await asyncio.sleep(0)
+    assert lookups.task is not None
+    lookups.task.cancel()
+    done, _ = await asyncio.wait([taken, queued], timeout=2)
+    release.set()
+    assert done == {taken, queued}
+    for login in (taken, queued):
+        with pytest.raises(RuntimeError, match="cancelled"):
+            login.result()
+    assert not lookups.waiting
+
+
 async def test_a_login_past_the_logins_in_progress_is_told_to_come_back(people, settings, held_claim):
     """At most CHAT_LOGINS_IN_PROGRESS token logins at once; one that
     would wait longer than CHAT_LOGIN_WAIT_SECONDS is refused at once,
