@@ -1258,6 +1258,48 @@ def test_edit_and_delete_ones_own_messages(accounts, server, open_page):
     assert stored_bodies("alice", "bob") == ["first try"]
 
 
+def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts, server, new_page):
+    """The arrows reach a message still in the outbox (its ok held back
+    here); when the server confirms it, the stored message has the focus,
+    so E edits it."""
+    accounts("alice", "bob")
+    held, routes = [], []
+
+    def route(ws):
+        upstream = ws.connect_to_server()
+
+        def to_page(message):
+            frame = json.loads(message)
+            if not held and frame.get("type") == "ok" and "delivered" in frame:
+                held.append(message)
+            else:
+                ws.send(message)
+
+        upstream.on_message(to_page)
+        ws.on_message(upstream.send)
+        routes.append(ws)
+
+    alice = new_page()
+    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
+    alice.context.add_cookies([session_cookie("alice", server)])
+    alice.goto(server.http + "/")
+    alice.wait_for_selector("#status[data-state=online]")
+    open_chat(alice, "bob")
+    say(alice, "still in the outbox")
+    for _ in range(100):
+        if held:
+            break
+        alice.wait_for_timeout(50)
+    assert held
+    alice.focus("#messages")
+    alice.keyboard.press("ArrowUp")
+    expect(alice.locator(".msg.mine.pending:has(.body:text-is('still in the outbox'))")).to_be_focused()
+    routes[-1].send(held[0])
+    expect(alice.locator(".msg.mine:not(.pending):has(.body:text-is('still in the outbox'))")).to_be_focused()
+    alice.keyboard.press("e")
+    expect(alice.locator(".edit-box")).to_have_value("still in the outbox")
+
+
 # Whether an element's box meets the text of another (its line boxes, not its
 # whole box: a bubble's mark sits inside the bubble, beside the text).
 MEETS_TEXT = """([a, b]) => {
