@@ -351,7 +351,7 @@ async def create(client: Client, rest: str) -> None:
     made = reply["room"]
     client.rooms[made["id"]] = made
     client.aim(room_key(made["id"]))
-    refused = f" Not added (they block you): {names(reply['refused'])}." if reply.get("refused") else ""
+    refused = f" Not added (they block you): {names(reply['refused'], most=None)}." if reply.get("refused") else ""
     client.output(f"Created #{clean(made['name'])} with {made['member_count']} member(s).{refused}")
 
 
@@ -365,7 +365,7 @@ async def invite(client: Client, rest: str) -> None:
     if reply is not None and not reply["added"]:
         client.output("Nobody added: " + ("they block you." if reply["refused"] else "they are members already."))
     elif reply is not None and reply["refused"]:
-        client.output(f"Not added (they block you): {names(reply['refused'])}.")
+        client.output(f"Not added (they block you): {names(reply['refused'], most=None)}.")
 
 
 @command("/kick", "USER", "remove USER from this room (admins)", names=True)

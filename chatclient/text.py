@@ -136,7 +136,17 @@ def render_message(
     return "\n    ".join([line, *files])
 
 
-def names(users: list[str]) -> str:
-    """alice; alice and bob; alice, bob and carol."""
-    users = [clean(u) for u in users]
-    return users[0] if len(users) == 1 else ", ".join(users[:-1]) + " and " + users[-1]
+# A line names this many people at most, then counts the rest: a presence
+# batch in a community of thousands names thousands (after a restart, all
+# of them), which is a screenful nobody reads, cleaned name by name.
+NAMES_SHOWN = 5
+
+
+def names(users: list[str], *, most: int | None = NAMES_SHOWN) -> str:
+    """alice; alice and bob; alice, bob and carol; past `most` (None: no
+    limit), alice, bob, carol, dave, erin and 9,995 others."""
+    if most is not None and len(users) > most + 1:
+        others = len(users) - most
+        return ", ".join(clean(u) for u in users[:most]) + f" and {others:,} others"
+    shown = [clean(u) for u in users]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]

@@ -644,6 +644,23 @@ def test_a_failed_login_says_when_the_next_one_locks():
     assert explain({"code": "invalid_credentials", "attempts_left": 2, "message": "x"}) == "Wrong username or password."
 
 
+def test_a_presence_line_names_a_few_and_counts_the_rest():
+    """A batch of thousands coming online (a restart) is one short line,
+    not a screenful of names; every name still completes with Tab."""
+    lines = []
+    client = ChatClient("ws://unused/", lines.append)
+    client.username = "me"
+    crowd = [f"user{i}" for i in range(1, 1001)]
+    client.on_presence_batch({"online": ["me", *crowd], "offline": ["bob", "carol"]})
+    assert lines == [
+        "* user1, user2, user3, user4, user5 and 995 others are online",
+        "* bob and carol are offline",
+    ]
+    assert client.known >= set(crowd)
+    client.on_presence_batch({"online": crowd[:6]})  # one more than shown: all six, not "1 others"
+    assert lines[-1] == "* user1, user2, user3, user4, user5 and user6 are online"
+
+
 def test_completion_and_rendering():
     client = ChatClient("ws://unused/", print)
     client.known = {"alice", "albert", "bob"}
