@@ -139,14 +139,14 @@ def test_exif_is_stripped_from_pngs_too(alice):
 @pytest.mark.parametrize(
     ("data", "name", "says"),
     [
-        (HTML, "cat.png", "is not a valid PNG image"),
-        (png()[:60], "cut.png", "is not a valid PNG image"),
-        (png(), "photo.jpg", "is not a valid JPEG image"),
-        (bomb_png(), "bomb.png", "too many pixels"),
+        (HTML, "cat.png", "cat.png is not a valid PNG image"),
+        (png()[:60], "cut.png", "cut.png is not a valid PNG image"),
+        (png(), "photo.jpg", "photo.jpg is not a valid JPEG image"),
+        (bomb_png(), "bomb.png", "bomb.png has too many pixels"),
         (HTML, "page.html", "are not accepted"),
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.svg", "are not accepted"),
-        (HTML, "report.pdf", "is not the kind of file"),
-        (b"\x00\x01binary", "notes.txt", "is not plain text"),
+        (HTML, "report.pdf", "report.pdf is not the kind of file"),
+        (b"\x00\x01binary", "notes.txt", "notes.txt is not plain text"),
         (b"x" * 10, "x" * 1000 + ".txt", "longer than 200 characters"),
         (b"x", "\x00\x01../", "no usable name"),
         (b"", "empty.txt", "is empty"),
@@ -168,10 +168,12 @@ def test_names_lose_paths_and_control_characters(alice):
 
 
 def test_a_file_over_the_limit_is_refused(alice, settings):
-    settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
+    settings.CHAT_ATTACHMENT_MAX_BYTES = 1024 * 1024
     with pytest.raises(ServiceError) as e:
-        upload(alice, b"x" * 1001, "big.txt")
-    assert e.value.code == "too_large" and not Attachment.objects.exists() and stored_names() == []
+        upload(alice, b"x" * (1024 * 1024 + 1), "big.txt")
+    assert (e.value.code, e.value.message) == ("too_large", "big.txt is larger than 1 MiB.")
+    assert not Attachment.objects.exists() and stored_names() == []
+    upload(alice, b"x" * 1024 * 1024, "just.txt")  # the limit itself is allowed
 
 
 def test_the_daily_quota_holds(alice, settings):
@@ -184,6 +186,46 @@ def test_the_daily_quota_holds(alice, settings):
     assert Attachment.objects.count() == 2 and len(stored_names()) == 2
     Attachment.objects.update(created_at=timezone.now() - timedelta(days=1, seconds=1))
     upload(alice, b"x" * 1000, "c.txt")
+
+
+def test_the_quota_is_each_users_own_and_may_be_filled_exactly(alice, bob, settings):
+    settings.CHAT_ATTACHMENT_BYTES_PER_DAY = 1000
+    upload(bob, b"x" * 1000, "b.txt")  # bob's day, not alice's
+    upload(alice, b"x" * 1000, "a.txt")
+    settings.CHAT_ATTACHMENT_BYTES_PER_DAY = 500  # lowered below what she used
+    with pytest.raises(ServiceError) as e:
+        upload(alice, b"x", "c.txt")
+    assert (e.value.code, e.value.message) == ("rate_limited", "You may upload 500 bytes a day; 0 bytes are left.")
+
+
+def test_a_file_refused_once_stored_is_removed_again(alice, monkeypatch):
+    """The quota checked again in the transaction (another upload of the
+    same user got in first): the bytes already stored go."""
+    from messaging.services import attachments
+
+    checks = []
+    check = attachments._quota_check
+
+    def second_refuses(uploader, size, now):
+        checks.append(uploader)
+        if len(checks) == 2:
+            raise ServiceError("rate_limited", "late")
+        check(uploader, size, now)
+
+    monkeypatch.setattr(attachments, "_quota_check", second_refuses)
+    with pytest.raises(ServiceError):
+        upload(alice, png(), "late.png")
+    assert checks == [alice, alice]
+    assert not Attachment.objects.exists() and stored_names() == []
+
+
+def test_stored_names_keep_a_lower_case_extension_and_the_thumbnails_type(alice):
+    out = io.BytesIO()
+    Image.new("RGBA", (20, 10), (0, 0, 0, 0)).save(out, format="PNG")
+    clear = upload(alice, out.getvalue(), "Dot.PNG")
+    assert clear.stored.endswith(".png") and clear.thumbnail == clear.stored[: -len(".png")] + "-thumb.png"
+    photo = upload(alice, jpeg_with_gps(), "holiday.jpg")
+    assert photo.thumbnail == photo.stored[: -len(".jpg")] + "-thumb.jpg"
 
 
 def test_office_archive_and_pdf_files_are_accepted(alice):
@@ -271,9 +313,17 @@ def test_ids_that_may_not_be_sent_are_refused_and_nothing_changes(alice, bob, se
     count = Message.objects.count()
     with pytest.raises(ServiceError) as e:
         send(body="x", attachments=ids)
-    assert e.value.code == "invalid"
+    not_yours = f"Attachment {ids[0]} is not an upload of yours that is still unsent."
+    assert (e.value.code, e.value.message) == (
+        "invalid",
+        {
+            "listed_twice": "The same attachment is listed twice.",
+            "too_many": "A message carries at most 3 attachments.",
+        }.get(case, not_yours),
+    )
     assert Message.objects.count() == count
     assert list(Attachment.objects.order_by("pk").values_list("pk", "message_id")) == before
+    send(body="x", attachments=mine[1:])  # as many as allowed
 
 
 def test_attachments_keep_the_order_they_were_sent_in(alice, bob):

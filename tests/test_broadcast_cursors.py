@@ -84,6 +84,22 @@ def test_users_who_join_later_do_not_get_earlier_broadcasts():
     assert selectors.message_history(user=late, peer=None) == []
 
 
+def test_a_batch_catch_up_counts_the_rows_it_wrote():
+    """Bob missed two broadcasts; dave blocks their sender: nothing for him,
+    yet his cursor moves too."""
+    from messaging.services.mailbox import mailboxes_catch_up
+
+    alice, bob, dave = make_user("alice"), make_user("bob"), make_user("dave")
+    services.block_create(blocker=dave, username="alice")
+    latest = [services.message_broadcast(sender=alice, body=body).message.pk for body in ("b1", "b2")][-1]
+    assert mailboxes_catch_up(users=[bob, dave]) == 2
+    assert dict(BroadcastCursor.objects.filter(user__in=[bob, dave]).values_list("user_id", "up_to")) == {
+        bob.pk: latest,
+        dave.pk: latest,
+    }
+    assert mailboxes_catch_up(users=[bob, dave]) == 0
+
+
 def test_a_block_drops_what_waits_and_an_unblock_does_not_bring_it_back():
     alice, bob = make_user("alice"), make_user("bob")
     login(bob)

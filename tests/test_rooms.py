@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core.errors import ServiceError
 from messaging import events, selectors, services
-from messaging.models import Delivery, Message, Reaction, Room, RoomMember
+from messaging.models import Delivery, Message, Reaction, ReadMark, Room, RoomMember
 
 from .conftest import need
 from .helpers import PASSWORD, amake_user, connected, make_user
@@ -44,6 +44,12 @@ def code_of(call, **kwargs):
     with pytest.raises(ServiceError) as e:
         call(**kwargs)
     return e.value.code
+
+
+def words_of(call, **kwargs):
+    with pytest.raises(ServiceError) as e:
+        call(**kwargs)
+    return e.value.code, e.value.message
 
 
 def read(user, room_id, up_to):
@@ -93,6 +99,7 @@ def test_create_adds_who_exists_and_does_not_block_the_creator(users, capture_pu
         ("x" * 101, [], "invalid"),
         ("ok", ["nobody"], "unknown_user"),
         ("ok", ["u"] * 101, "invalid"),
+        ("ok", ["u"] * 100, "unknown_user"),  # 100 names may be asked for
     ],
 )
 def test_create_refusals_create_nothing(users, name, usernames, code):
@@ -100,8 +107,59 @@ def test_create_refusals_create_nothing(users, name, usernames, code):
     assert not Room.objects.exists()
 
 
+def test_room_refusals_say_why(users, settings):
+    create = services.room_create
+    assert words_of(create, user=users["alice"], name=" ", usernames=[]) == (
+        "invalid",
+        "A room name is 1 to 100 characters.",
+    )
+    assert words_of(create, user=users["alice"], name="ok", usernames=["u"] * 101) == (
+        "invalid",
+        "At most 100 names at once.",
+    )
+    assert words_of(create, user=users["alice"], name="ok", usernames=["bob", "nobody"]) == (
+        "unknown_user",
+        "There is no user 'nobody'.",
+    )
+    settings.CHAT_ROOM_MAX_MEMBERS = 2
+    assert words_of(create, user=users["alice"], name="ok", usernames=["bob", "carol"]) == (
+        "room_full",
+        "A room holds at most 2 members.",
+    )
+
+
+def test_add_refuses_an_inactive_user_and_only_who_blocks_the_adder(users):
+    """Carol blocks dave, not alice: she is added; an inactive account is
+    no user to add."""
+    services.block_create(blocker=users["carol"], username="dave")
+    users["dave"].is_active = False
+    users["dave"].save(update_fields=["is_active"])
+    assert code_of(services.room_create, user=users["alice"], name="team", usernames=["dave"]) == "unknown_user"
+    created = services.room_create(user=users["alice"], name="team", usernames=["carol"])
+    assert created.refused == [] and created.room["member_count"] == 2
+
+
+def test_a_member_already_in_is_not_added_again(users):
+    """Memberships' ids are not their users' ids (another room's come first)."""
+    room_with(users, "bob", "carol", "dave", name="first")
+    room = room_with(users, "carol")
+    done = services.room_members_add(user=users["alice"], room_id=room, usernames=["carol", "dave"])
+    assert (done.added, done.refused) == (["dave"], [])
+    assert RoomMember.objects.filter(room=room).count() == 3
+
+
 def test_add_needs_an_admin_and_room_space(users, settings):
     room = room_with(users, "bob")
+    add = services.room_members_add
+    assert words_of(add, user=users["bob"], room_id=room, usernames=["carol"]) == (
+        "forbidden",
+        "Only an admin of the room may do that.",
+    )
+    assert words_of(add, user=users["carol"], room_id=room, usernames=["dave"]) == (
+        "unknown_room",
+        "You are in no room with that id.",
+    )
+    assert words_of(add, user=users["alice"], room_id=room, usernames=[]) == ("invalid", "Name at least one user.")
     assert code_of(services.room_members_add, user=users["bob"], room_id=room, usernames=["carol"]) == "forbidden"
     assert code_of(services.room_members_add, user=users["carol"], room_id=room, usernames=["dave"]) == "unknown_room"
     assert code_of(services.room_members_add, user=users["alice"], room_id=room + 99, usernames=["dave"]) == (
@@ -131,11 +189,23 @@ def test_add_tells_members_online_and_the_added(users, capture_pushes):
 
 def test_remove_drops_what_was_pending_and_hides_the_room(users, capture_pushes):
     room = room_with(users, "bob", "carol")
+    acked = services.message_room_send(sender=users["alice"], room_id=room, body="acked").message
+    services.deliveries_ack(requests=[services.AckRequest(user=users["bob"], ids=[acked.id])])
+    acked_at = Delivery.objects.get(recipient=users["bob"], message=acked).acked_at
     services.message_room_send(sender=users["alice"], room_id=room, body="before")
+    # Bob's from elsewhere stays pending: a private message, another room's.
+    services.message_send(sender=users["alice"], to_username="bob", body="private")
+    elsewhere = room_with(users, "bob", name="elsewhere")
+    services.message_room_send(sender=users["alice"], room_id=elsewhere, body="elsewhere")
     with pytest.raises(ServiceError) as e:
         services.room_member_remove(user=users["alice"], room_id=room, username="alice")
     assert (e.value.code, e.value.message) == ("invalid", "Leave the room instead of removing yourself.")
-    assert code_of(services.room_member_remove, user=users["alice"], room_id=room, username="dave") == "invalid"
+    room_with(users, "dave", name="other")
+    assert words_of(services.room_member_remove, user=users["alice"], room_id=room, username="dave") == (
+        "invalid",
+        "dave is not a member of this room.",
+    )
+    assert RoomMember.objects.filter(user=users["dave"]).count() == 1  # still in the other room
     assert code_of(services.room_member_remove, user=users["bob"], room_id=room, username="carol") == "forbidden"
     online(users["bob"], users["carol"])
     with capture_pushes() as pushes:
@@ -143,11 +213,13 @@ def test_remove_drops_what_was_pending_and_hides_the_room(users, capture_pushes)
     [event] = frames_for(pushes, users["bob"])
     assert (event["change"], event["username"], event["room"]["member_count"]) == ("removed", "bob", 3)
     assert frames_for(pushes, users["carol"])[0]["room"]["member_count"] == 2
-    assert not Delivery.objects.filter(recipient=users["bob"], acked_at__isnull=True).exists()
-    assert selectors.pending_count(user=users["bob"]) == 0
+    assert sorted(
+        Delivery.objects.filter(recipient=users["bob"], acked_at__isnull=True).values_list("message__body", flat=True)
+    ) == ["elsewhere", "private"]
+    assert Delivery.objects.get(recipient=users["bob"], message=acked).acked_at == acked_at  # acked then, not now
     assert Delivery.objects.filter(recipient=users["carol"], acked_at__isnull=True).exists()  # still hers to read
     assert code_of(selectors.message_history, user=users["bob"], peer=None, room_id=room) == "unknown_room"
-    assert selectors.room_list(user=users["bob"]) == []
+    assert [r["id"] for r in selectors.room_list(user=users["bob"])] == [elsewhere]
 
 
 def test_an_operator_expels_a_member_as_an_admin_removes_one(users, capture_pushes):
@@ -173,7 +245,10 @@ def test_an_operator_expels_a_member_as_an_admin_removes_one(users, capture_push
 def test_an_operator_deletes_a_room_whole_and_its_members_online_get_it_as_it_was(users, capture_pushes):
     room, other = room_with(users, "bob", "carol"), room_with(users, "bob", name="other")
     services.message_room_send(sender=users["alice"], room_id=room, body="gone")
-    services.message_room_send(sender=users["alice"], room_id=other, body="kept")
+    kept = services.message_room_send(sender=users["alice"], room_id=other, body="kept").message
+    read(users["bob"], room, kept.id)
+    read(users["bob"], other, kept.id)
+    ReadMark.objects.create(user=users["bob"], peer=users["alice"], up_to=kept.id)  # a private conversation's
     online(users["bob"])
     with capture_pushes() as pushes:
         assert services.room_delete(room_id=room) == 1
@@ -188,6 +263,9 @@ def test_an_operator_deletes_a_room_whole_and_its_members_online_get_it_as_it_wa
     assert list(Room.objects.values_list("pk", flat=True)) == [other]
     assert list(Message.objects.values_list("body", flat=True)) == ["kept"]
     assert set(RoomMember.objects.values_list("user__username", flat=True)) == {"alice", "bob"}
+    assert sorted(ReadMark.objects.values_list("room_id", "peer_id"), key=str) == sorted(
+        [(other, None), (None, users["alice"].pk)], key=str
+    )
     with pytest.raises(ServiceError) as e:
         services.room_delete(room_id=room)
     assert (e.value.code, e.value.message) == ("unknown_room", "There is no room with that id.")
@@ -219,6 +297,17 @@ def test_last_admin_leaving_promotes_the_earliest_member_and_the_last_one_delete
     ]
     assert frames_for(pushes, users["bob"])[-1]["room"]["admin"] is True
     assert frames_for(pushes, users["alice"]) == []
+    # Neither a member nor an admin with another admin left names an heir.
+    services.room_members_add(user=users["bob"], room_id=room, usernames=["dave"])
+    services.room_admin_set(user=users["bob"], room_id=room, username="carol", admin=True)
+    with capture_pushes() as pushes:
+        services.room_leave(user=users["dave"], room_id=room)
+        services.room_leave(user=users["carol"], room_id=room)
+    assert [(f["change"], f["username"]) for f in frames_for(pushes, users["bob"])] == [
+        ("left", "dave"),
+        ("left", "carol"),
+    ]
+    services.room_members_add(user=users["bob"], room_id=room, usernames=["carol"])
     assert code_of(services.room_leave, user=users["alice"], room_id=room) == "unknown_room"
     services.room_leave(user=users["bob"], room_id=room)
     services.message_room_send(sender=users["carol"], room_id=room, body="alone")
@@ -237,7 +326,11 @@ def test_a_deleted_account_leaves_its_rooms(users):
 def test_admin_changes_and_rename(users, capture_pushes):
     room = room_with(users, "bob")
     call = services.room_admin_set
-    assert code_of(call, user=users["alice"], room_id=room, username="alice", admin=False) == "invalid"
+    services.room_create(user=users["bob"], name="bob's")  # an admin elsewhere is not one here
+    assert words_of(call, user=users["alice"], room_id=room, username="alice", admin=False) == (
+        "invalid",
+        "A room keeps at least one admin.",
+    )
     assert code_of(call, user=users["alice"], room_id=room, username="carol", admin=True) == "invalid"
     assert code_of(call, user=users["alice"], room_id=room, username="nobody", admin=True) == "unknown_user"
     assert code_of(call, user=users["bob"], room_id=room, username="bob", admin=True) == "forbidden"
@@ -252,9 +345,14 @@ def test_admin_changes_and_rename(users, capture_pushes):
         ("renamed", None, True),
     ]
     assert code_of(services.room_rename, user=users["alice"], room_id=room, name="new") == "forbidden"
+    room_with(users, "bob", name="later")  # bob's other room, after this one
+    with capture_pushes() as pushes:
+        services.room_rename(user=users["bob"], room_id=room, name="again")
+    [event] = frames_for(pushes, users["bob"])
+    assert (event["room"]["id"], event["room"]["name"]) == (room, "again")
     assert code_of(services.room_rename, user=users["bob"], room_id=room, name="x" * 101) == "invalid"
     services.room_rename(user=users["bob"], room_id=room, name=" new ")
-    assert selectors.room_list(user=users["alice"])[0]["name"] == "new"
+    assert [r["name"] for r in selectors.room_list(user=users["alice"]) if r["id"] == room] == ["new"]
 
 
 def test_room_members_are_sorted_with_admin_and_online(users):
@@ -359,6 +457,14 @@ def test_rooms_list_last_unread_and_order(users):
     assert selectors.room_list(user=users["bob"])[0]["unread"] == 1
     assert selectors.room_list(user=users["alice"])[0]["unread"] == 0  # her own
     assert read(users["carol"], first, 1).code == "unknown_room"
+    # A room the reader is not in does not end the batch.
+    batch = [
+        services.ReadRequest(user=users["carol"], peer=None, up_to=last.id, room_id=first),
+        services.ReadRequest(user=users["bob"], peer=None, up_to=last.id, room_id=first),
+    ]
+    refused, moved = services.conversations_read(requests=batch)
+    assert (refused.code, moved) == ("unknown_room", True)
+    assert selectors.room_list(user=users["bob"])[0]["unread"] == 0
     # A room mark is not the broadcast mark.
     services.message_broadcast(sender=users["alice"], body="all")
     online(users["bob"])
@@ -393,14 +499,17 @@ def test_symbol_search_covers_rooms_while_a_member(users):
 
 
 def test_room_edit_and_delete_reach_members_online_who_have_it(users, capture_pushes):
-    room = room_with(users, "bob", "carol")
+    """Not dave, added since; not erin, who had it and left the room."""
+    erin = make_user("erin")
+    room = room_with(users, "bob", "carol", "erin")
     message = services.message_room_send(sender=users["alice"], room_id=room, body="typo").message
     services.room_members_add(user=users["alice"], room_id=room, usernames=["dave"])
-    online(users["bob"], users["dave"])
+    services.room_leave(user=erin, room_id=room)
+    online(users["bob"], users["dave"], erin)
     with capture_pushes() as pushes:
         services.message_edit(user=users["alice"], message_id=message.id, body="fixed")
     assert [f["type"] for f in frames_for(pushes, users["bob"])] == ["message_edited"]
-    assert frames_for(pushes, users["dave"]) == []
+    assert frames_for(pushes, users["dave"]) == [] and frames_for(pushes, erin) == []
     [pending] = services.delivery_flush_page(user=users["carol"])
     assert pending["body"] == "fixed"
     services.message_delete(user=users["alice"], message_id=message.id)
@@ -520,8 +629,26 @@ def test_reactions_are_idempotent_ordered_and_told_to_viewers(users, capture_pus
 @pytest.mark.parametrize("emoji", ["", "a b", "x" * 33, "\t"])
 def test_reaction_emoji_must_be_short_without_space(users, emoji):
     message = services.message_send(sender=users["alice"], to_username="bob", body="hi").message
-    assert code_of(services.message_react, user=users["bob"], message_id=message.id, emoji=emoji, on=True) == "invalid"
+    with pytest.raises(ServiceError) as e:
+        services.message_react(user=users["bob"], message_id=message.id, emoji=emoji, on=True)
+    assert (e.value.code, e.value.message) == ("invalid", "An emoji is 1 to 32 characters without white space.")
     assert not Reaction.objects.exists()
+
+
+def test_a_reaction_is_on_by_default_of_its_message_only_and_up_to_32_characters(users, capture_pushes):
+    """The same emoji of the same user on a second message is a new reaction,
+    told with that message's id."""
+    first = services.message_send(sender=users["alice"], to_username="bob", body="one").message
+    second = services.message_send(sender=users["alice"], to_username="bob", body="two").message
+    emoji = "x" * 32
+    online(users["alice"])
+    assert services.message_react(user=users["bob"], message_id=first.id, emoji=emoji) is True
+    with capture_pushes() as pushes:
+        assert services.message_react(user=users["bob"], message_id=second.id, emoji=emoji) is True
+    assert frames_for(pushes, users["alice"]) == [
+        {"type": "reaction", "id": second.id, "emoji": emoji, "by": "bob", "on": True}
+    ]
+    assert sorted(Reaction.objects.values_list("message_id", "active")) == [(first.id, True), (second.id, True)]
 
 
 def test_reactions_only_on_what_one_can_see(users):

@@ -187,7 +187,7 @@ class _ClientIds:
             if key in keys:
                 (self.replays if row.message_id else self.claims)[key] = row
 
-    def check(self, key: Key | None, kind: str) -> ClientRequest | int | None:
+    def check(self, key: Key | None) -> ClientRequest | int | None:
         """A stored answer to replay, the index of an earlier request of this
         batch with the key, or None: go ahead."""
         if key is None:
@@ -309,7 +309,7 @@ def messages_send(*, requests: Sequence[SendRequest]) -> list[Sent | ServiceErro
         for i in todo:
             r = requests[i]
             try:
-                earlier = client_ids.check(keys[i], Message.Kind.PRIVATE)
+                earlier = client_ids.check(keys[i])
                 if isinstance(earlier, ClientRequest):
                     reply = earlier.reply or {}
                     results[i] = Sent(earlier.message, bool(reply.get("live")))  # type: ignore[arg-type]
@@ -366,7 +366,6 @@ Check = Callable[[Any, "_Replies"], None]
 
 def _fanned_out(
     requests: Sequence[BroadcastRequest | RoomSendRequest],
-    kind: str,
     prepare: Callable[[list[int], datetime], Check],
     store: Callable[[Any, str, datetime, Callable[[Message], wire.Extras]], Broadcasted],
 ) -> list[Broadcasted | ServiceError]:
@@ -389,7 +388,7 @@ def _fanned_out(
         for i in todo:
             r = requests[i]
             try:
-                earlier = client_ids.check(keys[i], kind)
+                earlier = client_ids.check(keys[i])
                 if isinstance(earlier, ClientRequest):
                     # The first answer's counts (a private message's: one, live or stored).
                     reply = earlier.reply or {}
@@ -449,7 +448,7 @@ def messages_broadcast(*, requests: Sequence[BroadcastRequest]) -> list[Broadcas
         )
         return Broadcasted(message, live, stored)
 
-    return _fanned_out(requests, Message.Kind.BROADCAST, prepare, store)
+    return _fanned_out(requests, prepare, store)
 
 
 def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcasted | ServiceError]:
@@ -487,7 +486,7 @@ def messages_room_send(*, requests: Sequence[RoomSendRequest]) -> list[Broadcast
         events.push_to_users([wire.message_event(message, stored=False, extras=extras)], user_ids=list(online))
         return Broadcasted(message, live, stored)
 
-    return _fanned_out(requests, Message.Kind.ROOM, prepare, store)
+    return _fanned_out(requests, prepare, store)
 
 
 def _fan_out_broadcast(message: Message, now: datetime) -> tuple[int, int]:

@@ -83,9 +83,7 @@ def _member(room_id: int, username: str) -> RoomMember:
     return member
 
 
-def _add(
-    room: Room, creator: UserModel, usernames: Sequence[str], *, admin: bool = False
-) -> tuple[list[str], list[str]]:
+def _add(room: Room, creator: UserModel, usernames: Sequence[str]) -> tuple[list[str], list[str]]:
     """Add the named users who exist, are not members and do not block
     `creator` (nobody if one name is unknown or the room would overflow):
     (added, refused), sorted."""
@@ -99,7 +97,7 @@ def _add(
     if added and RoomMember.objects.filter(room=room).count() + len(added) > settings.CHAT_ROOM_MAX_MEMBERS:
         raise ServiceError("room_full", f"A room holds at most {settings.CHAT_ROOM_MAX_MEMBERS} members.")
     now = timezone.now()
-    RoomMember.objects.bulk_create([RoomMember(room=room, user=u, joined_at=now, admin=admin) for u in added])
+    RoomMember.objects.bulk_create([RoomMember(room=room, user=u, joined_at=now) for u in added])
     refused = sorted(u.username for u in candidates if u.pk in blockers)
     return sorted(u.username for u in added), refused
 
