@@ -4,6 +4,7 @@ plus telling a server that is down from one that is not a chat server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from urllib.parse import urlparse
 
@@ -12,6 +13,13 @@ import websockets
 from .protocol import Closed, EventHandler, Session, connect
 
 ConnectionLost = Closed
+
+# websockets logs, as an error with its traceback, a keepalive ping that
+# meets a connection the server is closing (a restart): with no logging
+# set up, Python prints that on the person's screen. The client says what
+# happened itself ("Connection lost. Reconnecting…"). Logging set up by
+# whoever runs the client still gets these records.
+logging.getLogger("websockets").addHandler(logging.NullHandler())
 
 CHAT_PATH = "/ws/chat/"
 

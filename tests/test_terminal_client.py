@@ -644,6 +644,18 @@ def test_a_failed_login_says_when_the_next_one_locks():
     assert explain({"code": "invalid_credentials", "attempts_left": 2, "message": "x"}) == "Wrong username or password."
 
 
+def test_a_keepalive_ping_that_meets_a_restart_prints_no_traceback():
+    """websockets logs a failed keepalive ping as an error with its
+    traceback; the terminal client keeps that off the person's screen."""
+    script = (
+        "import logging, chatclient.connection\n"
+        "try:\n    raise ConnectionResetError(104, 'Connection reset by peer')\n"
+        "except OSError:\n    logging.getLogger('websockets.client').error('keepalive ping failed', exc_info=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stderr == ""
+
+
 def test_a_presence_line_names_a_few_and_counts_the_rest():
     """A batch of thousands coming online (a restart) is one short line,
     not a screenful of names; every name still completes with Tab."""
