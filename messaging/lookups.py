@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,8 @@ from django.db import close_old_connections
 
 from accounts import selectors as account_selectors
 from accounts.models import User as UserModel
+
+log = logging.getLogger("chat")
 
 # Keys looked up in one query at most (accounts.selectors reads a session
 # table page of 500 keys a statement).
@@ -60,6 +63,7 @@ class SessionLookups:
         self.waiting.setdefault(session_key, []).append(future)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
+            self.task.add_done_callback(self._ended)
         return await future
 
     async def _run(self) -> None:
@@ -79,13 +83,27 @@ class SessionLookups:
                     for future in futures:
                         if not future.done():  # the login went away meanwhile
                             future.set_result(check.user if check.ended is None else None)
-        except BaseException:
-            # Cancelled (a shutdown): the logins taken and those queued
-            # behind them fail, none waits for a lookup nobody will start.
-            _fail(batch, RuntimeError("lookup cancelled"))
-            waiting, self.waiting = self.waiting, {}
-            _fail(waiting, RuntimeError("lookup cancelled"))
+        except BaseException as e:
+            # Cancelled (a shutdown), or a bug: the logins taken fail now
+            # (those queued behind them: _ended).
+            cancelled = isinstance(e, asyncio.CancelledError)
+            _fail(batch, RuntimeError("lookup cancelled" if cancelled else "lookup failed"))
             raise
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A lookup task that ended cancelled (a shutdown, perhaps before it
+        started) or failed: the logins queued for it fail at once, none
+        waits for a lookup nobody will start."""
+        if task.cancelled():
+            why = "lookup cancelled"
+        elif (error := task.exception()) is not None:
+            log.error("token lookups failed", exc_info=error)
+            why = "lookup failed"
+        else:
+            return
+        if task is self.task:  # else a new task has these keys
+            waiting, self.waiting = self.waiting, {}
+            _fail(waiting, RuntimeError(why))
 
 
 def _fail(futures_by_key: dict[str, list[asyncio.Future[UserModel | None]]], error: Exception) -> None:

@@ -559,19 +559,23 @@ async def test_token_lookups_that_come_together_are_one_query(people, monkeypatc
 async def test_a_cancelled_lookup_fails_the_logins_taken_and_those_queued(people, monkeypatch):
     """A shutdown cancels the lookup under way: the logins it had taken
     and those queued behind it for the next lookup fail at once, none
-    waits for a lookup nobody will start."""
+    waits for a lookup nobody will start; so do the logins of a lookup
+    cancelled before it started."""
     import threading
 
     from accounts import selectors as account_selectors
     from messaging.lookups import SessionLookups
 
-    entered, release = threading.Event(), threading.Event()
+    entered, release, left = threading.Event(), threading.Event(), threading.Event()
     real = account_selectors.sessions_check
 
     def held(*, session_keys):
-        entered.set()
-        release.wait(5)
-        return real(session_keys=session_keys)
+        try:
+            entered.set()
+            release.wait(5)
+            return real(session_keys=session_keys)
+        finally:
+            left.set()
 
     monkeypatch.setattr(account_selectors, "sessions_check", held)
     lookups = SessionLookups()
@@ -583,10 +587,18 @@ async def test_a_cancelled_lookup_fails_the_logins_taken_and_those_queued(people
     lookups.task.cancel()
     done, _ = await asyncio.wait([taken, queued], timeout=2)
     release.set()
+    await sync_to_async(left.wait, thread_sensitive=False)(5)  # the thread is done with the database
     assert done == {taken, queued}
     for login in (taken, queued):
         with pytest.raises(RuntimeError, match="cancelled"):
             login.result()
+    assert not lookups.waiting
+
+    unstarted = asyncio.ensure_future(lookups.user_for("third"))
+    await asyncio.sleep(0)  # user_for has made the task, which has not run yet
+    lookups.task.cancel()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await asyncio.wait_for(unstarted, 2)
     assert not lookups.waiting
 
 
