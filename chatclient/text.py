@@ -143,8 +143,8 @@ NAMES_SHOWN = 5
 
 
 def names(users: list[str], *, most: int | None = NAMES_SHOWN) -> str:
-    """alice; alice and bob; alice, bob and carol; past `most` (None: no
-    limit), alice, bob, carol, dave, erin and 9,995 others."""
+    """alice; alice and bob; alice, bob and carol; past `most` (at least
+    one; None: no limit), alice, bob, carol, dave, erin and 9,995 others."""
     if most is not None and len(users) > most + 1:
         others = len(users) - most
         return ", ".join(clean(u) for u in users[:most]) + f" and {others:,} others"

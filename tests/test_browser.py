@@ -1263,7 +1263,7 @@ def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts
     here); when the server confirms it, the stored message has the focus,
     so E edits it."""
     accounts("alice", "bob")
-    held, routes = [], []
+    held = []  # the ok, with the route of the socket it came on
 
     def route(ws):
         upstream = ws.connect_to_server()
@@ -1271,13 +1271,12 @@ def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts
         def to_page(message):
             frame = json.loads(message)
             if not held and frame.get("type") == "ok" and "delivered" in frame:
-                held.append(message)
+                held.append((ws, message))
             else:
                 ws.send(message)
 
         upstream.on_message(to_page)
         ws.on_message(upstream.send)
-        routes.append(ws)
 
     alice = new_page()
     alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
@@ -1286,15 +1285,16 @@ def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts
     alice.wait_for_selector("#status[data-state=online]")
     open_chat(alice, "bob")
     say(alice, "still in the outbox")
-    for _ in range(100):
-        if held:
-            break
-        alice.wait_for_timeout(50)
-    assert held
+    alice.wait_for_selector(".msg.mine.pending:has(.body:text-is('still in the outbox'))")
     alice.focus("#messages")
     alice.keyboard.press("ArrowUp")
     expect(alice.locator(".msg.mine.pending:has(.body:text-is('still in the outbox'))")).to_be_focused()
-    routes[-1].send(held[0])
+    for _ in range(TIMEOUT // 50):
+        if held:
+            break
+        alice.wait_for_timeout(50)
+    ws, ok = held[0]
+    ws.send(ok)
     expect(alice.locator(".msg.mine:not(.pending):has(.body:text-is('still in the outbox'))")).to_be_focused()
     alice.keyboard.press("e")
     expect(alice.locator(".edit-box")).to_have_value("still in the outbox")

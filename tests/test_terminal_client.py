@@ -653,7 +653,7 @@ def test_a_keepalive_ping_that_meets_a_restart_prints_no_traceback():
         "except OSError:\n    logging.getLogger('websockets.client').error('keepalive ping failed', exc_info=True)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert done.returncode == 0 and done.stderr == ""
+    assert done.returncode == 0 and "keepalive ping failed" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_presence_line_names_a_few_and_counts_the_rest():
