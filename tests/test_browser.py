@@ -862,6 +862,51 @@ def test_people_list_updates_live(accounts, server, open_page):
     assert alice.inner_text("#conv-presence") == "last seen just now"
 
 
+def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts, server, new_page):
+    """At 250 people online the list shows 200 (online first, by name) and
+    says how many more; the count says all of them; and whoever is past
+    the list is still offered by name in "Message someone…"."""
+    accounts("alice")
+    routes, lists = [], []  # lists: the answers to `online` and `recent`
+
+    def route(ws):
+        upstream = ws.connect_to_server()
+
+        def to_page(message):
+            if '"users"' in message:
+                lists.append(message)
+            ws.send(message)
+
+        upstream.on_message(to_page)
+        ws.on_message(upstream.send)
+        routes.append(ws)
+
+    alice = new_page()
+    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
+    alice.context.add_cookies([session_cookie("alice", server)])
+    alice.goto(server.http + "/")
+    alice.wait_for_selector("#status[data-state=online]")
+    for _ in range(TIMEOUT // 50):  # the crowd comes after the page's own lists, not before
+        if len(lists) >= 2:
+            break
+        alice.wait_for_timeout(50)
+    assert len(lists) >= 2
+    crowd = [f"user{i:03}" for i in range(250)]
+    routes[-1].send(json.dumps({"type": "presence_batch", "online": crowd, "offline": []}))
+    expect(alice.locator("#online-count")).to_have_text("250 online")
+    expect(alice.locator("#people .person")).to_have_count(200)
+    assert alice.locator("#people .person").first.get_attribute("data-name") == "user000"
+    assert alice.locator("#people .person").last.get_attribute("data-name") == "user199"
+    expect(alice.locator("#people-more")).to_have_text("and 50 more: type a name above to write to them")
+    assert alice.locator("#known-users option[value=user249]").count() == 1
+    routes[-1].send(json.dumps({"type": "presence_batch", "online": [], "offline": crowd[:100]}))
+    expect(alice.locator("#online-count")).to_have_text("150 online")
+    # The 100 gone offline are still people of the last hour: listed after those online.
+    expect(alice.locator("#people .person.online")).to_have_count(150)
+    expect(alice.locator("#people-more")).to_have_text("and 50 more: type a name above to write to them")
+    shot(alice, "chat-people-crowd")
+
+
 def test_lockout_counts_down_once_and_lets_the_person_try_again(accounts, make_server, new_page):
     server = make_server(LOGIN_LOCKOUT_SECONDS=4)
     accounts("alice")

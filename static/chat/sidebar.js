@@ -6,11 +6,15 @@ import { $, attr, el, reconcile, text, textParts } from "./dom.js";
 import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
 
+// People listed at most; "Message someone…" reaches anyone else by name.
+export const PEOPLE_SHOWN = 200;
+
 export class Sidebar {
   /** actions: open(key), unblock(name) */
   constructor(store, actions) {
     this.store = store;
     this.actions = actions;
+    this.knownKey = null; // the names the datalist holds, joined
   }
 
   render() {
@@ -101,7 +105,13 @@ export class Sidebar {
       },
       fallback: () => $("conversations").querySelector("button"),
     });
-    $("known-users").replaceChildren(...s.knownNames().map((n) => el("option", { value: n })));
+    // The names "Message someone…" offers, built again only when they change.
+    const names = s.knownNames();
+    const key = names.join("\n");
+    if (key !== this.knownKey) {
+      this.knownKey = key;
+      $("known-users").replaceChildren(...names.map((n) => el("option", { value: n })));
+    }
   }
 
   people() {
@@ -112,7 +122,13 @@ export class Sidebar {
     const known = s.presenceKnown;
     text($("online-count"), !known ? "unknown while offline" : online ? `${online} online` : "");
     $("people-empty").hidden = people.length > 0;
-    reconcile($("people"), people, {
+    // The first PEOPLE_SHOWN (online first), the rest counted: thousands
+    // of rows are a list nobody scrolls, rebuilt at every presence batch.
+    const shown = people.slice(0, PEOPLE_SHOWN);
+    const more = people.length - shown.length;
+    $("people-more").hidden = more <= 0;
+    text($("people-more"), more > 0 ? `and ${more} more: type a name above to write to them` : "");
+    reconcile($("people"), shown, {
       key: (p) => p.username,
       create: (p) =>
         el(
