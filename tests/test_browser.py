@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 TIMEOUT = 10_000
+# The chat socket's address, for page.route_web_socket.
+CHAT_SOCKET = re.compile(r"/ws/chat/(\?.*)?$")
 WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 LONG_NAME = ("a_really_long_username_for_layout_testing_1234567890" * 3)[:150]
@@ -258,12 +260,15 @@ def session_cookie(username, server):
 @pytest.fixture
 def open_page(new_page, request):
     """`open_page("alice")`: a logged-in chat page in a context of its own,
-    on the test's `server` unless another is given. It starts from a session
-    cookie: the login form is tested by itself."""
+    on the test's `server` unless another is given, its chat socket through
+    `route` if one is. It starts from a session cookie: the login form is
+    tested by itself."""
 
-    def open_(username, viewport=None, server=None, **options):
+    def open_(username, viewport=None, server=None, route=None, **options):
         server = server or request.getfixturevalue("server")
         page = new_page(viewport, **options)
+        if route is not None:  # Playwright's WebSocketRoute handler, for the chat socket
+            page.route_web_socket(CHAT_SOCKET, route)
         page.context.add_cookies([session_cookie(username, server)])
         page.goto(server.http + "/")
         page.wait_for_selector("#status[data-state=online]")
@@ -862,7 +867,7 @@ def test_people_list_updates_live(accounts, server, open_page):
     assert alice.inner_text("#conv-presence") == "last seen just now"
 
 
-def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts, server, new_page):
+def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts, server, open_page):
     """At 250 people online the list shows 200 (online first, by name) and
     says how many more; the count says all of them; and whoever is past
     the list is still offered by name in "Message someone…"."""
@@ -881,11 +886,7 @@ def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts
         ws.on_message(upstream.send)
         routes.append(ws)
 
-    alice = new_page()
-    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
-    alice.context.add_cookies([session_cookie("alice", server)])
-    alice.goto(server.http + "/")
-    alice.wait_for_selector("#status[data-state=online]")
+    alice = open_page("alice", route=route)
     for _ in range(TIMEOUT // 50):  # the crowd comes after the page's own lists, not before
         if len(lists) >= 2:
             break
@@ -1177,7 +1178,7 @@ def test_an_answer_lost_with_the_connection_still_sends_exactly_once(accounts, s
         upstream.on_message(to_page)
         ws.on_message(upstream.send)
 
-    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
+    alice.route_web_socket(CHAT_SOCKET, route)
     alice.reload()
     alice.wait_for_selector("#status[data-state=online]")
     open_chat(alice, "bob")
@@ -1189,7 +1190,7 @@ def test_an_answer_lost_with_the_connection_still_sends_exactly_once(accounts, s
     assert stored_bodies("alice", "bob") == ["exactly once"]
 
 
-def test_waiting_messages_pushed_after_the_conversation_list_count_once(accounts, server, new_page):
+def test_waiting_messages_pushed_after_the_conversation_list_count_once(accounts, server, open_page):
     """The conversation list already counts the unread messages still
     pending; when their pushes come after the list (held back here to make
     sure they do), they are not counted again."""
@@ -1224,11 +1225,7 @@ def test_waiting_messages_pushed_after_the_conversation_list_count_once(accounts
         upstream.on_message(to_page)
         ws.on_message(to_server)
 
-    bob = new_page()
-    bob.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
-    bob.context.add_cookies([session_cookie("bob", server)])
-    bob.goto(server.http + "/")
-    bob.wait_for_selector("#status[data-state=online]")
+    bob = open_page("bob", route=route)
     for _ in range(100):  # until the page has taken in (and acked) all three
         if len(set(acks)) == 3:
             break
@@ -1303,7 +1300,7 @@ def test_edit_and_delete_ones_own_messages(accounts, server, open_page):
     assert stored_bodies("alice", "bob") == ["first try"]
 
 
-def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts, server, new_page):
+def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts, server, open_page):
     """The arrows reach a message still in the outbox (its ok held back
     here); when the server confirms it, the stored message has the focus,
     so E edits it."""
@@ -1323,11 +1320,7 @@ def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts
         upstream.on_message(to_page)
         ws.on_message(upstream.send)
 
-    alice = new_page()
-    alice.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
-    alice.context.add_cookies([session_cookie("alice", server)])
-    alice.goto(server.http + "/")
-    alice.wait_for_selector("#status[data-state=online]")
+    alice = open_page("alice", route=route)
     open_chat(alice, "bob")
     say(alice, "still in the outbox")
     alice.wait_for_selector(".msg.mine.pending:has(.body:text-is('still in the outbox'))")
@@ -1578,7 +1571,7 @@ def test_a_busy_server_shows_only_connecting(accounts, server, new_page):
                 .observe(status, {subtree: true, childList: true, characterData: true, attributes: true});
         })"""
     )
-    page.route_web_socket(re.compile(r"/ws/chat/(\?.*)?$"), route)
+    page.route_web_socket(CHAT_SOCKET, route)
     page.context.add_cookies([session_cookie("alice", server)])
     page.goto(server.http + "/")
     page.wait_for_selector("#status[data-state=online]", timeout=20_000)
