@@ -7,7 +7,7 @@ import { lastSeen, neutralLinks, when } from "./format.js";
 import { EVERYONE } from "./store.js";
 
 // People listed at most; "Message someone…" reaches anyone else by name.
-export const PEOPLE_SHOWN = 200;
+const PEOPLE_SHOWN = 200;
 
 export class Sidebar {
   /** actions: open(key), unblock(name) */
