@@ -1301,11 +1301,13 @@ def test_edit_and_delete_ones_own_messages(accounts, server, open_page):
 
 
 def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts, server, open_page):
-    """The arrows reach a message still in the outbox (its ok held back
-    here); when the server confirms it, the stored message has the focus,
-    so E edits it."""
+    """The arrows reach a message still in the outbox; when the history the
+    page asked for comes (held back here) and the conversation is shown
+    again, the message keeps the focus; when the server confirms it (its ok
+    held back too), the stored message has the focus, so E edits it."""
     accounts("alice", "bob")
-    held = []  # the ok, with the route of the socket it came on
+    peer_sends(server, "bob", "alice", "before it")
+    history, held = [], []  # the request and the ok, with where they go
 
     def route(ws):
         upstream = ws.connect_to_server()
@@ -1317,16 +1319,30 @@ def test_a_message_focused_in_the_outbox_keeps_the_focus_once_confirmed(accounts
             else:
                 ws.send(message)
 
+        def to_server(message):
+            frame = json.loads(message)
+            # Not the new-chat box's check that bob exists (limit 1).
+            if frame.get("type") == "history" and frame.get("with") == "bob" and frame["limit"] > 1:
+                history.append((upstream, message))
+            else:
+                upstream.send(message)
+
         upstream.on_message(to_page)
-        ws.on_message(upstream.send)
+        ws.on_message(to_server)
 
     alice = open_page("alice", route=route)
     open_chat(alice, "bob")
     say(alice, "still in the outbox")
-    alice.wait_for_selector(".msg.mine.pending:has(.body:text-is('still in the outbox'))")
+    outbox = ".msg.mine.pending:has(.body:text-is('still in the outbox'))"
+    alice.wait_for_selector(outbox)
     alice.focus("#messages")
     alice.keyboard.press("ArrowUp")
-    expect(alice.locator(".msg.mine.pending:has(.body:text-is('still in the outbox'))")).to_be_focused()
+    expect(alice.locator(outbox)).to_be_focused()
+    assert len(history) == 1
+    upstream, request = history[0]
+    upstream.send(request)
+    alice.wait_for_selector(".msg .body:text-is('before it')")
+    expect(alice.locator(outbox)).to_be_focused()
     for _ in range(TIMEOUT // 50):
         if held:
             break

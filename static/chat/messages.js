@@ -59,6 +59,10 @@ export class MessageList {
   // --- Whole conversation ------------------------------------------------------
 
   show(conv, pending) {
+    // Shown again (its history arrived, say): the message that had the
+    // keyboard's focus keeps it, so the arrows and E or R go on from there.
+    const focused = conv === this.conv ? document.activeElement?.closest(".msg") : null;
+    const had = focused && this.list.contains(focused) ? { ...focused.dataset } : null;
     this.conv = conv;
     this.fresh = 0;
     // Until its history is here, a conversation shows "Loading…", not the
@@ -67,6 +71,10 @@ export class MessageList {
     this.list.replaceChildren(...messages.map((m) => this.messageNode(m)));
     for (const node of this.list.children) this.decorate(node);
     this.setPending(pending, { scroll: false });
+    const again = had?.id
+      ? this.node(had.id)
+      : had?.cid && this.list.querySelector(`.msg.pending[data-cid="${had.cid}"]`);
+    again?.focus({ preventScroll: true });
     this.updateChrome();
     const divider = this.list.querySelector(".divider");
     if (divider)
