@@ -322,6 +322,10 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CHAT_PUMP_SECONDS = env_float("CHAT_PUMP_SECONDS", 5)
 CHAT_PRESENCE_TIMEOUT_SECONDS = env_float("CHAT_PRESENCE_TIMEOUT_SECONDS", 45)
 CHAT_REDELIVER_SECONDS = env_float("CHAT_REDELIVER_SECONDS", 30)
+# A logout or a saved account (password, active flag) ends its socket at
+# once; every CHAT_SESSIONS_CHECK_SECONDS each process also checks every
+# socket's login, for what gives no signal (an expiry, an UPDATE).
+CHAT_SESSIONS_CHECK_SECONDS = env_float("CHAT_SESSIONS_CHECK_SECONDS", 60)
 # Python's cyclic garbage collector runs its youngest generation after this
 # many new objects (Python's default: 700). Each request makes dozens that
 # live until the database answers; collected that often, thousands of them

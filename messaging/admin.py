@@ -7,7 +7,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models import Count, Exists, IntegerField, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
@@ -16,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import smart_split
-from django_stubs_ext import WithAnnotations, monkeypatch
+from django_stubs_ext import WithAnnotations
 
 from accounts import names
 from accounts import services as accounts
@@ -26,10 +25,6 @@ from core.errors import ServiceError
 
 from . import selectors, services
 from .models import Attachment, Block, Message, Room, RoomMember
-
-# Generic in django-stubs (over the user model), like the classes that
-# settings.py makes subscriptable at run time; this one is not in that list.
-monkeypatch(extra_classes=[AdminPasswordChangeForm])
 
 # The user admin lives here, not in accounts: it shows and changes chat
 # state (presence, pending messages, blocks), which accounts knows nothing of.
@@ -131,17 +126,6 @@ class BlockedByInline(BlocksInline):
     verbose_name_plural = "Who blocks this user"
 
 
-class PasswordChangeForm(AdminPasswordChangeForm[User]):
-    """A new password ends the user's live connection at once (the pump's
-    session check would within a heartbeat anyway)."""
-
-    def save(self, commit: bool = True) -> User:
-        user = super().save(commit)
-        if commit:
-            services.presence_disconnect(user=user, reason="Your password was changed; log in again.", action="login")
-        return user
-
-
 @admin.register(User)
 class UserAdmin(BigTableAdmin[User], DjangoUserAdmin[User]):
     list_display = ["username", "is_online", "last_login", "last_seen", "is_locked", "is_active", "is_staff"]
@@ -162,8 +146,6 @@ class UserAdmin(BigTableAdmin[User], DjangoUserAdmin[User]):
                 locked=Exists(_locks_in_force().filter(username=OuterRef("username"))),
             )
         )
-
-    change_password_form = PasswordChangeForm
 
     def save_model(self, request: HttpRequest, obj: User, form: forms.Form, change: bool) -> None:
         deactivated = change and "is_active" in form.changed_data and not obj.is_active

@@ -6,5 +6,9 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the signal that removes an attachment's files with its row.
+        # The signals: an attachment's files go with its row; a logout or a
+        # saved account ends its live connection at once.
+        from . import receivers
         from .services import attachments  # noqa: F401
+
+        receivers.connect()

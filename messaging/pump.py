@@ -3,7 +3,8 @@
 One task a process (not one a connection), so the database sees a query per
 tick, not per user. Each step is one service: the heartbeat of this
 process's presence rows (``presence_tick``), ending connections whose login
-no longer holds (``presence_sessions_check``), the re-push of what its users
+no longer holds (``presence_sessions_check``, less often: most such ends
+come as they happen, from messaging.receivers), the re-push of what its users
 have not acked (``delivery_redeliver``), and now and then the clean-up of
 old rows (``records_prune``). The runtime starts and stops it; a tick with
 no connection here does nothing.
@@ -33,6 +34,7 @@ class Pump:
         self.hub = hub
         self.task: asyncio.Task[None] | None = None
         self.pruned_at: float | None = None  # never yet: at the first tick
+        self.checked_at: float | None = None  # the sessions check: at the first tick
         self.ticked_at = 0.0  # the last tick that reached the database
         self.quiet_until = 0.0  # no expiring of others before this
         # Connections whose login held at the last check, and on what: a
@@ -76,7 +78,13 @@ class Pump:
             self.quiet_until = now + settings.CHAT_PRESENCE_TIMEOUT_SECONDS
         if await self._safely(services.presence_tick, channel_names=names, expire=now >= self.quiet_until):
             self.ticked_at = now
-        await self._safely(services.presence_sessions_check, channel_names=hub.channel_names(), verified=self.verified)
+        # The safety net: a logout or a saved account ends its socket at once
+        # (messaging.receivers); this finds expiries and silent changes.
+        if self.checked_at is None or now - self.checked_at >= settings.CHAT_SESSIONS_CHECK_SECONDS:
+            self.checked_at = now
+            await self._safely(
+                services.presence_sessions_check, channel_names=hub.channel_names(), verified=self.verified
+            )
         await self._safely(services.delivery_redeliver, channel_names=hub.channel_names(flushing=False))
         # The monotonic clock counts from boot: "0" would wait for a machine
         # up less than CHAT_PRUNE_SECONDS.

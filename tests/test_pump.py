@@ -71,3 +71,20 @@ async def test_after_an_outage_nobody_else_is_expired_for_a_while(calls, setting
     pump.quiet_until = time.monotonic() - 1  # one timeout later
     await pump.tick()
     assert [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"][-1] is True
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_sessions_check_runs_at_its_own_pace(calls, monkeypatch, settings):
+    """At the first tick, then once CHAT_SESSIONS_CHECK_SECONDS have passed:
+    a logout or a saved account ends its socket at once (receivers), so
+    the check of every socket is only the safety net."""
+    settings.CHAT_SESSIONS_CHECK_SECONDS = 60
+    clock = [1000.0]
+    monkeypatch.setattr(pump_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    pump = Pump(FakeHub())
+    for now in (1000.0, 1005.0, 1059.0, 1060.0, 1065.0, 1130.0):
+        clock[0] = now
+        await pump.tick()
+    checks = [name for name, _ in calls].count("presence_sessions_check")
+    assert checks == 3  # at 1000, 1060 and 1130
+    assert [name for name, _ in calls].count("presence_tick") == 6

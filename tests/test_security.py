@@ -339,8 +339,8 @@ def cookie_of(username):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_an_http_logout_ends_the_socket_of_that_session(settings):
-    settings.CHAT_PUMP_SECONDS = 0.1
+async def test_an_http_logout_ends_the_socket_of_that_session():
+    """At once: the pump (every 60 s in tests) never ticks here."""
     await amake_user("alice")
     http, cookie = await sync_to_async(cookie_of)("alice")
     c = await ProtocolClient(headers=[(b"cookie", cookie)]).connect()
@@ -352,18 +352,37 @@ async def test_an_http_logout_ends_the_socket_of_that_session(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_password_change_or_deactivation_ends_the_socket(settings):
-    settings.CHAT_PUMP_SECONDS = 0.1
+async def test_a_saved_password_or_deactivation_ends_the_socket_at_once():
+    """However the account is saved (no service: the shell, a management
+    command), its socket ends then, not at the pump's next check."""
     await amake_user("alice")
     await amake_user("bob")
     a = await connected("alice")
     b = await connected("bob")
     alice = await sync_to_async(User.objects.get)(username="alice")
     alice.set_password("brand-new-password-1")
-    await sync_to_async(alice.save)()  # no service: the shell, a management command
+    await sync_to_async(alice.save)()
     ended = await a.event("session_ended")
     assert "password" in ended["reason"] and ended["action"] == "login"
     assert await a.closed_with() == 4003
+    bob = await sync_to_async(User.objects.get)(username="bob")
+    bob.last_name = "Unchanged login"
+    await sync_to_async(bob.save)(update_fields=["last_name"])
+    assert (await b.ok("whoami"))["username"] == "bob"  # nothing that ends a login
+    bob.is_active = False
+    await sync_to_async(bob.save)()
+    ended = await b.event("session_ended")
+    assert "deactivated" in ended["reason"] and ended["action"] == "stop"
+    assert await b.closed_with() == 4003
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_pumps_sessions_check_ends_what_no_signal_told_of(settings):
+    """An UPDATE sends no signal; the pump's check of every socket finds it."""
+    settings.CHAT_PUMP_SECONDS = 0.1
+    settings.CHAT_SESSIONS_CHECK_SECONDS = 0.1
+    await amake_user("bob")
+    b = await connected("bob")
     await sync_to_async(User.objects.filter(username="bob").update)(is_active=False)
     ended = await b.event("session_ended")
     assert "deactivated" in ended["reason"] and ended["action"] == "stop"

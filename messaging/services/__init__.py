@@ -41,8 +41,10 @@ from .presence import (
     presence_logins,
     presence_release,
     presence_release_process,
+    presence_session_logged_out,
     presence_sessions_check,
     presence_tick,
+    presence_user_recheck,
     user_deactivate,
 )
 from .reactions import message_react
@@ -106,8 +108,10 @@ __all__ = [
     "presence_logins",
     "presence_release",
     "presence_release_process",
+    "presence_session_logged_out",
     "presence_sessions_check",
     "presence_tick",
+    "presence_user_recheck",
     "records_prune",
     "requests_apply",
     "room_admin_set",

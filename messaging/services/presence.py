@@ -347,9 +347,11 @@ def presence_sessions_check(
     """End this process's connections whose login no longer holds
     (accounts.selectors.sessions_check, with any session engine): the
     session they logged in with was logged out or expired, the user's
-    password changed, or the account was deactivated. However that
-    happened (a page's logout, the admin, the shell, another process), the
-    socket goes within a heartbeat.
+    password changed, or the account was deactivated. The pump's safety
+    net, every CHAT_SESSIONS_CHECK_SECONDS: what Django tells of (a logout,
+    a saved user) ends the socket at once (presence_session_logged_out,
+    presence_user_recheck); this finds the rest (an expiry, an UPDATE from
+    the shell, another session engine's store).
 
     `verified` (the caller's, kept from tick to tick) remembers, per
     channel name, a fingerprint of what each valid verdict rested on: the
@@ -362,13 +364,11 @@ def presence_sessions_check(
     if verified is not None:
         for gone in verified.keys() - names:
             del verified[gone]
-    now = timezone.now()
-    ended = []
     # This process's rows and their sessions' data in one query, by host and
     # pid as presence_tick reads them: building twenty IN lists of 500
     # names a tick was most of what the check cost at 10,000 connections.
     mine = Presence.objects.filter(host=HOST, pid=PID).exclude(session_key="")
-    fields = ["user_id", "user__username", "user__is_active", "user__password", "channel_name", "session_key"]
+    fields = list(_CHECKED)
     stamp = account_selectors.session_stamp(OuterRef("session_key")) if verified is not None else None
     if stamp is not None:
         mine, fields = mine.annotate(session_stamp=stamp), [*fields, "session_stamp"]
@@ -380,34 +380,76 @@ def presence_sessions_check(
             for r in rows
             if (f := fingerprints.get(r["channel_name"])) is None or verified.get(r["channel_name"]) != f
         ]
+    ended = []
     for i in range(0, len(rows), 500):
-        chunk = rows[i : i + 500]
-        checks = account_selectors.sessions_check({r["session_key"] for r in chunk})
-        for row in chunk:
-            check = checks[row["session_key"]]
-            action: events.EndAction = "login"
-            if not row["user__is_active"]:
-                reason, action = "Your account was deactivated.", "stop"
-            elif check.user is None or check.user.pk != row["user_id"]:
-                reason = "You logged out, or your session expired; log in again."
-            elif check.ended is account_selectors.SessionEnded.PASSWORD_CHANGED:
-                reason = "Your password was changed; log in again."
-            else:
+        for row, why in _sessions_verdicts(rows[i : i + 500]):
+            if why is None:
                 if verified is not None and row["channel_name"] in fingerprints:
                     verified[row["channel_name"]] = fingerprints[row["channel_name"]]
                 continue
             if verified is not None:
                 verified.pop(row["channel_name"], None)
-            with transaction.atomic():
-                if _presence_end(
-                    user_id=row["user_id"],
-                    username=row["user__username"],
-                    channel_name=row["channel_name"],
-                    last_seen=now,
-                ):
-                    events.push_session_ended(row["channel_name"], reason=reason, action=action)
-                    ended.append(row["channel_name"])
+            if _session_end(row, *why):
+                ended.append(row["channel_name"])
     return ended
+
+
+def presence_user_recheck(*, user_id: int) -> list[str]:
+    """The sessions check for one user's connection, on whichever process
+    holds it: run when their account was saved (a password set, the
+    account deactivated), so the socket ends now, not at the safety net.
+    Returns the channel names ended."""
+    rows = list(Presence.objects.filter(user_id=user_id).exclude(session_key="").values(*_CHECKED))
+    return [row["channel_name"] for row, why in _sessions_verdicts(rows) if why is not None and _session_end(row, *why)]
+
+
+def presence_session_logged_out(*, session_key: str) -> list[str]:
+    """End the connections logged in with a Django session that is logging
+    out (a page's logout, on any process), at once. Returns the channel
+    names ended."""
+    if not session_key:
+        return []
+    rows = Presence.objects.filter(session_key=session_key).values(*_CHECKED)
+    return [row["channel_name"] for row in rows if _session_end(row, _LOGGED_OUT, "login")]
+
+
+# What a verdict on a connection's login reads of its presence row.
+_CHECKED = ("user_id", "user__username", "user__is_active", "user__password", "channel_name", "session_key")
+_LOGGED_OUT = "You logged out, or your session expired; log in again."
+
+
+Ended = tuple[str, events.EndAction]  # why a login no longer holds, and what the client should do
+
+
+def _sessions_verdicts(rows: Sequence[Mapping[str, Any]]) -> Iterable[tuple[Mapping[str, Any], Ended | None]]:
+    """Each row with None if its login holds, else why not; one
+    sessions_check for them all."""
+    checks = account_selectors.sessions_check({r["session_key"] for r in rows}) if rows else {}
+    for row in rows:
+        check = checks[row["session_key"]]
+        if not row["user__is_active"]:
+            yield row, ("Your account was deactivated.", "stop")
+        elif check.user is None or check.user.pk != row["user_id"]:
+            yield row, (_LOGGED_OUT, "login")
+        elif check.ended is account_selectors.SessionEnded.PASSWORD_CHANGED:
+            yield row, ("Your password was changed; log in again.", "login")
+        else:
+            yield row, None
+
+
+def _session_end(row: Mapping[str, Any], reason: str, action: events.EndAction) -> bool:
+    """End one connection whose login no longer holds, if it still holds
+    its row; the socket is told why and what to do."""
+    with transaction.atomic():
+        if not _presence_end(
+            user_id=row["user_id"],
+            username=row["user__username"],
+            channel_name=row["channel_name"],
+            last_seen=timezone.now(),
+        ):
+            return False
+        events.push_session_ended(row["channel_name"], reason=reason, action=action)
+    return True
 
 
 def _fingerprint(row: Mapping[str, Any]) -> int:
