@@ -867,11 +867,10 @@ def test_people_list_updates_live(accounts, server, open_page):
     assert alice.inner_text("#conv-presence") == "last seen just now"
 
 
-def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts, server, open_page):
-    """At 250 people online the list shows 200 (online first, by name) and
-    says how many more; the count says all of them; and whoever is past
-    the list is still offered by name in "Message someone…"."""
-    accounts("alice")
+def page_with_presence_to_inject(open_page, username):
+    """`username`'s chat page, and `inject(frame)`, which sends a frame to
+    the page as if from the server: once the page has had its own `online`
+    and `recent` answers, so what is injected comes after them, not before."""
     routes, lists = [], []  # lists: the answers to `online` and `recent`
 
     def route(ws):
@@ -886,21 +885,30 @@ def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts
         ws.on_message(upstream.send)
         routes.append(ws)
 
-    alice = open_page("alice", route=route)
-    for _ in range(TIMEOUT // 50):  # the crowd comes after the page's own lists, not before
+    page = open_page(username, route=route)
+    for _ in range(TIMEOUT // 50):
         if len(lists) >= 2:
             break
-        alice.wait_for_timeout(50)
+        page.wait_for_timeout(50)
     assert len(lists) >= 2
+    return page, lambda frame: routes[-1].send(json.dumps(frame))
+
+
+def test_a_crowd_online_lists_the_first_two_hundred_and_counts_the_rest(accounts, server, open_page):
+    """At 250 people online the list shows 200 (online first, by name) and
+    says how many more; the count says all of them; and whoever is past
+    the list is still offered by name in "Message someone…"."""
+    accounts("alice")
+    alice, inject = page_with_presence_to_inject(open_page, "alice")
     crowd = [f"user{i:03}" for i in range(250)]
-    routes[-1].send(json.dumps({"type": "presence_batch", "online": crowd, "offline": []}))
+    inject({"type": "presence_batch", "online": crowd, "offline": []})
     expect(alice.locator("#online-count")).to_have_text("250 online")
     expect(alice.locator("#people .person")).to_have_count(200)
     assert alice.locator("#people .person").first.get_attribute("data-name") == "user000"
     assert alice.locator("#people .person").last.get_attribute("data-name") == "user199"
     expect(alice.locator("#people-more")).to_have_text("and 50 more: type a name above to write to them")
     assert alice.locator("#known-users option[value=user249]").count() == 1
-    routes[-1].send(json.dumps({"type": "presence_batch", "online": [], "offline": crowd[:100]}))
+    inject({"type": "presence_batch", "online": [], "offline": crowd[:100]})
     expect(alice.locator("#online-count")).to_have_text("150 online")
     # The 100 gone offline are still people of the last hour: listed after those online.
     expect(alice.locator("#people .person.online")).to_have_count(150)
