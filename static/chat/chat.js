@@ -759,6 +759,10 @@ function showProblem(text) {
 // --- Wiring ----------------------------------------------------------------------------------
 
 function wire() {
+  for (const input of document.querySelectorAll("input[list=known-users]")) {
+    for (const event of ["input", "focus"])
+      input.addEventListener(event, () => sidebar.suggestFor(input));
+  }
   $("new-chat").addEventListener("submit", async (e) => {
     e.preventDefault();
     const input = $("new-chat-name");

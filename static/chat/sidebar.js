@@ -8,13 +8,15 @@ import { EVERYONE } from "./store.js";
 
 // People listed at most; "Message someone…" reaches anyone else by name.
 const PEOPLE_SHOWN = 200;
+// Names a name box suggests at most, those that start with what is typed.
+const SUGGESTED = 50;
 
 export class Sidebar {
   /** actions: open(key), unblock(name) */
   constructor(store, actions) {
     this.store = store;
     this.actions = actions;
-    this.knownKey = null; // the names the datalist holds, joined
+    this.typedIn = null; // the name box last typed in (null: "Message someone…")
   }
 
   render() {
@@ -105,13 +107,27 @@ export class Sidebar {
       },
       fallback: () => $("conversations").querySelector("button"),
     });
-    // The names "Message someone…" offers, built again only when they change.
-    const names = s.knownNames();
-    const key = names.join("\n");
-    if (key !== this.knownKey) {
-      this.knownKey = key;
-      $("known-users").replaceChildren(...names.map((n) => el("option", { value: n })));
-    }
+    this.suggestions();
+  }
+
+  /** The names the name boxes offer (the datalist they share): those that
+   * start with what is typed in the box last used, at most SUGGESTED.
+   * Options that stay are kept, so a presence batch that changes none of
+   * them changes nothing in the page. */
+  suggestions() {
+    const typed = (this.typedIn || $("new-chat-name")).value.trim();
+    reconcile($("known-users"), this.store.suggestedNames(typed, SUGGESTED), {
+      key: (name) => name,
+      create: (name) => el("option", { value: name }),
+      update: () => {},
+    });
+  }
+
+  /** Suggest names for `input`, one of the boxes with list="known-users"
+   * (on its input and focus events: the boxes share the datalist). */
+  suggestFor(input) {
+    this.typedIn = input;
+    this.suggestions();
   }
 
   people() {

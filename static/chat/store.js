@@ -240,11 +240,29 @@ export class Store {
   }
 
   knownNames() {
+    return [...this.knownSet()].sort();
+  }
+
+  /** At most `limit` known names that start with `prefix`, in any case, in
+   * the people list's order (online first, then by name): what the name
+   * boxes suggest, a few at a time, since thousands of suggestions would be
+   * built again at every presence batch of a login storm. */
+  suggestedNames(prefix, limit) {
+    const start = prefix.toLowerCase();
+    const names = [];
+    for (const n of this.knownSet()) if (n.toLowerCase().startsWith(start)) names.push(n);
+    return names
+      .sort((a, b) => this.isOnline(b) - this.isOnline(a) || byName.compare(a, b))
+      .slice(0, limit);
+  }
+
+  /** Everyone the page knows of but me: online, recent, or a conversation. */
+  knownSet() {
     const names = new Set([...this.online, ...this.recent.keys(), ...this.convs.keys()]);
     names.delete(EVERYONE);
     names.delete(this.me);
     for (const n of names) if (n.startsWith(ROOM)) names.delete(n);
-    return [...names].sort();
+    return names;
   }
 
   isTyping(name) {
