@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from accounts.checks import address_exemption_warnings  # noqa: E402
 from messaging.routing import lifespan, websocket_urlpatterns  # noqa: E402
 from messaging.transport import (  # noqa: E402
+    daphne_checks_only_what_is_due,
     daphne_leaves_bodies_unparsed,
     daphne_spools_bodies,
     twisted_writes_at_once,
@@ -34,6 +35,9 @@ daphne_spools_bodies()
 # A frame goes to the kernel when it is written, not at a later turn of the
 # loop (a broadcast to thousands: messaging/transport.py).
 twisted_writes_at_once()
+# daphne's timers look at the connections that are due, not at all of them
+# every second (10,000 idle connections: messaging/transport.py).
+daphne_checks_only_what_is_due()
 # Fewer collections of young objects, so the many that a request keeps while
 # the database answers die young instead of filling the old generation,
 # whose full collections scan every connection (settings.py).

@@ -235,3 +235,33 @@ def test_make_run_raises_the_open_file_limit(tmp_path):
         os.killpg(os.getpgid(make.pid), signal.SIGTERM)
         make.wait(10)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --- 5. A client that vanishes without a close ---------------------------------------------
+
+
+async def test_a_client_that_stops_answering_pings_goes_offline_and_others_stay(transactional_db):
+    """daphne pings a socket silent for --ping-interval and drops it when no
+    pong comes within --ping-timeout; its presence goes with it (the
+    protocol's minute). Its timers look only at the sockets that are due
+    (messaging/transport.py): this is what they must still do."""
+    server = Server(args=["--ping-interval", "1", "--ping-timeout", "1"], CHAT_PRESENCE_TIMEOUT_SECONDS=600).start()
+    try:
+        await signup(server.url, "alice", "bob")
+        async with Peer(server.url) as bob, Peer(server.url) as alice:
+            await bob.ok("login", username="bob", password=PASSWORD)
+            await alice.ok("login", username="alice", password=PASSWORD)
+            # Talking past the first round of daphne's timeout check, so the
+            # ping that finds alice gone is the one her deadline brings.
+            for _ in range(9):
+                await alice.ok("whoami")
+                await asyncio.sleep(0.3)
+            alice.ws.transport.pause_reading()  # reads nothing more: no pong
+            gone_at = time.monotonic()
+            await bob.event("presence", username="alice", online=False, timeout=15)
+            assert time.monotonic() - gone_at < 10
+            # bob, silent all along too, answered each ping: still here.
+            assert (await bob.ok("whoami"))["username"] == "bob"
+            assert (await bob.ok("online"))["users"] == ["bob"]
+    finally:
+        server.stop()

@@ -392,3 +392,167 @@ async def test_the_graceful_stop_runs_outside_the_context_that_fired_it():
     finally:
         if previous is not None:
             Server.kill_all_applications.graceful = previous
+
+
+# --- daphne's timers, on what is due (transport.daphne_checks_only_what_is_due) -----------
+
+
+def test_daphne_walks_every_connection_in_its_two_timers_as_ours_expects():
+    """Ours hand daphne's application_checker a smaller `connections` and
+    call each protocol's check_timeouts when it is due; daphne's must
+    still read, delete and reschedule as below."""
+    from daphne.http_protocol import WebRequest
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from messaging import transport
+
+    transport.daphne_checks_only_what_is_due()
+    apps = inspect.getsource(Server._chat_original_application_checker)
+    for line in (
+        "for protocol, details in list(self.connections.items()):",
+        'disconnected = details.get("disconnected", None)',
+        'application_instance = details.get("application_instance", None)',
+        "time.time() - disconnected > self.application_close_timeout",
+        "application_instance.cancel()",
+        'del self.connections[protocol]["application_instance"]',
+        "del self.connections[protocol]",
+        "reactor.callLater(1, self.application_checker)",
+    ):
+        assert line in apps, line
+    timeouts = inspect.getsource(Server._chat_original_timeout_checker)
+    assert "for protocol in list(self.connections.keys()):" in timeouts
+    assert "protocol.check_timeouts()" in timeouts
+    assert "reactor.callLater(2, self.timeout_checker)" in timeouts
+    run = inspect.getsource(Server.run)
+    assert "reactor.callLater(1, self.application_checker)" in run
+    assert "reactor.callLater(2, self.timeout_checker)" in run
+    # What a WebSocket's check looks at: its deadlines are these.
+    check = inspect.getsource(WebSocketProtocol.check_timeouts)
+    for line in (
+        "self.duration() > self.server.websocket_timeout",
+        "and self.server.websocket_timeout >= 0",
+        "if self.state == self.STATE_CONNECTING:",
+        "elif self.state == self.STATE_OPEN:",
+        "if (time.time() - self.last_ping) > self.server.ping_interval:",
+        "self.last_ping = time.time()",
+    ):
+        assert line in check, line
+    assert "return time.time() - self.socket_opened" in inspect.getsource(WebSocketProtocol.duration)
+    assert "self.last_ping = time.time()" in inspect.getsource(WebSocketProtocol.onMessage)
+    # Every protocol comes and goes through these two.
+    assert "self.server.protocol_connected(self)" in inspect.getsource(WebSocketProtocol.onConnect)
+    assert "self.server.protocol_connected(self)" in inspect.getsource(WebRequest.__init__)
+    assert "self.server.protocol_disconnected(self)" in inspect.getsource(WebSocketProtocol.onClose)
+    for method in (WebRequest.connectionLost, WebRequest.finish):
+        assert "self.server.protocol_disconnected(self)" in inspect.getsource(method)
+
+
+class _Later:
+    """daphne's reactor as its timers use it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callLater(self, delay, func):
+        self.calls.append((delay, func))
+
+
+def _socket(server, *, last_ping):
+    """An open daphne WebSocket, as far as check_timeouts looks; its pings
+    and checks counted."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.server, protocol.state = server, WebSocketProtocol.STATE_OPEN
+    protocol.socket_opened = protocol.last_ping = last_ping
+    protocol.pings = protocol.checks = 0
+
+    def ping():
+        protocol.pings += 1
+
+    def check(original=protocol.check_timeouts):
+        protocol.checks += 1
+        original()
+
+    protocol._sendAutoPing, protocol.check_timeouts = ping, check
+    return protocol
+
+
+def test_daphne_checks_a_socket_when_its_ping_is_due_not_every_round(monkeypatch):
+    import time
+
+    import daphne.server
+    from daphne.server import Server
+
+    from messaging import transport
+
+    transport.daphne_checks_only_what_is_due()
+    monkeypatch.setattr(daphne.server, "reactor", _Later())
+    server = Server(application=None, endpoints=["tcp:0"], ping_interval=0.3, websocket_timeout=-1)
+    server.connections = {}
+    sockets = [_socket(server, last_ping=time.time()) for _ in range(50)]
+    for protocol in sockets:
+        server.protocol_connected(protocol)
+    server.timeout_checker()  # new ones: each checked once, none pinged (not silent yet)
+    assert [p.checks for p in sockets] == [1] * 50 and not any(p.pings for p in sockets)
+    server.timeout_checker()
+    server.timeout_checker()
+    assert [p.checks for p in sockets] == [1] * 50  # nobody is due: nobody is looked at
+    time.sleep(0.35)
+    sockets[0].last_ping = time.time()  # a frame came from this client: its ping moves later
+    server.timeout_checker()
+    assert [p.pings for p in sockets] == [0] + [1] * 49
+    assert [p.checks for p in sockets] == [2] * 50
+    assert daphne.server.reactor.calls[-1] == (2, server.timeout_checker)
+    del server.connections[sockets[1]]  # gone: forgotten at its next deadline
+    time.sleep(0.35)
+    server.timeout_checker()
+    assert sockets[1].checks == 2 and sockets[2].checks == 3 and sockets[0].pings == 1
+    assert len(server._chat_deadlines) == 49
+
+
+async def test_daphne_reaps_the_applications_that_ended_and_no_other(monkeypatch):
+    import daphne.server
+    from daphne.server import Server
+
+    from messaging import transport
+
+    transport.daphne_checks_only_what_is_due()
+    monkeypatch.setattr(daphne.server, "reactor", _Later())
+    ends = {}
+
+    async def application(scope, receive, send):
+        await ends[scope["path"]].wait()
+
+    server = Server(application=application, endpoints=["tcp:0"], application_close_timeout=0.2)
+    server.connections = {}
+    protocols = {name: type("Protocol", (), {"name": name})() for name in ("ends", "runs", "stale")}
+    for name, protocol in protocols.items():
+        ends[name] = asyncio.Event()
+        server.protocol_connected(protocol)
+        server.create_application(protocol, {"type": "websocket", "path": name})
+    # Gone long ago, its application still running: daphne would cancel it,
+    # were it looked at; nothing marked it (daphne's own disconnect would).
+    server.connections[protocols["stale"]]["disconnected"] = 1.0
+    ends["ends"].set()
+    await asyncio.sleep(0.01)
+    server.application_checker()
+    details = server.connections
+    assert "application_instance" not in details[protocols["ends"]]  # reaped
+    assert not details[protocols["runs"]]["application_instance"].done()
+    assert not details[protocols["stale"]]["application_instance"].done()  # not looked at
+    server.protocol_disconnected(protocols["ends"])
+    server.protocol_disconnected(protocols["runs"])
+    server.application_checker()  # "ends" goes; "runs" is given daphne's close timeout
+    assert protocols["ends"] not in server.connections
+    running = server.connections[protocols["runs"]]["application_instance"]
+    await asyncio.sleep(0.01)
+    assert not running.done()
+    await asyncio.sleep(0.25)
+    server.application_checker()  # looked at again: it outlived the timeout, cancelled
+    await asyncio.sleep(0.01)
+    assert running.cancelled()
+    server.application_checker()  # and reaped once its cancellation is done
+    assert protocols["runs"] not in server.connections and protocols["stale"] in server.connections
+    server.connections[protocols["stale"]]["application_instance"].cancel()
