@@ -258,6 +258,15 @@ def test_the_tick_refreshes_this_process_rows_in_one_go_and_lets_a_leaked_one_ex
     assert lost == ["vanished"]
     fresh = set(Presence.objects.filter(heartbeat_at__gt=long_ago).values_list("channel_name", flat=True))
     assert fresh == {"chan-0", "chan-1"}  # not the leaked row, not another process's
+    # Written again only once a third of the presence timeout old (15 s of
+    # 45): not at every tick.
+    beats = dict(Presence.objects.values_list("channel_name", "heartbeat_at"))
+    services.presence_tick(channel_names=["chan-0", "chan-1"], expire=False)
+    assert dict(Presence.objects.values_list("channel_name", "heartbeat_at")) == beats
+    Presence.objects.filter(channel_name="chan-0").update(heartbeat_at=timezone.now() - timedelta(seconds=16))
+    services.presence_tick(channel_names=["chan-0", "chan-1"], expire=False)
+    assert Presence.objects.get(channel_name="chan-0").heartbeat_at > beats["chan-0"]
+    assert Presence.objects.get(channel_name="chan-1").heartbeat_at == beats["chan-1"]
 
 
 @pytest.mark.django_db

@@ -288,7 +288,7 @@ def test_past_500_leaked_rows_a_tick_refreshes_the_held_rows_by_name(alice):
     """Rows of this process that no connection here holds (their release
     failed) keep their heartbeat and expire; past 500 of them the held
     rows are refreshed by name instead."""
-    old = timezone.now() - timedelta(seconds=5)
+    old = timezone.now() - timedelta(seconds=20)  # past a third of the timeout: due
     leak_rows(501, at=old)
     online(alice, "a")
     Presence.objects.update(heartbeat_at=old)
