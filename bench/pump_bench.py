@@ -7,11 +7,13 @@ An idle server's CPU is mostly its pings and the pump's tick (issue 23,
 item 3). This times the tick's steps straight against the database, with
 no sockets: N users, each with a resume-token session and a presence row
 of this process, then each step --ticks times: the heartbeat
-(`presence_tick`), the session check without the pump's cache of verdicts
-(every session decoded, every user's auth hash computed) and with it (a
-tick where nothing changed), and the re-push (`delivery_redeliver`, nothing
-due). Prints each step's median and what it costs a core at one tick per
-CHAT_PUMP_SECONDS. Seeding goes around the services where they would do
+(`presence_tick`, with every row due for a write and with none), the
+session check without the pump's cache of verdicts (every session
+decoded, every user's auth hash computed) and with it (nothing changed),
+and the re-push (`delivery_redeliver`, nothing due). Prints each step's
+median and what it costs a core at its pace (a tick per
+CHAT_PUMP_SECONDS; the session check per CHAT_SESSIONS_CHECK_SECONDS).
+Seeding goes around the services where they would do
 one insert per row (set-up, not what is measured).
 """
 
@@ -64,10 +66,12 @@ def seed(connections: int) -> list[str]:
     return [row.channel_name for row in rows]
 
 
-def timed(step: Callable[[], Any], ticks: int) -> float:
-    """The median seconds of `ticks` runs of `step`."""
+def timed(step: Callable[[], Any], ticks: int, before: Callable[[], Any] | None = None) -> float:
+    """The median seconds of `ticks` runs of `step` (each after `before`, not timed)."""
     runs = []
     for _ in range(ticks):
+        if before is not None:
+            before()
         start = time.perf_counter()
         step()
         runs.append(time.perf_counter() - start)
@@ -99,20 +103,36 @@ def main() -> None:
         names = seed(args.connections)
         verified: dict[str, int] = {}
         services.presence_sessions_check(channel_names=names, verified=verified)  # the first tick fills it
-        steps: list[tuple[str, Callable[[], Any]]] = [
-            ("presence_tick", lambda: services.presence_tick(channel_names=names, expire=False)),
-            ("presence_sessions_check, no cache", lambda: services.presence_sessions_check(channel_names=names)),
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from messaging.models import Presence
+
+        def age_rows() -> None:  # past a third of the timeout: every row due for a write
+            Presence.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=20))
+
+        tick_step = lambda: services.presence_tick(channel_names=names, expire=False)  # noqa: E731
+        steps: list[tuple[str, Callable[[], Any], Callable[[], Any] | None]] = [
+            ("presence_tick, every row due", tick_step, age_rows),
+            ("presence_tick, none due", tick_step, None),
+            ("presence_sessions_check, no cache", lambda: services.presence_sessions_check(channel_names=names), None),
             (
                 "presence_sessions_check, cached",
                 lambda: services.presence_sessions_check(channel_names=names, verified=verified),
+                None,
             ),
-            ("delivery_redeliver", lambda: services.delivery_redeliver(channel_names=names)),
+            ("delivery_redeliver", lambda: services.delivery_redeliver(channel_names=names), None),
         ]
-        tick = settings.CHAT_PUMP_SECONDS
-        print(f"{'step':<38} {'median':>10} {'of a core':>10}  (a tick every {tick:g} s)")
-        for label, step in steps:
-            seconds = timed(step, args.ticks)
-            print(f"{label:<38} {seconds * 1000:>7.1f} ms {seconds / tick:>10.1%}", flush=True)
+        tick, check = settings.CHAT_PUMP_SECONDS, settings.CHAT_SESSIONS_CHECK_SECONDS
+        print(
+            f"{'step':<38} {'median':>10} {'of a core':>10}  (a tick every {tick:g} s;"
+            f" the sessions check every {check:g} s)"
+        )
+        for label, step, before in steps:
+            seconds = timed(step, args.ticks, before)
+            every = check if label.startswith("presence_sessions_check") else tick
+            print(f"{label:<38} {seconds * 1000:>7.1f} ms {seconds / every:>10.1%}", flush=True)
         connection.close()
 
 
