@@ -12,6 +12,7 @@ connections.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -20,6 +21,8 @@ from django.db import transaction
 from django.db.models.signals import post_save
 
 from . import services
+
+log = logging.getLogger("chat")
 
 # The fields of a user whose change can end their login.
 _ENDS_A_LOGIN = frozenset({"password", "is_active"})
@@ -31,14 +34,19 @@ def connect() -> None:
 
 
 def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """Sent before the session is flushed: its key is still there."""
+    """Sent before the session is flushed: its key is still there. A logout
+    goes on if this fails: the pump's check ends the socket later."""
     session = getattr(request, "session", None)
     if user is not None and session is not None and session.session_key:
-        services.presence_session_logged_out(session_key=session.session_key)
+        try:
+            services.presence_session_logged_out(session_key=session.session_key)
+        except Exception:
+            log.exception("could not end the connections of a session logging out")
 
 
 def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Any = None, **kwargs: Any) -> None:
     if created or (update_fields is not None and not _ENDS_A_LOGIN & set(update_fields)):
         return
     user_id = instance.pk
-    transaction.on_commit(lambda: services.presence_user_recheck(user_id=user_id))
+    # robust: a save goes on if this fails; the pump's check ends the socket later.
+    transaction.on_commit(lambda: services.presence_user_recheck(user_id=user_id), robust=True)

@@ -377,6 +377,26 @@ async def test_a_saved_password_or_deactivation_ends_the_socket_at_once():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_logout_or_a_save_goes_on_when_ending_the_socket_fails(monkeypatch, caplog):
+    """Ending the socket at once is a courtesy: the pump's check would."""
+
+    def broken(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "presence_session_logged_out", broken)
+    monkeypatch.setattr(services, "presence_user_recheck", broken)
+    make_user("alice")
+    http, _ = cookie_of("alice")
+    assert http.post("/accounts/logout/").status_code == 302
+    assert http.get("/").status_code == 302  # logged out all the same
+    alice = User.objects.get(username="alice")
+    alice.set_password("brand-new-password-1")
+    alice.save()
+    assert User.objects.get(username="alice").check_password("brand-new-password-1")
+    assert "could not end the connections of a session logging out" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_the_pumps_sessions_check_ends_what_no_signal_told_of(settings):
     """An UPDATE sends no signal; the pump's check of every socket finds it."""
     settings.CHAT_PUMP_SECONDS = 0.1
