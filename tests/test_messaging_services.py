@@ -475,6 +475,39 @@ def test_a_deleted_account_loses_its_own_rows_only_and_its_connection_stops(alic
 
 
 @pytest.mark.django_db
+def test_a_saved_account_or_a_logout_ends_its_connection_on_any_process(alice, bob, capture_pushes):
+    """What messaging.receivers call: one user's recheck, and the end of one
+    session's connections, look at every process's rows and end only what
+    no longer holds, once."""
+    from accounts import services as accounts
+
+    tokens = {user.username: accounts.session_create(user=user) for user in (alice, bob)}
+    for user in (alice, bob):
+        Presence.objects.create(
+            user=user,
+            channel_name=f"far-{user.username}",
+            host="another-host",
+            pid=1,
+            connected_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            session_key=tokens[user.username],
+        )
+    with capture_pushes() as pushes:
+        assert services.presence_user_recheck(user_id=alice.pk) == []  # nothing changed
+        assert services.presence_session_logged_out(session_key="") == []
+        alice.set_password("another-horse-43")
+        User.objects.filter(pk=alice.pk).update(password=alice.password)  # no signal: called below
+        assert services.presence_user_recheck(user_id=alice.pk) == ["far-alice"]
+        assert services.presence_user_recheck(user_id=alice.pk) == []
+        assert services.presence_session_logged_out(session_key=tokens["bob"]) == ["far-bob"]
+        assert services.presence_session_logged_out(session_key=tokens["bob"]) == []
+    frames = {p.target: p.event["frame"] for p in pushes if p.event["type"] == events.END}
+    assert "password" in frames["far-alice"]["reason"] and frames["far-alice"]["action"] == "login"
+    assert "logged out" in frames["far-bob"]["reason"] and frames["far-bob"]["action"] == "login"
+    assert selectors.online_usernames() == []
+
+
+@pytest.mark.django_db
 def test_the_session_check_ends_each_ended_login_once_and_rechecks_only_what_changed(
     alice, bob, capture_pushes, monkeypatch
 ):
