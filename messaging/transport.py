@@ -500,6 +500,8 @@ def daphne_checks_only_what_is_due() -> None:
     server_class: Any = server_module.Server
     if getattr(server_class, "_chat_checks_due", False):
         return
+    # Its create_application is a copy of daphne's: put it first, then wrap it.
+    daphne_spools_bodies()
     check_applications = server_class.application_checker
     connected, disconnected = server_class.protocol_connected, server_class.protocol_disconnected
     create = server_class.create_application
@@ -572,6 +574,8 @@ def daphne_checks_only_what_is_due() -> None:
 
     server_class._chat_original_application_checker = check_applications
     server_class._chat_original_timeout_checker = server_class.timeout_checker
+    server_class._chat_original_protocol_connected = connected
+    server_class._chat_original_protocol_disconnected = disconnected
     server_class.application_checker = application_checker
     server_class.timeout_checker = timeout_checker
     server_class.protocol_connected = protocol_connected
