@@ -70,12 +70,16 @@ class Pump:
             await hub.refresh()
         except Exception:
             log.warning("hub: could not renew its channel-layer groups", exc_info=True)
-        # After a gap longer than the presence timeout (the database was
-        # down, the process was stopped), every other process's heartbeats
-        # look stale too: wait one timeout before expiring anyone's.
+        # After a gap (the database was down, the process was stopped) long
+        # enough that other processes' live rows may have aged past the
+        # timeout too, wait one timeout before expiring anyone's. A live row
+        # is up to a third of the timeout and a tick old when the gap starts
+        # (presence_tick writes it again only then). Never below a tick and
+        # a half: a usual tick is no outage, or nothing would ever expire.
         now = time.monotonic()
-        if self.ticked_at and now - self.ticked_at > settings.CHAT_PRESENCE_TIMEOUT_SECONDS:
-            self.quiet_until = now + settings.CHAT_PRESENCE_TIMEOUT_SECONDS
+        timeout, tick = settings.CHAT_PRESENCE_TIMEOUT_SECONDS, settings.CHAT_PUMP_SECONDS
+        if self.ticked_at and now - self.ticked_at > max(timeout * 2 / 3 - tick, tick * 1.5):
+            self.quiet_until = now + timeout
         if await self._safely(services.presence_tick, channel_names=names, expire=now >= self.quiet_until):
             self.ticked_at = now
         # The safety net: a logout or a saved account ends its socket at once

@@ -5,7 +5,9 @@ deactivated: the admin, the account page, ``changepassword``, the shell)
 end the connection they concern as they happen, on whichever process
 holds it. The pump's sessions check, every CHAT_SESSIONS_CHECK_SECONDS,
 is the safety net for what sends no signal: an expiry, an ``UPDATE`` from
-the shell, a session store outside the database. Checking every socket
+the shell, a session store outside the database; and for a login whose
+session was checked just before the change committed but whose presence
+row came just after the recheck looked. Checking every socket
 every few seconds instead was a tenth of an idle process's CPU at 10,000
 connections.
 """

@@ -542,6 +542,12 @@ def daphne_checks_only_what_is_due() -> None:
         self.connections = batch
         try:
             check_applications(self)  # daphne's own, over these; it schedules the next round
+        except Exception:
+            # daphne's own timer would stop here for good: look at these
+            # again at the next round instead.
+            log.exception("daphne's application check failed")
+            due.update(p for p in before if p in batch)
+            server_module.reactor.callLater(1, self.application_checker)
         finally:
             self.connections = everyone
         for protocol in before:
@@ -562,15 +568,19 @@ def daphne_checks_only_what_is_due() -> None:
 
     def timeout_checker(self: Any) -> None:
         now, heap, checked = time.time(), deadlines(self), []
-        while heap and heap[0][0] <= now:
-            _, _, protocol = heapq.heappop(heap)
-            if protocol in self.connections:
-                protocol.check_timeouts()
-                checked.append(protocol)
-        for protocol in checked:
-            if protocol in self.connections:
-                heapq.heappush(heap, (next_check(self, protocol, now), next(order), protocol))
-        server_module.reactor.callLater(2, self.timeout_checker)
+        try:
+            while heap and heap[0][0] <= now:
+                _, _, protocol = heapq.heappop(heap)
+                if protocol in self.connections:
+                    checked.append(protocol)
+                    protocol.check_timeouts()
+        except Exception:  # daphne's own timer would stop for good; this goes on
+            log.exception("daphne's timeout check failed")
+        finally:
+            for protocol in checked:
+                if protocol in self.connections:
+                    heapq.heappush(heap, (next_check(self, protocol, now), next(order), protocol))
+            server_module.reactor.callLater(2, self.timeout_checker)
 
     server_class._chat_original_application_checker = check_applications
     server_class._chat_original_timeout_checker = server_class.timeout_checker

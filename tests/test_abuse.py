@@ -245,7 +245,8 @@ async def test_a_client_that_stops_answering_pings_goes_offline_and_others_stay(
     pong comes within --ping-timeout; its presence goes with it (the
     protocol's minute). Its timers look only at the sockets that are due
     (messaging/transport.py): this is what they must still do."""
-    server = Server(args=["--ping-interval", "1", "--ping-timeout", "1"], CHAT_PRESENCE_TIMEOUT_SECONDS=600).start()
+    # A pong may take a loaded machine a while: 3 s to answer.
+    server = Server(args=["--ping-interval", "1", "--ping-timeout", "3"], CHAT_PRESENCE_TIMEOUT_SECONDS=600).start()
     try:
         await signup(server.url, "alice", "bob")
         async with Peer(server.url) as bob, Peer(server.url) as alice:
@@ -258,8 +259,8 @@ async def test_a_client_that_stops_answering_pings_goes_offline_and_others_stay(
                 await asyncio.sleep(0.3)
             alice.ws.transport.pause_reading()  # reads nothing more: no pong
             gone_at = time.monotonic()
-            await bob.event("presence", username="alice", online=False, timeout=15)
-            assert time.monotonic() - gone_at < 10
+            await bob.event("presence", username="alice", online=False, timeout=20)
+            assert time.monotonic() - gone_at < 12
             # bob, silent all along too, answered each ping: still here.
             assert (await bob.ok("whoami"))["username"] == "bob"
             assert (await bob.ok("online"))["users"] == ["bob"]

@@ -490,27 +490,60 @@ def test_daphne_checks_a_socket_when_its_ping_is_due_not_every_round(monkeypatch
 
     transport.daphne_checks_only_what_is_due()
     monkeypatch.setattr(daphne.server, "reactor", _Later())
-    server = Server(application=None, endpoints=["tcp:0"], ping_interval=0.3, websocket_timeout=-1)
+    clock = [1000.0]  # daphne's and the adapter's time.time()
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    server = Server(application=None, endpoints=["tcp:0"], ping_interval=35, websocket_timeout=-1)
     server.connections = {}
-    sockets = [_socket(server, last_ping=time.time()) for _ in range(50)]
+    sockets = [_socket(server, last_ping=clock[0]) for _ in range(50)]
     for protocol in sockets:
         server.protocol_connected(protocol)
     server.timeout_checker()  # new ones: each checked once, none pinged (not silent yet)
     assert [p.checks for p in sockets] == [1] * 50 and not any(p.pings for p in sockets)
-    server.timeout_checker()
-    server.timeout_checker()
-    assert [p.checks for p in sockets] == [1] * 50  # nobody is due: nobody is looked at
-    time.sleep(0.35)
-    sockets[0].last_ping = time.time()  # a frame came from this client: its ping moves later
+    for _ in range(17):  # 34 s of rounds: nobody is due, nobody is looked at
+        clock[0] += 2
+        server.timeout_checker()
+    assert [p.checks for p in sockets] == [1] * 50
+    sockets[0].last_ping = clock[0]  # a frame came from this client: its ping moves later
+    clock[0] += 2  # 36 s of silence for the others
     server.timeout_checker()
     assert [p.pings for p in sockets] == [0] + [1] * 49
     assert [p.checks for p in sockets] == [2] * 50
     assert daphne.server.reactor.calls[-1] == (2, server.timeout_checker)
     del server.connections[sockets[1]]  # gone: forgotten at its next deadline
-    time.sleep(0.35)
+    clock[0] += 36
     server.timeout_checker()
     assert sockets[1].checks == 2 and sockets[2].checks == 3 and sockets[0].pings == 1
     assert len(server._chat_deadlines) == 49
+
+
+def test_daphne_timers_go_on_after_a_check_that_fails(monkeypatch, caplog):
+    """daphne's own timers stop for good when a check raises; ours log it,
+    keep the connection and come back."""
+    import daphne.server
+    from daphne.server import Server
+
+    from messaging import transport
+
+    transport.daphne_checks_only_what_is_due()
+    monkeypatch.setattr(daphne.server, "reactor", _Later())
+    server = Server(application=None, endpoints=["tcp:0"], ping_interval=35, websocket_timeout=-1)
+    server.connections = {}
+    broken = _socket(server, last_ping=0.0)
+
+    def fails():
+        raise RuntimeError("a bug in a check")
+
+    broken.check_timeouts = fails
+    server.protocol_connected(broken)
+    server.timeout_checker()
+    assert daphne.server.reactor.calls == [(2, server.timeout_checker)]
+    assert len(server._chat_deadlines) == 1  # looked at again at its deadline
+    assert "daphne's timeout check failed" in caplog.text
+    server.connections[broken]["application_instance"] = type("Broken", (), {"done": lambda self: fails()})()
+    server.protocol_disconnected(broken)
+    server.application_checker()
+    assert daphne.server.reactor.calls[-1] == (1, server.application_checker)
+    assert broken in server._chat_marked and broken in server.connections
 
 
 async def test_daphne_reaps_the_applications_that_ended_and_no_other(monkeypatch):

@@ -61,6 +61,7 @@ async def test_a_tick_runs_each_step_once(calls, monkeypatch):
 async def test_after_an_outage_nobody_else_is_expired_for_a_while(calls, settings):
     """Every process's heartbeat stopped during a database outage: the
     first to tick again must not take the others' users for dead."""
+    settings.CHAT_PUMP_SECONDS = 5
     pump = Pump(FakeHub())
     await pump.tick()
     pump.ticked_at = time.monotonic() - settings.CHAT_PRESENCE_TIMEOUT_SECONDS - 1  # the gap
@@ -88,3 +89,20 @@ async def test_the_sessions_check_runs_at_its_own_pace(calls, monkeypatch, setti
     checks = [name for name, _ in calls].count("presence_sessions_check")
     assert checks == 3  # at 1000, 1060 and 1130
     assert [name for name, _ in calls].count("presence_tick") == 6
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_gap_that_may_have_aged_live_rows_past_the_timeout_is_an_outage(calls, settings):
+    """A live row is written again once a third of the timeout old, so it
+    may be 15 + 5 s old when every process stops ticking: a gap of 25 s
+    (of a 45 s timeout, 5 s ticks) may already have aged it past the
+    timeout. Shorter gaps cannot."""
+    settings.CHAT_PRESENCE_TIMEOUT_SECONDS, settings.CHAT_PUMP_SECONDS = 45, 5
+    pump = Pump(FakeHub())
+    await pump.tick()
+    pump.ticked_at = time.monotonic() - 20
+    await pump.tick()
+    pump.ticked_at = time.monotonic() - 30
+    await pump.tick()
+    await pump.tick()
+    assert [kwargs["expire"] for name, kwargs in calls if name == "presence_tick"] == [True, True, False, False]
