@@ -56,7 +56,9 @@ class ProtocolClient(Session):
 
         self.comm = WebsocketCommunicator(application, "/ws/chat/", headers=headers or [])
         self.comm.scope["client"] = client
-        super().__init__(CommunicatorTransport(self.comm), timeout=3)
+        # Replies take milliseconds; a loaded CI machine (four test workers,
+        # browsers, two cores) once took more than 3 s for a first login.
+        super().__init__(CommunicatorTransport(self.comm), timeout=10)
 
     async def connect(self) -> ProtocolClient:
         connected_, _ = await self.comm.connect()

@@ -84,6 +84,10 @@ class Server:
             "PASSWORD_MIN_LENGTH": "8",
             "LOG_LEVEL": "WARNING",
             "CHAT_PUMP_SECONDS": "0.5",
+            # What no signal tells of (a session deleted from the shell, as
+            # the tests do) ends the socket at the pump's next check, not in a
+            # minute.
+            "CHAT_SESSIONS_CHECK_SECONDS": "0.5",
             "CHAT_SIGNUPS_PER_ADDRESS": "0",
             "CHAT_PASSWORD_FAILURES_PER_ADDRESS": "0",
             "CHAT_BROADCAST_RATE_COUNT": "0",
